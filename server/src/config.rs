@@ -1,0 +1,149 @@
+//! Server configuration: command-line flags with environment fallbacks (clap).
+//!
+//! The PaaS conventions are honoured: `PORT` sets the port and `MONGODB_URI` selects
+//! MongoDB. Without a MongoDB URI the server uses the embedded store in `--data-dir`, so
+//! running the binary with no configuration at all works.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Every setting the server reads.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "server", version, about = "End-to-end encrypted chat server")]
+pub struct Config {
+    /// Address to bind.
+    #[arg(long, env = "BIND_ADDRESS", default_value = "0.0.0.0")]
+    pub bind: IpAddr,
+
+    /// Port to listen on (0 picks a free one).
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// Directory of the embedded store (used when no MongoDB URI is given).
+    #[arg(long, env = "DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// MongoDB connection string; when set, MongoDB is the store.
+    #[arg(long, env = "MONGODB_URI")]
+    pub mongodb_uri: Option<String>,
+
+    /// MongoDB database name.
+    #[arg(long, env = "MONGODB_DATABASE", default_value = "e2e_chat")]
+    pub mongodb_database: String,
+
+    /// Log filter in `tracing` EnvFilter syntax.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub log_filter: String,
+
+    /// Seconds between WebSocket pings; a peer silent for three intervals is dropped.
+    #[arg(long, env = "HEARTBEAT_SECS", default_value_t = 10)]
+    pub heartbeat_secs: u64,
+
+    /// Seconds a login challenge stays valid.
+    #[arg(long, env = "CHALLENGE_TTL_SECS", default_value_t = 60)]
+    pub challenge_ttl_secs: u64,
+
+    /// Frames queued for a connection before it is dropped as too slow.
+    #[arg(long, env = "OUTBOUND_QUEUE", default_value_t = 1024)]
+    pub outbound_queue: usize,
+
+    /// Seconds to drain connections on shutdown (Heroku allows 30 in total).
+    #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    pub shutdown_grace_secs: u64,
+
+    /// actix worker threads (0 = one per core).
+    #[arg(long, env = "WORKERS", default_value_t = 0)]
+    pub workers: usize,
+}
+
+/// Which store the configuration selects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// The embedded store in this directory.
+    Embedded(PathBuf),
+    /// MongoDB at this URI, in this database.
+    Mongo {
+        /// Connection string.
+        uri: String,
+        /// Database name.
+        database: String,
+    },
+}
+
+/// A setting that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value is out of range.
+    #[error("invalid setting {name}: {reason}")]
+    Invalid {
+        /// The flag.
+        name: &'static str,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+impl Config {
+    /// A configuration for tests: loopback, a free port, the embedded store in `data_dir`,
+    /// and no environment read.
+    pub fn for_tests(data_dir: PathBuf) -> Self {
+        Self {
+            bind: IpAddr::from([127, 0, 0, 1]),
+            port: 0,
+            data_dir,
+            mongodb_uri: None,
+            mongodb_database: "e2e_chat".into(),
+            log_filter: "warn".into(),
+            heartbeat_secs: 10,
+            challenge_ttl_secs: 60,
+            outbound_queue: 1024,
+            shutdown_grace_secs: 5,
+            workers: 2,
+        }
+    }
+
+    /// Checks cross-field rules clap cannot express.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |name, reason| Err(ConfigError::Invalid { name, reason });
+        if self.heartbeat_secs == 0 {
+            return invalid("heartbeat-secs", "must be at least 1");
+        }
+        if self.challenge_ttl_secs == 0 {
+            return invalid("challenge-ttl-secs", "must be at least 1");
+        }
+        if self.outbound_queue < 16 {
+            return invalid("outbound-queue", "must be at least 16");
+        }
+        if matches!(&self.mongodb_uri, Some(uri) if uri.trim().is_empty()) {
+            return invalid("mongodb-uri", "is set but empty");
+        }
+        Ok(())
+    }
+
+    /// The store this configuration selects.
+    pub fn store_choice(&self) -> StoreChoice {
+        match &self.mongodb_uri {
+            Some(uri) => StoreChoice::Mongo {
+                uri: uri.clone(),
+                database: self.mongodb_database.clone(),
+            },
+            None => StoreChoice::Embedded(self.data_dir.clone()),
+        }
+    }
+
+    /// The heartbeat interval.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_secs(self.heartbeat_secs)
+    }
+
+    /// How long a login challenge is valid.
+    pub fn challenge_ttl(&self) -> Duration {
+        Duration::from_secs(self.challenge_ttl_secs)
+    }
+}

@@ -1,0 +1,197 @@
+//! Persistence: one domain-level trait, [`Store`], that says what the server needs, and
+//! its adapters.
+//!
+//! - [`embedded::EmbeddedStore`]: a crash-safe on-disk store (redb) in a data directory;
+//!   the zero-configuration default.
+//! - [`mongo::MongoStore`]: MongoDB, for production.
+//!
+//! Uniqueness (usernames and room names, case-insensitively; message ids per room) and
+//! atomicity (a room is created together with its owner's membership; a message gets its
+//! sequence number and all its copies in one write) are the store's job, never a
+//! read-modify-write in a handler. Records are document-shaped so both adapters store them
+//! naturally. Every behaviour is pinned down by [`conformance`], which both adapters run.
+
+#[cfg(any(test, feature = "test-util"))]
+pub mod conformance;
+pub mod embedded;
+pub mod mongo;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use shared::protocol::{DeliveredMessage, Envelope};
+use shared::{MessageId, RoomName, Username};
+
+/// A registered account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// The username with the case it was registered with.
+    pub username: Username,
+    /// RSA public key, SubjectPublicKeyInfo DER (validated before it reaches the store).
+    pub public_key: Vec<u8>,
+    /// Registration time, milliseconds since the Unix epoch.
+    pub created_at_ms: u64,
+}
+
+/// A room's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomRecord {
+    /// The room's name with the case it was created with.
+    pub name: RoomName,
+    /// Who created it (its first member).
+    pub owner: Username,
+    /// argon2id PHC string, when the room has a password.
+    pub password_hash: Option<String>,
+    /// Hidden rooms are never listed.
+    pub hidden: bool,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_at_ms: u64,
+}
+
+/// A public room and its members, as listings need them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomListing {
+    /// The room.
+    pub room: RoomRecord,
+    /// Its members.
+    pub members: Vec<Username>,
+}
+
+/// A message to store: metadata plus one envelope per recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// The room.
+    pub room: RoomName,
+    /// The sender-chosen id; unique within the room.
+    pub message_id: MessageId,
+    /// The authenticated sender.
+    pub sender: Username,
+    /// Server time of acceptance, milliseconds since the Unix epoch.
+    pub server_time_ms: u64,
+    /// One copy per recipient.
+    pub envelopes: Vec<Envelope>,
+}
+
+/// A page of one recipient's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistorySlice {
+    /// Messages in ascending `seq` order, each with the recipient's copy only.
+    pub messages: Vec<DeliveredMessage>,
+    /// Whether the recipient has older messages before the first one here.
+    pub has_more: bool,
+}
+
+/// Backend-agnostic storage errors. Adapters map their own errors into these; handlers
+/// match on them and never see a driver's error.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The user, room or membership the operation needs does not exist.
+    #[error("not found")]
+    NotFound,
+    /// A unique key (username, room name, message id in a room) is already taken.
+    #[error("already exists")]
+    AlreadyExists,
+    /// The room already has `MAX_ROOM_MEMBERS` members.
+    #[error("room is full")]
+    RoomFull,
+    /// The backend cannot be reached now (connection refused, timeout, failover).
+    #[error("{store} store unavailable")]
+    Unavailable {
+        /// Which adapter.
+        store: &'static str,
+        /// The underlying error, for logs only.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Any other backend failure (corruption, encoding, I/O).
+    #[error("{store} store failed")]
+    Backend {
+        /// Which adapter.
+        store: &'static str,
+        /// The underlying error, for logs only.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// What the server needs from persistence.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The adapter's name, for logs and `/health`.
+    fn backend(&self) -> &'static str;
+
+    /// Checks that the backend is reachable.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] when it is not.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Creates an account.
+    ///
+    /// # Errors
+    /// [`StoreError::AlreadyExists`] if the username is taken, ignoring case; the existing
+    /// account is left untouched.
+    async fn create_user(&self, user: UserRecord) -> Result<(), StoreError>;
+
+    /// Looks an account up by username, ignoring case.
+    async fn find_user(&self, username: &Username) -> Result<Option<UserRecord>, StoreError>;
+
+    /// Replaces an account's public key.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if there is no such account.
+    async fn set_public_key(
+        &self,
+        username: &Username,
+        public_key: Vec<u8>,
+    ) -> Result<(), StoreError>;
+
+    /// Creates a room and makes its owner the first member, atomically.
+    ///
+    /// # Errors
+    /// [`StoreError::AlreadyExists`] if the name is taken, ignoring case.
+    async fn create_room(&self, room: RoomRecord) -> Result<(), StoreError>;
+
+    /// Looks a room up by name, ignoring case.
+    async fn find_room(&self, name: &RoomName) -> Result<Option<RoomRecord>, StoreError>;
+
+    /// Every room that is not hidden, with its members, ordered by canonical name.
+    async fn list_public_rooms(&self) -> Result<Vec<RoomListing>, StoreError>;
+
+    /// Makes `user` a member of `room`. Returns `true` if they were not a member before.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if the room does not exist; [`StoreError::RoomFull`] if it
+    /// has `MAX_ROOM_MEMBERS` members already.
+    async fn add_member(&self, room: &RoomName, user: &Username) -> Result<bool, StoreError>;
+
+    /// Ends `user`'s membership of `room`. Returns `true` if they were a member.
+    async fn remove_member(&self, room: &RoomName, user: &Username) -> Result<bool, StoreError>;
+
+    /// The room's members with their current keys, ordered by canonical username.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if the room does not exist.
+    async fn members(&self, room: &RoomName) -> Result<Vec<UserRecord>, StoreError>;
+
+    /// The rooms `user` is a member of, ordered by canonical name.
+    async fn rooms_of(&self, user: &Username) -> Result<Vec<RoomName>, StoreError>;
+
+    /// Durably stores a message with all its copies and returns its sequence number, one
+    /// greater than the room's previous message. When this returns `Ok`, the message
+    /// survives a crash.
+    ///
+    /// # Errors
+    /// [`StoreError::AlreadyExists`] if the room already has a message with this id;
+    /// [`StoreError::NotFound`] if the room does not exist.
+    async fn append_message(&self, message: NewMessage) -> Result<u64, StoreError>;
+
+    /// Up to `limit` of the newest messages in `room` with `seq < before_seq` (all, when
+    /// `None`) that have a copy for `recipient`, in ascending order.
+    async fn history_for(
+        &self,
+        room: &RoomName,
+        recipient: &Username,
+        before_seq: Option<u64>,
+        limit: usize,
+    ) -> Result<HistorySlice, StoreError>;
+}

@@ -1,0 +1,173 @@
+//! A whole chat message: signed once by its author, sealed once per recipient.
+//!
+//! The plaintext of every copy is the codec encoding of a [`SignedMessage`]: the
+//! [`MessageBody`] and an RSA-PSS signature (purpose [`Purpose::Message`]) over the body's
+//! encoding. The signature sits *inside* the encryption, so the server cannot use it to
+//! test guesses of the plaintext. The body repeats the room, message id and sender, and
+//! lists every recipient; [`open_message`] checks them against the envelope's metadata, so
+//! a copy replayed into another room or under another id is rejected.
+
+use rsa::{RsaPrivateKey, RsaPublicKey};
+use serde::{Deserialize, Serialize};
+
+use super::envelope::{self, EnvelopeContext};
+use super::signing::{self, Purpose};
+use super::CryptoError;
+use crate::ids::{MessageId, RoomName, Username};
+use crate::protocol::{codec, Envelope};
+
+/// What the author signs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageBody {
+    /// The room the author sent it to.
+    pub room: RoomName,
+    /// The author's id for it.
+    pub message_id: MessageId,
+    /// The author.
+    pub sender: Username,
+    /// The author's clock when sending, milliseconds since the Unix epoch.
+    pub sent_at_ms: u64,
+    /// Everyone the author encrypted it for.
+    pub recipients: Vec<Username>,
+    /// The text.
+    pub text: String,
+}
+
+/// The plaintext inside each envelope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedMessage {
+    /// The signed body.
+    pub body: MessageBody,
+    /// RSA-PSS-SHA256 over `signing_input(Message, [codec::encode(body)])`.
+    #[serde(with = "serde_bytes")]
+    pub signature: Vec<u8>,
+}
+
+/// One recipient of a message and the key to seal their copy with.
+#[derive(Debug, Clone)]
+pub struct Recipient {
+    /// Their username.
+    pub username: Username,
+    /// Their (pinned) public key.
+    pub key: RsaPublicKey,
+}
+
+/// Signs `body` once and seals one copy per recipient, spreading the RSA work over the
+/// machine's cores when there are many recipients.
+///
+/// # Errors
+/// [`CryptoError::Payload`] if the body does not encode or its recipients differ from
+/// `recipients`; [`CryptoError::Operation`] if encryption fails.
+pub fn seal_message(
+    author_key: &RsaPrivateKey,
+    body: MessageBody,
+    recipients: &[Recipient],
+) -> Result<Vec<Envelope>, CryptoError> {
+    let listed: Vec<&Username> = recipients.iter().map(|r| &r.username).collect();
+    if listed.len() != body.recipients.len()
+        || listed
+            .iter()
+            .zip(&body.recipients)
+            .any(|(a, b)| !a.same_as(b))
+    {
+        return Err(CryptoError::Payload(
+            "body recipients differ from the keys given".into(),
+        ));
+    }
+    let signed = sign_body(author_key, body)?;
+    let plaintext = zeroize::Zeroizing::new(
+        codec::encode(&signed).map_err(|e| CryptoError::Payload(e.to_string()))?,
+    );
+    let ctx = EnvelopeContext {
+        room: &signed.body.room,
+        message_id: &signed.body.message_id,
+        sender: &signed.body.sender,
+    };
+    seal_copies(&ctx, recipients, &plaintext)
+}
+
+fn sign_body(author_key: &RsaPrivateKey, body: MessageBody) -> Result<SignedMessage, CryptoError> {
+    let encoded = codec::encode(&body).map_err(|e| CryptoError::Payload(e.to_string()))?;
+    let signature = signing::sign(author_key, Purpose::Message, &[&encoded]);
+    Ok(SignedMessage { body, signature })
+}
+
+/// Below this many recipients, one thread is faster than spawning more.
+const PARALLEL_THRESHOLD: usize = 8;
+
+fn seal_copies(
+    ctx: &EnvelopeContext<'_>,
+    recipients: &[Recipient],
+    plaintext: &[u8],
+) -> Result<Vec<Envelope>, CryptoError> {
+    let seal_one = |r: &Recipient| envelope::seal(ctx, &r.username, &r.key, plaintext);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if recipients.len() < PARALLEL_THRESHOLD || threads == 1 {
+        return recipients.iter().map(seal_one).collect();
+    }
+    let chunk = recipients.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = recipients
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || part.iter().map(seal_one).collect::<Result<Vec<_>, _>>())
+            })
+            .collect();
+        let mut out = Vec::with_capacity(recipients.len());
+        for handle in handles {
+            out.extend(handle.join().map_err(|_| CryptoError::Operation)??);
+        }
+        Ok(out)
+    })
+}
+
+/// Where a received copy claims to come from (from the server's metadata).
+#[derive(Debug, Clone, Copy)]
+pub struct Received<'a> {
+    /// Room the server says it was sent to.
+    pub room: &'a RoomName,
+    /// Message id the server reports.
+    pub message_id: &'a MessageId,
+    /// Sender the server reports.
+    pub sender: &'a Username,
+}
+
+/// Decrypts the recipient's copy, verifies the author's signature with `sender_key`, and
+/// checks that the signed room, id and sender match the envelope metadata and that the
+/// recipient is among the signed recipients.
+///
+/// # Errors
+/// [`CryptoError::Decrypt`], [`CryptoError::BadSignature`] or [`CryptoError::Payload`].
+pub fn open_message(
+    received: Received<'_>,
+    own_name: &Username,
+    own_key: &RsaPrivateKey,
+    envelope: &Envelope,
+    sender_key: &RsaPublicKey,
+) -> Result<MessageBody, CryptoError> {
+    let ctx = EnvelopeContext {
+        room: received.room,
+        message_id: received.message_id,
+        sender: received.sender,
+    };
+    let plaintext = envelope::open(&ctx, own_name, own_key, envelope)?;
+    let signed: SignedMessage =
+        codec::decode(&plaintext).map_err(|e| CryptoError::Payload(e.to_string()))?;
+    let encoded = codec::encode(&signed.body).map_err(|e| CryptoError::Payload(e.to_string()))?;
+    signing::verify(sender_key, Purpose::Message, &[&encoded], &signed.signature)?;
+    let body = signed.body;
+    if !body.room.same_as(received.room)
+        || body.message_id != *received.message_id
+        || !body.sender.same_as(received.sender)
+    {
+        return Err(CryptoError::Payload(
+            "signed room, id or sender differ from the envelope".into(),
+        ));
+    }
+    if !body.recipients.iter().any(|r| r.same_as(own_name)) {
+        return Err(CryptoError::Payload(
+            "not among the signed recipients".into(),
+        ));
+    }
+    Ok(body)
+}

@@ -1,0 +1,157 @@
+//! Messages a client sends. Each variant of [`ClientMsg`] wraps a struct named after the
+//! request; the reply each one gets is documented on the struct.
+
+use serde::{Deserialize, Serialize};
+
+use super::Envelope;
+use crate::ids::{MessageId, RequestId, RoomName, Username};
+
+/// One client frame: a request and the id its reply will carry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientFrame {
+    /// Chosen by the client; echoed in the reply.
+    pub request_id: RequestId,
+    /// The request.
+    pub msg: ClientMsg,
+}
+
+/// Every request a client can make.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientMsg {
+    /// Must be the first frame of a connection.
+    Hello(Hello),
+    /// Create an account.
+    Register(Register),
+    /// Ask for a login challenge.
+    LoginStart(LoginStart),
+    /// Answer the outstanding challenge.
+    LoginProof(LoginProof),
+    /// List public rooms.
+    ListRooms(ListRooms),
+    /// Create a room and become its owner and first member.
+    CreateRoom(CreateRoom),
+    /// Join a room (or re-open one the user is already a member of).
+    JoinRoom(JoinRoom),
+    /// Leave a room for good.
+    LeaveRoom(LeaveRoom),
+    /// Send one message as one envelope per current member.
+    SendMessage(SendMessage),
+    /// Fetch an older page of a room's history.
+    FetchHistory(FetchHistory),
+    /// Fetch one user's current public key.
+    GetUserKey(GetUserKey),
+    /// Replace the logged-in user's public key.
+    RotateKey(RotateKey),
+}
+
+/// Opens the conversation. Reply: `Reply::Hello`; a different `protocol_version` gets
+/// `ErrorCode::ProtocolVersion` and the connection is closed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The protocol version the client speaks; must equal `PROTOCOL_VERSION`.
+    pub protocol_version: u16,
+    /// Free-form client name and version, for server logs.
+    pub client: String,
+}
+
+/// Reply: `Reply::Registered`, or `UsernameTaken` / `InvalidInput`. Only before login.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Register {
+    /// The requested username.
+    pub username: Username,
+    /// RSA public key, SubjectPublicKeyInfo DER, 2048–4096 bits, e = 65537.
+    #[serde(with = "serde_bytes")]
+    pub public_key: Vec<u8>,
+}
+
+/// Reply: `Reply::Challenge` with a fresh nonce, or `UnknownUser`. Only before login.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginStart {
+    /// The account to log in to.
+    pub username: Username,
+}
+
+/// Reply: `Reply::LoggedIn`, or `AuthFailed` / `ChallengeExpired`. The challenge is
+/// consumed either way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginProof {
+    /// RSA-PSS-SHA256 signature over the login context (see `crypto::signing`).
+    #[serde(with = "serde_bytes")]
+    pub signature: Vec<u8>,
+}
+
+/// Reply: `Reply::Rooms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListRooms {}
+
+/// Reply: `Reply::RoomCreated`, or `RoomExists` / `InvalidInput`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateRoom {
+    /// The new room's name.
+    pub name: RoomName,
+    /// A password joiners must give; stored only as an argon2id hash.
+    pub password: Option<String>,
+    /// Hidden rooms are never listed and can only be joined by exact name.
+    pub hidden: bool,
+}
+
+/// Reply: `Reply::Joined` with members, keys and the latest history page, or
+/// `RoomUnavailable` (missing room, or wrong password for a hidden room) / `WrongPassword`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRoom {
+    /// The room's name.
+    pub name: RoomName,
+    /// The room's password, if it has one. Members re-joining need none.
+    pub password: Option<String>,
+    /// How many recent messages to include (capped at `MAX_HISTORY_PAGE`).
+    pub history_limit: u16,
+}
+
+/// Reply: `Reply::Left`, or `NotAMember`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaveRoom {
+    /// The room to leave.
+    pub room: RoomName,
+}
+
+/// Reply: `Reply::Sent` once the message is durably stored, or `RecipientMismatch` (with
+/// the current members), `NotAMember`, `DuplicateMessage`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendMessage {
+    /// Target room.
+    pub room: RoomName,
+    /// The sender-chosen id, also signed inside each envelope.
+    pub message_id: MessageId,
+    /// Exactly one envelope per current member, the sender's own included.
+    pub envelopes: Vec<Envelope>,
+}
+
+/// Reply: `Reply::History`, or `NotAMember`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchHistory {
+    /// The room.
+    pub room: RoomName,
+    /// Only messages with `seq` strictly below this; `None` for the newest.
+    pub before_seq: Option<u64>,
+    /// Page size (capped at `MAX_HISTORY_PAGE`).
+    pub limit: u16,
+}
+
+/// Reply: `Reply::UserKey`, or `UnknownUser`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetUserKey {
+    /// Whose key.
+    pub username: Username,
+}
+
+/// Reply: `Reply::KeyRotated`; members of the user's rooms get `Push::KeyChanged`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotateKey {
+    /// The new RSA public key, SubjectPublicKeyInfo DER.
+    #[serde(with = "serde_bytes")]
+    pub new_public_key: Vec<u8>,
+    /// RSA-PSS signature by the *new* key over the key-rotation context, proving
+    /// possession (see `crypto::signing`).
+    #[serde(with = "serde_bytes")]
+    pub proof: Vec<u8>,
+}

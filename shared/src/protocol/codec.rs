@@ -1,0 +1,100 @@
+//! The only code that turns protocol values into bytes and back.
+//!
+//! It wraps bincode 1.3 with one fixed configuration (little-endian, variable-length
+//! integers, a byte limit of [`MAX_FRAME_BYTES`], trailing bytes rejected), so the format
+//! is pinned here and could be swapped for another serde format in one place.
+
+use bincode::Options;
+use serde::{de::DeserializeOwned, Serialize};
+
+use super::{ClientFrame, ServerMsg, MAX_FRAME_BYTES};
+
+/// Why a frame could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The frame is larger than [`MAX_FRAME_BYTES`].
+    #[error("frame of {size} bytes exceeds the {limit}-byte limit")]
+    TooLarge {
+        /// The frame's size, or the limit when the encoder stopped early.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The bytes are not a valid frame (unknown variant, bad lengths, trailing bytes …).
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+}
+
+fn options() -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_limit(MAX_FRAME_BYTES as u64)
+        .reject_trailing_bytes()
+}
+
+fn map_err(err: &bincode::ErrorKind, size: usize) -> CodecError {
+    match err {
+        bincode::ErrorKind::SizeLimit => CodecError::TooLarge {
+            size,
+            limit: MAX_FRAME_BYTES,
+        },
+        other => CodecError::Malformed(other.to_string()),
+    }
+}
+
+/// Encodes any protocol value (frames, or the encrypted payload inside an envelope).
+///
+/// # Errors
+/// [`CodecError::TooLarge`] if the encoding would exceed [`MAX_FRAME_BYTES`].
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    options()
+        .serialize(value)
+        .map_err(|e| map_err(&e, MAX_FRAME_BYTES))
+}
+
+/// Decodes one complete value, rejecting oversized input and trailing bytes.
+///
+/// # Errors
+/// [`CodecError::TooLarge`] or [`CodecError::Malformed`].
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    if bytes.len() > MAX_FRAME_BYTES {
+        return Err(CodecError::TooLarge {
+            size: bytes.len(),
+            limit: MAX_FRAME_BYTES,
+        });
+    }
+    options()
+        .deserialize(bytes)
+        .map_err(|e| map_err(&e, bytes.len()))
+}
+
+/// Encodes a client frame.
+///
+/// # Errors
+/// See [`encode`].
+pub fn encode_client(frame: &ClientFrame) -> Result<Vec<u8>, CodecError> {
+    encode(frame)
+}
+
+/// Decodes a client frame.
+///
+/// # Errors
+/// See [`decode`].
+pub fn decode_client(bytes: &[u8]) -> Result<ClientFrame, CodecError> {
+    decode(bytes)
+}
+
+/// Encodes a server frame.
+///
+/// # Errors
+/// See [`encode`].
+pub fn encode_server(msg: &ServerMsg) -> Result<Vec<u8>, CodecError> {
+    encode(msg)
+}
+
+/// Decodes a server frame.
+///
+/// # Errors
+/// See [`decode`].
+pub fn decode_server(bytes: &[u8]) -> Result<ServerMsg, CodecError> {
+    decode(bytes)
+}

@@ -1,0 +1,83 @@
+//! The wire protocol: what a client may say ([`ClientMsg`]), what a server answers or
+//! pushes ([`ServerMsg`]), and the shared value types both carry.
+//!
+//! Every WebSocket binary message is exactly one frame, encoded by [`codec`]. A client
+//! frame is a [`ClientFrame`]: a client-chosen [`RequestId`](crate::RequestId) and one
+//! [`ClientMsg`]. The server answers each request with exactly one [`ServerMsg::Reply`] or
+//! [`ServerMsg::Error`] naming that id, and sends [`ServerMsg::Push`] frames on its own.
+//! docs/PROTOCOL.md describes the exchange in prose.
+
+pub mod client;
+pub mod codec;
+pub mod server;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{MessageId, RoomName, Username};
+
+pub use client::{
+    ClientFrame, ClientMsg, CreateRoom, FetchHistory, GetUserKey, Hello, JoinRoom, LeaveRoom,
+    ListRooms, LoginProof, LoginStart, Register, RotateKey, SendMessage,
+};
+pub use server::{
+    Challenge, HelloAck, HistoryPage, KeyRotated, Left, LoggedIn, Push, Registered, Reply,
+    RoomList, RoomSnapshot, RoomSummary, SendAck, ServerMsg,
+};
+
+/// The protocol version this crate speaks. A server refuses any other in `Hello`.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The largest frame either side accepts, in bytes. Bounds memory per connection.
+pub const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
+
+/// The most envelopes (recipients) one message may carry; also the cap on room size.
+pub const MAX_ROOM_MEMBERS: usize = 256;
+
+/// The largest history page a server returns.
+pub const MAX_HISTORY_PAGE: u16 = 200;
+
+/// One recipient's copy of a message: a fresh AES-256-GCM key wrapped with RSA-OAEP-SHA256
+/// for that recipient, and the payload encrypted under it. See `crypto::envelope`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Who can open this copy.
+    pub recipient: Username,
+    /// The AES key, RSA-OAEP-SHA256-encrypted to the recipient's public key.
+    #[serde(with = "serde_bytes")]
+    pub wrapped_key: Vec<u8>,
+    /// The 96-bit AES-GCM nonce.
+    pub nonce: [u8; 12],
+    /// AES-256-GCM ciphertext and tag of the signed payload.
+    #[serde(with = "serde_bytes")]
+    pub ciphertext: Vec<u8>,
+}
+
+/// A room member as the server describes it. Clients must recompute the fingerprint from
+/// the key and compare it with their pins: the server is never trusted to vouch for keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// The member's username.
+    pub username: Username,
+    /// The member's RSA public key, SubjectPublicKeyInfo DER.
+    #[serde(with = "serde_bytes")]
+    pub public_key: Vec<u8>,
+    /// SHA-256 of `public_key`, hex in groups of four (informational).
+    pub fingerprint: String,
+}
+
+/// A stored message as one recipient receives it: the metadata plus their own copy only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveredMessage {
+    /// The room it was sent to.
+    pub room: RoomName,
+    /// Position in the room's history, assigned by the server; increases with each message.
+    pub seq: u64,
+    /// The sender's id for the message.
+    pub message_id: MessageId,
+    /// Who sent it (as authenticated by the server; the signature inside proves it).
+    pub sender: Username,
+    /// When the server stored it, milliseconds since the Unix epoch.
+    pub server_time_ms: u64,
+    /// The recipient's copy.
+    pub envelope: Envelope,
+}

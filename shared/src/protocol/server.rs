@@ -1,0 +1,203 @@
+//! Messages a server sends: replies to requests, errors, and pushes.
+
+use serde::{Deserialize, Serialize};
+
+use super::{DeliveredMessage, MemberInfo};
+use crate::error::{ErrorCode, ErrorDetail};
+use crate::ids::{MessageId, RequestId, RoomName, Username};
+
+/// Every frame a server sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerMsg {
+    /// The successful answer to request `request_id`.
+    Reply {
+        /// The request this answers.
+        request_id: RequestId,
+        /// The answer.
+        reply: Reply,
+    },
+    /// The failed answer to a request, or (with `request_id: None`) a frame-level error
+    /// such as an undecodable frame.
+    Error {
+        /// The request this answers, when it could be decoded.
+        request_id: Option<RequestId>,
+        /// Stable, machine-readable code.
+        code: ErrorCode,
+        /// Human-readable explanation; never contains internal details.
+        message: String,
+        /// Structured data for some codes.
+        detail: Option<ErrorDetail>,
+    },
+    /// Something happened that the client did not ask about.
+    Push(Push),
+}
+
+/// Successful answers, one per request kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// To `Hello`.
+    Hello(HelloAck),
+    /// To `Register`.
+    Registered(Registered),
+    /// To `LoginStart`.
+    Challenge(Challenge),
+    /// To `LoginProof`.
+    LoggedIn(LoggedIn),
+    /// To `ListRooms`.
+    Rooms(RoomList),
+    /// To `CreateRoom`.
+    RoomCreated(RoomSnapshot),
+    /// To `JoinRoom`.
+    Joined(RoomSnapshot),
+    /// To `LeaveRoom`.
+    Left(Left),
+    /// To `SendMessage`: the message is durably stored.
+    Sent(SendAck),
+    /// To `FetchHistory`.
+    History(HistoryPage),
+    /// To `GetUserKey`.
+    UserKey(MemberInfo),
+    /// To `RotateKey`.
+    KeyRotated(KeyRotated),
+}
+
+/// Server pushes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Push {
+    /// Someone joined a room this user is in.
+    MemberJoined {
+        /// The room.
+        room: RoomName,
+        /// The new member and their key.
+        member: MemberInfo,
+    },
+    /// Someone left a room this user is in.
+    MemberLeft {
+        /// The room.
+        room: RoomName,
+        /// Who left.
+        username: Username,
+    },
+    /// A member of one of this user's rooms now has a different key.
+    KeyChanged {
+        /// The member and their new key.
+        member: MemberInfo,
+        /// The rooms the two users share.
+        rooms: Vec<RoomName>,
+    },
+    /// A new message; carries this user's own copy only.
+    Message(DeliveredMessage),
+}
+
+/// The server's half of the handshake.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HelloAck {
+    /// The version the server speaks (equal to the client's).
+    pub protocol_version: u16,
+    /// Server software name and version.
+    pub server: String,
+    /// The largest frame the server accepts.
+    pub max_frame_bytes: u32,
+}
+
+/// The account exists now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registered {
+    /// The username as stored.
+    pub username: Username,
+}
+
+/// A login challenge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Challenge {
+    /// 32 random bytes from the OS RNG, single-use.
+    pub nonce: [u8; 32],
+    /// How long the nonce stays valid.
+    pub expires_in_secs: u32,
+}
+
+/// Login succeeded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoggedIn {
+    /// The account, with the case it was registered with.
+    pub username: Username,
+    /// Rooms the user is a member of; their messages are delivered on this connection.
+    pub rooms: Vec<RoomName>,
+}
+
+/// The public rooms.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomList {
+    /// Public rooms, by name.
+    pub rooms: Vec<RoomSummary>,
+    /// Distinct users with at least one logged-in connection on this server.
+    pub users_online: u32,
+}
+
+/// One public room in a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomSummary {
+    /// The room's name.
+    pub name: RoomName,
+    /// Whether joining needs a password.
+    pub has_password: bool,
+    /// Members in total.
+    pub members: u32,
+    /// Members online now.
+    pub members_online: u32,
+}
+
+/// A room as a member sees it on creating or joining it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomSnapshot {
+    /// The room's name.
+    pub room: RoomName,
+    /// Who created it.
+    pub owner: Username,
+    /// Whether joining needs a password.
+    pub has_password: bool,
+    /// Whether it is hidden from listings.
+    pub hidden: bool,
+    /// Every member with their public key.
+    pub members: Vec<MemberInfo>,
+    /// The newest messages this member has a copy of.
+    pub history: HistoryPage,
+}
+
+/// The user left the room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Left {
+    /// The room.
+    pub room: RoomName,
+}
+
+/// The message is durably stored and being delivered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendAck {
+    /// The room.
+    pub room: RoomName,
+    /// The message's id.
+    pub message_id: MessageId,
+    /// Its position in the room's history.
+    pub seq: u64,
+    /// Server timestamp, milliseconds since the Unix epoch.
+    pub server_time_ms: u64,
+}
+
+/// A page of one member's history in a room, newest last.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryPage {
+    /// The room.
+    pub room: RoomName,
+    /// Messages in ascending `seq` order.
+    pub messages: Vec<DeliveredMessage>,
+    /// Whether older messages exist before the first one here.
+    pub has_more: bool,
+}
+
+/// The key was replaced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRotated {
+    /// The new key's fingerprint.
+    pub fingerprint: String,
+}
