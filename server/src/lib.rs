@@ -1,10 +1,24 @@
 //! The end-to-end encrypted chat server.
 //!
-//! - [`config`]: flags and environment.
-//! - [`store`]: the persistence trait and its adapters (embedded redb, MongoDB).
+//! - [`config`] — flags and environment.
+//! - [`startup`] — building, running and stopping the application.
+//! - [`ws`] — the WebSocket endpoint; one task per connection.
+//! - [`handlers`] — one function per request kind.
+//! - [`hub`] — the task that routes frames to online connections.
+//! - [`store`] — the persistence trait and its adapters (embedded redb, MongoDB).
+//! - [`passwords`] — argon2id room passwords.
+//! - [`error`] — the handler error and its sanitised wire form.
+//! - [`telemetry`] — logging.
 //!
 //! The server never sees plaintext: it authenticates users by RSA challenge-response,
 //! keeps rooms and memberships, and stores and routes opaque per-recipient envelopes.
 
 pub mod config;
+pub mod error;
+pub mod handlers;
+pub mod hub;
+pub mod passwords;
+pub mod startup;
 pub mod store;
+pub mod telemetry;
+pub mod ws;

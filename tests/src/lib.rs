@@ -1,1 +1,383 @@
-//! placeholder
+//! Helpers for the end-to-end tests: start the real server on an ephemeral port with a
+//! temporary data directory, load the pre-generated test keys, and speak the wire protocol
+//! directly ([`RawClient`]) where a test needs to send what a well-behaved client never
+//! would.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use server::config::Config;
+use server::startup::{Application, Stopper};
+use shared::crypto::keys;
+use shared::crypto::RsaPrivateKey;
+use shared::protocol::{
+    codec, ClientFrame, ClientMsg, Hello, LoginProof, LoginStart, Push, Register, Reply, ServerMsg,
+    PROTOCOL_VERSION,
+};
+use shared::{ErrorCode, ErrorDetail, RequestId, Username};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for an expected frame before failing.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+static TRACING: LazyLock<()> = LazyLock::new(|| {
+    if std::env::var_os("TEST_LOG").is_some() {
+        server::telemetry::init("debug");
+    }
+});
+
+/// The number of pre-generated RSA-2048 test keys.
+pub const TEST_KEYS: usize = 16;
+
+static KEYS: LazyLock<Vec<Arc<RsaPrivateKey>>> = LazyLock::new(|| {
+    (0..TEST_KEYS)
+        .map(|i| {
+            let path = fixture(&format!("keys/rsa2048-{i:02}.pem"));
+            let pem = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+            Arc::new(keys::private_from_pem(&pem, None).expect("fixture key parses"))
+        })
+        .collect()
+});
+
+/// Path of a file under `tests/fixtures`.
+pub fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(rel)
+}
+
+/// Pre-generated test key number `i` (0–15).
+pub fn test_key(i: usize) -> Arc<RsaPrivateKey> {
+    KEYS[i % TEST_KEYS].clone()
+}
+
+/// The SPKI DER of a private key's public half.
+pub fn public_der(key: &RsaPrivateKey) -> Vec<u8> {
+    keys::public_to_der(&key.to_public_key()).expect("encodes")
+}
+
+/// A username from a literal.
+pub fn name(s: &str) -> Username {
+    Username::parse(s).expect("valid username")
+}
+
+/// A running server with its own temporary data directory.
+pub struct TestServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its data directory (kept alive for the test; removed on drop of `_dir`).
+    pub data_dir: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+    stopper: Stopper,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl TestServer {
+    /// Starts a server on the embedded store in a fresh temporary directory.
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().to_path_buf();
+        let mut server = Self::start_with(Config::for_tests(path)).await;
+        server._dir = Some(dir);
+        server
+    }
+
+    /// Starts a server with a given configuration (the caller owns the data directory).
+    pub async fn start_with(config: Config) -> Self {
+        LazyLock::force(&TRACING);
+        let data_dir = config.data_dir.clone();
+        let app = Application::build(config).await.expect("server builds");
+        let addr = SocketAddr::from(([127, 0, 0, 1], app.port()));
+        let stopper = app.stopper();
+        let task = tokio::spawn(app.run_until_stopped());
+        Self {
+            addr,
+            data_dir,
+            _dir: None,
+            stopper,
+            task,
+        }
+    }
+
+    /// The WebSocket URL.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// Stops the server gracefully and waits for it; returns the data directory's guard so
+    /// a restart test can reuse the directory.
+    pub async fn shutdown(self) -> Option<tempfile::TempDir> {
+        self.stopper.stop().await;
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.task).await;
+        self._dir
+    }
+
+    /// A handle that stops the server.
+    pub fn stopper(&self) -> Stopper {
+        self.stopper.clone()
+    }
+}
+
+/// An error reply as a tuple, for assertions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireError {
+    /// The code.
+    pub code: ErrorCode,
+    /// The human message.
+    pub message: String,
+    /// Structured detail.
+    pub detail: Option<ErrorDetail>,
+}
+
+/// A protocol-level client: frames in, frames out, no policy.
+pub struct RawClient {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next_id: u64,
+    /// Pushes received while waiting for replies.
+    pub pushes: VecDeque<Push>,
+}
+
+impl RawClient {
+    /// Opens a WebSocket to `url` (no Hello sent).
+    pub async fn connect(url: &str) -> Self {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connects");
+        Self {
+            ws,
+            next_id: 1,
+            pushes: VecDeque::new(),
+        }
+    }
+
+    /// Connects and completes Hello.
+    pub async fn greeted(url: &str) -> Self {
+        let mut c = Self::connect(url).await;
+        c.request(ClientMsg::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            client: "e2e-tests".into(),
+        }))
+        .await
+        .expect("hello accepted");
+        c
+    }
+
+    /// Connects, greets, registers `user` with `key`, and logs in.
+    pub async fn registered(url: &str, user: &str, key: &RsaPrivateKey) -> Self {
+        let mut c = Self::greeted(url).await;
+        c.register(user, key).await.expect("register");
+        c.login(user, key).await.expect("login");
+        c
+    }
+
+    /// Connects, greets and logs in as an existing user.
+    pub async fn logged_in(url: &str, user: &str, key: &RsaPrivateKey) -> Self {
+        let mut c = Self::greeted(url).await;
+        c.login(user, key).await.expect("login");
+        c
+    }
+
+    /// Sends raw bytes as one binary message.
+    pub async fn send_raw(&mut self, bytes: Vec<u8>) {
+        self.ws
+            .send(Message::binary(bytes))
+            .await
+            .expect("send frame");
+    }
+
+    /// Sends a request without waiting; returns its id.
+    pub async fn send(&mut self, msg: ClientMsg) -> RequestId {
+        let request_id = RequestId(self.next_id);
+        self.next_id += 1;
+        let bytes = codec::encode_client(&ClientFrame { request_id, msg }).expect("encodes");
+        self.send_raw(bytes).await;
+        request_id
+    }
+
+    /// The next decoded server frame, or `None` if the connection closed. Panics after
+    /// [`WAIT`].
+    pub async fn next_frame(&mut self) -> Option<ServerMsg> {
+        self.next_frame_within(WAIT)
+            .await
+            .unwrap_or_else(|| panic!("no frame within {WAIT:?}"))
+    }
+
+    /// The next frame within `limit`: `None` on timeout, `Some(None)` on close.
+    pub async fn next_frame_within(&mut self, limit: Duration) -> Option<Option<ServerMsg>> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()?;
+            match msg {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return Some(None),
+                Some(Ok(Message::Binary(b))) => {
+                    return Some(Some(
+                        codec::decode_server(&b).expect("server frame decodes"),
+                    ))
+                }
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// The close frame's code, waiting up to [`WAIT`] and skipping other frames.
+    pub async fn close_code(&mut self) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
+                Ok(Some(Ok(_))) => continue,
+                _ => return None,
+            }
+        }
+    }
+
+    /// Sends a request and waits for its answer, queueing pushes that arrive meanwhile.
+    pub async fn request(&mut self, msg: ClientMsg) -> Result<Reply, WireError> {
+        let id = self.send(msg).await;
+        self.answer(id).await
+    }
+
+    /// Waits for the answer to request `id`.
+    pub async fn answer(&mut self, id: RequestId) -> Result<Reply, WireError> {
+        loop {
+            match self.next_frame().await {
+                None => panic!("connection closed while waiting for reply {id:?}"),
+                Some(ServerMsg::Reply { request_id, reply }) if request_id == id => {
+                    return Ok(reply)
+                }
+                Some(ServerMsg::Error {
+                    request_id: Some(rid),
+                    code,
+                    message,
+                    detail,
+                }) if rid == id => {
+                    return Err(WireError {
+                        code,
+                        message,
+                        detail,
+                    })
+                }
+                Some(ServerMsg::Push(p)) => self.pushes.push_back(p),
+                Some(other) => panic!("unexpected frame while waiting for {id:?}: {other:?}"),
+            }
+        }
+    }
+
+    /// The next push (from the queue, or the socket), failing after [`WAIT`].
+    pub async fn next_push(&mut self) -> Push {
+        if let Some(p) = self.pushes.pop_front() {
+            return p;
+        }
+        match self.next_frame().await {
+            Some(ServerMsg::Push(p)) => p,
+            other => panic!("expected a push, got {other:?}"),
+        }
+    }
+
+    /// Asserts nothing arrives within `limit`.
+    pub async fn expect_silence(&mut self, limit: Duration) {
+        assert!(self.pushes.is_empty(), "queued pushes: {:?}", self.pushes);
+        if let Some(frame) = self.next_frame_within(limit).await {
+            panic!("expected silence, got {frame:?}");
+        }
+    }
+
+    /// Registers `user` with `key`'s public half.
+    pub async fn register(&mut self, user: &str, key: &RsaPrivateKey) -> Result<Reply, WireError> {
+        self.request(ClientMsg::Register(Register {
+            username: name(user),
+            public_key: public_der(key),
+        }))
+        .await
+    }
+
+    /// Asks for a challenge and returns the nonce.
+    pub async fn challenge(&mut self, user: &str) -> Result<[u8; 32], WireError> {
+        match self
+            .request(ClientMsg::LoginStart(LoginStart {
+                username: name(user),
+            }))
+            .await?
+        {
+            Reply::Challenge(c) => Ok(c.nonce),
+            other => panic!("expected a challenge, got {other:?}"),
+        }
+    }
+
+    /// Logs in by signing the challenge with `key`.
+    pub async fn login(&mut self, user: &str, key: &RsaPrivateKey) -> Result<Reply, WireError> {
+        let nonce = self.challenge(user).await?;
+        let signature = shared::crypto::signing::sign_login(key, &name(user), &nonce);
+        self.request(ClientMsg::LoginProof(LoginProof { signature }))
+            .await
+    }
+}
+
+/// Seals `text` from `sender` for `recipients` (name and key index pairs) the way a real
+/// client does: sign once, one envelope per recipient.
+pub fn seal_text(
+    room: &shared::RoomName,
+    sender: &str,
+    sender_key: &RsaPrivateKey,
+    recipients: &[(&str, &RsaPrivateKey)],
+    text: &str,
+) -> (shared::MessageId, Vec<shared::protocol::Envelope>) {
+    use shared::crypto::message::{seal_message, MessageBody, Recipient};
+    let message_id = shared::MessageId::random();
+    let body = MessageBody {
+        room: room.clone(),
+        message_id,
+        sender: name(sender),
+        sent_at_ms: 0,
+        recipients: recipients.iter().map(|(n, _)| name(n)).collect(),
+        text: text.to_owned(),
+    };
+    let recipients: Vec<Recipient> = recipients
+        .iter()
+        .map(|(n, k)| Recipient {
+            username: name(n),
+            key: k.to_public_key(),
+        })
+        .collect();
+    let envelopes = seal_message(sender_key, body, &recipients).expect("seals");
+    (message_id, envelopes)
+}
+
+/// Opens a delivered message as `me`, verifying it with `sender_key`; returns the text.
+///
+/// # Errors
+/// The crypto error when the copy is not mine, tampered, or badly signed.
+pub fn open_text(
+    msg: &shared::protocol::DeliveredMessage,
+    me: &str,
+    my_key: &RsaPrivateKey,
+    sender_key: &RsaPrivateKey,
+) -> Result<String, shared::crypto::CryptoError> {
+    use shared::crypto::message::{open_message, Received};
+    let body = open_message(
+        Received {
+            room: &msg.room,
+            message_id: &msg.message_id,
+            sender: &msg.sender,
+        },
+        &name(me),
+        my_key,
+        &msg.envelope,
+        &sender_key.to_public_key(),
+    )?;
+    Ok(body.text)
+}
+
+/// A room name from a literal.
+pub fn room(s: &str) -> shared::RoomName {
+    shared::RoomName::parse(s).expect("valid room name")
+}

@@ -1,0 +1,117 @@
+//! The handler layer's error type and its sanitised wire form.
+//!
+//! Every way a request can fail is a [`HandlerError`] variant. [`HandlerError::to_wire`]
+//! turns it into the stable [`ErrorCode`] and a human message; store and internal errors
+//! become `Unavailable`/`Internal` with a generic message, so no backend detail ever
+//! reaches a client. The full cause chain is logged once, at the session boundary.
+
+use shared::protocol::{MemberInfo, PROTOCOL_VERSION};
+use shared::{ErrorCode, ErrorDetail};
+
+use crate::store::StoreError;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// The client speaks another protocol version, or did not start with `Hello`.
+    #[error(
+        "protocol version {0} is not supported; this server speaks version {PROTOCOL_VERSION}"
+    )]
+    ProtocolVersion(u16),
+    /// The first frame must be `Hello`.
+    #[error("the first frame must be Hello")]
+    HelloFirst,
+    /// The request needs a logged-in session.
+    #[error("log in first")]
+    Unauthenticated,
+    /// The request does not fit the session's state.
+    #[error("{0}")]
+    InvalidState(&'static str),
+    /// A field is invalid.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The username is registered already.
+    #[error("that username is taken")]
+    UsernameTaken,
+    /// No such account.
+    #[error("no account has that username")]
+    UnknownUser,
+    /// The login proof failed, or no challenge was outstanding.
+    #[error("authentication failed")]
+    AuthFailed,
+    /// The challenge expired.
+    #[error("the login challenge expired; ask for a new one")]
+    ChallengeExpired,
+    /// The room name is taken.
+    #[error("a room with that name exists")]
+    RoomExists,
+    /// No such room, or a wrong password for a hidden room (indistinguishable on purpose).
+    #[error("no such room, or wrong password")]
+    RoomUnavailable,
+    /// Wrong password for a public room.
+    #[error("wrong password")]
+    WrongPassword,
+    /// The user is not a member of the room.
+    #[error("you are not a member of that room")]
+    NotAMember,
+    /// The envelopes do not match the room's members.
+    #[error(
+        "the recipients are not the room's current members; re-encrypt for the members listed"
+    )]
+    RecipientMismatch(Vec<MemberInfo>),
+    /// The message id was used before in this room.
+    #[error("a message with that id exists in this room")]
+    DuplicateMessage,
+    /// Too many requests.
+    #[error("too many requests; slow down")]
+    RateLimited,
+    /// The store failed.
+    #[error("storage failure")]
+    Store(#[from] StoreError),
+    /// Anything else that went wrong inside the server.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl HandlerError {
+    /// The sanitised code, message and detail to send to the client.
+    pub fn to_wire(&self) -> (ErrorCode, String, Option<ErrorDetail>) {
+        let code = match self {
+            Self::ProtocolVersion(_) | Self::HelloFirst => ErrorCode::ProtocolVersion,
+            Self::Unauthenticated => ErrorCode::Unauthenticated,
+            Self::InvalidState(_) => ErrorCode::InvalidState,
+            Self::InvalidInput(_) => ErrorCode::InvalidInput,
+            Self::UsernameTaken => ErrorCode::UsernameTaken,
+            Self::UnknownUser => ErrorCode::UnknownUser,
+            Self::AuthFailed => ErrorCode::AuthFailed,
+            Self::ChallengeExpired => ErrorCode::ChallengeExpired,
+            Self::RoomExists => ErrorCode::RoomExists,
+            Self::RoomUnavailable => ErrorCode::RoomUnavailable,
+            Self::WrongPassword => ErrorCode::WrongPassword,
+            Self::NotAMember => ErrorCode::NotAMember,
+            Self::RecipientMismatch(_) => ErrorCode::RecipientMismatch,
+            Self::DuplicateMessage => ErrorCode::DuplicateMessage,
+            Self::RateLimited => ErrorCode::RateLimited,
+            Self::Store(StoreError::Unavailable { .. }) => ErrorCode::Unavailable,
+            Self::Store(_) | Self::Internal(_) => ErrorCode::Internal,
+        };
+        let message = match self {
+            Self::Store(StoreError::Unavailable { .. }) => {
+                "storage is temporarily unavailable; try again".to_owned()
+            }
+            Self::Store(_) | Self::Internal(_) => "internal server error".to_owned(),
+            other => other.to_string(),
+        };
+        let detail = match self {
+            Self::RecipientMismatch(members) => Some(ErrorDetail::CurrentMembers(members.clone())),
+            _ => None,
+        };
+        (code, message, detail)
+    }
+
+    /// Whether this error is the server's fault (logged at error level) rather than the
+    /// client's (logged at debug level).
+    pub fn is_server_fault(&self) -> bool {
+        matches!(self, Self::Store(_) | Self::Internal(_))
+    }
+}

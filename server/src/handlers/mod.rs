@@ -1,0 +1,163 @@
+//! Request handling: one function per [`ClientMsg`] variant, grouped by area.
+//!
+//! [`dispatch`] is one exhaustive `match` that checks the session state each request
+//! needs and delegates; it holds no business logic. Handlers receive validated values
+//! (the protocol's newtypes) and return a [`Reply`] or a [`HandlerError`].
+//!
+//! - [`auth`] — hello, register, login challenge and proof.
+//! - [`rooms`] — list, create, join, leave.
+//! - [`messages`] — send and history.
+//! - [`keys`] — look up and rotate public keys.
+
+pub mod auth;
+pub mod keys;
+pub mod messages;
+pub mod rooms;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use shared::crypto::keys::Fingerprint;
+use shared::protocol::{codec, ClientMsg, MemberInfo, Push, Reply, ServerMsg};
+use shared::Username;
+use tokio::sync::mpsc;
+
+use crate::error::HandlerError;
+use crate::hub::{ConnId, HubHandle};
+use crate::store::{Store, UserRecord};
+
+/// What every connection shares: the store, the hub and the settings handlers need.
+pub struct AppState {
+    /// Persistence.
+    pub store: Arc<dyn Store>,
+    /// Online connections and routing.
+    pub hub: HubHandle,
+    /// How long a login challenge is valid.
+    pub challenge_ttl: Duration,
+}
+
+/// Where a connection is in the login exchange.
+#[derive(Debug)]
+pub enum Auth {
+    /// Not logged in, no challenge outstanding.
+    Anonymous,
+    /// A challenge was issued for `user` and not yet answered.
+    ChallengeSent {
+        /// The account being logged in to.
+        user: UserRecord,
+        /// The nonce the proof must sign. Never logged.
+        nonce: [u8; 32],
+        /// When the challenge stops being valid.
+        expires: Instant,
+    },
+    /// Logged in as `user`.
+    Authenticated {
+        /// The account.
+        user: Username,
+    },
+}
+
+/// One connection's own state, owned by its session task (no shared map).
+#[derive(Debug)]
+pub struct Connection {
+    /// This connection's id.
+    pub id: ConnId,
+    /// Whether `Hello` has been exchanged.
+    pub greeted: bool,
+    /// Login progress.
+    pub auth: Auth,
+    /// The sending half of this connection's outbound queue until login, when it is
+    /// handed to the hub. From then on the hub holds the only sender, so the queue closes
+    /// exactly when the hub evicts the connection.
+    pub outbound: Option<mpsc::Sender<Bytes>>,
+}
+
+impl Connection {
+    /// A fresh, unauthenticated connection.
+    pub fn new(id: ConnId, outbound: mpsc::Sender<Bytes>) -> Self {
+        Self {
+            id,
+            greeted: false,
+            auth: Auth::Anonymous,
+            outbound: Some(outbound),
+        }
+    }
+
+    /// The logged-in user.
+    ///
+    /// # Errors
+    /// [`HandlerError::Unauthenticated`] before login.
+    pub fn user(&self) -> Result<&Username, HandlerError> {
+        match &self.auth {
+            Auth::Authenticated { user } => Ok(user),
+            _ => Err(HandlerError::Unauthenticated),
+        }
+    }
+
+    /// Whether the connection is logged in.
+    pub fn is_authenticated(&self) -> bool {
+        matches!(self.auth, Auth::Authenticated { .. })
+    }
+}
+
+/// Routes one request to its handler, enforcing the order Hello → (register | login) →
+/// everything else.
+///
+/// # Errors
+/// Whatever the handler returns; [`HandlerError::HelloFirst`] before `Hello`;
+/// [`HandlerError::Unauthenticated`] for room and message requests before login.
+pub async fn dispatch(
+    state: &AppState,
+    conn: &mut Connection,
+    msg: ClientMsg,
+) -> Result<Reply, HandlerError> {
+    if !conn.greeted && !matches!(msg, ClientMsg::Hello(_)) {
+        return Err(HandlerError::HelloFirst);
+    }
+    match msg {
+        ClientMsg::Hello(req) => auth::hello(conn, req),
+        ClientMsg::Register(req) => auth::register(state, conn, req).await,
+        ClientMsg::LoginStart(req) => auth::login_start(state, conn, req).await,
+        ClientMsg::LoginProof(req) => auth::login_proof(state, conn, req).await,
+        ClientMsg::ListRooms(_) => rooms::list(state, conn.user()?).await,
+        ClientMsg::CreateRoom(req) => rooms::create(state, conn.user()?, req).await,
+        ClientMsg::JoinRoom(req) => rooms::join(state, conn.id, conn.user()?, req).await,
+        ClientMsg::LeaveRoom(req) => rooms::leave(state, conn.id, conn.user()?, req).await,
+        ClientMsg::SendMessage(req) => messages::send(state, conn.id, conn.user()?, req).await,
+        ClientMsg::FetchHistory(req) => messages::history(state, conn.user()?, req).await,
+        ClientMsg::GetUserKey(req) => keys::get(state, conn.user()?, req).await,
+        ClientMsg::RotateKey(req) => keys::rotate(state, conn.id, conn.user()?, req).await,
+    }
+}
+
+/// A member as the protocol describes them, fingerprint included.
+pub fn member_info(user: &UserRecord) -> MemberInfo {
+    MemberInfo {
+        username: user.username.clone(),
+        public_key: user.public_key.clone(),
+        fingerprint: Fingerprint::of_der(&user.public_key).to_string(),
+    }
+}
+
+/// Encodes a push frame once, for sending to many connections.
+///
+/// # Errors
+/// [`HandlerError::Internal`] if the frame would exceed the frame limit.
+pub fn encode_push(push: Push) -> Result<Bytes, HandlerError> {
+    codec::encode_server(&ServerMsg::Push(push))
+        .map(Bytes::from)
+        .map_err(|e| HandlerError::Internal(format!("encode push: {e}")))
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Tells the hub, mapping its absence (shutdown) to a typed error.
+fn hub_gone(_: crate::hub::HubStopped) -> HandlerError {
+    HandlerError::Internal("hub stopped".into())
+}

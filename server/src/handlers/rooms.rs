@@ -1,0 +1,263 @@
+//! Rooms: listing, creation, joining and leaving.
+//!
+//! Membership is persistent: joining makes the user a member until they leave, and all
+//! their connections receive the room's messages. Hidden rooms are never listed, and for
+//! them "no such room" and "wrong password" are the same error and take the same time.
+
+use shared::protocol::{
+    CreateRoom, HistoryPage, JoinRoom, LeaveRoom, Left, Push, Reply, RoomList, RoomSnapshot,
+    RoomSummary, MAX_HISTORY_PAGE,
+};
+use shared::{RoomName, Username};
+
+use super::{encode_push, hub_gone, member_info, now_ms, AppState};
+use crate::error::HandlerError;
+use crate::hub::ConnId;
+use crate::passwords;
+use crate::store::{RoomRecord, StoreError};
+
+/// # ListRooms
+/// Public rooms by name, each with member and online-member counts, and the number of
+/// users online.
+///
+/// # Errors
+/// Store failures.
+pub async fn list(state: &AppState, _user: &Username) -> Result<Reply, HandlerError> {
+    let listings = state.store.list_public_rooms().await?;
+    let groups = listings
+        .iter()
+        .map(|l| l.members.iter().map(Username::canonical).collect())
+        .collect();
+    let counts = state.hub.online(groups).await.map_err(hub_gone)?;
+    let rooms = listings
+        .into_iter()
+        .zip(counts.per_group)
+        .map(|(l, online)| RoomSummary {
+            name: l.room.name,
+            has_password: l.room.password_hash.is_some(),
+            members: u32::try_from(l.members.len()).unwrap_or(u32::MAX),
+            members_online: online,
+        })
+        .collect();
+    Ok(Reply::Rooms(RoomList {
+        rooms,
+        users_online: counts.users_online,
+    }))
+}
+
+/// # CreateRoom
+/// Creates the room with the caller as owner and first member. A password is stored only
+/// as an argon2id hash.
+///
+/// # Errors
+/// [`HandlerError::RoomExists`], [`HandlerError::InvalidInput`], store failures.
+pub async fn create(
+    state: &AppState,
+    user: &Username,
+    req: CreateRoom,
+) -> Result<Reply, HandlerError> {
+    let password_hash = match req.password {
+        Some(pw) => {
+            passwords::validate(&pw)?;
+            Some(passwords::hash(pw).await?)
+        }
+        None => None,
+    };
+    let record = RoomRecord {
+        name: req.name.clone(),
+        owner: user.clone(),
+        password_hash,
+        hidden: req.hidden,
+        created_at_ms: now_ms(),
+    };
+    match state.store.create_room(record.clone()).await {
+        Ok(()) => {}
+        Err(StoreError::AlreadyExists) => return Err(HandlerError::RoomExists),
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(room = %req.name, owner = %user, hidden = req.hidden, "room created");
+    let snapshot = snapshot(state, &record, user, 0).await?;
+    Ok(Reply::RoomCreated(snapshot))
+}
+
+/// # JoinRoom
+/// - A member re-joining gets the snapshot without a password and nobody is notified.
+/// - A new member must give the right password if the room has one; the other members'
+///   connections (and the joiner's other connections) get `MemberJoined` with the key.
+/// - The snapshot carries all members with keys and the newest `history_limit` messages
+///   the caller has copies of.
+///
+/// # Errors
+/// [`HandlerError::RoomUnavailable`] (missing room; wrong or missing password for a hidden
+/// room), [`HandlerError::WrongPassword`] (public room), store failures.
+pub async fn join(
+    state: &AppState,
+    conn: ConnId,
+    user: &Username,
+    req: JoinRoom,
+) -> Result<Reply, HandlerError> {
+    let Some(room) = state.store.find_room(&req.name).await? else {
+        if let Some(pw) = req.password {
+            // Spend the time a wrong password would cost, so timing tells nothing.
+            passwords::verify(None, pw).await?;
+        }
+        return Err(HandlerError::RoomUnavailable);
+    };
+    let is_member = state
+        .store
+        .members(&room.name)
+        .await?
+        .iter()
+        .any(|m| m.username.same_as(user));
+    if !is_member {
+        if let Some(hash) = &room.password_hash {
+            let given = req.password.clone().unwrap_or_default();
+            if !passwords::verify(Some(hash.clone()), given).await? {
+                return Err(if room.hidden {
+                    HandlerError::RoomUnavailable
+                } else {
+                    HandlerError::WrongPassword
+                });
+            }
+        }
+        match state.store.add_member(&room.name, user).await {
+            Ok(_) => {}
+            Err(StoreError::NotFound) => return Err(HandlerError::RoomUnavailable),
+            Err(StoreError::RoomFull) => {
+                return Err(HandlerError::InvalidInput("the room is full".into()))
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tracing::info!(room = %room.name, user = %user, "joined");
+    }
+    let snapshot = snapshot(state, &room, user, req.history_limit).await?;
+    if !is_member {
+        let me = snapshot
+            .members
+            .iter()
+            .find(|m| m.username.same_as(user))
+            .cloned()
+            .ok_or_else(|| HandlerError::Internal("joined member missing from room".into()))?;
+        let frame = encode_push(Push::MemberJoined {
+            room: room.name.clone(),
+            member: me,
+        })?;
+        let recipients = snapshot.members.iter().map(|m| m.username.canonical());
+        state
+            .hub
+            .broadcast(recipients, frame, Some(conn))
+            .await
+            .map_err(hub_gone)?;
+    }
+    Ok(Reply::Joined(snapshot))
+}
+
+/// # LeaveRoom
+/// Ends the membership; remaining members and the leaver's other connections get
+/// `MemberLeft`.
+///
+/// # Errors
+/// [`HandlerError::NotAMember`], store failures.
+pub async fn leave(
+    state: &AppState,
+    conn: ConnId,
+    user: &Username,
+    req: LeaveRoom,
+) -> Result<Reply, HandlerError> {
+    let room = state
+        .store
+        .find_room(&req.room)
+        .await?
+        .ok_or(HandlerError::NotAMember)?;
+    if !state.store.remove_member(&room.name, user).await? {
+        return Err(HandlerError::NotAMember);
+    }
+    tracing::info!(room = %room.name, user = %user, "left");
+    let remaining = state.store.members(&room.name).await?;
+    let frame = encode_push(Push::MemberLeft {
+        room: room.name.clone(),
+        username: user.clone(),
+    })?;
+    let recipients = remaining
+        .iter()
+        .map(|m| m.username.canonical())
+        .chain(std::iter::once(user.canonical()));
+    state
+        .hub
+        .broadcast(recipients, frame, Some(conn))
+        .await
+        .map_err(hub_gone)?;
+    Ok(Reply::Left(Left { room: room.name }))
+}
+
+async fn snapshot(
+    state: &AppState,
+    room: &RoomRecord,
+    user: &Username,
+    history_limit: u16,
+) -> Result<RoomSnapshot, HandlerError> {
+    let members = state.store.members(&room.name).await?;
+    let history = history_page(state, &room.name, user, None, history_limit).await?;
+    Ok(RoomSnapshot {
+        room: room.name.clone(),
+        owner: room.owner.clone(),
+        has_password: room.password_hash.is_some(),
+        hidden: room.hidden,
+        members: members.iter().map(member_info).collect(),
+        history,
+    })
+}
+
+/// Reads one page of `user`'s history in `room`, capped at `MAX_HISTORY_PAGE` messages
+/// and trimmed (oldest first) so the reply fits in one frame.
+///
+/// # Errors
+/// Store failures.
+pub async fn history_page(
+    state: &AppState,
+    room: &RoomName,
+    user: &Username,
+    before_seq: Option<u64>,
+    limit: u16,
+) -> Result<HistoryPage, HandlerError> {
+    let limit = limit.min(MAX_HISTORY_PAGE);
+    if limit == 0 {
+        let has_more = !state
+            .store
+            .history_for(room, user, before_seq, 1)
+            .await?
+            .messages
+            .is_empty();
+        return Ok(HistoryPage {
+            room: room.clone(),
+            messages: Vec::new(),
+            has_more,
+        });
+    }
+    let slice = state
+        .store
+        .history_for(room, user, before_seq, usize::from(limit))
+        .await?;
+    let mut messages = slice.messages;
+    let mut has_more = slice.has_more;
+    // Leave room for the frame's other fields.
+    let budget = shared::protocol::MAX_FRAME_BYTES - 64 * 1024;
+    let mut total = 0usize;
+    let mut keep_from = messages.len();
+    for (i, m) in messages.iter().enumerate().rev() {
+        total += m.envelope.ciphertext.len() + m.envelope.wrapped_key.len() + 256;
+        if total > budget {
+            break;
+        }
+        keep_from = i;
+    }
+    if keep_from > 0 {
+        messages.drain(..keep_from);
+        has_more = true;
+    }
+    Ok(HistoryPage {
+        room: room.clone(),
+        messages,
+        has_more,
+    })
+}

@@ -1,0 +1,252 @@
+//! The hub: the one task that knows which connections are online, and routes frames to
+//! them.
+//!
+//! The hub owns its state outright (no locks): a map from user (canonical name) to that
+//! user's live connections, each with the sending half of the connection's bounded
+//! outbound queue. Everything else talks to it through a cloneable [`HubHandle`].
+//!
+//! It never waits for a client: frames are pushed with `try_send`, and a connection whose
+//! queue is full is dropped from the hub, which closes its queue; the connection's task
+//! sees that and disconnects the slow client. Membership is not kept here — the store
+//! owns it — so callers name the recipients. This interface (connect, disconnect,
+//! deliver) is also the seam where a multi-instance fan-out (docs/SCALING.md) plugs in.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+/// Identifies one WebSocket connection for the lifetime of the process.
+pub type ConnId = u64;
+
+/// The receiving half of a connection's outbound queue: already-encoded frames.
+pub type OutboundRx = mpsc::Receiver<Bytes>;
+
+/// Why the hub could not be reached.
+#[derive(Debug, thiserror::Error)]
+#[error("the hub has stopped")]
+pub struct HubStopped;
+
+enum Command {
+    Connect {
+        conn: ConnId,
+        user: String,
+        tx: mpsc::Sender<Bytes>,
+    },
+    Disconnect {
+        conn: ConnId,
+        user: String,
+    },
+    Deliver {
+        frames: Vec<(String, Bytes)>,
+        except: Option<ConnId>,
+    },
+    Online {
+        groups: Vec<Vec<String>>,
+        reply: oneshot::Sender<OnlineCounts>,
+    },
+}
+
+/// Online counts for groups of users (e.g. each room's members).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnlineCounts {
+    /// For each group asked about, how many of its users are online.
+    pub per_group: Vec<u32>,
+    /// Distinct users online on this server.
+    pub users_online: u32,
+}
+
+/// A cloneable handle to the hub task.
+#[derive(Debug, Clone)]
+pub struct HubHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+/// Commands queued to the hub before callers wait; bounds memory under bursts.
+const HUB_QUEUE: usize = 65_536;
+
+impl HubHandle {
+    /// Starts the hub task on the current tokio runtime. It runs until every handle is
+    /// dropped.
+    pub fn spawn() -> (Self, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::channel(HUB_QUEUE);
+        let task = tokio::spawn(Hub::default().run(rx));
+        (Self { tx }, task)
+    }
+
+    async fn send(&self, cmd: Command) -> Result<(), HubStopped> {
+        self.tx.send(cmd).await.map_err(|_| HubStopped)
+    }
+
+    /// Registers a logged-in connection of `user` (canonical name) and its outbound queue.
+    ///
+    /// # Errors
+    /// [`HubStopped`] if the hub is gone (shutdown).
+    pub async fn connect(
+        &self,
+        conn: ConnId,
+        user: String,
+        tx: mpsc::Sender<Bytes>,
+    ) -> Result<(), HubStopped> {
+        self.send(Command::Connect { conn, user, tx }).await
+    }
+
+    /// Forgets a connection.
+    ///
+    /// # Errors
+    /// [`HubStopped`] if the hub is gone.
+    pub async fn disconnect(&self, conn: ConnId, user: String) -> Result<(), HubStopped> {
+        self.send(Command::Disconnect { conn, user }).await
+    }
+
+    /// Sends each `(user, frame)` pair to every online connection of that user, except
+    /// connection `except`.
+    ///
+    /// # Errors
+    /// [`HubStopped`] if the hub is gone.
+    pub async fn deliver(
+        &self,
+        frames: Vec<(String, Bytes)>,
+        except: Option<ConnId>,
+    ) -> Result<(), HubStopped> {
+        self.send(Command::Deliver { frames, except }).await
+    }
+
+    /// Sends the same frame to every online connection of each user in `users`.
+    ///
+    /// # Errors
+    /// [`HubStopped`] if the hub is gone.
+    pub async fn broadcast(
+        &self,
+        users: impl IntoIterator<Item = String>,
+        frame: Bytes,
+        except: Option<ConnId>,
+    ) -> Result<(), HubStopped> {
+        let frames = users.into_iter().map(|u| (u, frame.clone())).collect();
+        self.deliver(frames, except).await
+    }
+
+    /// Counts online users in each group, and online users overall.
+    ///
+    /// # Errors
+    /// [`HubStopped`] if the hub is gone.
+    pub async fn online(&self, groups: Vec<Vec<String>>) -> Result<OnlineCounts, HubStopped> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Online { groups, reply }).await?;
+        rx.await.map_err(|_| HubStopped)
+    }
+}
+
+#[derive(Default)]
+struct Hub {
+    online: HashMap<String, HashMap<ConnId, mpsc::Sender<Bytes>>>,
+}
+
+impl Hub {
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        while let Some(cmd) = rx.recv().await {
+            self.apply(cmd);
+        }
+    }
+
+    fn apply(&mut self, cmd: Command) {
+        match cmd {
+            Command::Connect { conn, user, tx } => {
+                self.online.entry(user).or_default().insert(conn, tx);
+            }
+            Command::Disconnect { conn, user } => self.remove(&user, conn),
+            Command::Deliver { frames, except } => {
+                let mut too_slow = Vec::new();
+                for (user, frame) in frames {
+                    let Some(conns) = self.online.get(&user) else {
+                        continue;
+                    };
+                    for (&conn, tx) in conns {
+                        if Some(conn) == except {
+                            continue;
+                        }
+                        if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(frame.clone())
+                        {
+                            too_slow.push((user.clone(), conn));
+                        }
+                    }
+                }
+                for (user, conn) in too_slow {
+                    tracing::warn!(conn, user, "outbound queue full; dropping slow connection");
+                    self.remove(&user, conn);
+                }
+            }
+            Command::Online { groups, reply } => {
+                let per_group = groups
+                    .iter()
+                    .map(|g| {
+                        let n = g.iter().filter(|u| self.online.contains_key(*u)).count();
+                        u32::try_from(n).unwrap_or(u32::MAX)
+                    })
+                    .collect();
+                let users_online = u32::try_from(self.online.len()).unwrap_or(u32::MAX);
+                let _ = reply.send(OnlineCounts {
+                    per_group,
+                    users_online,
+                });
+            }
+        }
+    }
+
+    /// Dropping the sender closes the connection's queue once nothing else holds it.
+    fn remove(&mut self, user: &str, conn: ConnId) {
+        if let Some(conns) = self.online.get_mut(user) {
+            conns.remove(&conn);
+            if conns.is_empty() {
+                self.online.remove(user);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn delivers_only_to_named_users_and_skips_the_origin() {
+        let (hub, _task) = HubHandle::spawn();
+        let (a1, mut a1_rx) = mpsc::channel(4);
+        let (a2, mut a2_rx) = mpsc::channel(4);
+        let (b, mut b_rx) = mpsc::channel(4);
+        hub.connect(1, "alice".into(), a1).await.expect("hub");
+        hub.connect(2, "alice".into(), a2).await.expect("hub");
+        hub.connect(3, "bob".into(), b).await.expect("hub");
+        hub.deliver(vec![("alice".into(), Bytes::from_static(b"x"))], Some(1))
+            .await
+            .expect("hub");
+        let counts = hub
+            .online(vec![vec!["alice".into(), "carol".into()]])
+            .await
+            .expect("hub");
+        assert_eq!(counts.per_group, vec![1]);
+        assert_eq!(counts.users_online, 2);
+        assert_eq!(a2_rx.recv().await.as_deref(), Some(&b"x"[..]));
+        assert!(a1_rx.try_recv().is_err());
+        assert!(b_rx.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_the_connection() {
+        let (hub, _task) = HubHandle::spawn();
+        let (tx, mut rx) = mpsc::channel(1);
+        hub.connect(7, "slow".into(), tx).await.expect("hub");
+        for _ in 0..3 {
+            hub.broadcast(["slow".to_owned()], Bytes::from_static(b"f"), None)
+                .await
+                .expect("hub");
+        }
+        let counts = hub.online(vec![]).await.expect("hub");
+        assert_eq!(counts.users_online, 0, "slow connection must be forgotten");
+        assert!(
+            rx.recv().await.is_some(),
+            "the frame that fit is still delivered"
+        );
+        assert!(rx.recv().await.is_none(), "then the queue is closed");
+    }
+}

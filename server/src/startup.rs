@@ -1,0 +1,245 @@
+//! Building and running the application: store selection, the hub, the HTTP server with
+//! its two routes, and graceful shutdown.
+//!
+//! - `GET /ws` upgrades to the chat WebSocket.
+//! - `GET /health` answers 200 when the store is reachable, 503 otherwise.
+//!
+//! Shutdown ([`Stopper::stop`]): stop accepting new WebSocket upgrades, tell every
+//! connected client the server is going away (close code 1001), then let actix finish
+//! in-flight connections within the grace period. Every acknowledged message is already
+//! durable, so nothing needs flushing beyond dropping the store.
+
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use anyhow::Context;
+use shared::protocol::MAX_FRAME_BYTES;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, StoreChoice};
+use crate::handlers::AppState;
+use crate::hub::HubHandle;
+use crate::store::embedded::EmbeddedStore;
+use crate::store::mongo::MongoStore;
+use crate::store::Store;
+use crate::ws::session::{self, SessionSettings};
+
+/// Per-worker request context.
+struct Endpoint {
+    state: Arc<AppState>,
+    settings: SessionSettings,
+    next_conn: Arc<AtomicU64>,
+    shutdown: CancellationToken,
+}
+
+/// A built server, bound to its port and ready to run.
+pub struct Application {
+    port: u16,
+    server: Server,
+    shutdown: CancellationToken,
+    backend: &'static str,
+    /// Watched after the HTTP server stops: the store is closed once nothing holds it.
+    state: Weak<AppState>,
+}
+
+/// How long [`Application::run_until_stopped`] waits for workers to release the store.
+const STORE_RELEASE_WAIT: Duration = Duration::from_secs(5);
+
+/// Stops a running [`Application`] gracefully; cheap to clone.
+#[derive(Clone)]
+pub struct Stopper {
+    shutdown: CancellationToken,
+    handle: ServerHandle,
+}
+
+impl Stopper {
+    /// Closes every session with 1001 "going away", stops accepting, and waits for the
+    /// HTTP server to finish (bounded by the configured grace period).
+    pub async fn stop(&self) {
+        self.shutdown.cancel();
+        self.handle.stop(true).await;
+    }
+}
+
+/// Opens the store the configuration selects.
+///
+/// # Errors
+/// When the embedded store cannot be opened, or MongoDB is configured but unreachable.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match config.store_choice() {
+        StoreChoice::Embedded(dir) => Arc::new(
+            EmbeddedStore::open(&dir)
+                .with_context(|| format!("cannot open the embedded store in {}", dir.display()))?,
+        ),
+        StoreChoice::Mongo { uri: _, database } => Arc::new(
+            MongoStore::connect(config.mongodb_uri.as_deref().unwrap_or_default(), &database)
+                .await
+                .context("MongoDB is configured (MONGODB_URI) but unreachable")?,
+        ),
+    })
+}
+
+impl Application {
+    /// Validates the configuration, opens the selected store and binds the listener.
+    ///
+    /// # Errors
+    /// Invalid configuration, an unusable store, or a port that cannot be bound.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        config.validate()?;
+        let store = open_store(&config).await?;
+        Self::build_with_store(config, store)
+    }
+
+    /// Like [`Application::build`] with a store the caller opened (tests use this to run the
+    /// same server over either adapter).
+    ///
+    /// # Errors
+    /// Invalid configuration or a port that cannot be bound.
+    pub fn build_with_store(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Self> {
+        config.validate()?;
+        let listener = TcpListener::bind((config.bind, config.port))
+            .with_context(|| format!("cannot bind {}:{}", config.bind, config.port))?;
+        let port = listener.local_addr()?.port();
+        let backend = store.backend();
+        let (hub, _hub_task) = HubHandle::spawn();
+        let state = Arc::new(AppState {
+            store,
+            hub,
+            challenge_ttl: config.challenge_ttl(),
+        });
+        let settings = SessionSettings {
+            heartbeat: config.heartbeat(),
+            outbound_queue: config.outbound_queue,
+        };
+        let weak_state = Arc::downgrade(&state);
+        let shutdown = CancellationToken::new();
+        let next_conn = Arc::new(AtomicU64::new(1));
+        let endpoint_shutdown = shutdown.clone();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(Endpoint {
+                    state: state.clone(),
+                    settings,
+                    next_conn: next_conn.clone(),
+                    shutdown: endpoint_shutdown.clone(),
+                }))
+                .route("/ws", web::get().to(upgrade))
+                .route("/health", web::get().to(health))
+        })
+        .disable_signals()
+        .shutdown_timeout(config.shutdown_grace_secs);
+        if config.workers > 0 {
+            server = server.workers(config.workers);
+        }
+        let server = server.listen(listener)?.run();
+        tracing::info!(port, store = backend, "server bound");
+        Ok(Self {
+            port,
+            server,
+            shutdown,
+            backend,
+            state: weak_state,
+        })
+    }
+
+    /// The port actually bound (useful with port 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The store adapter in use.
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    /// A handle that stops the server gracefully.
+    pub fn stopper(&self) -> Stopper {
+        Stopper {
+            shutdown: self.shutdown.clone(),
+            handle: self.server.handle(),
+        }
+    }
+
+    /// Serves until stopped, then waits (up to a few seconds) until the worker threads have
+    /// released the store, so that on return the store is closed and its files unlocked.
+    ///
+    /// # Errors
+    /// I/O errors from the HTTP server.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await?;
+        let deadline = Instant::now() + STORE_RELEASE_WAIT;
+        while self.state.strong_count() > 0 {
+            if Instant::now() > deadline {
+                tracing::warn!("workers still hold the store after shutdown");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+}
+
+/// `GET /ws`: upgrades and spawns the connection's session task on this worker.
+async fn upgrade(
+    req: HttpRequest,
+    body: web::Payload,
+    endpoint: web::Data<Endpoint>,
+) -> Result<HttpResponse, actix_web::Error> {
+    if endpoint.shutdown.is_cancelled() {
+        return Ok(HttpResponse::ServiceUnavailable().body("shutting down"));
+    }
+    let (response, session, stream) = actix_ws::handle(&req, body)?;
+    let stream = stream
+        .max_frame_size(MAX_FRAME_BYTES)
+        .aggregate_continuations()
+        .max_continuation_size(MAX_FRAME_BYTES);
+    let conn_id = endpoint.next_conn.fetch_add(1, Ordering::Relaxed);
+    actix_web::rt::spawn(session::run(
+        endpoint.state.clone(),
+        endpoint.settings,
+        conn_id,
+        session,
+        stream,
+        endpoint.shutdown.clone(),
+    ));
+    Ok(response)
+}
+
+/// `GET /health`: 200 if the store answers, 503 if not.
+async fn health(endpoint: web::Data<Endpoint>) -> HttpResponse {
+    let backend = endpoint.state.store.backend();
+    match tokio::time::timeout(Duration::from_secs(5), endpoint.state.store.ping()).await {
+        Ok(Ok(())) => HttpResponse::Ok()
+            .content_type("application/json")
+            .body(format!(r#"{{"status":"ok","store":"{backend}"}}"#)),
+        _ => HttpResponse::ServiceUnavailable()
+            .content_type("application/json")
+            .body(format!(r#"{{"status":"unavailable","store":"{backend}"}}"#)),
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM (what Heroku and Docker send).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,3 @@
+//! The WebSocket endpoint: upgrading `GET /ws` and running one task per connection.
+
+pub mod session;

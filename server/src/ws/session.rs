@@ -1,0 +1,203 @@
+//! One connection's task. It owns the socket and runs a single `select!` over:
+//! inbound frames, its bounded outbound queue (pushes routed by the hub), a heartbeat
+//! interval, and the server's shutdown token.
+//!
+//! - Only binary frames are accepted; each is one `ClientFrame`. An undecodable frame gets
+//!   a `MalformedFrame` error and the connection carries on; an oversized one gets
+//!   `FrameTooLarge` and the connection is closed (the stream cannot be resynchronised).
+//! - Requests are handled one at a time, in order, by [`handlers::dispatch`].
+//! - A peer silent for three heartbeat intervals is dropped.
+//! - If the hub drops the connection because its queue is full, the client is closed with
+//!   a policy-violation close ("too slow").
+//! - On shutdown the client gets a 1001 "going away" close.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use shared::protocol::{codec, codec::CodecError, ServerMsg};
+use shared::{ErrorCode, RequestId};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::HandlerError;
+use crate::handlers::{self, AppState, Connection};
+use crate::hub::ConnId;
+
+/// Settings a session needs from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionSettings {
+    /// Interval between pings.
+    pub heartbeat: Duration,
+    /// Capacity of the outbound queue.
+    pub outbound_queue: usize,
+}
+
+/// Why the loop ended, which decides the close frame.
+enum Exit {
+    PeerClosed,
+    Close(CloseReason),
+}
+
+fn close(code: CloseCode, description: &str) -> Exit {
+    Exit::Close(CloseReason {
+        code,
+        description: Some(description.to_owned()),
+    })
+}
+
+/// Runs the connection until the peer leaves, fails, is too slow, or the server stops.
+#[tracing::instrument(name = "session", skip_all, fields(conn = conn_id, user = tracing::field::Empty))]
+pub async fn run(
+    state: Arc<AppState>,
+    settings: SessionSettings,
+    conn_id: ConnId,
+    mut session: Session,
+    mut stream: AggregatedMessageStream,
+    shutdown: CancellationToken,
+) {
+    let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(settings.outbound_queue);
+    let mut conn = Connection::new(conn_id, out_tx);
+    let mut heartbeat = tokio::time::interval(settings.heartbeat);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
+    // Until login `conn` holds the only sender, so `recv` never yields `None`; after login
+    // the hub holds it, and `None` means the hub evicted this connection as too slow.
+    let exit = loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break close(CloseCode::Away, "server shutting down"),
+            inbound = stream.next() => {
+                last_heard = Instant::now();
+                match inbound {
+                    None => break Exit::PeerClosed,
+                    Some(Ok(AggregatedMessage::Binary(bytes))) => {
+                        if let Some(exit) = handle_frame(&state, &mut conn, &mut session, &bytes).await {
+                            break exit;
+                        }
+                    }
+                    Some(Ok(AggregatedMessage::Text(_))) => {
+                        let err = error_frame(None, ErrorCode::MalformedFrame, "text frames are not accepted; send binary frames", None);
+                        if send(&mut session, err).await.is_err() { break Exit::PeerClosed; }
+                    }
+                    Some(Ok(AggregatedMessage::Ping(p))) => {
+                        if session.pong(&p).await.is_err() { break Exit::PeerClosed; }
+                    }
+                    Some(Ok(AggregatedMessage::Pong(_))) => {}
+                    Some(Ok(AggregatedMessage::Close(_))) => break Exit::PeerClosed,
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "websocket protocol error");
+                        let err = error_frame(None, ErrorCode::FrameTooLarge, "frame rejected: too large or invalid websocket data", None);
+                        let _ = send(&mut session, err).await;
+                        break close(CloseCode::Size, "frame too large or invalid");
+                    }
+                }
+            }
+            frame = out_rx.recv() => {
+                let Some(frame) = frame else { break close(CloseCode::Policy, "too slow") };
+                if session.binary(frame).await.is_err() { break Exit::PeerClosed; }
+            }
+            _ = heartbeat.tick() => {
+                if last_heard.elapsed() > settings.heartbeat * 3 {
+                    tracing::debug!("peer silent; dropping");
+                    break close(CloseCode::Normal, "heartbeat timeout");
+                }
+                if session.ping(b"").await.is_err() { break Exit::PeerClosed; }
+            }
+        }
+    };
+
+    if let Ok(user) = conn.user() {
+        let _ = state.hub.disconnect(conn.id, user.canonical()).await;
+    }
+    if let Exit::Close(reason) = exit {
+        let _ = session.close(Some(reason)).await;
+    }
+}
+
+/// Decodes and answers one frame. Returns `Some` when the connection must end.
+async fn handle_frame(
+    state: &AppState,
+    conn: &mut Connection,
+    session: &mut Session,
+    bytes: &[u8],
+) -> Option<Exit> {
+    let frame = match codec::decode_client(bytes) {
+        Ok(frame) => frame,
+        Err(e) => {
+            let (code, text) = match &e {
+                CodecError::TooLarge { .. } => (ErrorCode::FrameTooLarge, "frame too large"),
+                CodecError::Malformed(_) => (ErrorCode::MalformedFrame, "malformed frame"),
+            };
+            tracing::debug!(error = %e, "undecodable frame");
+            let reply = error_frame(None, code, text, None);
+            return send(session, reply).await.err();
+        }
+    };
+    let request_id = frame.request_id;
+    let was_authenticated = conn.is_authenticated();
+    let result = handlers::dispatch(state, conn, frame.msg).await;
+    if !was_authenticated {
+        if let Ok(user) = conn.user() {
+            tracing::Span::current().record("user", tracing::field::display(user));
+        }
+    }
+    let fatal = matches!(
+        result,
+        Err(HandlerError::ProtocolVersion(_) | HandlerError::HelloFirst)
+    );
+    let reply = match result {
+        Ok(reply) => encode_reply(request_id, reply),
+        Err(e) => {
+            if e.is_server_fault() {
+                tracing::error!(error.cause_chain = ?e, "request failed");
+            } else {
+                tracing::debug!(error = %e, "request refused");
+            }
+            let (code, message, detail) = e.to_wire();
+            error_frame(Some(request_id), code, &message, detail)
+        }
+    };
+    if let Some(exit) = send(session, reply).await.err() {
+        return Some(exit);
+    }
+    fatal.then(|| close(CloseCode::Protocol, "protocol version or handshake error"))
+}
+
+fn encode_reply(request_id: RequestId, reply: shared::protocol::Reply) -> Bytes {
+    match codec::encode_server(&ServerMsg::Reply { request_id, reply }) {
+        Ok(bytes) => Bytes::from(bytes),
+        Err(e) => {
+            tracing::error!(error = %e, "reply does not encode");
+            error_frame(
+                Some(request_id),
+                ErrorCode::Internal,
+                "internal server error",
+                None,
+            )
+        }
+    }
+}
+
+fn error_frame(
+    request_id: Option<RequestId>,
+    code: ErrorCode,
+    message: &str,
+    detail: Option<shared::ErrorDetail>,
+) -> Bytes {
+    let msg = ServerMsg::Error {
+        request_id,
+        code,
+        message: message.to_owned(),
+        detail,
+    };
+    // An error frame without detail is tiny and always encodes; with detail it is bounded
+    // by MAX_ROOM_MEMBERS keys.
+    codec::encode_server(&msg).map_or_else(|_| Bytes::new(), Bytes::from)
+}
+
+async fn send(session: &mut Session, frame: Bytes) -> Result<(), Exit> {
+    session.binary(frame).await.map_err(|_| Exit::PeerClosed)
+}

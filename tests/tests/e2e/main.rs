@@ -1,0 +1,9 @@
+//! End-to-end tests: each starts the real server (actix-web, embedded store in a temporary
+//! directory, ephemeral port) and talks to it over WebSockets as clients do. One test
+//! binary, several modules.
+
+mod auth;
+mod messaging;
+mod persistence;
+mod robustness;
+mod rooms;

@@ -1,0 +1,148 @@
+//! Bad input, slow or dead peers, health and shutdown.
+
+use std::time::Duration;
+
+use shared::protocol::{
+    codec, ClientFrame, ClientMsg, ListRooms, Reply, ServerMsg, MAX_FRAME_BYTES,
+};
+use shared::{ErrorCode, RequestId};
+use tests::{test_key, RawClient, TestServer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test]
+async fn malformed_frames_get_errors_and_the_connection_goes_on() {
+    let server = TestServer::start().await;
+    let mut c = RawClient::registered(&server.ws_url(), "alice", &test_key(0)).await;
+    // Garbage.
+    c.send_raw(vec![0xff, 0xfe, 0xfd, 0x00, 0x13]).await;
+    match c.next_frame().await {
+        Some(ServerMsg::Error {
+            request_id: None,
+            code: ErrorCode::MalformedFrame,
+            ..
+        }) => {}
+        other => panic!("unexpected {other:?}"),
+    }
+    // A valid frame with a trailing byte.
+    let mut bytes = codec::encode_client(&ClientFrame {
+        request_id: RequestId(77),
+        msg: ClientMsg::ListRooms(ListRooms {}),
+    })
+    .expect("encodes");
+    bytes.push(0);
+    c.send_raw(bytes).await;
+    match c.next_frame().await {
+        Some(ServerMsg::Error {
+            code: ErrorCode::MalformedFrame,
+            ..
+        }) => {}
+        other => panic!("unexpected {other:?}"),
+    }
+    // The same connection still works.
+    assert!(matches!(
+        c.request(ClientMsg::ListRooms(ListRooms {})).await,
+        Ok(Reply::Rooms(_))
+    ));
+}
+
+#[tokio::test]
+async fn oversized_frames_are_refused_and_others_are_still_served() {
+    let server = TestServer::start().await;
+    let url = server.ws_url();
+    let mut bystander = RawClient::registered(&url, "bob", &test_key(1)).await;
+    let mut c = RawClient::registered(&url, "alice", &test_key(0)).await;
+    c.send_raw(vec![0u8; MAX_FRAME_BYTES + 1024]).await;
+    // An error frame, then a close (the stream cannot be resynchronised after an overflow).
+    match c.next_frame().await {
+        Some(ServerMsg::Error {
+            code: ErrorCode::FrameTooLarge,
+            ..
+        })
+        | None => {}
+        other => panic!("unexpected {other:?}"),
+    }
+    // Everyone else is served as before.
+    assert!(matches!(
+        bystander.request(ClientMsg::ListRooms(ListRooms {})).await,
+        Ok(Reply::Rooms(_))
+    ));
+    let mut fresh = RawClient::greeted(&url).await;
+    fresh
+        .login("alice", &test_key(0))
+        .await
+        .expect("server still accepts logins");
+}
+
+#[tokio::test]
+async fn text_frames_are_refused() {
+    use futures_util::SinkExt;
+    let server = TestServer::start().await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(server.ws_url())
+        .await
+        .expect("connects");
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        "{\"hello\":1}",
+    ))
+    .await
+    .expect("sent");
+    use futures_util::StreamExt;
+    let frame = tokio::time::timeout(tests::WAIT, ws.next())
+        .await
+        .expect("reply in time");
+    let Some(Ok(tokio_tungstenite::tungstenite::Message::Binary(b))) = frame else {
+        panic!("expected a binary error frame, got {frame:?}")
+    };
+    assert!(matches!(
+        codec::decode_server(&b),
+        Ok(ServerMsg::Error {
+            code: ErrorCode::MalformedFrame,
+            ..
+        })
+    ));
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connects");
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .expect("writes");
+    let mut out = String::new();
+    tokio::time::timeout(tests::WAIT, s.read_to_string(&mut out))
+        .await
+        .expect("answers in time")
+        .expect("reads");
+    out
+}
+
+#[tokio::test]
+async fn health_reports_the_store() {
+    let server = TestServer::start().await;
+    let response = http_get(server.addr, "/health").await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains(r#""store":"embedded""#), "{response}");
+}
+
+#[tokio::test]
+async fn shutdown_tells_clients_the_server_is_going_away() {
+    let server = TestServer::start().await;
+    let mut c = RawClient::registered(&server.ws_url(), "alice", &test_key(0)).await;
+    let stopper = server.stopper();
+    let stop = tokio::spawn(async move { stopper.stop().await });
+    assert_eq!(
+        c.close_code().await,
+        Some(1001),
+        "clients get 1001 going away"
+    );
+    tokio::time::timeout(Duration::from_secs(30), stop)
+        .await
+        .expect("drains within Heroku's 30 s")
+        .expect("stop task");
+    assert!(
+        tokio::net::TcpStream::connect(server.addr).await.is_err(),
+        "no longer accepting connections"
+    );
+}

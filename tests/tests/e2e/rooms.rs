@@ -1,0 +1,237 @@
+//! Rooms: listing, hidden and password rooms, membership broadcasts.
+
+use std::time::Duration;
+
+use shared::protocol::{
+    ClientMsg, CreateRoom, JoinRoom, LeaveRoom, ListRooms, Push, Reply, RoomSnapshot, RotateKey,
+};
+use shared::ErrorCode;
+use tests::{name, public_der, room, test_key, RawClient, TestServer};
+
+async fn create(c: &mut RawClient, n: &str, password: Option<&str>, hidden: bool) -> RoomSnapshot {
+    match c
+        .request(ClientMsg::CreateRoom(CreateRoom {
+            name: room(n),
+            password: password.map(str::to_owned),
+            hidden,
+        }))
+        .await
+        .expect("room created")
+    {
+        Reply::RoomCreated(s) => s,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+async fn join(
+    c: &mut RawClient,
+    n: &str,
+    password: Option<&str>,
+) -> Result<RoomSnapshot, tests::WireError> {
+    c.request(ClientMsg::JoinRoom(JoinRoom {
+        name: room(n),
+        password: password.map(str::to_owned),
+        history_limit: 50,
+    }))
+    .await
+    .map(|r| match r {
+        Reply::Joined(s) => s,
+        other => panic!("unexpected {other:?}"),
+    })
+}
+
+async fn list(c: &mut RawClient) -> shared::protocol::RoomList {
+    match c
+        .request(ClientMsg::ListRooms(ListRooms {}))
+        .await
+        .expect("list")
+    {
+        Reply::Rooms(l) => l,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn hidden_rooms_are_unlisted_but_joinable_by_exact_name() {
+    let server = TestServer::start().await;
+    let url = server.ws_url();
+    let mut owner = RawClient::registered(&url, "owner", &test_key(0)).await;
+    let snap = create(&mut owner, "lobby", None, false).await;
+    assert_eq!(snap.owner.as_str(), "owner");
+    assert_eq!(snap.members.len(), 1);
+    create(&mut owner, "secret-base", Some("hunter2"), true).await;
+    create(&mut owner, "quiet", None, true).await;
+
+    let mut guest = RawClient::registered(&url, "guest", &test_key(1)).await;
+    let listing = list(&mut guest).await;
+    let names: Vec<&str> = listing.rooms.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, vec!["lobby"], "hidden rooms must never be listed");
+    assert_eq!(listing.users_online, 2);
+    assert_eq!(listing.rooms[0].members, 1);
+    assert_eq!(listing.rooms[0].members_online, 1);
+
+    // A hidden room without password: joinable by name.
+    let snap = join(&mut guest, "quiet", None)
+        .await
+        .expect("joins hidden room");
+    assert!(snap.hidden);
+    // A hidden room with password: the wrong password looks exactly like a missing room.
+    let wrong = join(&mut guest, "secret-base", Some("nope"))
+        .await
+        .expect_err("wrong password");
+    let missing = join(&mut guest, "no-such-room", Some("nope"))
+        .await
+        .expect_err("missing");
+    let no_password = join(&mut guest, "secret-base", None)
+        .await
+        .expect_err("no password");
+    assert_eq!(wrong.code, ErrorCode::RoomUnavailable);
+    assert_eq!(
+        wrong, missing,
+        "wrong password and missing room must be indistinguishable"
+    );
+    assert_eq!(no_password, missing);
+    let snap = join(&mut guest, "secret-base", Some("hunter2"))
+        .await
+        .expect("right password");
+    assert_eq!(snap.members.len(), 2);
+}
+
+#[tokio::test]
+async fn password_rooms_reject_wrong_passwords() {
+    let server = TestServer::start().await;
+    let url = server.ws_url();
+    let mut owner = RawClient::registered(&url, "owner", &test_key(0)).await;
+    create(&mut owner, "club", Some("open sesame"), false).await;
+    let mut guest = RawClient::registered(&url, "guest", &test_key(1)).await;
+    let listing = list(&mut guest).await;
+    assert!(listing.rooms[0].has_password);
+    assert_eq!(
+        join(&mut guest, "club", Some("open barley"))
+            .await
+            .expect_err("wrong")
+            .code,
+        ErrorCode::WrongPassword
+    );
+    assert_eq!(
+        join(&mut guest, "club", None)
+            .await
+            .expect_err("missing")
+            .code,
+        ErrorCode::WrongPassword
+    );
+    join(&mut guest, "CLUB", Some("open sesame"))
+        .await
+        .expect("right password, any case");
+    // Members come back without the password.
+    join(&mut guest, "club", None)
+        .await
+        .expect("member re-joins freely");
+}
+
+#[tokio::test]
+async fn duplicate_room_names_are_rejected_ignoring_case() {
+    let server = TestServer::start().await;
+    let mut c = RawClient::registered(&server.ws_url(), "owner", &test_key(0)).await;
+    create(&mut c, "General", None, false).await;
+    let err = c
+        .request(ClientMsg::CreateRoom(CreateRoom {
+            name: room("general"),
+            password: None,
+            hidden: true,
+        }))
+        .await
+        .expect_err("duplicate");
+    assert_eq!(err.code, ErrorCode::RoomExists);
+}
+
+#[tokio::test]
+async fn joins_leaves_and_key_changes_are_broadcast() {
+    let server = TestServer::start().await;
+    let url = server.ws_url();
+    let mut a = RawClient::registered(&url, "alice", &test_key(0)).await;
+    create(&mut a, "team", None, false).await;
+    let mut b = RawClient::registered(&url, "bob", &test_key(1)).await;
+    let snap = join(&mut b, "team", None).await.expect("joins");
+    let alice_info = snap
+        .members
+        .iter()
+        .find(|m| m.username.as_str() == "alice")
+        .expect("alice listed");
+    assert_eq!(
+        alice_info.public_key,
+        public_der(&test_key(0)),
+        "members come with their keys"
+    );
+
+    match a.next_push().await {
+        Push::MemberJoined { room: r, member } => {
+            assert_eq!(r.as_str(), "team");
+            assert_eq!(member.username, name("bob"));
+            assert_eq!(member.public_key, public_der(&test_key(1)));
+            assert_eq!(
+                member.fingerprint,
+                shared::crypto::keys::Fingerprint::of_der(&member.public_key).to_string()
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+
+    // A non-member hears nothing of it.
+    let mut outsider = RawClient::registered(&url, "mallory", &test_key(2)).await;
+
+    // Bob rotates his key: Alice is told, with the new key.
+    let new_key = test_key(3);
+    let new_der = public_der(&new_key);
+    let proof = shared::crypto::signing::sign_key_rotation(&new_key, &name("bob"), &new_der);
+    b.request(ClientMsg::RotateKey(RotateKey {
+        new_public_key: new_der.clone(),
+        proof,
+    }))
+    .await
+    .expect("rotated");
+    match a.next_push().await {
+        Push::KeyChanged { member, rooms } => {
+            assert_eq!(member.username, name("bob"));
+            assert_eq!(member.public_key, new_der);
+            assert_eq!(rooms, vec![room("team")]);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+
+    // Bob leaves: Alice is told.
+    b.request(ClientMsg::LeaveRoom(LeaveRoom { room: room("team") }))
+        .await
+        .expect("left");
+    match a.next_push().await {
+        Push::MemberLeft { room: r, username } => {
+            assert_eq!(r.as_str(), "team");
+            assert_eq!(username, name("bob"));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    outsider.expect_silence(Duration::from_millis(300)).await;
+    let err = b
+        .request(ClientMsg::LeaveRoom(LeaveRoom { room: room("team") }))
+        .await
+        .expect_err("not a member any more");
+    assert_eq!(err.code, ErrorCode::NotAMember);
+}
+
+#[tokio::test]
+async fn a_key_rotation_needs_proof_by_the_new_key() {
+    let server = TestServer::start().await;
+    let mut b = RawClient::registered(&server.ws_url(), "bob", &test_key(1)).await;
+    let new_der = public_der(&test_key(3));
+    let forged = shared::crypto::signing::sign_key_rotation(&test_key(4), &name("bob"), &new_der);
+    let err = b
+        .request(ClientMsg::RotateKey(RotateKey {
+            new_public_key: new_der,
+            proof: forged,
+        }))
+        .await
+        .expect_err("forged proof");
+    assert_eq!(err.code, ErrorCode::AuthFailed);
+    // The old key still logs in.
+    RawClient::logged_in(&server.ws_url(), "bob", &test_key(1)).await;
+}
