@@ -54,6 +54,10 @@ pub struct Config {
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
 
+    /// Requests one connection may make per second (sustained); bursts of twice this pass.
+    #[arg(long, env = "REQUESTS_PER_SEC", default_value_t = 200)]
+    pub requests_per_sec: u32,
+
     /// actix worker threads (0 = one per core).
     #[arg(long, env = "WORKERS", default_value_t = 0)]
     pub workers: usize,
@@ -101,6 +105,7 @@ impl Config {
             challenge_ttl_secs: 60,
             outbound_queue: 1024,
             shutdown_grace_secs: 5,
+            requests_per_sec: 200,
             workers: 2,
         }
     }
@@ -116,6 +121,9 @@ impl Config {
         }
         if self.challenge_ttl_secs == 0 {
             return invalid("challenge-ttl-secs", "must be at least 1");
+        }
+        if self.requests_per_sec == 0 {
+            return invalid("requests-per-sec", "must be at least 1");
         }
         if self.outbound_queue < 16 {
             return invalid("outbound-queue", "must be at least 16");

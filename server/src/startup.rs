@@ -10,6 +10,7 @@
 //! durable, so nothing needs flushing beyond dropping the store.
 
 use std::net::TcpListener;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -114,6 +115,8 @@ impl Application {
         let settings = SessionSettings {
             heartbeat: config.heartbeat(),
             outbound_queue: config.outbound_queue,
+            requests_per_sec: NonZeroU32::new(config.requests_per_sec)
+                .ok_or_else(|| anyhow::anyhow!("requests-per-sec must be at least 1"))?,
         };
         let weak_state = Arc::downgrade(&state);
         let shutdown = CancellationToken::new();

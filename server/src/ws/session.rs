@@ -5,18 +5,21 @@
 //! - Only binary frames are accepted; each is one `ClientFrame`. An undecodable frame gets
 //!   a `MalformedFrame` error and the connection carries on; an oversized one gets
 //!   `FrameTooLarge` and the connection is closed (the stream cannot be resynchronised).
-//! - Requests are handled one at a time, in order, by [`handlers::dispatch`].
+//! - Requests are handled one at a time, in order, by [`handlers::dispatch`], after a
+//!   per-connection rate limit (governor); requests over it get `RateLimited`.
 //! - A peer silent for three heartbeat intervals is dropped.
 //! - If the hub drops the connection because its queue is full, the client is closed with
 //!   a policy-violation close ("too slow").
 //! - On shutdown the client gets a 1001 "going away" close.
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
 use bytes::Bytes;
 use futures_util::StreamExt;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use shared::protocol::{codec, codec::CodecError, ServerMsg};
 use shared::{ErrorCode, RequestId};
 use tokio::sync::mpsc;
@@ -33,6 +36,8 @@ pub struct SessionSettings {
     pub heartbeat: Duration,
     /// Capacity of the outbound queue.
     pub outbound_queue: usize,
+    /// Sustained requests per second allowed on one connection.
+    pub requests_per_sec: NonZeroU32,
 }
 
 /// Why the loop ended, which decides the close frame.
@@ -60,6 +65,11 @@ pub async fn run(
 ) {
     let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(settings.outbound_queue);
     let mut conn = Connection::new(conn_id, out_tx);
+    let burst = settings
+        .requests_per_sec
+        .saturating_mul(NonZeroU32::MIN.saturating_add(1));
+    let limiter =
+        RateLimiter::direct(Quota::per_second(settings.requests_per_sec).allow_burst(burst));
     let mut heartbeat = tokio::time::interval(settings.heartbeat);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
@@ -74,7 +84,7 @@ pub async fn run(
                 match inbound {
                     None => break Exit::PeerClosed,
                     Some(Ok(AggregatedMessage::Binary(bytes))) => {
-                        if let Some(exit) = handle_frame(&state, &mut conn, &mut session, &bytes).await {
+                        if let Some(exit) = handle_frame(&state, &mut conn, &mut session, &limiter, &bytes).await {
                             break exit;
                         }
                     }
@@ -122,6 +132,7 @@ async fn handle_frame(
     state: &AppState,
     conn: &mut Connection,
     session: &mut Session,
+    limiter: &DefaultDirectRateLimiter,
     bytes: &[u8],
 ) -> Option<Exit> {
     let frame = match codec::decode_client(bytes) {
@@ -137,6 +148,12 @@ async fn handle_frame(
         }
     };
     let request_id = frame.request_id;
+    if limiter.check().is_err() {
+        let (code, message, _) = HandlerError::RateLimited.to_wire();
+        return send(session, error_frame(Some(request_id), code, &message, None))
+            .await
+            .err();
+    }
     let was_authenticated = conn.is_authenticated();
     let result = handlers::dispatch(state, conn, frame.msg).await;
     if !was_authenticated {

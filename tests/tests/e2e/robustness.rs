@@ -146,3 +146,31 @@ async fn shutdown_tells_clients_the_server_is_going_away() {
         "no longer accepting connections"
     );
 }
+
+#[tokio::test]
+async fn a_flooding_connection_is_rate_limited_but_not_dropped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = server::config::Config::for_tests(dir.path().to_path_buf());
+    config.requests_per_sec = 5;
+    let server = TestServer::start_with(config).await;
+    let mut c = RawClient::registered(&server.ws_url(), "alice", &test_key(0)).await;
+    let mut ids = Vec::new();
+    for _ in 0..40 {
+        ids.push(c.send(ClientMsg::ListRooms(ListRooms {})).await);
+    }
+    let mut limited = 0;
+    for id in ids {
+        match c.answer(id).await {
+            Ok(Reply::Rooms(_)) => {}
+            Err(e) if e.code == ErrorCode::RateLimited => limited += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(limited >= 20, "only {limited} of 40 requests were limited");
+    // After a pause the connection is served again.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(matches!(
+        c.request(ClientMsg::ListRooms(ListRooms {})).await,
+        Ok(Reply::Rooms(_))
+    ));
+}
