@@ -1,1 +1,795 @@
-//! Conformance suite (in progress).
+//! The store conformance suite: every behaviour the server relies on, written once and run
+//! against every adapter, so the embedded store and MongoDB cannot drift apart.
+//!
+//! Each case is a `pub async fn` taking a fresh, empty `&dyn Store`. An adapter provides a
+//! [`Harness`] (how to make and clean up an isolated store) and invokes
+//! [`conformance_tests!`](crate::conformance_tests), which generates one named
+//! `#[tokio::test]` per case:
+//!
+//! ```ignore
+//! crate::conformance_tests!(EmbeddedHarness);
+//! crate::conformance_tests!(#[ignore = "needs TEST_MONGODB_URI"] MongoHarness);
+//! ```
+//!
+//! Compiled for this crate's tests and, with the `test-util` feature, for other crates.
+
+use async_trait::async_trait;
+use futures_util::future::join_all;
+use shared::protocol::{Envelope, MAX_ROOM_MEMBERS};
+use shared::{MessageId, RoomName, Username};
+
+use super::{NewMessage, RoomRecord, Store, StoreError, UserRecord};
+
+#[doc(inline)]
+pub use crate::conformance_tests;
+
+/// Creates and disposes of one isolated store for one test case.
+#[async_trait]
+pub trait Harness: Sized + Send {
+    /// Creates a fresh, empty store that no other test can see (a temporary directory, a
+    /// uniquely named database). Panics if it cannot.
+    async fn start() -> Self;
+
+    /// The store under test.
+    fn store(&self) -> &dyn Store;
+
+    /// Closes the store and removes everything [`Harness::start`] created.
+    async fn finish(self);
+}
+
+/// Generates one `#[tokio::test]` per conformance case for a [`Harness`] type.
+///
+/// Attributes before the harness type (such as `#[ignore = "…"]`) are put on every
+/// generated test.
+#[macro_export]
+macro_rules! conformance_tests {
+    (@cases $attrs:tt $harness:ty; $($case:ident),* $(,)?) => {
+        $( $crate::conformance_tests!(@case $attrs $harness; $case); )*
+    };
+    (@case [$(#[$attr:meta])*] $harness:ty; $case:ident) => {
+        #[::tokio::test]
+        $(#[$attr])*
+        async fn $case() {
+            let harness =
+                <$harness as $crate::store::conformance::Harness>::start().await;
+            $crate::store::conformance::$case(
+                $crate::store::conformance::Harness::store(&harness),
+            )
+            .await;
+            $crate::store::conformance::Harness::finish(harness).await;
+        }
+    };
+    ($(#[$attr:meta])* $harness:ty) => {
+        $crate::conformance_tests!(@cases [$(#[$attr])*] $harness;
+            ping_succeeds,
+            create_and_find_user,
+            duplicate_username_rejected,
+            set_public_key_replaces_key,
+            set_public_key_unknown_user,
+            create_room_makes_owner_member,
+            duplicate_room_name_rejected,
+            find_room_ignores_case,
+            public_listing_hides_hidden_rooms_and_sorts,
+            add_member_reports_outcomes,
+            add_member_room_full,
+            remove_member_reports_membership,
+            members_have_current_keys_sorted,
+            members_of_missing_room_not_found,
+            rooms_of_lists_memberships,
+            append_assigns_contiguous_seqs,
+            sequences_are_per_room,
+            duplicate_message_id_rejected,
+            append_to_missing_room_not_found,
+            history_has_only_recipients_copies,
+            history_pages_with_before_seq,
+            history_of_missing_room_is_empty,
+            prefix_room_names_do_not_mix,
+            concurrent_appends_get_distinct_seqs,
+            concurrent_create_user_one_wins,
+        );
+    };
+}
+
+const T0: u64 = 1_700_000_000_000;
+
+fn name(s: &str) -> Username {
+    Username::parse(s).expect("test username is valid")
+}
+
+fn room_name(s: &str) -> RoomName {
+    RoomName::parse(s).expect("test room name is valid")
+}
+
+fn user(username: &str, key: &[u8]) -> UserRecord {
+    UserRecord {
+        username: name(username),
+        public_key: key.to_vec(),
+        created_at_ms: T0,
+    }
+}
+
+fn room(room: &str, owner: &str, hidden: bool) -> RoomRecord {
+    RoomRecord {
+        name: room_name(room),
+        owner: name(owner),
+        password_hash: None,
+        hidden,
+        created_at_ms: T0,
+    }
+}
+
+/// The ciphertext of `recipient`'s copy of message `id` in `room`, unique per copy.
+fn marker(room: &str, id: u8, recipient: &str) -> Vec<u8> {
+    format!("{room}/{id}/{}", recipient.to_ascii_lowercase()).into_bytes()
+}
+
+fn message(room: &str, id: u8, sender: &str, recipients: &[&str]) -> NewMessage {
+    NewMessage {
+        room: room_name(room),
+        message_id: MessageId([id; 16]),
+        sender: name(sender),
+        server_time_ms: T0 + u64::from(id),
+        envelopes: recipients
+            .iter()
+            .map(|r| Envelope {
+                recipient: name(r),
+                wrapped_key: vec![id; 4],
+                nonce: [id; 12],
+                ciphertext: marker(room, id, r),
+            })
+            .collect(),
+    }
+}
+
+async fn create_users(store: &dyn Store, names: &[&str]) {
+    for n in names {
+        store
+            .create_user(user(n, n.as_bytes()))
+            .await
+            .expect("create user");
+    }
+}
+
+async fn create_room(store: &dyn Store, room_: &str, owner: &str) {
+    store
+        .create_room(room(room_, owner, false))
+        .await
+        .expect("create room");
+}
+
+async fn append(store: &dyn Store, msg: NewMessage) -> u64 {
+    store.append_message(msg).await.expect("append message")
+}
+
+fn usernames(users: &[UserRecord]) -> Vec<&str> {
+    users.iter().map(|u| u.username.as_str()).collect()
+}
+
+fn seqs(slice: &super::HistorySlice) -> Vec<u64> {
+    slice.messages.iter().map(|m| m.seq).collect()
+}
+
+/// `ping` succeeds on a healthy store.
+pub async fn ping_succeeds(store: &dyn Store) {
+    store.ping().await.expect("ping");
+    assert!(!store.backend().is_empty());
+}
+
+/// A user is found by any case of their name and keeps the case they registered with.
+pub async fn create_and_find_user(store: &dyn Store) {
+    store
+        .create_user(user("Alice_1", b"key-a"))
+        .await
+        .expect("create");
+    for query in ["Alice_1", "alice_1", "ALICE_1"] {
+        let found = store
+            .find_user(&name(query))
+            .await
+            .expect("find")
+            .expect("user exists");
+        assert_eq!(found, user("Alice_1", b"key-a"));
+    }
+    assert_eq!(store.find_user(&name("bob")).await.expect("find"), None);
+}
+
+/// A second registration of a name in another case fails and leaves the account alone.
+pub async fn duplicate_username_rejected(store: &dyn Store) {
+    store
+        .create_user(user("Alice", b"original"))
+        .await
+        .expect("create");
+    for dup in ["Alice", "alice", "ALICE"] {
+        let err = store
+            .create_user(user(dup, b"intruder"))
+            .await
+            .expect_err("duplicate must fail");
+        assert!(matches!(err, StoreError::AlreadyExists), "{err:?}");
+    }
+    let found = store.find_user(&name("alice")).await.expect("find");
+    assert_eq!(found, Some(user("Alice", b"original")));
+}
+
+/// `set_public_key` replaces the key, whatever case the name is given in.
+pub async fn set_public_key_replaces_key(store: &dyn Store) {
+    create_users(store, &["Alice", "Bob"]).await;
+    store
+        .set_public_key(&name("ALICE"), b"rotated".to_vec())
+        .await
+        .expect("set key");
+    let alice = store.find_user(&name("alice")).await.expect("find");
+    assert_eq!(alice, Some(user("Alice", b"rotated")));
+    let bob = store.find_user(&name("bob")).await.expect("find");
+    assert_eq!(bob, Some(user("Bob", b"Bob")), "other accounts untouched");
+}
+
+/// `set_public_key` for an unknown user is `NotFound` and creates nothing.
+pub async fn set_public_key_unknown_user(store: &dyn Store) {
+    let err = store
+        .set_public_key(&name("ghost"), b"k".to_vec())
+        .await
+        .expect_err("unknown user");
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+    assert_eq!(store.find_user(&name("ghost")).await.expect("find"), None);
+}
+
+/// Creating a room makes its owner a member in the same step.
+pub async fn create_room_makes_owner_member(store: &dyn Store) {
+    create_users(store, &["Owner"]).await;
+    store
+        .create_room(RoomRecord {
+            password_hash: Some("$argon2id$v=19$stub".into()),
+            ..room("Lounge", "Owner", false)
+        })
+        .await
+        .expect("create room");
+    let members = store.members(&room_name("lounge")).await.expect("members");
+    assert_eq!(usernames(&members), ["Owner"]);
+    let rooms = store.rooms_of(&name("owner")).await.expect("rooms_of");
+    assert_eq!(rooms, [room_name("Lounge")]);
+    let found = store.find_room(&room_name("Lounge")).await.expect("find");
+    assert_eq!(
+        found.and_then(|r| r.password_hash),
+        Some("$argon2id$v=19$stub".into())
+    );
+}
+
+/// A room name taken in another case is refused; the first room is unchanged.
+pub async fn duplicate_room_name_rejected(store: &dyn Store) {
+    create_users(store, &["alice", "bob"]).await;
+    create_room(store, "General", "alice").await;
+    let err = store
+        .create_room(room("GENERAL", "bob", true))
+        .await
+        .expect_err("duplicate room");
+    assert!(matches!(err, StoreError::AlreadyExists), "{err:?}");
+    let found = store.find_room(&room_name("general")).await.expect("find");
+    assert_eq!(found, Some(room("General", "alice", false)));
+    let members = store.members(&room_name("general")).await.expect("members");
+    assert_eq!(
+        usernames(&members),
+        ["alice"],
+        "loser did not become a member"
+    );
+    assert!(store
+        .rooms_of(&name("bob"))
+        .await
+        .expect("rooms")
+        .is_empty());
+}
+
+/// Rooms are found by any case of their name and keep their display case.
+pub async fn find_room_ignores_case(store: &dyn Store) {
+    create_room(store, "Book.Club-2", "alice").await;
+    for query in ["Book.Club-2", "book.club-2", "BOOK.CLUB-2"] {
+        let found = store.find_room(&room_name(query)).await.expect("find");
+        assert_eq!(found, Some(room("Book.Club-2", "alice", false)));
+    }
+    assert_eq!(
+        store.find_room(&room_name("Book")).await.expect("find"),
+        None
+    );
+}
+
+/// Hidden rooms are never listed; the rest come sorted by canonical name, with members.
+pub async fn public_listing_hides_hidden_rooms_and_sorts(store: &dyn Store) {
+    create_users(store, &["alice", "Bob", "carol"]).await;
+    create_room(store, "zeta", "alice").await;
+    create_room(store, "Alpha", "Bob").await;
+    store
+        .create_room(room("Secret", "carol", true))
+        .await
+        .expect("create hidden");
+    create_room(store, "beta", "carol").await;
+    assert!(store
+        .add_member(&room_name("alpha"), &name("carol"))
+        .await
+        .expect("join"));
+    assert!(store
+        .add_member(&room_name("alpha"), &name("alice"))
+        .await
+        .expect("join"));
+
+    let listing = store.list_public_rooms().await.expect("list");
+    let names: Vec<&str> = listing.iter().map(|l| l.room.name.as_str()).collect();
+    assert_eq!(names, ["Alpha", "beta", "zeta"]);
+    assert_eq!(listing[0].room, room("Alpha", "Bob", false));
+    let mut alpha_members: Vec<String> =
+        listing[0].members.iter().map(Username::canonical).collect();
+    alpha_members.sort();
+    assert_eq!(alpha_members, ["alice", "bob", "carol"]);
+    let beta_members: Vec<String> = listing[1].members.iter().map(Username::canonical).collect();
+    assert_eq!(beta_members, ["carol"]);
+
+    // The hidden room still exists; it is only unlisted.
+    assert!(store
+        .find_room(&room_name("secret"))
+        .await
+        .expect("find")
+        .is_some());
+}
+
+/// `add_member` says whether the user was new, ignores case and needs the room to exist.
+pub async fn add_member_reports_outcomes(store: &dyn Store) {
+    create_users(store, &["alice", "Bob"]).await;
+    create_room(store, "room", "alice").await;
+    assert!(store
+        .add_member(&room_name("Room"), &name("Bob"))
+        .await
+        .expect("join"));
+    assert!(!store
+        .add_member(&room_name("ROOM"), &name("bob"))
+        .await
+        .expect("join again"));
+    assert!(!store
+        .add_member(&room_name("room"), &name("ALICE"))
+        .await
+        .expect("owner joins again"));
+    let members = store.members(&room_name("room")).await.expect("members");
+    assert_eq!(usernames(&members), ["alice", "Bob"]);
+
+    let err = store
+        .add_member(&room_name("nowhere"), &name("bob"))
+        .await
+        .expect_err("missing room");
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+    assert!(store
+        .rooms_of(&name("bob"))
+        .await
+        .expect("rooms_of")
+        .iter()
+        .all(|r| r.canonical() != "nowhere"));
+}
+
+/// A room takes at most `MAX_ROOM_MEMBERS` members; a current member may still rejoin.
+pub async fn add_member_room_full(store: &dyn Store) {
+    create_room(store, "crowded", "owner").await;
+    // The owner is the first member.
+    for i in 1..MAX_ROOM_MEMBERS {
+        let joined = store
+            .add_member(&room_name("crowded"), &name(&format!("user{i:03}")))
+            .await
+            .expect("join while there is room");
+        assert!(joined);
+    }
+    let err = store
+        .add_member(&room_name("crowded"), &name("latecomer"))
+        .await
+        .expect_err("room is full");
+    assert!(matches!(err, StoreError::RoomFull), "{err:?}");
+    assert!(!store
+        .add_member(&room_name("crowded"), &name("user001"))
+        .await
+        .expect("an existing member rejoining a full room is a no-op"));
+    assert!(store
+        .rooms_of(&name("latecomer"))
+        .await
+        .expect("rooms_of")
+        .is_empty());
+
+    // Leaving frees a place.
+    assert!(store
+        .remove_member(&room_name("crowded"), &name("user001"))
+        .await
+        .expect("leave"));
+    assert!(store
+        .add_member(&room_name("crowded"), &name("latecomer"))
+        .await
+        .expect("join after someone left"));
+}
+
+/// `remove_member` says whether the user was a member, and updates both directions.
+pub async fn remove_member_reports_membership(store: &dyn Store) {
+    create_users(store, &["alice", "bob"]).await;
+    create_room(store, "room", "alice").await;
+    store
+        .add_member(&room_name("room"), &name("bob"))
+        .await
+        .expect("join");
+    assert!(store
+        .remove_member(&room_name("ROOM"), &name("BOB"))
+        .await
+        .expect("leave"));
+    assert!(!store
+        .remove_member(&room_name("room"), &name("bob"))
+        .await
+        .expect("leave again"));
+    assert!(!store
+        .remove_member(&room_name("nowhere"), &name("bob"))
+        .await
+        .expect("leave a missing room"));
+    let members = store.members(&room_name("room")).await.expect("members");
+    assert_eq!(usernames(&members), ["alice"]);
+    assert!(store
+        .rooms_of(&name("bob"))
+        .await
+        .expect("rooms")
+        .is_empty());
+}
+
+/// `members` reports current keys (after rotation) and sorts by canonical username.
+pub async fn members_have_current_keys_sorted(store: &dyn Store) {
+    create_users(store, &["mallory", "Carol", "alice", "Bob"]).await;
+    create_room(store, "team", "mallory").await;
+    for m in ["Carol", "alice", "Bob"] {
+        store
+            .add_member(&room_name("team"), &name(m))
+            .await
+            .expect("join");
+    }
+    store
+        .set_public_key(&name("bob"), b"bob-rotated".to_vec())
+        .await
+        .expect("rotate");
+    let members = store.members(&room_name("TEAM")).await.expect("members");
+    assert_eq!(usernames(&members), ["alice", "Bob", "Carol", "mallory"]);
+    let bob = members
+        .iter()
+        .find(|u| u.username.as_str() == "Bob")
+        .expect("bob is listed");
+    assert_eq!(bob.public_key, b"bob-rotated");
+    assert_eq!(members[0], user("alice", b"alice"));
+}
+
+/// `members` of a room that does not exist is `NotFound`.
+pub async fn members_of_missing_room_not_found(store: &dyn Store) {
+    let err = store
+        .members(&room_name("nowhere"))
+        .await
+        .expect_err("missing room");
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+}
+
+/// `rooms_of` lists exactly the user's rooms, sorted by canonical name, display case kept.
+pub async fn rooms_of_lists_memberships(store: &dyn Store) {
+    create_users(store, &["alice", "bob"]).await;
+    create_room(store, "Zoo", "alice").await;
+    create_room(store, "apple", "alice").await;
+    create_room(store, "Mid", "alice").await;
+    create_room(store, "other", "bob").await;
+    store
+        .add_member(&room_name("ZOO"), &name("bob"))
+        .await
+        .expect("join");
+    assert_eq!(
+        store.rooms_of(&name("ALICE")).await.expect("rooms_of"),
+        [room_name("apple"), room_name("Mid"), room_name("Zoo")]
+    );
+    assert_eq!(
+        store.rooms_of(&name("bob")).await.expect("rooms_of"),
+        [room_name("other"), room_name("Zoo")]
+    );
+    assert!(store
+        .rooms_of(&name("nobody"))
+        .await
+        .expect("rooms_of")
+        .is_empty());
+}
+
+/// Sequence numbers start at 1 and go up by one per message.
+pub async fn append_assigns_contiguous_seqs(store: &dyn Store) {
+    create_room(store, "room", "alice").await;
+    for (id, expected) in [(10u8, 1u64), (11, 2), (12, 3), (13, 4)] {
+        let seq = append(store, message("room", id, "alice", &["alice"])).await;
+        assert_eq!(seq, expected);
+    }
+}
+
+/// Each room has its own sequence.
+pub async fn sequences_are_per_room(store: &dyn Store) {
+    create_room(store, "one", "alice").await;
+    create_room(store, "two", "alice").await;
+    assert_eq!(
+        append(store, message("one", 1, "alice", &["alice"])).await,
+        1
+    );
+    assert_eq!(
+        append(store, message("one", 2, "alice", &["alice"])).await,
+        2
+    );
+    assert_eq!(
+        append(store, message("two", 3, "alice", &["alice"])).await,
+        1
+    );
+    assert_eq!(
+        append(store, message("ONE", 4, "alice", &["alice"])).await,
+        3
+    );
+    assert_eq!(
+        append(store, message("two", 5, "alice", &["alice"])).await,
+        2
+    );
+}
+
+/// A reused message id in a room is refused without using up a sequence number or
+/// touching the original; the same id in another room is fine.
+pub async fn duplicate_message_id_rejected(store: &dyn Store) {
+    create_room(store, "room", "alice").await;
+    create_room(store, "elsewhere", "alice").await;
+    assert_eq!(
+        append(store, message("room", 7, "alice", &["alice"])).await,
+        1
+    );
+
+    let mut replay = message("room", 7, "alice", &["alice"]);
+    replay.envelopes[0].ciphertext = b"replayed".to_vec();
+    let err = store
+        .append_message(replay)
+        .await
+        .expect_err("duplicate id");
+    assert!(matches!(err, StoreError::AlreadyExists), "{err:?}");
+
+    assert_eq!(
+        append(store, message("room", 8, "alice", &["alice"])).await,
+        2
+    );
+    assert_eq!(
+        append(store, message("elsewhere", 7, "alice", &["alice"])).await,
+        1
+    );
+    let history = store
+        .history_for(&room_name("room"), &name("alice"), None, 10)
+        .await
+        .expect("history");
+    assert_eq!(seqs(&history), [1, 2]);
+    assert_eq!(history.messages[0].message_id, MessageId([7; 16]));
+    assert_eq!(
+        history.messages[0].envelope.ciphertext,
+        marker("room", 7, "alice")
+    );
+}
+
+/// Appending to a room that does not exist is `NotFound`.
+pub async fn append_to_missing_room_not_found(store: &dyn Store) {
+    let err = store
+        .append_message(message("nowhere", 1, "alice", &["alice"]))
+        .await
+        .expect_err("missing room");
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+}
+
+/// History holds only the recipient's own copy, and only of messages addressed to them.
+pub async fn history_has_only_recipients_copies(store: &dyn Store) {
+    create_users(store, &["Alice", "bob", "carol"]).await;
+    create_room(store, "Room", "Alice").await;
+    // Message 1 before carol joined; message 2 to all three; message 3 without bob.
+    append(store, message("room", 1, "Alice", &["Alice", "bob"])).await;
+    append(store, message("room", 2, "bob", &["bob", "Alice", "carol"])).await;
+    append(store, message("room", 3, "carol", &["Alice", "carol"])).await;
+
+    let bob = store
+        .history_for(&room_name("ROOM"), &name("Bob"), None, 50)
+        .await
+        .expect("history");
+    assert_eq!(seqs(&bob), [1, 2]);
+    assert!(!bob.has_more);
+    for m in &bob.messages {
+        assert_eq!(m.envelope.recipient.canonical(), "bob");
+        assert_eq!(
+            m.envelope.ciphertext,
+            marker("room", m.message_id.0[0], "bob")
+        );
+        assert!(m.room.same_as(&room_name("Room")));
+    }
+    assert_eq!(bob.messages[0].sender, name("Alice"));
+    assert_eq!(bob.messages[0].server_time_ms, T0 + 1);
+    assert_eq!(bob.messages[1].message_id, MessageId([2; 16]));
+    assert_eq!(bob.messages[1].sender, name("bob"));
+
+    let carol = store
+        .history_for(&room_name("room"), &name("carol"), None, 50)
+        .await
+        .expect("history");
+    assert_eq!(seqs(&carol), [2, 3]);
+    assert!(carol
+        .messages
+        .iter()
+        .all(|m| m.envelope.ciphertext == marker("room", m.message_id.0[0], "carol")));
+
+    let alice = store
+        .history_for(&room_name("room"), &name("alice"), None, 50)
+        .await
+        .expect("history");
+    assert_eq!(seqs(&alice), [1, 2, 3]);
+
+    let stranger = store
+        .history_for(&room_name("room"), &name("mallory"), None, 50)
+        .await
+        .expect("history");
+    assert!(stranger.messages.is_empty());
+    assert!(!stranger.has_more);
+}
+
+/// Paging: newest first by `limit`, returned ascending, `before_seq` exclusive,
+/// `has_more` exactly when older messages for the recipient remain.
+pub async fn history_pages_with_before_seq(store: &dyn Store) {
+    create_room(store, "room", "alice").await;
+    // Seqs 1..=7; bob has copies of the odd ones only.
+    for id in 1..=7u8 {
+        let recipients: &[&str] = if id % 2 == 1 {
+            &["alice", "bob"]
+        } else {
+            &["alice"]
+        };
+        assert_eq!(
+            append(store, message("room", id, "alice", recipients)).await,
+            u64::from(id)
+        );
+    }
+    let (room_, bob) = (room_name("room"), name("bob"));
+    let page = |before: Option<u64>, limit: usize| store.history_for(&room_, &bob, before, limit);
+
+    let newest = page(None, 2).await.expect("page");
+    assert_eq!(seqs(&newest), [5, 7]);
+    assert!(newest.has_more);
+    let older = page(Some(5), 2).await.expect("page");
+    assert_eq!(seqs(&older), [1, 3]);
+    assert!(!older.has_more, "nothing before seq 1");
+    let exact = page(Some(4), 2).await.expect("page");
+    assert_eq!(seqs(&exact), [1, 3]);
+    assert!(!exact.has_more);
+    let one = page(Some(4), 1).await.expect("page");
+    assert_eq!(seqs(&one), [3]);
+    assert!(one.has_more);
+    let all = page(None, 100).await.expect("page");
+    assert_eq!(seqs(&all), [1, 3, 5, 7]);
+    assert!(!all.has_more);
+    let beyond = page(Some(1_000), 3).await.expect("page");
+    assert_eq!(seqs(&beyond), [3, 5, 7]);
+    assert!(beyond.has_more);
+    let first = page(Some(1), 10).await.expect("page");
+    assert!(first.messages.is_empty());
+    assert!(!first.has_more);
+    let none = page(None, 0).await.expect("page");
+    assert!(none.messages.is_empty());
+    assert!(none.has_more, "limit 0 still reports older messages");
+
+    let alice = store
+        .history_for(&room_name("room"), &name("alice"), Some(7), 3)
+        .await
+        .expect("page");
+    assert_eq!(seqs(&alice), [4, 5, 6]);
+    assert!(alice.has_more);
+}
+
+/// History of a room that does not exist is empty.
+pub async fn history_of_missing_room_is_empty(store: &dyn Store) {
+    let slice = store
+        .history_for(&room_name("nowhere"), &name("alice"), None, 10)
+        .await
+        .expect("history");
+    assert!(slice.messages.is_empty());
+    assert!(!slice.has_more);
+}
+
+/// Rooms whose names are prefixes of each other keep separate members, sequences and
+/// history.
+pub async fn prefix_room_names_do_not_mix(store: &dyn Store) {
+    create_users(store, &["alice", "bob"]).await;
+    create_room(store, "ab", "alice").await;
+    create_room(store, "abc", "bob").await;
+    create_room(store, "a", "bob").await;
+    store
+        .add_member(&room_name("abc"), &name("alice"))
+        .await
+        .expect("join");
+    assert_eq!(
+        append(store, message("ab", 1, "alice", &["alice"])).await,
+        1
+    );
+    assert_eq!(
+        append(store, message("abc", 2, "alice", &["alice", "bob"])).await,
+        1
+    );
+    assert_eq!(
+        append(store, message("abc", 3, "bob", &["alice", "bob"])).await,
+        2
+    );
+    assert_eq!(
+        append(store, message("ab", 4, "alice", &["alice"])).await,
+        2
+    );
+
+    let ab = store
+        .history_for(&room_name("ab"), &name("alice"), None, 10)
+        .await
+        .expect("history");
+    let ids: Vec<u8> = ab.messages.iter().map(|m| m.message_id.0[0]).collect();
+    assert_eq!(ids, [1, 4]);
+    let abc = store
+        .history_for(&room_name("abc"), &name("alice"), None, 10)
+        .await
+        .expect("history");
+    let ids: Vec<u8> = abc.messages.iter().map(|m| m.message_id.0[0]).collect();
+    assert_eq!(ids, [2, 3]);
+    assert!(store
+        .history_for(&room_name("a"), &name("alice"), None, 10)
+        .await
+        .expect("history")
+        .messages
+        .is_empty());
+
+    let ab_members = store.members(&room_name("ab")).await.expect("members");
+    assert_eq!(usernames(&ab_members), ["alice"]);
+    let a_members = store.members(&room_name("a")).await.expect("members");
+    assert_eq!(usernames(&a_members), ["bob"]);
+    // Removing from the shorter name does not touch the longer one.
+    assert!(!store
+        .remove_member(&room_name("ab"), &name("bob"))
+        .await
+        .expect("leave"));
+    let abc_members = store.members(&room_name("abc")).await.expect("members");
+    assert_eq!(usernames(&abc_members), ["alice", "bob"]);
+}
+
+/// Twenty simultaneous appends get twenty distinct, contiguous sequence numbers, and every
+/// one is in the history.
+pub async fn concurrent_appends_get_distinct_seqs(store: &dyn Store) {
+    const N: u8 = 20;
+    create_room(store, "busy", "alice").await;
+    let results = join_all(
+        (1..=N).map(|id| store.append_message(message("busy", id, "alice", &["alice", "bob"]))),
+    )
+    .await;
+    let mut got: Vec<u64> = results
+        .into_iter()
+        .map(|r| r.expect("concurrent append"))
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, (1..=u64::from(N)).collect::<Vec<_>>());
+
+    let history = store
+        .history_for(&room_name("busy"), &name("bob"), None, 100)
+        .await
+        .expect("history");
+    assert_eq!(seqs(&history), (1..=u64::from(N)).collect::<Vec<_>>());
+    let mut ids: Vec<u8> = history.messages.iter().map(|m| m.message_id.0[0]).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=N).collect::<Vec<_>>());
+}
+
+/// Of many simultaneous registrations of one name (in various cases), exactly one wins.
+pub async fn concurrent_create_user_one_wins(store: &dyn Store) {
+    let spellings = [
+        "Racer", "racer", "RACER", "rAcer", "raCer", "racEr", "raceR", "RAcer",
+    ];
+    let results = join_all(
+        spellings
+            .iter()
+            .map(|s| store.create_user(user(s, s.as_bytes()))),
+    )
+    .await;
+    let mut winner = None;
+    for (spelling, result) in spellings.iter().zip(results) {
+        match result {
+            Ok(()) => {
+                assert!(winner.is_none(), "two registrations succeeded");
+                winner = Some(*spelling);
+            }
+            Err(StoreError::AlreadyExists) => {}
+            Err(other) => panic!("unexpected error: {other:?}"),
+        }
+    }
+    let winner = winner.expect("one registration succeeded");
+    let found = store.find_user(&name("racer")).await.expect("find");
+    assert_eq!(found, Some(user(winner, winner.as_bytes())));
+}

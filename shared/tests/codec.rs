@@ -1,0 +1,768 @@
+//! The codec: every wire variant round-trips with the variant index docs/PROTOCOL.md
+//! gives it, and everything that is not exactly one valid frame is rejected.
+
+mod common;
+
+use common::{room, user};
+use serde::Serialize;
+use shared::crypto::message::{MessageBody, SignedMessage};
+use shared::protocol::codec::{self, CodecError};
+use shared::protocol::{
+    Challenge, ClientFrame, ClientMsg, CreateRoom, DeliveredMessage, Envelope, FetchHistory,
+    GetUserKey, Hello, HelloAck, HistoryPage, JoinRoom, KeyRotated, LeaveRoom, Left, ListRooms,
+    LoggedIn, LoginProof, LoginStart, MemberInfo, Push, Register, Registered, Reply, RoomList,
+    RoomSnapshot, RoomSummary, RotateKey, SendAck, SendMessage, ServerMsg, MAX_FRAME_BYTES,
+    PROTOCOL_VERSION,
+};
+use shared::{ErrorCode, ErrorDetail, MessageId, RequestId};
+
+// ---------------------------------------------------------------------------------------
+// Sample values
+// ---------------------------------------------------------------------------------------
+
+fn envelope(to: &str) -> Envelope {
+    Envelope {
+        recipient: user(to),
+        wrapped_key: vec![0xaa; 256],
+        nonce: [7; 12],
+        ciphertext: (0..=255).collect(),
+    }
+}
+
+fn member(name: &str) -> MemberInfo {
+    MemberInfo {
+        username: user(name),
+        public_key: vec![0x30, 0x82, 0x01, 0x22],
+        fingerprint: "9e50 3983 8229 37f8".into(),
+    }
+}
+
+fn delivered(seq: u64) -> DeliveredMessage {
+    DeliveredMessage {
+        room: room("General"),
+        seq,
+        message_id: MessageId([seq as u8; 16]),
+        sender: user("Alice"),
+        server_time_ms: 1_700_000_000_000_u64.wrapping_add(seq),
+        envelope: envelope("bob"),
+    }
+}
+
+fn history() -> HistoryPage {
+    HistoryPage {
+        room: room("General"),
+        messages: vec![delivered(1), delivered(300), delivered(u64::MAX)],
+        has_more: true,
+    }
+}
+
+fn snapshot() -> RoomSnapshot {
+    RoomSnapshot {
+        room: room("General"),
+        owner: user("Alice"),
+        has_password: true,
+        hidden: false,
+        members: vec![member("Alice"), member("bob")],
+        history: history(),
+    }
+}
+
+/// The variant index of a [`ClientMsg`] as docs/PROTOCOL.md lists it. The match has no
+/// wildcard: adding a variant breaks the build until it is tested and documented.
+fn client_index(msg: &ClientMsg) -> u8 {
+    match msg {
+        ClientMsg::Hello(_) => 0,
+        ClientMsg::Register(_) => 1,
+        ClientMsg::LoginStart(_) => 2,
+        ClientMsg::LoginProof(_) => 3,
+        ClientMsg::ListRooms(_) => 4,
+        ClientMsg::CreateRoom(_) => 5,
+        ClientMsg::JoinRoom(_) => 6,
+        ClientMsg::LeaveRoom(_) => 7,
+        ClientMsg::SendMessage(_) => 8,
+        ClientMsg::FetchHistory(_) => 9,
+        ClientMsg::GetUserKey(_) => 10,
+        ClientMsg::RotateKey(_) => 11,
+    }
+}
+
+fn all_client_msgs() -> Vec<ClientMsg> {
+    vec![
+        ClientMsg::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            client: "test-client/1.0 ✓".into(),
+        }),
+        ClientMsg::Register(Register {
+            username: user("Alice"),
+            public_key: vec![0x30; 294],
+        }),
+        ClientMsg::LoginStart(LoginStart {
+            username: user("alice"),
+        }),
+        ClientMsg::LoginProof(LoginProof {
+            signature: vec![0x5a; 384],
+        }),
+        ClientMsg::ListRooms(ListRooms {}),
+        ClientMsg::CreateRoom(CreateRoom {
+            name: room("general.2"),
+            password: Some("hunter2".into()),
+            hidden: true,
+        }),
+        ClientMsg::JoinRoom(JoinRoom {
+            name: room("general.2"),
+            password: None,
+            history_limit: u16::MAX,
+        }),
+        ClientMsg::LeaveRoom(LeaveRoom { room: room("r") }),
+        ClientMsg::SendMessage(SendMessage {
+            room: room("General"),
+            message_id: MessageId([0xee; 16]),
+            envelopes: vec![envelope("Alice"), envelope("bob"), envelope("carol")],
+        }),
+        ClientMsg::FetchHistory(FetchHistory {
+            room: room("General"),
+            before_seq: Some(u64::MAX),
+            limit: 200,
+        }),
+        ClientMsg::GetUserKey(GetUserKey {
+            username: user("carol"),
+        }),
+        ClientMsg::RotateKey(RotateKey {
+            new_public_key: vec![0x30; 422],
+            proof: vec![0x11; 384],
+        }),
+    ]
+}
+
+fn reply_index(reply: &Reply) -> u8 {
+    match reply {
+        Reply::Hello(_) => 0,
+        Reply::Registered(_) => 1,
+        Reply::Challenge(_) => 2,
+        Reply::LoggedIn(_) => 3,
+        Reply::Rooms(_) => 4,
+        Reply::RoomCreated(_) => 5,
+        Reply::Joined(_) => 6,
+        Reply::Left(_) => 7,
+        Reply::Sent(_) => 8,
+        Reply::History(_) => 9,
+        Reply::UserKey(_) => 10,
+        Reply::KeyRotated(_) => 11,
+    }
+}
+
+fn all_replies() -> Vec<Reply> {
+    vec![
+        Reply::Hello(HelloAck {
+            protocol_version: PROTOCOL_VERSION,
+            server: "e2e-chat-server/0.1".into(),
+            max_frame_bytes: MAX_FRAME_BYTES as u32,
+        }),
+        Reply::Registered(Registered {
+            username: user("Alice"),
+        }),
+        Reply::Challenge(Challenge {
+            nonce: std::array::from_fn(|i| i as u8),
+            expires_in_secs: 30,
+        }),
+        Reply::LoggedIn(LoggedIn {
+            username: user("Alice"),
+            rooms: vec![room("General"), room("2024.plans")],
+        }),
+        Reply::Rooms(RoomList {
+            rooms: vec![
+                RoomSummary {
+                    name: room("General"),
+                    has_password: false,
+                    members: 3,
+                    members_online: 1,
+                },
+                RoomSummary {
+                    name: room("locked"),
+                    has_password: true,
+                    members: u32::MAX,
+                    members_online: 0,
+                },
+            ],
+            users_online: 70_000,
+        }),
+        Reply::RoomCreated(RoomSnapshot {
+            members: vec![member("Alice")],
+            history: HistoryPage {
+                room: room("General"),
+                messages: vec![],
+                has_more: false,
+            },
+            ..snapshot()
+        }),
+        Reply::Joined(snapshot()),
+        Reply::Left(Left {
+            room: room("General"),
+        }),
+        Reply::Sent(SendAck {
+            room: room("General"),
+            message_id: MessageId([3; 16]),
+            seq: 251,
+            server_time_ms: 1_700_000_000_000,
+        }),
+        Reply::History(history()),
+        Reply::UserKey(member("carol")),
+        Reply::KeyRotated(KeyRotated {
+            fingerprint: "0000 1111 2222 3333".into(),
+        }),
+    ]
+}
+
+fn push_index(push: &Push) -> u8 {
+    match push {
+        Push::MemberJoined { .. } => 0,
+        Push::MemberLeft { .. } => 1,
+        Push::KeyChanged { .. } => 2,
+        Push::Message(_) => 3,
+    }
+}
+
+fn all_pushes() -> Vec<Push> {
+    vec![
+        Push::MemberJoined {
+            room: room("General"),
+            member: member("dave"),
+        },
+        Push::MemberLeft {
+            room: room("General"),
+            username: user("dave"),
+        },
+        Push::KeyChanged {
+            member: member("bob"),
+            rooms: vec![room("General"), room("random")],
+        },
+        Push::Message(delivered(42)),
+    ]
+}
+
+/// Every error code with its wire variant index and its stable number.
+fn all_error_codes() -> Vec<(ErrorCode, u8, u16)> {
+    let codes = [
+        ErrorCode::MalformedFrame,
+        ErrorCode::FrameTooLarge,
+        ErrorCode::ProtocolVersion,
+        ErrorCode::Unauthenticated,
+        ErrorCode::InvalidState,
+        ErrorCode::InvalidInput,
+        ErrorCode::UsernameTaken,
+        ErrorCode::UnknownUser,
+        ErrorCode::AuthFailed,
+        ErrorCode::ChallengeExpired,
+        ErrorCode::RoomExists,
+        ErrorCode::RoomUnavailable,
+        ErrorCode::WrongPassword,
+        ErrorCode::NotAMember,
+        ErrorCode::RecipientMismatch,
+        ErrorCode::DuplicateMessage,
+        ErrorCode::RateLimited,
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
+    ];
+    codes
+        .into_iter()
+        .map(|code| {
+            // No wildcard: a new code must be added here (and to docs/PROTOCOL.md).
+            let (index, number) = match code {
+                ErrorCode::MalformedFrame => (0, 1000),
+                ErrorCode::FrameTooLarge => (1, 1001),
+                ErrorCode::ProtocolVersion => (2, 1002),
+                ErrorCode::Unauthenticated => (3, 1100),
+                ErrorCode::InvalidState => (4, 1101),
+                ErrorCode::InvalidInput => (5, 1102),
+                ErrorCode::UsernameTaken => (6, 1200),
+                ErrorCode::UnknownUser => (7, 1201),
+                ErrorCode::AuthFailed => (8, 1202),
+                ErrorCode::ChallengeExpired => (9, 1203),
+                ErrorCode::RoomExists => (10, 1300),
+                ErrorCode::RoomUnavailable => (11, 1301),
+                ErrorCode::WrongPassword => (12, 1302),
+                ErrorCode::NotAMember => (13, 1303),
+                ErrorCode::RecipientMismatch => (14, 1400),
+                ErrorCode::DuplicateMessage => (15, 1401),
+                ErrorCode::RateLimited => (16, 1500),
+                ErrorCode::Unavailable => (17, 1501),
+                ErrorCode::Internal => (18, 1599),
+            };
+            (code, index, number)
+        })
+        .collect()
+}
+
+fn all_server_msgs() -> Vec<ServerMsg> {
+    let mut out: Vec<ServerMsg> = all_replies()
+        .into_iter()
+        .enumerate()
+        .map(|(i, reply)| ServerMsg::Reply {
+            request_id: RequestId(i as u64),
+            reply,
+        })
+        .collect();
+    out.push(ServerMsg::Error {
+        request_id: Some(RequestId(9)),
+        code: ErrorCode::RecipientMismatch,
+        message: "recipients differ from the room's members".into(),
+        detail: Some(ErrorDetail::CurrentMembers(vec![
+            member("Alice"),
+            member("bob"),
+        ])),
+    });
+    out.push(ServerMsg::Error {
+        request_id: None,
+        code: ErrorCode::MalformedFrame,
+        message: String::new(),
+        detail: None,
+    });
+    out.extend(all_pushes().into_iter().map(ServerMsg::Push));
+    out
+}
+
+fn frame(request_id: u64, msg: ClientMsg) -> ClientFrame {
+    ClientFrame {
+        request_id: RequestId(request_id),
+        msg,
+    }
+}
+
+fn valid_client_bytes() -> Vec<u8> {
+    codec::encode_client(&frame(5, all_client_msgs().swap_remove(8))).expect("encodes")
+}
+
+fn valid_server_bytes() -> Vec<u8> {
+    codec::encode_server(&ServerMsg::Push(Push::Message(delivered(7)))).expect("encodes")
+}
+
+fn assert_malformed<T: std::fmt::Debug>(result: Result<T, CodecError>, what: &str) {
+    match result {
+        Err(CodecError::Malformed(_)) => {}
+        other => panic!("{what}: expected Malformed, got {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Round trips
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn every_client_msg_round_trips_with_its_documented_index() {
+    let msgs = all_client_msgs();
+    let mut indices: Vec<u8> = msgs.iter().map(client_index).collect();
+    indices.sort_unstable();
+    assert_eq!(
+        indices,
+        (0..12).collect::<Vec<u8>>(),
+        "one sample per variant"
+    );
+
+    for (i, msg) in msgs.into_iter().enumerate() {
+        let original = frame(i as u64 + 100, msg);
+        let bytes = codec::encode_client(&original).expect("encodes");
+        // request_id < 251 is one varint byte; the variant index follows.
+        assert_eq!(bytes[0], i as u8 + 100);
+        assert_eq!(bytes[1], client_index(&original.msg), "{original:?}");
+        let decoded = codec::decode_client(&bytes).expect("decodes");
+        assert_eq!(decoded, original);
+    }
+}
+
+#[test]
+fn every_server_msg_round_trips_with_its_documented_index() {
+    let replies = all_replies();
+    let mut indices: Vec<u8> = replies.iter().map(reply_index).collect();
+    indices.sort_unstable();
+    assert_eq!(indices, (0..12).collect::<Vec<u8>>());
+    let pushes = all_pushes();
+    let mut indices: Vec<u8> = pushes.iter().map(push_index).collect();
+    indices.sort_unstable();
+    assert_eq!(indices, (0..4).collect::<Vec<u8>>());
+
+    for msg in all_server_msgs() {
+        let bytes = codec::encode_server(&msg).expect("encodes");
+        match &msg {
+            ServerMsg::Reply { request_id, reply } => {
+                assert_eq!(bytes[0], 0);
+                assert_eq!(u64::from(bytes[1]), request_id.0);
+                assert_eq!(bytes[2], reply_index(reply));
+            }
+            ServerMsg::Error { .. } => assert_eq!(bytes[0], 1),
+            ServerMsg::Push(push) => {
+                assert_eq!(bytes[0], 2);
+                assert_eq!(bytes[1], push_index(push));
+            }
+        }
+        assert_eq!(codec::decode_server(&bytes).expect("decodes"), msg);
+    }
+}
+
+#[test]
+fn error_codes_have_stable_indices_and_numbers() {
+    let codes = all_error_codes();
+    let mut numbers: Vec<u16> = codes.iter().map(|c| c.2).collect();
+    numbers.sort_unstable();
+    numbers.dedup();
+    assert_eq!(numbers.len(), codes.len(), "numbers are unique");
+
+    for (code, index, number) in codes {
+        assert_eq!(code.number(), number, "{code:?}");
+        assert_eq!(codec::encode(&code).expect("encodes"), [index], "{code:?}");
+        let msg = ServerMsg::Error {
+            request_id: Some(RequestId(1)),
+            code,
+            message: format!("{code:?}"),
+            detail: None,
+        };
+        let bytes = codec::encode_server(&msg).expect("encodes");
+        // [Error][Some][request 1][code]
+        assert_eq!(&bytes[..4], &[1, 1, 1, index]);
+        assert_eq!(codec::decode_server(&bytes).expect("decodes"), msg);
+    }
+}
+
+#[test]
+fn payload_types_round_trip() {
+    let body = MessageBody {
+        room: room("General"),
+        message_id: MessageId([9; 16]),
+        sender: user("Alice"),
+        sent_at_ms: 1_700_000_000_000,
+        recipients: vec![user("Alice"), user("bob")],
+        text: "hello, 世界".into(),
+    };
+    let signed = SignedMessage {
+        body,
+        signature: vec![1; 256],
+    };
+    let bytes = codec::encode(&signed).expect("encodes");
+    assert_eq!(
+        codec::decode::<SignedMessage>(&bytes).expect("decodes"),
+        signed
+    );
+}
+
+#[test]
+fn documented_hello_frame_bytes() {
+    // The worked example in docs/PROTOCOL.md.
+    let bytes = codec::encode_client(&frame(
+        1,
+        ClientMsg::Hello(Hello {
+            protocol_version: 1,
+            client: "tui/0.1".into(),
+        }),
+    ))
+    .expect("encodes");
+    assert_eq!(hex::encode(&bytes), "010001077475692f302e31");
+}
+
+#[test]
+fn documented_example_bytes() {
+    // The other worked examples in docs/PROTOCOL.md.
+    let login_start = frame(
+        2,
+        ClientMsg::LoginStart(LoginStart {
+            username: user("Alice"),
+        }),
+    );
+    assert_eq!(
+        hex::encode(codec::encode_client(&login_start).expect("encodes")),
+        "020205416c696365"
+    );
+    let proof = frame(
+        3,
+        ClientMsg::LoginProof(LoginProof {
+            signature: vec![0xaa; 256],
+        }),
+    );
+    let bytes = codec::encode_client(&proof).expect("encodes");
+    assert_eq!(hex::encode(&bytes[..8]), "0303fb0001aaaaaa");
+    assert_eq!(bytes.len(), 5 + 256);
+
+    let hello_ack = ServerMsg::Reply {
+        request_id: RequestId(1),
+        reply: Reply::Hello(HelloAck {
+            protocol_version: 1,
+            server: "e2e-chat/0.1".into(),
+            max_frame_bytes: 4_194_304,
+        }),
+    };
+    assert_eq!(
+        hex::encode(codec::encode_server(&hello_ack).expect("encodes")),
+        "000100010c6532652d636861742f302e31fc00004000"
+    );
+    let error = ServerMsg::Error {
+        request_id: Some(RequestId(2)),
+        code: ErrorCode::UnknownUser,
+        message: "no such user".into(),
+        detail: None,
+    };
+    assert_eq!(
+        hex::encode(codec::encode_server(&error).expect("encodes")),
+        "010102070c6e6f2073756368207573657200"
+    );
+
+    let body = MessageBody {
+        room: room("General"),
+        message_id: MessageId(std::array::from_fn(|i| i as u8)),
+        sender: user("Alice"),
+        sent_at_ms: 1_700_000_000_000,
+        recipients: vec![user("Alice"), user("bob")],
+        text: "hi".into(),
+    };
+    assert_eq!(
+        hex::encode(codec::encode(&body).expect("encodes")),
+        "0747656e6572616c\
+         000102030405060708090a0b0c0d0e0f\
+         05416c696365\
+         fd0068e5cf8b010000\
+         0205416c69636503626f62\
+         026869"
+    );
+}
+
+#[test]
+fn integers_use_the_documented_varint_scheme() {
+    let cases: [(u64, &str); 9] = [
+        (0, "00"),
+        (250, "fa"),
+        (251, "fbfb00"),
+        (0xffff, "fbffff"),
+        (0x1_0000, "fc00000100"),
+        (0xffff_ffff, "fcffffffff"),
+        (0x1_0000_0000, "fd0000000001000000"),
+        (u64::MAX, "fdffffffffffffffff"),
+        (1_700_000_000_000, "fd0068e5cf8b010000"),
+    ];
+    for (value, expected) in cases {
+        let bytes = codec::encode(&RequestId(value)).expect("encodes");
+        assert_eq!(hex::encode(&bytes), expected, "{value}");
+        assert_eq!(
+            codec::decode::<RequestId>(&bytes).expect("decodes"),
+            RequestId(value)
+        );
+    }
+    // u16 and u32 fields use the same scheme.
+    assert_eq!(codec::encode(&300u16).expect("encodes"), [0xfb, 0x2c, 0x01]);
+    assert_eq!(
+        codec::encode(&(MAX_FRAME_BYTES as u32)).expect("encodes"),
+        [0xfc, 0, 0, 0x40, 0]
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Rejections
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn garbage_is_malformed() {
+    let inputs: [&[u8]; 6] = [
+        b"",
+        &[0xff],
+        &[0xff; 64],
+        b"hello, this is not a frame",
+        &[0x01, 12],   // request 1, ClientMsg variant 12 does not exist
+        &[0x01, 0xfe], // variant index with the u128 marker
+    ];
+    for input in inputs {
+        assert_malformed(codec::decode_client(input), &format!("client {input:?}"));
+    }
+    let inputs: [&[u8]; 4] = [b"", &[3], &[2, 4], &[0, 1, 12]];
+    for input in inputs {
+        assert_malformed(codec::decode_server(input), &format!("server {input:?}"));
+    }
+}
+
+#[test]
+fn a_trailing_byte_is_rejected() {
+    let mut bytes = valid_client_bytes();
+    assert!(codec::decode_client(&bytes).is_ok(), "control");
+    bytes.push(0);
+    assert_malformed(codec::decode_client(&bytes), "client + 1 byte");
+
+    let mut bytes = valid_server_bytes();
+    assert!(codec::decode_server(&bytes).is_ok(), "control");
+    bytes.push(0);
+    assert_malformed(codec::decode_server(&bytes), "server + 1 byte");
+}
+
+#[test]
+fn every_truncation_is_malformed() {
+    let client = valid_client_bytes();
+    for len in 0..client.len() {
+        assert_malformed(
+            codec::decode_client(&client[..len]),
+            &format!("client prefix {len}"),
+        );
+    }
+    let server = valid_server_bytes();
+    for len in 0..server.len() {
+        assert_malformed(
+            codec::decode_server(&server[..len]),
+            &format!("server prefix {len}"),
+        );
+    }
+}
+
+#[test]
+fn a_length_larger_than_the_frame_is_malformed() {
+    // Hello whose client string claims 16 MiB but the frame ends: the frame is small and
+    // broken, not too large.
+    let bytes = [0x01, 0x00, 0x01, 0xfc, 0x00, 0x00, 0x00, 0x01];
+    assert_malformed(codec::decode_client(&bytes), "huge string length");
+    // Register whose key claims u64::MAX bytes.
+    let bytes = [
+        0x01, 0x01, 0x03, b'b', b'o', b'b', 0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    ];
+    assert_malformed(codec::decode_client(&bytes), "huge byte-buffer length");
+}
+
+#[test]
+fn input_above_the_limit_is_too_large() {
+    let bytes = vec![0u8; MAX_FRAME_BYTES + 1];
+    match codec::decode_client(&bytes) {
+        Err(CodecError::TooLarge { size, limit }) => {
+            assert_eq!(size, MAX_FRAME_BYTES + 1);
+            assert_eq!(limit, MAX_FRAME_BYTES);
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    assert!(matches!(
+        codec::decode_server(&bytes),
+        Err(CodecError::TooLarge { .. })
+    ));
+}
+
+fn big_send(ciphertext_len: usize) -> ClientFrame {
+    frame(
+        1,
+        ClientMsg::SendMessage(SendMessage {
+            room: room("r"),
+            message_id: MessageId([0; 16]),
+            envelopes: vec![Envelope {
+                recipient: user("bob"),
+                wrapped_key: vec![],
+                nonce: [0; 12],
+                ciphertext: vec![0x42; ciphertext_len],
+            }],
+        }),
+    )
+}
+
+#[test]
+fn encoding_above_the_limit_is_too_large() {
+    match codec::encode_client(&big_send(MAX_FRAME_BYTES)) {
+        Err(CodecError::TooLarge { limit, .. }) => assert_eq!(limit, MAX_FRAME_BYTES),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    let history = ServerMsg::Reply {
+        request_id: RequestId(1),
+        reply: Reply::UserKey(MemberInfo {
+            username: user("bob"),
+            public_key: vec![0; MAX_FRAME_BYTES],
+            fingerprint: String::new(),
+        }),
+    };
+    assert!(matches!(
+        codec::encode_server(&history),
+        Err(CodecError::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn a_frame_of_exactly_the_limit_is_accepted() {
+    // Everything but the ciphertext: the frame with an empty one, plus the 5-byte varint
+    // (0xfc + u32) that a ciphertext length above 65535 needs instead of the 1-byte 0.
+    let overhead = codec::encode_client(&big_send(0)).expect("encodes").len() - 1 + 5;
+    let fits = big_send(MAX_FRAME_BYTES - overhead);
+    let bytes = codec::encode_client(&fits).expect("a frame of exactly the limit encodes");
+    assert_eq!(bytes.len(), MAX_FRAME_BYTES);
+    assert_eq!(codec::decode_client(&bytes).expect("decodes"), fits);
+
+    let one_more = big_send(MAX_FRAME_BYTES - overhead + 1);
+    assert!(matches!(
+        codec::encode_client(&one_more),
+        Err(CodecError::TooLarge { .. })
+    ));
+}
+
+/// Mirrors the first variants of [`ClientMsg`] with a plain `String` where a
+/// [`shared::Username`] belongs, to put names on the wire that the real types refuse.
+#[derive(Serialize)]
+enum LooseClientMsg {
+    #[allow(dead_code)]
+    Hello(Hello),
+    #[allow(dead_code)]
+    Register(Register),
+    LoginStart {
+        username: String,
+    },
+}
+
+#[derive(Serialize)]
+struct LooseFrame {
+    request_id: u64,
+    msg: LooseClientMsg,
+}
+
+fn login_start_bytes(username: &str) -> Vec<u8> {
+    codec::encode(&LooseFrame {
+        request_id: 4,
+        msg: LooseClientMsg::LoginStart {
+            username: username.into(),
+        },
+    })
+    .expect("encodes")
+}
+
+#[test]
+fn invalid_names_are_rejected_at_decode() {
+    // Control: the mirror produces what the real type decodes.
+    let decoded = codec::decode_client(&login_start_bytes("Alice")).expect("valid name");
+    assert_eq!(
+        decoded,
+        frame(
+            4,
+            ClientMsg::LoginStart(LoginStart {
+                username: user("Alice")
+            })
+        )
+    );
+    let long = "a".repeat(33);
+    for bad in ["x y", "al", "9lives", "alicé", "", long.as_str(), "a\u{0}b"] {
+        assert_malformed(
+            codec::decode_client(&login_start_bytes(bad)),
+            &format!("username {bad:?}"),
+        );
+    }
+
+    // A room name inside a server push: MemberLeft { room, username }.
+    let good = [2, 1, 1, b'r', 3, b'b', b'o', b'b'];
+    assert!(codec::decode_server(&good).is_ok(), "control");
+    let empty_room = [2, 1, 0, 3, b'b', b'o', b'b'];
+    assert_malformed(codec::decode_server(&empty_room), "empty room name");
+    let dot_room = [2, 1, 2, b'.', b'r', 3, b'b', b'o', b'b'];
+    assert_malformed(
+        codec::decode_server(&dot_room),
+        "room name starting with '.'",
+    );
+}
+
+#[test]
+fn invalid_scalars_are_malformed() {
+    // CreateRoom { name: "r", password: None, hidden: <b> }
+    let create = |hidden: u8| [1, 5, 1, b'r', 0, hidden];
+    assert!(codec::decode_client(&create(1)).is_ok(), "control");
+    assert_malformed(codec::decode_client(&create(2)), "bool 2");
+    // Option tag 2.
+    assert_malformed(codec::decode_client(&[1, 5, 1, b'r', 2, 0]), "option tag 2");
+    // Invalid UTF-8 in Hello.client.
+    assert_malformed(
+        codec::decode_client(&[1, 0, 1, 2, 0xc3, 0x28]),
+        "invalid UTF-8",
+    );
+    // JoinRoom.history_limit (u16) given as a u32 varint above u16::MAX.
+    let join = [1, 6, 1, b'r', 0, 0xfc, 0x70, 0x11, 0x01, 0x00];
+    assert_malformed(codec::decode_client(&join), "u16 overflow");
+}
