@@ -9,6 +9,9 @@
 //! one writer at a time, so every check-then-insert (uniqueness, membership cap, the next
 //! sequence number) is atomic without further locking. redb's API is blocking, so every
 //! call runs on [`tokio::task::spawn_blocking`] and never stalls an async worker.
+//! Appending messages, the hot path, goes through a group-commit writer thread that
+//! shares one durable commit among all the messages waiting at that moment (see
+//! `AppendWriter`); each caller is still answered only after its message is committed.
 //!
 //! # Table layout
 //! Keys are built from the [`canonical`](Username::canonical) (lowercase) forms of names, so
@@ -46,6 +49,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use shared::protocol::{codec, DeliveredMessage, Envelope, MAX_ROOM_MEMBERS};
 use shared::{MessageId, RoomName, Username};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{HistorySlice, NewMessage, RoomListing, RoomRecord, Store, StoreError, UserRecord};
 
@@ -80,6 +84,7 @@ struct StoredMessage {
 pub struct EmbeddedStore {
     db: Arc<Database>,
     path: PathBuf,
+    appends: AppendWriter,
 }
 
 impl fmt::Debug for EmbeddedStore {
@@ -125,10 +130,9 @@ impl EmbeddedStore {
                 ))),
             }
         })?;
-        Ok(Self {
-            db: Arc::new(db),
-            path,
-        })
+        let db = Arc::new(db);
+        let appends = AppendWriter::start(Arc::clone(&db))?;
+        Ok(Self { db, path, appends })
     }
 
     /// The database file's path, for logs.
@@ -451,49 +455,14 @@ impl Store for EmbeddedStore {
             .iter()
             .map(|env| Ok((env.recipient.canonical(), encode(env)?)))
             .collect::<Result<Vec<_>, StoreError>>()?;
-        self.write(move |txn| {
-            let rooms = txn.open_table(ROOMS).map_err(backend)?;
-            if rooms.get(room_key.as_str()).map_err(backend)?.is_none() {
-                return Err(StoreError::NotFound);
-            }
-            let mut ids = txn.open_table(MESSAGE_IDS).map_err(backend)?;
-            if ids
-                .get((room_key.as_str(), &id.0))
-                .map_err(backend)?
-                .is_some()
-            {
-                return Err(StoreError::AlreadyExists);
-            }
-            let mut messages = txn.open_table(MESSAGES).map_err(backend)?;
-            let last = messages
-                .range((room_key.as_str(), 0)..=(room_key.as_str(), u64::MAX))
-                .map_err(backend)?
-                .next_back()
-                .transpose()
-                .map_err(backend)?
-                .map_or(0, |(key, _)| key.value().1);
-            let seq = last
-                .checked_add(1)
-                .ok_or_else(|| backend("message sequence exhausted"))?;
-            ids.insert((room_key.as_str(), &id.0), seq)
-                .map_err(backend)?;
-            messages
-                .insert((room_key.as_str(), seq), meta.as_slice())
-                .map_err(backend)?;
-            let mut table = txn.open_table(COPIES).map_err(backend)?;
-            // Handlers send exactly one envelope per member; were a recipient named twice,
-            // the last copy would win.
-            for (recipient, envelope) in &copies {
-                table
-                    .insert(
-                        (room_key.as_str(), recipient.as_str(), seq),
-                        envelope.as_slice(),
-                    )
-                    .map_err(backend)?;
-            }
-            Ok(seq)
-        })
-        .await
+        self.appends
+            .append(AppendJob {
+                room_key,
+                id,
+                meta,
+                copies,
+            })
+            .await
     }
 
     async fn history_for(
@@ -597,6 +566,151 @@ fn insert_membership(
     Ok(())
 }
 
+/// One message waiting for the group-commit writer.
+struct AppendJob {
+    room_key: String,
+    id: MessageId,
+    meta: Vec<u8>,
+    copies: Vec<(String, Vec<u8>)>,
+}
+
+type AppendReply = oneshot::Sender<Result<u64, StoreError>>;
+
+/// Most messages committed in one transaction.
+const MAX_BATCH: usize = 512;
+
+/// Group commit for `append_message`, the hot write path.
+///
+/// A dedicated thread takes every append that is waiting, writes them all in one write
+/// transaction and commits it durably once, then answers each caller. Under load, one
+/// fsync is shared by many messages; an idle server commits each message on its own with
+/// no added delay. Each job does all its checks (room exists, id unused) before it writes
+/// anything, so a job refused for a logical reason leaves no trace and the others still
+/// commit; a backend failure aborts the whole batch and fails every job in it. Callers are
+/// answered only after the commit, so an acknowledged message is durable.
+struct AppendWriter {
+    tx: Option<mpsc::Sender<(AppendJob, AppendReply)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl AppendWriter {
+    fn start(db: Arc<Database>) -> Result<Self, StoreError> {
+        let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
+        let thread = std::thread::Builder::new()
+            .name("redb-group-commit".into())
+            .spawn(move || Self::run(&db, rx))
+            .map_err(backend)?;
+        Ok(Self {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    async fn append(&self, job: AppendJob) -> Result<u64, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let tx = self
+            .tx
+            .as_ref()
+            .ok_or_else(|| backend("the group-commit writer has stopped"))?;
+        tx.send((job, reply))
+            .await
+            .map_err(|_| backend("the group-commit writer has stopped"))?;
+        answer
+            .await
+            .map_err(|_| backend("the group-commit writer dropped a job"))?
+    }
+
+    fn run(db: &Database, mut rx: mpsc::Receiver<(AppendJob, AppendReply)>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while let Some(first) = rx.blocking_recv() {
+            batch.push(first);
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            Self::commit_batch(db, &mut batch);
+        }
+    }
+
+    fn commit_batch(db: &Database, batch: &mut Vec<(AppendJob, AppendReply)>) {
+        let outcome = write_txn(db, |txn| {
+            batch
+                .iter()
+                .map(|(job, _)| match append_in(txn, job) {
+                    Err(StoreError::Backend { store, source }) => {
+                        Err(StoreError::Backend { store, source })
+                    }
+                    other => Ok(other),
+                })
+                .collect::<Result<Vec<_>, StoreError>>()
+        });
+        match outcome {
+            Ok(results) => {
+                for ((_, reply), result) in batch.drain(..).zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, jobs = batch.len(), "group commit failed");
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Err(backend(format!("batch commit failed: {err}"))));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for AppendWriter {
+    /// Closes the queue and waits for the thread to commit what it holds and release the
+    /// database, so the file is unlocked once the store is dropped.
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Checks and writes one message inside `txn`. Every check comes before the first write,
+/// so a logical refusal (`NotFound`, `AlreadyExists`) leaves the transaction untouched.
+fn append_in(txn: &WriteTransaction, job: &AppendJob) -> Result<u64, StoreError> {
+    let room_key = job.room_key.as_str();
+    let rooms = txn.open_table(ROOMS).map_err(backend)?;
+    if rooms.get(room_key).map_err(backend)?.is_none() {
+        return Err(StoreError::NotFound);
+    }
+    let mut ids = txn.open_table(MESSAGE_IDS).map_err(backend)?;
+    if ids.get((room_key, &job.id.0)).map_err(backend)?.is_some() {
+        return Err(StoreError::AlreadyExists);
+    }
+    let mut messages = txn.open_table(MESSAGES).map_err(backend)?;
+    let last = messages
+        .range((room_key, 0)..=(room_key, u64::MAX))
+        .map_err(backend)?
+        .next_back()
+        .transpose()
+        .map_err(backend)?
+        .map_or(0, |(key, _)| key.value().1);
+    let seq = last
+        .checked_add(1)
+        .ok_or_else(|| backend("message sequence exhausted"))?;
+    ids.insert((room_key, &job.id.0), seq).map_err(backend)?;
+    messages
+        .insert((room_key, seq), job.meta.as_slice())
+        .map_err(backend)?;
+    let mut table = txn.open_table(COPIES).map_err(backend)?;
+    // Handlers send exactly one envelope per member; were a recipient named twice, the
+    // last copy would win.
+    for (recipient, envelope) in &job.copies {
+        table
+            .insert((room_key, recipient.as_str(), seq), envelope.as_slice())
+            .map_err(backend)?;
+    }
+    Ok(seq)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -644,6 +758,80 @@ mod tests {
             nonce: [3; 12],
             ciphertext: ciphertext.to_vec(),
         }
+    }
+
+    #[tokio::test]
+    async fn a_group_commit_keeps_good_appends_and_refuses_bad_ones() {
+        let dir = TempDir::new().expect("temp dir");
+        let store = Arc::new(EmbeddedStore::open(dir.path()).expect("open"));
+        store
+            .create_user(UserRecord {
+                username: name("alice"),
+                public_key: vec![1],
+                created_at_ms: 0,
+            })
+            .await
+            .expect("user");
+        store
+            .create_room(RoomRecord {
+                name: room("busy"),
+                owner: name("alice"),
+                password_hash: None,
+                hidden: false,
+                created_at_ms: 0,
+            })
+            .await
+            .expect("room");
+        let reused = MessageId([7; 16]);
+        // 60 appends at once: 40 fresh ids, 10 copies of one id, 10 to a missing room.
+        let tasks: Vec<_> = (0..60u8)
+            .map(|i| {
+                let store = Arc::clone(&store);
+                let (room_name, id) = match i % 6 {
+                    0 => ("busy", reused),
+                    1 => ("nowhere", MessageId([i; 16])),
+                    _ => ("busy", MessageId([i; 16])),
+                };
+                tokio::spawn(async move {
+                    store
+                        .append_message(NewMessage {
+                            room: room(room_name),
+                            message_id: id,
+                            sender: name("alice"),
+                            server_time_ms: u64::from(i),
+                            envelopes: vec![envelope("alice", &[i])],
+                        })
+                        .await
+                })
+            })
+            .collect();
+        let mut seqs = Vec::new();
+        let (mut duplicates, mut missing) = (0, 0);
+        for task in tasks {
+            match task.await.expect("task") {
+                Ok(seq) => seqs.push(seq),
+                Err(StoreError::AlreadyExists) => duplicates += 1,
+                Err(StoreError::NotFound) => missing += 1,
+                Err(other) => panic!("unexpected {other}"),
+            }
+        }
+        seqs.sort_unstable();
+        assert_eq!(
+            seqs,
+            (1..=41).collect::<Vec<u64>>(),
+            "40 fresh + the first reuse"
+        );
+        assert_eq!((duplicates, missing), (9, 10));
+        drop(store);
+
+        // Everything acknowledged is on disk.
+        let store = EmbeddedStore::open(dir.path()).expect("reopen");
+        let page = store
+            .history_for(&room("busy"), &name("alice"), None, 100)
+            .await
+            .expect("history");
+        assert_eq!(page.messages.len(), 41);
+        assert!(!page.has_more);
     }
 
     #[tokio::test]
