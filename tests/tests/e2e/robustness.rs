@@ -174,3 +174,88 @@ async fn a_flooding_connection_is_rate_limited_but_not_dropped() {
         Ok(Reply::Rooms(_))
     ));
 }
+
+#[tokio::test]
+async fn keepalive_drops_silent_peers_and_keeps_live_ones() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = server::config::Config::for_tests(dir.path().to_path_buf());
+    config.heartbeat_secs = 1;
+    let server = TestServer::start_with(config).await;
+    let url = server.ws_url();
+    // A live client keeps reading, so its WebSocket library answers every ping.
+    let mut live = RawClient::registered(&url, "alice", &test_key(0)).await;
+    // A dead one never reads again: no pongs, no frames.
+    let mut dead = RawClient::registered(&url, "bob", &test_key(1)).await;
+    live.expect_silence(Duration::from_millis(4500)).await;
+    assert!(matches!(
+        live.request(ClientMsg::ListRooms(ListRooms {})).await,
+        Ok(Reply::Rooms(_))
+    ));
+    // The dead peer was closed by the server after three silent intervals.
+    assert_eq!(dead.close_code().await, Some(1000));
+}
+
+#[tokio::test]
+async fn a_client_that_cannot_keep_up_is_disconnected() {
+    use shared::protocol::{CreateRoom, JoinRoom, SendMessage};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = server::config::Config::for_tests(dir.path().to_path_buf());
+    config.outbound_queue = 16;
+    config.requests_per_sec = 10_000;
+    let server = TestServer::start_with(config).await;
+    let url = server.ws_url();
+    let (ka, kb) = (test_key(0), test_key(1));
+    let mut a = RawClient::registered(&url, "alice", &ka).await;
+    let mut slow = RawClient::registered(&url, "slow", &kb).await;
+    let r = tests::room("firehose");
+    a.request(ClientMsg::CreateRoom(CreateRoom {
+        name: r.clone(),
+        password: None,
+        hidden: false,
+    }))
+    .await
+    .expect("created");
+    slow.request(ClientMsg::JoinRoom(JoinRoom {
+        name: r.clone(),
+        password: None,
+        history_limit: 0,
+    }))
+    .await
+    .expect("joined");
+    // `slow` stops reading. Alice sends large messages until its queue and the socket
+    // buffers overflow; the server must cut it off rather than buffer without limit.
+    let text = "x".repeat(256 * 1024);
+    let (ka, kb) = (ka.as_ref(), kb.as_ref());
+    let mut dropped = false;
+    for _ in 0..200 {
+        let (id, envelopes) =
+            tests::seal_text(&r, "alice", ka, &[("alice", ka), ("slow", kb)], &text);
+        a.request(ClientMsg::SendMessage(SendMessage {
+            room: r.clone(),
+            message_id: id,
+            envelopes,
+        }))
+        .await
+        .expect("the sender is never blocked by a slow reader");
+        if let Ok(Reply::Rooms(list)) = a.request(ClientMsg::ListRooms(ListRooms {})).await {
+            if list.users_online == 1 {
+                dropped = true;
+                break;
+            }
+        }
+    }
+    assert!(dropped, "the slow client was never disconnected");
+    // Draining what it has buffered ends in a close, not a hang.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "slow client never saw the close"
+        );
+        match slow.next_frame_within(Duration::from_secs(5)).await {
+            Some(None) => break,
+            Some(Some(_)) => continue,
+            None => panic!("slow client stalled without a close"),
+        }
+    }
+}
