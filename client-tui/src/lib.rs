@@ -1,1 +1,73 @@
-//! placeholder
+//! The UI-free core of the end-to-end encrypted chat client.
+//!
+//! A terminal UI, the end-to-end tests and the load generator all drive the server through
+//! [`Client`]; nothing here touches a terminal.
+//!
+//! # Layout
+//! - [`client`]: [`Client`], the async API (`register`, `login`, `join_room`, `send_text`,
+//!   `fetch_history`, `accept_key`, …) and its [`ClientConfig`].
+//! - [`events`]: [`ClientEvent`], what the client reports unprompted (messages, rejected
+//!   messages, membership, **key changes**, disconnection).
+//! - [`identity`]: [`Identity`], a username and its private key.
+//! - [`keystore`]: saving and loading private keys (encrypted PKCS#8, mode 0600) and the
+//!   default paths.
+//! - [`pins`]: [`PinStore`], the trust-on-first-use fingerprint file.
+//! - [`inbox`]: decrypting and verifying delivered messages, and duplicate detection.
+//! - [`directory`]: the session's view of everyone's keys, checked against the pins.
+//! - [`rooms`]: open rooms and the [`RoomView`]/[`HistoryView`] results.
+//! - `session`, `pushes`, `net`: internal: shared session state, the push processor, and
+//!   the WebSocket connection (one reader task routing replies by request id).
+//!
+//! # Trust model
+//! The server is trusted to deliver, never to vouch for keys. Every key it reports is
+//! re-fingerprinted locally and compared with the pins; a changed key raises
+//! [`ClientEvent::KeyChanged`] and is neither encrypted to nor believed until
+//! [`Client::accept_key`]. Every message is checked against its sender's pinned key, its
+//! signed room/id/sender, and the ids already seen.
+//!
+//! # Example
+//! ```no_run
+//! # async fn demo() -> Result<(), client_tui::ClientError> {
+//! use client_tui::{Client, ClientEvent, Identity, PinStore};
+//! use shared::{RoomName, Username};
+//!
+//! let alice = Username::parse("alice").expect("valid name");
+//! let identity = Identity::load(alice, "alice.pem".as_ref(), Some("passphrase"))?;
+//! let pins = PinStore::open("alice.pem.pins.json")?;
+//! let (client, mut events) = Client::connect("ws://127.0.0.1:8080/ws", pins).await?;
+//! client.login(&identity).await?;
+//! let room = RoomName::parse("general").expect("valid name");
+//! client.join_room(&room, None).await?;
+//! client.send_text(&room, "hello").await?;
+//! while let Some(event) = events.recv().await {
+//!     if let ClientEvent::Message(m) = event {
+//!         println!("{}: {}", m.sender, m.text);
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+mod atomic_file;
+pub mod client;
+pub mod directory;
+pub mod error;
+pub mod events;
+pub mod identity;
+pub mod inbox;
+pub mod keystore;
+mod net;
+pub mod pins;
+mod pushes;
+pub mod rooms;
+mod session;
+
+pub use client::{Client, ClientConfig, EventReceiver};
+pub use directory::{KeyChange, KeyStatus, MemberView};
+pub use error::ClientError;
+pub use events::ClientEvent;
+pub use identity::Identity;
+pub use inbox::{DecryptedMessage, RejectReason, Rejection};
+pub use keystore::KeystoreError;
+pub use pins::{PinError, PinStatus, PinStore};
+pub use rooms::{HistoryView, RoomView};

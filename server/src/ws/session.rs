@@ -96,7 +96,10 @@ pub async fn run(
                         if session.pong(&p).await.is_err() { break Exit::PeerClosed; }
                     }
                     Some(Ok(AggregatedMessage::Pong(_))) => {}
-                    Some(Ok(AggregatedMessage::Close(_))) => break Exit::PeerClosed,
+                    // Complete the closing handshake by echoing the peer's close.
+                    Some(Ok(AggregatedMessage::Close(reason))) => {
+                        break Exit::Close(reason.unwrap_or_else(|| CloseCode::Normal.into()));
+                    }
                     Some(Err(e)) => {
                         tracing::debug!(error = %e, "websocket protocol error");
                         let err = error_frame(None, ErrorCode::FrameTooLarge, "frame rejected: too large or invalid websocket data", None);

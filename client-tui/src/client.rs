@@ -1,0 +1,510 @@
+//! [`Client`]: the high-level, UI-free API. One `Client` is one connection and at most one
+//! logged-in user. It is a cheap `Clone` handle; the connection closes when the last clone
+//! is dropped (or on [`Client::close`]).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use shared::crypto::keys::Fingerprint;
+use shared::crypto::message::{seal_message, MessageBody};
+use shared::crypto::signing::{sign_key_rotation, sign_login};
+use shared::protocol::{
+    ClientMsg, CreateRoom, FetchHistory, GetUserKey, Hello, HelloAck, JoinRoom, LeaveRoom,
+    ListRooms, LoggedIn, LoginProof, LoginStart, Register, Reply, RoomList, RoomSnapshot,
+    RotateKey, SendAck, SendMessage, MAX_HISTORY_PAGE, PROTOCOL_VERSION,
+};
+use shared::{ErrorCode, ErrorDetail, MessageId, RoomName, Username};
+use tokio::sync::mpsc;
+
+use crate::directory::{KeyChange, MemberView};
+use crate::error::ClientError;
+use crate::events::ClientEvent;
+use crate::identity::Identity;
+use crate::net::{transport, Connection};
+use crate::pins::PinStore;
+use crate::pushes;
+use crate::rooms::{HistoryView, RoomView};
+use crate::session::Session;
+
+/// The receiving end of a client's events (see [`ClientEvent`] for why it is unbounded).
+pub type EventReceiver = mpsc::UnboundedReceiver<ClientEvent>;
+
+/// Connection settings. `ClientConfig::default()` suits interactive use.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Sent in `Hello` for the server's logs.
+    pub client_name: String,
+    /// How long a request waits for its reply before failing with
+    /// [`ClientError::Timeout`].
+    pub request_timeout: Duration,
+    /// How many recent messages `join_room`/`create_room` ask for (capped at
+    /// [`MAX_HISTORY_PAGE`]).
+    pub history_limit: u16,
+    /// A rustls configuration for `wss://` (e.g. trusting a private CA); `None` uses the
+    /// webpki (Mozilla) roots.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            client_name: concat!("client-tui/", env!("CARGO_PKG_VERSION")).to_owned(),
+            request_timeout: Duration::from_secs(30),
+            history_limit: 50,
+            tls: None,
+        }
+    }
+}
+
+/// A connection to a chat server. See the crate docs for an overview.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: Connection,
+    session: Arc<Session>,
+    config: ClientConfig,
+    server: HelloAck,
+}
+
+impl Client {
+    /// Connects to `url` (`ws://` or `wss://`) with default settings and performs the
+    /// `Hello` handshake. `pins` holds the user's trusted keys (see [`PinStore`]).
+    ///
+    /// Returns the client and the receiver of its [`ClientEvent`]s, which the caller must
+    /// keep draining.
+    ///
+    /// # Errors
+    /// [`ClientError::InvalidUrl`], [`ClientError::Transport`],
+    /// [`ClientError::ProtocolVersion`], or any request error.
+    pub async fn connect(url: &str, pins: PinStore) -> Result<(Self, EventReceiver), ClientError> {
+        Self::connect_with(url, pins, ClientConfig::default()).await
+    }
+
+    /// As [`Client::connect`], with explicit settings.
+    ///
+    /// # Errors
+    /// As [`Client::connect`].
+    pub async fn connect_with(
+        url: &str,
+        pins: PinStore,
+        config: ClientConfig,
+    ) -> Result<(Self, EventReceiver), ClientError> {
+        let url = transport::parse_url(url)?;
+        let stream = transport::open(&url, config.tls.clone()).await?;
+        let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let conn = Connection::start(stream, config.request_timeout, inbound_tx);
+        let session = Arc::new(Session::new(pins, events_tx));
+        tokio::spawn(pushes::run(
+            inbound_rx,
+            Arc::clone(&session),
+            conn.downgrade(),
+        ));
+
+        let hello = ClientMsg::Hello(Hello {
+            protocol_version: PROTOCOL_VERSION,
+            client: config.client_name.clone(),
+        });
+        let server = match conn.request(hello).await {
+            Ok(Reply::Hello(ack)) if ack.protocol_version == PROTOCOL_VERSION => ack,
+            Ok(Reply::Hello(ack)) => {
+                return Err(ClientError::ProtocolVersion {
+                    message: format!(
+                        "server speaks version {}, client speaks {PROTOCOL_VERSION}",
+                        ack.protocol_version
+                    ),
+                })
+            }
+            Ok(other) => return Err(ClientError::unexpected("Hello", &other)),
+            Err(ClientError::Server {
+                code: ErrorCode::ProtocolVersion,
+                message,
+                ..
+            }) => return Err(ClientError::ProtocolVersion { message }),
+            Err(e) => return Err(e),
+        };
+        tracing::debug!(server = %server.server, "connected");
+        let client = Self {
+            inner: Arc::new(Inner {
+                conn,
+                session,
+                config,
+                server,
+            }),
+        };
+        Ok((client, events_rx))
+    }
+
+    /// What the server said about itself in the handshake.
+    pub fn server_info(&self) -> &HelloAck {
+        &self.inner.server
+    }
+
+    /// Whether the connection is still open.
+    pub fn is_connected(&self) -> bool {
+        self.inner.conn.is_open()
+    }
+
+    /// The logged-in user, if any.
+    pub fn username(&self) -> Option<Username> {
+        self.inner.session.username()
+    }
+
+    /// Creates an account for `identity` (its username and public key) and pins the
+    /// user's own key. Only before logging in; log in afterwards.
+    ///
+    /// # Errors
+    /// [`ClientError::Server`] with `UsernameTaken` or `InvalidInput`; connection errors;
+    /// [`ClientError::Pins`].
+    pub async fn register(&self, identity: &Identity) -> Result<Username, ClientError> {
+        let reply = self
+            .request(ClientMsg::Register(Register {
+                username: identity.username().clone(),
+                public_key: identity.public_der().to_vec(),
+            }))
+            .await?;
+        let Reply::Registered(registered) = reply else {
+            return Err(ClientError::unexpected("Registered", &reply));
+        };
+        self.inner.session.pin_own(identity)?;
+        Ok(registered.username)
+    }
+
+    /// Logs in as `identity`: asks for a challenge, signs it, and sends the proof.
+    /// Returns the account name and the rooms the user is a member of (their messages are
+    /// pushed from now on; open them with [`Client::join_room`] to send).
+    ///
+    /// # Errors
+    /// [`ClientError::Server`] with `UnknownUser`, `AuthFailed`, `ChallengeExpired` or
+    /// `InvalidState`; connection errors; [`ClientError::Pins`].
+    pub async fn login(&self, identity: &Identity) -> Result<LoggedIn, ClientError> {
+        let reply = self
+            .request(ClientMsg::LoginStart(LoginStart {
+                username: identity.username().clone(),
+            }))
+            .await?;
+        let Reply::Challenge(challenge) = reply else {
+            return Err(ClientError::unexpected("Challenge", &reply));
+        };
+        let key = identity.private_key_arc();
+        let username = identity.username().clone();
+        let signature =
+            tokio::task::spawn_blocking(move || sign_login(&key, &username, &challenge.nonce))
+                .await?;
+        let reply = self
+            .request(ClientMsg::LoginProof(LoginProof { signature }))
+            .await?;
+        let Reply::LoggedIn(logged_in) = reply else {
+            return Err(ClientError::unexpected("LoggedIn", &reply));
+        };
+        self.inner.session.logged_in(identity.clone())?;
+        tracing::info!(user = %logged_in.username, rooms = logged_in.rooms.len(), "logged in");
+        Ok(logged_in)
+    }
+
+    /// Lists the public rooms and how many users are online.
+    ///
+    /// # Errors
+    /// `Unauthenticated` before login; connection errors.
+    pub async fn list_rooms(&self) -> Result<RoomList, ClientError> {
+        let reply = self.request(ClientMsg::ListRooms(ListRooms {})).await?;
+        match reply {
+            Reply::Rooms(list) => Ok(list),
+            other => Err(ClientError::unexpected("Rooms", &other)),
+        }
+    }
+
+    /// Creates a room (the user becomes its owner and first member) and opens it.
+    ///
+    /// # Errors
+    /// [`ClientError::Server`] with `RoomExists` or `InvalidInput`; connection errors.
+    pub async fn create_room(
+        &self,
+        name: &RoomName,
+        password: Option<&str>,
+        hidden: bool,
+    ) -> Result<RoomView, ClientError> {
+        let reply = self
+            .request(ClientMsg::CreateRoom(CreateRoom {
+                name: name.clone(),
+                password: password.map(str::to_owned),
+                hidden,
+            }))
+            .await?;
+        match reply {
+            Reply::RoomCreated(snapshot) => self.open_snapshot(snapshot).await,
+            other => Err(ClientError::unexpected("RoomCreated", &other)),
+        }
+    }
+
+    /// Joins a room (or re-opens one the user is already in; members need no password)
+    /// and opens it: every member's key is checked against the pins (raising
+    /// [`ClientEvent::KeyChanged`] on a mismatch) and the newest history is decrypted.
+    ///
+    /// History may repeat messages already delivered as events; identify messages by
+    /// `(room, seq)`.
+    ///
+    /// # Errors
+    /// [`ClientError::Server`] with `RoomUnavailable` or `WrongPassword`; connection
+    /// errors; [`ClientError::Pins`].
+    pub async fn join_room(
+        &self,
+        name: &RoomName,
+        password: Option<&str>,
+    ) -> Result<RoomView, ClientError> {
+        let reply = self
+            .request(ClientMsg::JoinRoom(JoinRoom {
+                name: name.clone(),
+                password: password.map(str::to_owned),
+                history_limit: self.inner.config.history_limit.min(MAX_HISTORY_PAGE),
+            }))
+            .await?;
+        match reply {
+            Reply::Joined(snapshot) => self.open_snapshot(snapshot).await,
+            other => Err(ClientError::unexpected("Joined", &other)),
+        }
+    }
+
+    /// Leaves a room for good.
+    ///
+    /// # Errors
+    /// [`ClientError::Server`] with `NotAMember`; connection errors.
+    pub async fn leave_room(&self, room: &RoomName) -> Result<(), ClientError> {
+        let reply = self
+            .request(ClientMsg::LeaveRoom(LeaveRoom { room: room.clone() }))
+            .await?;
+        match reply {
+            Reply::Left(_) => {
+                self.inner.session.close_room(room);
+                Ok(())
+            }
+            other => Err(ClientError::unexpected("Left", &other)),
+        }
+    }
+
+    /// Encrypts `text` for every current member of `room` (the user included, in member
+    /// order), signs it once, and sends it. If the server reports that the members
+    /// changed, the member list is refreshed (every new key pin-checked) and the message
+    /// re-encrypted and sent once more.
+    ///
+    /// The server does not echo the message back to this connection: the returned ack
+    /// (with its `seq`) is the confirmation.
+    ///
+    /// # Errors
+    /// [`ClientError::NotLoggedIn`]; [`ClientError::RoomNotOpen`];
+    /// [`ClientError::UntrustedKeys`] if a member's key changed and was not accepted;
+    /// [`ClientError::Server`] (`NotAMember`, `RecipientMismatch` twice in a row, …);
+    /// [`ClientError::Codec`] if the message is too large; connection errors.
+    pub async fn send_text(&self, room: &RoomName, text: &str) -> Result<SendAck, ClientError> {
+        let session = &self.inner.session;
+        let identity = session.identity()?;
+        // One id for both attempts: the first was refused, so it was never stored.
+        let message_id = MessageId::random();
+        let mut retried = false;
+        loop {
+            let recipients = session.recipients(room)?;
+            let body = MessageBody {
+                room: room.clone(),
+                message_id,
+                sender: identity.username().clone(),
+                sent_at_ms: now_ms(),
+                recipients: recipients.iter().map(|r| r.username.clone()).collect(),
+                text: text.to_owned(),
+            };
+            let key = identity.private_key_arc();
+            let envelopes =
+                tokio::task::spawn_blocking(move || seal_message(&key, body, &recipients))
+                    .await??;
+            let result = self
+                .request(ClientMsg::SendMessage(SendMessage {
+                    room: room.clone(),
+                    message_id,
+                    envelopes,
+                }))
+                .await;
+            match result {
+                Ok(Reply::Sent(ack)) => {
+                    session.remember_sent(&ack);
+                    return Ok(ack);
+                }
+                Ok(other) => return Err(ClientError::unexpected("Sent", &other)),
+                Err(ClientError::Server {
+                    code: ErrorCode::RecipientMismatch,
+                    detail: Some(ErrorDetail::CurrentMembers(members)),
+                    ..
+                }) if !retried => {
+                    tracing::debug!(room = %room, "members changed; re-encrypting");
+                    session.set_members(room, &members)?;
+                    retried = true;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Fetches and decrypts up to `limit` messages older than `before_seq` (`None`: the
+    /// newest).
+    ///
+    /// # Errors
+    /// [`ClientError::Server`] with `NotAMember`; connection errors.
+    pub async fn fetch_history(
+        &self,
+        room: &RoomName,
+        before_seq: Option<u64>,
+        limit: u16,
+    ) -> Result<HistoryView, ClientError> {
+        self.inner.session.identity()?;
+        let reply = self
+            .request(ClientMsg::FetchHistory(FetchHistory {
+                room: room.clone(),
+                before_seq,
+                limit: limit.min(MAX_HISTORY_PAGE),
+            }))
+            .await?;
+        match reply {
+            Reply::History(page) => Ok(self
+                .inner
+                .session
+                .receive_page(&self.inner.conn, page)
+                .await),
+            other => Err(ClientError::unexpected("History", &other)),
+        }
+    }
+
+    /// Fetches a user's current key and runs it through pin checking (raising
+    /// [`ClientEvent::KeyChanged`] on a mismatch). Useful to show a fingerprint to compare.
+    ///
+    /// # Errors
+    /// [`ClientError::Server`] with `UnknownUser`; connection errors; [`ClientError::Pins`].
+    pub async fn get_user_key(&self, username: &Username) -> Result<MemberView, ClientError> {
+        let reply = self
+            .request(ClientMsg::GetUserKey(GetUserKey {
+                username: username.clone(),
+            }))
+            .await?;
+        let Reply::UserKey(info) = reply else {
+            return Err(ClientError::unexpected("UserKey", &reply));
+        };
+        if !info.username.same_as(username) {
+            return Err(ClientError::UnexpectedReply {
+                expected: "the requested user's key",
+                got: "another user's key".into(),
+            });
+        }
+        self.inner
+            .session
+            .observe(std::slice::from_ref(&info), &[])?
+            .into_iter()
+            .next()
+            .ok_or_else(|| ClientError::Task("observe returned no view".into()))
+    }
+
+    /// Replaces the logged-in user's key with `new_identity`'s (same username), proving
+    /// possession with a signature by the new key. The old private key is kept in memory
+    /// for this session so older messages still open; the caller should save the new key
+    /// (see [`keystore`](crate::keystore)) before or right after calling this.
+    ///
+    /// # Errors
+    /// [`ClientError::NotLoggedIn`]; [`ClientError::WrongIdentity`];
+    /// [`ClientError::Server`] (`InvalidInput`, `AuthFailed`); connection errors.
+    pub async fn rotate_key(&self, new_identity: &Identity) -> Result<Fingerprint, ClientError> {
+        let current = self.inner.session.identity()?;
+        if !new_identity.username().same_as(current.username()) {
+            return Err(ClientError::WrongIdentity {
+                given: new_identity.username().clone(),
+                session: current.username().clone(),
+            });
+        }
+        let key = new_identity.private_key_arc();
+        let username = current.username().clone();
+        let der = new_identity.public_der().to_vec();
+        let (proof, der) =
+            tokio::task::spawn_blocking(move || (sign_key_rotation(&key, &username, &der), der))
+                .await?;
+        let reply = self
+            .request(ClientMsg::RotateKey(RotateKey {
+                new_public_key: der,
+                proof,
+            }))
+            .await?;
+        let Reply::KeyRotated(_) = reply else {
+            return Err(ClientError::unexpected("KeyRotated", &reply));
+        };
+        self.inner.session.rotated(new_identity.clone())?;
+        Ok(new_identity.fingerprint())
+    }
+
+    /// Accepts `username`'s changed key after the user compared fingerprints out of band:
+    /// re-pins it, so it is encrypted to and believed from now on. Returns the newly
+    /// pinned fingerprint. Messages refused meanwhile can be read by fetching the history
+    /// again.
+    ///
+    /// # Errors
+    /// [`ClientError::NoPendingKeyChange`]; [`ClientError::Pins`] if the pin cannot be
+    /// saved.
+    pub fn accept_key(&self, username: &Username) -> Result<Fingerprint, ClientError> {
+        self.inner.session.accept(username)
+    }
+
+    /// Key changes waiting for [`Client::accept_key`].
+    pub fn pending_key_changes(&self) -> Vec<KeyChange> {
+        self.inner.session.pending_changes()
+    }
+
+    /// The members of an open room with the client's view of their keys, or `None` if the
+    /// room is not open in this session.
+    pub fn members(&self, room: &RoomName) -> Option<Vec<MemberView>> {
+        self.inner.session.members(room)
+    }
+
+    /// The rooms opened in this session (created or joined, not left).
+    pub fn open_rooms(&self) -> Vec<RoomName> {
+        self.inner.session.open_rooms()
+    }
+
+    /// Closes the connection cleanly. [`ClientEvent::Disconnected`] follows once the
+    /// server acknowledges; requests in flight fail.
+    pub async fn close(&self) {
+        self.inner.conn.close().await;
+    }
+
+    async fn request(&self, msg: ClientMsg) -> Result<Reply, ClientError> {
+        self.inner.conn.request(msg).await
+    }
+
+    async fn open_snapshot(&self, snapshot: RoomSnapshot) -> Result<RoomView, ClientError> {
+        let session = &self.inner.session;
+        let members = session.open_room(&snapshot)?;
+        let history = session
+            .receive_page(&self.inner.conn, snapshot.history)
+            .await;
+        Ok(RoomView {
+            room: snapshot.room,
+            owner: snapshot.owner,
+            has_password: snapshot.has_password,
+            hidden: snapshot.hidden,
+            members,
+            history,
+        })
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("server", &self.inner.server.server)
+            .field("user", &self.username())
+            .field("connected", &self.is_connected())
+            .finish()
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,323 @@
+//! Request/reply over one WebSocket: the only code that reads or writes frames.
+//!
+//! - The **write half** sits behind a `tokio::sync::Mutex`: a request locks it, writes one
+//!   binary frame and unlocks. Writes are short and rare compared with reads, so a writer
+//!   task would add a queue without adding throughput, and the lock hands write errors
+//!   straight back to the caller.
+//! - The **read half** is owned by a background reader task. It decodes every frame with
+//!   [`shared::protocol::codec`], completes the waiting request for each `Reply`/`Error`
+//!   (a map of `oneshot` senders keyed by [`RequestId`]), and forwards everything else as
+//!   [`Inbound`] values. Reading continuously is also what answers the server's pings
+//!   (tungstenite queues the pong and flushes it on the next read).
+//! - When the socket closes, every waiting request fails with a typed error and a final
+//!   [`Inbound::Closed`] is sent.
+//!
+//! The `Inbound` channel is unbounded on purpose: replies and pushes share the reader, so
+//! if the reader could block on a full push queue, a consumer that awaits a request while
+//! pushes pile up would deadlock itself. The server bounds what it sends per connection
+//! (it disconnects slow consumers), which bounds this queue in practice.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use shared::protocol::{codec, ClientFrame, ClientMsg, Push, Reply, ServerMsg};
+use shared::{ErrorCode, ErrorDetail, RequestId};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::transport::WsStream;
+use crate::error::ClientError;
+
+/// What the reader hands to the rest of the client, in arrival order.
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    /// A server push.
+    Push(Push),
+    /// An error frame that answers no request (e.g. the server could not decode a frame).
+    ServerError {
+        /// Stable code.
+        code: ErrorCode,
+        /// The server's message.
+        message: String,
+    },
+    /// The connection is gone; nothing follows.
+    Closed {
+        /// What closed it.
+        reason: String,
+    },
+}
+
+/// The outcome a waiting request receives.
+type Outcome = Result<Reply, ClientError>;
+
+/// State shared by requesters and the reader task.
+#[derive(Default)]
+struct Pending {
+    /// Requests waiting for their reply.
+    waiting: HashMap<RequestId, oneshot::Sender<Outcome>>,
+    /// Set once the connection is closed: new requests fail immediately with this reason.
+    closed: Option<String>,
+    /// The last error frame without a request id, reported to requests that fail because
+    /// the connection closed right after it (e.g. a refused handshake).
+    last_error: Option<(ErrorCode, String, Option<ErrorDetail>)>,
+}
+
+/// A `std` mutex: it is never held across an `.await`, only for map operations.
+type SharedPending = Arc<Mutex<Pending>>;
+
+fn lock(pending: &SharedPending) -> MutexGuard<'_, Pending> {
+    // A panic while holding the lock cannot leave the map inconsistent (single inserts
+    // and removes), so a poisoned lock is still usable.
+    pending
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A handle on one server connection. Cheap to clone; the connection (and its reader task)
+/// ends when the last handle is dropped or [`Connection::close`] is called.
+#[derive(Clone)]
+pub(crate) struct Connection {
+    inner: Arc<Inner>,
+}
+
+/// A handle that does not keep the connection alive (for the push processor, which must
+/// not prevent shutdown).
+#[derive(Clone)]
+pub(crate) struct WeakConnection {
+    inner: Weak<Inner>,
+}
+
+struct Inner {
+    /// The write half; a tokio mutex because writing awaits.
+    sink: tokio::sync::Mutex<SplitSink<WsStream, Message>>,
+    /// Waiting requests and the closed flag, shared with the reader.
+    pending: SharedPending,
+    /// Source of request ids; ids are never reused within a connection.
+    next_id: AtomicU64,
+    /// How long a request waits for its reply.
+    timeout: Duration,
+    /// Stops the reader when the last handle goes away.
+    reader: AbortHandle,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl Connection {
+    /// Takes over an open socket and starts the reader task, which sends everything that
+    /// is not a reply to `inbound`.
+    pub(crate) fn start(
+        stream: WsStream,
+        timeout: Duration,
+        inbound: mpsc::UnboundedSender<Inbound>,
+    ) -> Self {
+        let (sink, stream) = stream.split();
+        let pending = SharedPending::default();
+        let reader = tokio::spawn(read_loop(stream, Arc::clone(&pending), inbound));
+        Self {
+            inner: Arc::new(Inner {
+                sink: tokio::sync::Mutex::new(sink),
+                pending,
+                next_id: AtomicU64::new(1),
+                timeout,
+                reader: reader.abort_handle(),
+            }),
+        }
+    }
+
+    /// A handle that does not keep the connection open.
+    pub(crate) fn downgrade(&self) -> WeakConnection {
+        WeakConnection {
+            inner: Arc::downgrade(&self.inner),
+        }
+    }
+
+    /// Whether the connection is still open, as far as the reader knows.
+    pub(crate) fn is_open(&self) -> bool {
+        lock(&self.inner.pending).closed.is_none()
+    }
+
+    /// Sends `msg` and waits for its reply.
+    ///
+    /// # Errors
+    /// [`ClientError::Server`] when the server refuses; [`ClientError::Disconnected`] if the
+    /// connection is or becomes closed; [`ClientError::Timeout`]; [`ClientError::Codec`] or
+    /// [`ClientError::Transport`] if the frame cannot be encoded or written.
+    pub(crate) async fn request(&self, msg: ClientMsg) -> Result<Reply, ClientError> {
+        let inner = &self.inner;
+        let request_id = RequestId(inner.next_id.fetch_add(1, Ordering::Relaxed));
+        let bytes = codec::encode_client(&ClientFrame { request_id, msg })?;
+
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut pending = lock(&inner.pending);
+            if let Some(reason) = &pending.closed {
+                return Err(ClientError::Disconnected {
+                    reason: reason.clone(),
+                });
+            }
+            pending.waiting.insert(request_id, tx);
+        }
+        // Removes the entry however this future ends (reply, error, timeout, drop).
+        let _guard = PendingGuard {
+            pending: &inner.pending,
+            request_id,
+        };
+
+        // One deadline for writing and answering: a server that stops reading must not
+        // hang the caller either.
+        let deadline = tokio::time::Instant::now() + inner.timeout;
+        let write = async {
+            inner
+                .sink
+                .lock()
+                .await
+                .send(Message::Binary(bytes.into()))
+                .await
+        };
+        tokio::time::timeout_at(deadline, write)
+            .await
+            .map_err(|_| ClientError::Timeout(inner.timeout))??;
+
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(outcome)) => outcome,
+            // The reader dropped the sender without answering: it has stopped.
+            Ok(Err(_)) => Err(ClientError::Disconnected {
+                reason: "connection reader stopped".into(),
+            }),
+            Err(_) => Err(ClientError::Timeout(inner.timeout)),
+        }
+    }
+
+    /// Starts a clean close: sends a Close frame. The reader then sees the server's Close,
+    /// fails any waiting requests and reports [`Inbound::Closed`].
+    pub(crate) async fn close(&self) {
+        let mut sink = self.inner.sink.lock().await;
+        // Already closed or broken: nothing more to do.
+        let _ = sink.send(Message::Close(None)).await;
+    }
+}
+
+impl WeakConnection {
+    /// The connection, if any handle still holds it.
+    pub(crate) fn upgrade(&self) -> Option<Connection> {
+        self.inner.upgrade().map(|inner| Connection { inner })
+    }
+}
+
+/// Drops a request's `pending` entry when the request finishes or is cancelled.
+struct PendingGuard<'a> {
+    pending: &'a SharedPending,
+    request_id: RequestId,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        lock(self.pending).waiting.remove(&self.request_id);
+    }
+}
+
+/// The reader task: routes replies, forwards pushes, and reports the close.
+async fn read_loop(
+    mut stream: SplitStream<WsStream>,
+    pending: SharedPending,
+    inbound: mpsc::UnboundedSender<Inbound>,
+) {
+    let reason = loop {
+        match stream.next().await {
+            Some(Ok(Message::Binary(bytes))) => match codec::decode_server(&bytes) {
+                Ok(msg) => route(msg, &pending, &inbound),
+                // Skip it: a request it answered will time out rather than hang.
+                Err(e) => tracing::warn!(error = %e, "undecodable frame from server"),
+            },
+            Some(Ok(Message::Text(_))) => {
+                tracing::warn!("ignoring text frame: the protocol only uses binary frames");
+            }
+            Some(Ok(Message::Close(frame))) => {
+                tracing::debug!(?frame, "server closed the connection");
+                // Keep reading: the stream ends once the close handshake completes.
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+            Some(Err(e)) => break e.to_string(),
+            None => break "connection closed".to_owned(),
+        }
+    };
+    tracing::debug!(%reason, "connection reader stopped");
+    fail_all(&pending, reason.clone());
+    let _ = inbound.send(Inbound::Closed { reason });
+}
+
+/// Marks the connection closed and fails every waiting request.
+fn fail_all(pending: &SharedPending, reason: String) {
+    let (waiting, last_error) = {
+        let mut p = lock(pending);
+        p.closed = Some(reason.clone());
+        (std::mem::take(&mut p.waiting), p.last_error.take())
+    };
+    for (_, tx) in waiting {
+        let err = match &last_error {
+            Some((code, message, detail)) => ClientError::Server {
+                code: *code,
+                message: message.clone(),
+                detail: detail.clone(),
+            },
+            None => ClientError::Disconnected {
+                reason: reason.clone(),
+            },
+        };
+        let _ = tx.send(Err(err));
+    }
+}
+
+fn route(msg: ServerMsg, pending: &SharedPending, inbound: &mpsc::UnboundedSender<Inbound>) {
+    match msg {
+        ServerMsg::Reply { request_id, reply } => complete(pending, request_id, Ok(reply)),
+        ServerMsg::Error {
+            request_id: Some(request_id),
+            code,
+            message,
+            detail,
+        } => complete(
+            pending,
+            request_id,
+            Err(ClientError::Server {
+                code,
+                message,
+                detail,
+            }),
+        ),
+        ServerMsg::Error {
+            request_id: None,
+            code,
+            message,
+            detail,
+        } => {
+            tracing::warn!(?code, %message, "server reported an error");
+            lock(pending).last_error = Some((code, message.clone(), detail));
+            let _ = inbound.send(Inbound::ServerError { code, message });
+        }
+        ServerMsg::Push(push) => {
+            // The receiver is gone only when the client is shutting down.
+            let _ = inbound.send(Inbound::Push(push));
+        }
+    }
+}
+
+fn complete(pending: &SharedPending, request_id: RequestId, outcome: Outcome) {
+    let waiter = lock(pending).waiting.remove(&request_id);
+    match waiter {
+        Some(tx) => {
+            // The requester may have been cancelled meanwhile; nothing to do then.
+            let _ = tx.send(outcome);
+        }
+        None => tracing::debug!(?request_id, "reply to a request nobody waits for"),
+    }
+}

@@ -1,0 +1,639 @@
+//! Drives the public `Client` against a scripted in-process WebSocket server, so the
+//! connection, request routing, push processing, pinning and re-encryption logic are
+//! tested without the real server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use client_tui::{
+    Client, ClientConfig, ClientError, ClientEvent, EventReceiver, Identity, KeyStatus, PinStore,
+    RejectReason,
+};
+use futures_util::{SinkExt, StreamExt};
+use shared::crypto::keys::{self, Fingerprint};
+use shared::crypto::message::{open_message, seal_message, MessageBody, Received, Recipient};
+use shared::crypto::signing::verify_login;
+use shared::crypto::RsaPrivateKey;
+use shared::protocol::{
+    codec, Challenge, ClientFrame, ClientMsg, DeliveredMessage, HelloAck, HistoryPage, LoggedIn,
+    MemberInfo, Push, Reply, RoomSnapshot, SendAck, ServerMsg, PROTOCOL_VERSION,
+};
+use shared::{ErrorCode, ErrorDetail, MessageId, RequestId, RoomName, Username};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+fn key(n: usize) -> Arc<RsaPrivateKey> {
+    let path = format!(
+        "{}/../tests/fixtures/keys/rsa2048-{n:02}.pem",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let pem = std::fs::read_to_string(path).expect("fixture exists");
+    Arc::new(keys::private_from_pem(&pem, None).expect("fixture parses"))
+}
+
+fn user(name: &str) -> Username {
+    Username::parse(name).expect("valid username")
+}
+
+fn room(name: &str) -> RoomName {
+    RoomName::parse(name).expect("valid room")
+}
+
+fn der(k: &RsaPrivateKey) -> Vec<u8> {
+    keys::public_to_der(&k.to_public_key()).expect("encodes")
+}
+
+fn member(name: &str, k: &RsaPrivateKey) -> MemberInfo {
+    MemberInfo {
+        username: user(name),
+        public_key: der(k),
+        fingerprint: "not trusted by the client".into(),
+    }
+}
+
+/// Seals `text` from `sender` to `recipients` and returns `to`'s delivered copy.
+fn delivered(
+    room_name: &str,
+    seq: u64,
+    sender: (&str, &RsaPrivateKey),
+    recipients: &[(&str, &RsaPrivateKey)],
+    to: &str,
+    text: &str,
+) -> DeliveredMessage {
+    let message_id = MessageId::random();
+    let body = MessageBody {
+        room: room(room_name),
+        message_id,
+        sender: user(sender.0),
+        sent_at_ms: 42,
+        recipients: recipients.iter().map(|(n, _)| user(n)).collect(),
+        text: text.to_owned(),
+    };
+    let keys: Vec<Recipient> = recipients
+        .iter()
+        .map(|(n, k)| Recipient {
+            username: user(n),
+            key: k.to_public_key(),
+        })
+        .collect();
+    let envelope = seal_message(sender.1, body, &keys)
+        .expect("seals")
+        .into_iter()
+        .find(|e| e.recipient.same_as(&user(to)))
+        .expect("copy for recipient");
+    DeliveredMessage {
+        room: room(room_name),
+        seq,
+        message_id,
+        sender: user(sender.0),
+        server_time_ms: 1000 + seq,
+        envelope,
+    }
+}
+
+/// The server side of one connection.
+struct Peer {
+    ws: WebSocketStream<TcpStream>,
+}
+
+impl Peer {
+    async fn recv(&mut self) -> ClientFrame {
+        loop {
+            let msg = self
+                .ws
+                .next()
+                .await
+                .expect("client still connected")
+                .expect("readable");
+            if let Message::Binary(bytes) = msg {
+                return codec::decode_client(&bytes).expect("client frame decodes");
+            }
+        }
+    }
+
+    async fn send(&mut self, msg: ServerMsg) {
+        let bytes = codec::encode_server(&msg).expect("encodes");
+        self.ws
+            .send(Message::Binary(bytes.into()))
+            .await
+            .expect("writable");
+    }
+
+    async fn reply(&mut self, request_id: RequestId, reply: Reply) {
+        self.send(ServerMsg::Reply { request_id, reply }).await;
+    }
+
+    async fn push(&mut self, push: Push) {
+        self.send(ServerMsg::Push(push)).await;
+    }
+
+    /// Answers `Hello`.
+    async fn greet(&mut self) {
+        let frame = self.recv().await;
+        assert!(
+            matches!(frame.msg, ClientMsg::Hello(ref h) if h.protocol_version == PROTOCOL_VERSION)
+        );
+        self.reply(
+            frame.request_id,
+            Reply::Hello(HelloAck {
+                protocol_version: PROTOCOL_VERSION,
+                server: "mock".into(),
+                max_frame_bytes: 1 << 20,
+            }),
+        )
+        .await;
+    }
+
+    /// Runs the login exchange for `name`, checking the proof against `k`.
+    async fn login(&mut self, name: &str, k: &RsaPrivateKey) {
+        let frame = self.recv().await;
+        let ClientMsg::LoginStart(start) = frame.msg else {
+            panic!("expected LoginStart, got {:?}", frame.msg)
+        };
+        assert!(start.username.same_as(&user(name)));
+        let nonce = [7u8; 32];
+        self.reply(
+            frame.request_id,
+            Reply::Challenge(Challenge {
+                nonce,
+                expires_in_secs: 30,
+            }),
+        )
+        .await;
+        let frame = self.recv().await;
+        let ClientMsg::LoginProof(proof) = frame.msg else {
+            panic!("expected LoginProof")
+        };
+        verify_login(&k.to_public_key(), &user(name), &nonce, &proof.signature)
+            .expect("login proof verifies");
+        self.reply(
+            frame.request_id,
+            Reply::LoggedIn(LoggedIn {
+                username: user(name),
+                rooms: vec![room("general")],
+            }),
+        )
+        .await;
+    }
+
+    /// Answers a `JoinRoom` for `general` with `members` and `history`.
+    async fn joined(&mut self, members: Vec<MemberInfo>, history: Vec<DeliveredMessage>) {
+        let frame = self.recv().await;
+        assert!(matches!(frame.msg, ClientMsg::JoinRoom(ref j) if j.name == room("general")));
+        self.reply(
+            frame.request_id,
+            Reply::Joined(RoomSnapshot {
+                room: room("general"),
+                owner: user("alice"),
+                has_password: false,
+                hidden: false,
+                members,
+                history: HistoryPage {
+                    room: room("general"),
+                    messages: history,
+                    has_more: false,
+                },
+            }),
+        )
+        .await;
+    }
+}
+
+/// Starts a one-connection server running `script` and returns its URL.
+async fn serve<F, Fut>(script: F) -> (String, tokio::task::JoinHandle<()>)
+where
+    F: FnOnce(Peer) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let addr = listener.local_addr().expect("has address");
+    let handle = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("accepts");
+        let ws = tokio_tungstenite::accept_async(tcp)
+            .await
+            .expect("upgrades");
+        script(Peer { ws }).await;
+    });
+    (format!("ws://{addr}/ws"), handle)
+}
+
+async fn connect(url: &str) -> (Client, EventReceiver) {
+    let config = ClientConfig {
+        request_timeout: Duration::from_secs(10),
+        ..ClientConfig::default()
+    };
+    Client::connect_with(url, PinStore::in_memory(), config)
+        .await
+        .expect("connects")
+}
+
+async fn next_event(events: &mut EventReceiver) -> ClientEvent {
+    tokio::time::timeout(Duration::from_secs(10), events.recv())
+        .await
+        .expect("an event arrives in time")
+        .expect("event channel open")
+}
+
+fn alice() -> Identity {
+    Identity::new(user("alice"), (*key(0)).clone()).expect("valid identity")
+}
+
+#[tokio::test]
+async fn protocol_version_refusal_is_typed() {
+    let (url, server) = serve(|mut peer| async move {
+        let frame = peer.recv().await;
+        peer.send(ServerMsg::Error {
+            request_id: Some(frame.request_id),
+            code: ErrorCode::ProtocolVersion,
+            message: "only version 99".into(),
+            detail: None,
+        })
+        .await;
+        let _ = peer.ws.close(None).await;
+    })
+    .await;
+    let result = Client::connect(&url, PinStore::in_memory()).await;
+    assert!(
+        matches!(result, Err(ClientError::ProtocolVersion { ref message }) if message.contains("99")),
+        "got {result:?}"
+    );
+    server.await.expect("server script");
+}
+
+#[tokio::test]
+async fn bad_url_is_rejected_before_connecting() {
+    let result = Client::connect("http://example.com", PinStore::in_memory()).await;
+    assert!(matches!(result, Err(ClientError::InvalidUrl(_))));
+}
+
+#[tokio::test]
+async fn login_join_history_and_send_with_member_refresh() {
+    let (a, b, c) = (key(0), key(1), key(2));
+    let (sa, sb, sc) = (a.clone(), b.clone(), c.clone());
+    let (url, server) = serve(move |mut peer| async move {
+        peer.greet().await;
+        peer.login("alice", &sa).await;
+        let old = delivered(
+            "general",
+            1,
+            ("bob", &sb),
+            &[("alice", &sa), ("bob", &sb)],
+            "alice",
+            "hi alice",
+        );
+        peer.joined(vec![member("alice", &sa), member("bob", &sb)], vec![old])
+            .await;
+
+        // First attempt: sealed for alice and bob, in member order. Carol joined meanwhile.
+        let frame = peer.recv().await;
+        let ClientMsg::SendMessage(send) = frame.msg else {
+            panic!("expected SendMessage")
+        };
+        let names: Vec<_> = send
+            .envelopes
+            .iter()
+            .map(|e| e.recipient.canonical())
+            .collect();
+        assert_eq!(names, ["alice", "bob"]);
+        peer.send(ServerMsg::Error {
+            request_id: Some(frame.request_id),
+            code: ErrorCode::RecipientMismatch,
+            message: "members changed".into(),
+            detail: Some(ErrorDetail::CurrentMembers(vec![
+                member("alice", &sa),
+                member("bob", &sb),
+                member("carol", &sc),
+            ])),
+        })
+        .await;
+
+        // Retry: same id, now including carol, and carol can read her copy.
+        let frame = peer.recv().await;
+        let ClientMsg::SendMessage(retry) = frame.msg else {
+            panic!("expected the retried SendMessage")
+        };
+        assert_eq!(retry.message_id, send.message_id);
+        let names: Vec<_> = retry
+            .envelopes
+            .iter()
+            .map(|e| e.recipient.canonical())
+            .collect();
+        assert_eq!(names, ["alice", "bob", "carol"]);
+        let carols = retry
+            .envelopes
+            .iter()
+            .find(|e| e.recipient.same_as(&user("carol")))
+            .expect("carol's copy");
+        let body = open_message(
+            Received {
+                room: &retry.room,
+                message_id: &retry.message_id,
+                sender: &user("alice"),
+            },
+            &user("carol"),
+            &sc,
+            carols,
+            &sa.to_public_key(),
+        )
+        .expect("carol opens her copy");
+        assert_eq!(body.text, "hello everyone");
+        peer.reply(
+            frame.request_id,
+            Reply::Sent(SendAck {
+                room: retry.room.clone(),
+                message_id: retry.message_id,
+                seq: 2,
+                server_time_ms: 2000,
+            }),
+        )
+        .await;
+
+        // A live message from carol (already known from the refreshed member list).
+        let live = delivered(
+            "general",
+            3,
+            ("carol", &sc),
+            &[("alice", &sa), ("bob", &sb), ("carol", &sc)],
+            "alice",
+            "hi from carol",
+        );
+        peer.push(Push::Message(live.clone())).await;
+        // Pushed again at the same position: dropped quietly.
+        peer.push(Push::Message(live.clone())).await;
+        // Replayed at a new position: rejected loudly.
+        let mut replay = live;
+        replay.seq = 4;
+        peer.push(Push::Message(replay)).await;
+        // Keep the connection open until the client is done.
+        while peer.ws.next().await.is_some() {}
+    })
+    .await;
+
+    let (client, mut events) = connect(&url).await;
+    assert_eq!(client.server_info().server, "mock");
+    let logged_in = client.login(&alice()).await.expect("logs in");
+    assert_eq!(logged_in.rooms, vec![room("general")]);
+    assert_eq!(client.username(), Some(user("alice")));
+
+    let view = client
+        .join_room(&room("general"), None)
+        .await
+        .expect("joins");
+    assert_eq!(view.members.len(), 2);
+    assert!(view.members.iter().all(|m| m.status == KeyStatus::Trusted));
+    assert_eq!(
+        view.members[1].fingerprint,
+        Fingerprint::of_der(&der(&b)),
+        "fingerprint is computed by the client"
+    );
+    assert_eq!(view.history.messages.len(), 1);
+    assert_eq!(view.history.messages[0].text, "hi alice");
+    assert_eq!(view.history.messages[0].sender, user("bob"));
+    assert!(view.history.rejected.is_empty());
+
+    let ack = client
+        .send_text(&room("general"), "hello everyone")
+        .await
+        .expect("sends after refreshing members");
+    assert_eq!(ack.seq, 2);
+    assert_eq!(client.members(&room("general")).map(|m| m.len()), Some(3));
+
+    match next_event(&mut events).await {
+        ClientEvent::Message(m) => {
+            assert_eq!(m.text, "hi from carol");
+            assert_eq!(m.seq, 3);
+            assert_eq!(m.sent_at_ms, 42);
+        }
+        other => panic!("expected carol's message, got {other:?}"),
+    }
+    match next_event(&mut events).await {
+        ClientEvent::Rejected(r) => {
+            assert_eq!(r.seq, 4);
+            assert_eq!(r.reason, RejectReason::Duplicate { first_seq: 3 });
+        }
+        other => panic!("expected the replay to be rejected, got {other:?}"),
+    }
+    drop(client);
+    server.await.expect("server script");
+}
+
+#[tokio::test]
+async fn unknown_sender_key_is_fetched_and_pinned() {
+    let (a, d) = (key(0), key(3));
+    let (sa, sd) = (a.clone(), d.clone());
+    let (url, server) = serve(move |mut peer| async move {
+        peer.greet().await;
+        peer.login("alice", &sa).await;
+        // Dave (who since left the room) sent this before; alice never saw his key.
+        let msg = delivered(
+            "general",
+            5,
+            ("dave", &sd),
+            &[("alice", &sa), ("dave", &sd)],
+            "alice",
+            "bye",
+        );
+        peer.push(Push::Message(msg)).await;
+        let frame = peer.recv().await;
+        let ClientMsg::GetUserKey(get) = frame.msg else {
+            panic!("expected GetUserKey")
+        };
+        assert!(get.username.same_as(&user("dave")));
+        peer.reply(frame.request_id, Reply::UserKey(member("dave", &sd)))
+            .await;
+        while peer.ws.next().await.is_some() {}
+    })
+    .await;
+    let (client, mut events) = connect(&url).await;
+    client.login(&alice()).await.expect("logs in");
+    match next_event(&mut events).await {
+        ClientEvent::Message(m) => {
+            assert_eq!(m.sender, user("dave"));
+            assert_eq!(m.text, "bye");
+        }
+        other => panic!("expected dave's message, got {other:?}"),
+    }
+    drop(client);
+    server.await.expect("server script");
+}
+
+#[tokio::test]
+async fn changed_key_blocks_sending_until_accepted() {
+    let (a, b1, b2) = (key(0), key(1), key(4));
+    let (sa, sb1, sb2) = (a.clone(), b1.clone(), b2.clone());
+    let (url, server) = serve(move |mut peer| async move {
+        peer.greet().await;
+        peer.login("alice", &sa).await;
+        peer.joined(vec![member("alice", &sa), member("bob", &sb1)], vec![])
+            .await;
+        // The server claims bob has a new key.
+        peer.push(Push::KeyChanged {
+            member: member("bob", &sb2),
+            rooms: vec![room("general")],
+        })
+        .await;
+        // A message signed with the new key.
+        let msg = delivered(
+            "general",
+            1,
+            ("bob", &sb2),
+            &[("alice", &sa), ("bob", &sb2)],
+            "alice",
+            "trust me",
+        );
+        peer.push(Push::Message(msg)).await;
+
+        // After acceptance the client seals to bob's new key.
+        let frame = peer.recv().await;
+        let ClientMsg::SendMessage(send) = frame.msg else {
+            panic!("expected SendMessage")
+        };
+        let bobs = send
+            .envelopes
+            .iter()
+            .find(|e| e.recipient.same_as(&user("bob")))
+            .expect("bob's copy");
+        open_message(
+            Received {
+                room: &send.room,
+                message_id: &send.message_id,
+                sender: &user("alice"),
+            },
+            &user("bob"),
+            &sb2,
+            bobs,
+            &sa.to_public_key(),
+        )
+        .expect("sealed to bob's accepted new key");
+        peer.reply(
+            frame.request_id,
+            Reply::Sent(SendAck {
+                room: send.room.clone(),
+                message_id: send.message_id,
+                seq: 2,
+                server_time_ms: 1,
+            }),
+        )
+        .await;
+        while peer.ws.next().await.is_some() {}
+    })
+    .await;
+
+    let (client, mut events) = connect(&url).await;
+    client.login(&alice()).await.expect("logs in");
+    client
+        .join_room(&room("general"), None)
+        .await
+        .expect("joins");
+
+    match next_event(&mut events).await {
+        ClientEvent::KeyChanged {
+            username,
+            pinned_fingerprint,
+            new_fingerprint,
+            rooms,
+        } => {
+            assert_eq!(username, user("bob"));
+            assert_eq!(pinned_fingerprint, Fingerprint::of_der(&der(&b1)));
+            assert_eq!(new_fingerprint, Fingerprint::of_der(&der(&b2)));
+            assert_eq!(rooms, vec![room("general")]);
+        }
+        other => panic!("expected KeyChanged, got {other:?}"),
+    }
+    match next_event(&mut events).await {
+        ClientEvent::Rejected(r) => assert_eq!(r.reason, RejectReason::UntrustedSenderKey),
+        other => panic!("expected the message to be refused, got {other:?}"),
+    }
+    assert_eq!(client.pending_key_changes().len(), 1);
+    let refused = client.send_text(&room("general"), "hi").await;
+    assert!(
+        matches!(refused, Err(ClientError::UntrustedKeys { ref usernames, .. }) if usernames == &[user("bob")]),
+        "got {refused:?}"
+    );
+
+    let accepted = client.accept_key(&user("bob")).expect("accepts");
+    assert_eq!(accepted, Fingerprint::of_der(&der(&b2)));
+    assert!(client.pending_key_changes().is_empty());
+    assert!(matches!(
+        client.accept_key(&user("bob")),
+        Err(ClientError::NoPendingKeyChange(_))
+    ));
+    client
+        .send_text(&room("general"), "hi")
+        .await
+        .expect("sends after acceptance");
+    drop(client);
+    server.await.expect("server script");
+}
+
+#[tokio::test]
+async fn connection_loss_fails_pending_requests_and_emits_disconnected() {
+    let (url, server) = serve(|mut peer| async move {
+        peer.greet().await;
+        // Read the next request and drop the connection without answering.
+        let _ = peer.recv().await;
+    })
+    .await;
+    let (client, mut events) = connect(&url).await;
+    let result = client.list_rooms().await;
+    assert!(
+        matches!(result, Err(ClientError::Disconnected { .. })),
+        "got {result:?}"
+    );
+    assert!(matches!(
+        next_event(&mut events).await,
+        ClientEvent::Disconnected { .. }
+    ));
+    assert!(!client.is_connected());
+    assert!(matches!(
+        client.list_rooms().await,
+        Err(ClientError::Disconnected { .. })
+    ));
+    server.await.expect("server script");
+}
+
+#[tokio::test]
+async fn sending_requires_login_and_an_open_room() {
+    let (url, server) = serve(|mut peer| async move {
+        peer.greet().await;
+        peer.login("alice", &key(0)).await;
+        while peer.ws.next().await.is_some() {}
+    })
+    .await;
+    let (client, mut events) = connect(&url).await;
+    assert!(matches!(
+        client.send_text(&room("general"), "x").await,
+        Err(ClientError::NotLoggedIn)
+    ));
+    client.login(&alice()).await.expect("logs in");
+    assert!(matches!(
+        client.send_text(&room("general"), "x").await,
+        Err(ClientError::RoomNotOpen(_))
+    ));
+    client.close().await;
+    assert!(matches!(
+        next_event(&mut events).await,
+        ClientEvent::Disconnected { .. }
+    ));
+    server.await.expect("server script");
+}
+
+#[tokio::test]
+async fn wss_failure_is_a_typed_error_not_a_panic() {
+    // A TCP peer that hangs up during the TLS handshake: exercises the rustls set-up
+    // (crypto provider, webpki roots) without needing a certificate.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let port = listener.local_addr().expect("has address").port();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("accepts");
+        drop(tcp);
+    });
+    let result =
+        Client::connect(&format!("wss://localhost:{port}/ws"), PinStore::in_memory()).await;
+    assert!(
+        matches!(result, Err(ClientError::Transport(_))),
+        "got {result:?}"
+    );
+    server.await.expect("server task");
+}
