@@ -381,3 +381,76 @@ pub fn open_text(
 pub fn room(s: &str) -> shared::RoomName {
     shared::RoomName::parse(s).expect("valid room name")
 }
+
+/// A logged-in client-core [`client_tui::Client`] with its event stream, as the TUI and
+/// other applications use it (in-memory pins).
+pub struct CoreClient {
+    /// The client.
+    pub client: client_tui::Client,
+    /// Its events.
+    pub events: client_tui::EventReceiver,
+    /// Who it is.
+    pub identity: client_tui::Identity,
+}
+
+impl CoreClient {
+    /// Connects and registers `user` with test key `key`, then logs in.
+    pub async fn register(url: &str, user: &str, key: usize) -> Self {
+        let c = Self::connect(url, user, key).await;
+        c.client.register(&c.identity).await.expect("registers");
+        c.client.login(&c.identity).await.expect("logs in");
+        c
+    }
+
+    /// Connects and logs in as an existing `user` with test key `key`.
+    pub async fn login(url: &str, user: &str, key: usize) -> Self {
+        let c = Self::connect(url, user, key).await;
+        c.client.login(&c.identity).await.expect("logs in");
+        c
+    }
+
+    async fn connect(url: &str, user: &str, key: usize) -> Self {
+        let identity =
+            client_tui::Identity::new(name(user), (*test_key(key)).clone()).expect("identity");
+        let (client, events) = client_tui::Client::connect(url, client_tui::PinStore::in_memory())
+            .await
+            .expect("connects");
+        Self {
+            client,
+            events,
+            identity,
+        }
+    }
+
+    /// The next event, failing after [`WAIT`].
+    pub async fn next_event(&mut self) -> client_tui::ClientEvent {
+        tokio::time::timeout(WAIT, self.events.recv())
+            .await
+            .expect("an event in time")
+            .expect("event stream open")
+    }
+
+    /// The next decrypted message, skipping membership events; panics on anything else.
+    pub async fn next_message(&mut self) -> client_tui::DecryptedMessage {
+        loop {
+            match self.next_event().await {
+                client_tui::ClientEvent::Message(m) => return m,
+                client_tui::ClientEvent::MemberJoined { .. }
+                | client_tui::ClientEvent::MemberLeft { .. } => continue,
+                other => panic!("expected a message, got {other:?}"),
+            }
+        }
+    }
+
+    /// Asserts that no event other than membership changes arrives within `limit`.
+    pub async fn expect_no_message(&mut self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while let Ok(event) = tokio::time::timeout_at(deadline, self.events.recv()).await {
+            match event {
+                Some(client_tui::ClientEvent::MemberJoined { .. })
+                | Some(client_tui::ClientEvent::MemberLeft { .. }) => continue,
+                other => panic!("expected no message, got {other:?}"),
+            }
+        }
+    }
+}

@@ -3,6 +3,7 @@
 //! binary, several modules.
 
 mod auth;
+mod client_core;
 mod messaging;
 mod persistence;
 mod robustness;

@@ -1,0 +1,157 @@
+//! The client core (the library the TUI is built on) against the real server.
+
+use std::time::Duration;
+
+use client_tui::{ClientError, ClientEvent};
+use shared::protocol::RotateKey;
+use tests::{name, room, test_key, CoreClient, RawClient, TestServer};
+
+#[tokio::test]
+async fn three_core_clients_chat_and_an_outsider_sees_nothing() {
+    let server = TestServer::start().await;
+    let url = server.ws_url();
+    let mut a = CoreClient::register(&url, "alice", 0).await;
+    let mut b = CoreClient::register(&url, "bob", 1).await;
+    let mut c = CoreClient::register(&url, "carol", 2).await;
+    let mut outsider = CoreClient::register(&url, "mallory", 3).await;
+    let r = room("core-room");
+    a.client
+        .create_room(&r, Some("pw"), true)
+        .await
+        .expect("created");
+    b.client.join_room(&r, Some("pw")).await.expect("bob joins");
+    let view = c
+        .client
+        .join_room(&r, Some("pw"))
+        .await
+        .expect("carol joins");
+    assert_eq!(view.members.len(), 3);
+
+    let ack = a
+        .client
+        .send_text(&r, "hello, both of you")
+        .await
+        .expect("sent");
+    for (client, who) in [(&mut b, "bob"), (&mut c, "carol")] {
+        let m = client.next_message().await;
+        assert_eq!(m.text, "hello, both of you", "{who} reads it");
+        assert_eq!(m.sender, name("alice"));
+        assert_eq!(m.seq, ack.seq);
+        assert_eq!(
+            m.recipients.len(),
+            3,
+            "the signed recipient list names everyone"
+        );
+    }
+    // Replies flow the other way too.
+    c.client
+        .send_text(&r, "hi alice")
+        .await
+        .expect("carol sends");
+    assert_eq!(a.next_message().await.text, "hi alice");
+    assert_eq!(b.next_message().await.text, "hi alice");
+    outsider.expect_no_message(Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn a_changed_key_is_flagged_and_blocks_sending_until_accepted() {
+    let server = TestServer::start().await;
+    let url = server.ws_url();
+    let mut a = CoreClient::register(&url, "alice", 0).await;
+    let b = CoreClient::register(&url, "bob", 1).await;
+    let r = room("pinned");
+    a.client
+        .create_room(&r, None, false)
+        .await
+        .expect("created");
+    b.client.join_room(&r, None).await.expect("joined");
+    let bob_pinned = b.identity.fingerprint();
+
+    // Bob's key is replaced (here by Bob himself, through the raw protocol; a malicious
+    // server would look the same to Alice).
+    let new_key = test_key(4);
+    let new_der = tests::public_der(&new_key);
+    let proof = shared::crypto::signing::sign_key_rotation(&new_key, &name("bob"), &new_der);
+    let mut raw = RawClient::logged_in(&url, "bob", &test_key(1)).await;
+    raw.request(shared::protocol::ClientMsg::RotateKey(RotateKey {
+        new_public_key: new_der.clone(),
+        proof,
+    }))
+    .await
+    .expect("rotated");
+
+    let change = loop {
+        match a.next_event().await {
+            ClientEvent::KeyChanged {
+                username,
+                pinned_fingerprint,
+                new_fingerprint,
+                ..
+            } => break (username, pinned_fingerprint, new_fingerprint),
+            ClientEvent::MemberJoined { .. } => continue,
+            other => panic!("expected a key change, got {other:?}"),
+        }
+    };
+    assert_eq!(change.0, name("bob"));
+    assert_eq!(change.1, bob_pinned);
+    assert_eq!(
+        change.2,
+        shared::crypto::keys::Fingerprint::of_der(&new_der)
+    );
+
+    match a.client.send_text(&r, "are you still you?").await {
+        Err(ClientError::UntrustedKeys { usernames, .. }) => {
+            assert_eq!(usernames, vec![name("bob")])
+        }
+        other => panic!("sending to an unaccepted key must fail, got {other:?}"),
+    }
+    a.client
+        .accept_key(&name("bob"))
+        .expect("accepted after comparing fingerprints");
+    a.client
+        .send_text(&r, "welcome back")
+        .await
+        .expect("sends after acceptance");
+    // Bob's new key opens it.
+    let b2 = CoreClient::login(&url, "bob", 4).await;
+    let view = b2.client.join_room(&r, None).await.expect("rejoin");
+    let texts: Vec<&str> = view
+        .history
+        .messages
+        .iter()
+        .map(|m| m.text.as_str())
+        .collect();
+    assert_eq!(texts, vec!["welcome back"]);
+}
+
+#[tokio::test]
+async fn an_offline_core_client_catches_up_from_history() {
+    let server = TestServer::start().await;
+    let url = server.ws_url();
+    let a = CoreClient::register(&url, "alice", 0).await;
+    let b = CoreClient::register(&url, "bob", 1).await;
+    let r = room("later");
+    a.client
+        .create_room(&r, None, false)
+        .await
+        .expect("created");
+    b.client.join_room(&r, None).await.expect("joined");
+    b.client.close().await;
+    drop(b);
+    for i in 0..4 {
+        a.client
+            .send_text(&r, &format!("note {i}"))
+            .await
+            .expect("sent");
+    }
+    let b = CoreClient::login(&url, "bob", 1).await;
+    let view = b.client.join_room(&r, None).await.expect("rejoin");
+    let texts: Vec<&str> = view
+        .history
+        .messages
+        .iter()
+        .map(|m| m.text.as_str())
+        .collect();
+    assert_eq!(texts, vec!["note 0", "note 1", "note 2", "note 3"]);
+    assert!(view.history.rejected.is_empty());
+}
