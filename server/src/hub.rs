@@ -8,11 +8,16 @@
 //! It never waits for a client: frames are pushed with `try_send`, and a connection whose
 //! queue is full is dropped from the hub, which closes its queue; the connection's task
 //! sees that and disconnects the slow client. Membership is not kept here — the store
-//! owns it — so callers name the recipients. This interface (connect, disconnect,
-//! deliver) is also the seam where a multi-instance fan-out (docs/SCALING.md) plugs in.
+//! owns it — so callers name the recipients.
+//!
+//! Handlers see delivery only through the [`Fanout`] trait (connect, disconnect, deliver,
+//! count who is online). [`HubHandle`] is its single-instance implementation; the trait is
+//! the seam where a multi-instance fan-out over MongoDB change streams plugs in
+//! (docs/SCALING.md).
 
 use std::collections::HashMap;
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
@@ -56,7 +61,59 @@ pub struct OnlineCounts {
     pub users_online: u32,
 }
 
-/// A cloneable handle to the hub task.
+/// How handlers reach connections: everything they know about delivery.
+#[async_trait]
+pub trait Fanout: Send + Sync + 'static {
+    /// Registers a logged-in connection of `user` (canonical name) and its outbound queue.
+    ///
+    /// # Errors
+    /// [`HubStopped`] if delivery has shut down.
+    async fn connect(
+        &self,
+        conn: ConnId,
+        user: String,
+        tx: mpsc::Sender<Bytes>,
+    ) -> Result<(), HubStopped>;
+
+    /// Forgets a connection.
+    ///
+    /// # Errors
+    /// [`HubStopped`] if delivery has shut down.
+    async fn disconnect(&self, conn: ConnId, user: String) -> Result<(), HubStopped>;
+
+    /// Sends each `(user, frame)` pair to every online connection of that user, except
+    /// connection `except`.
+    ///
+    /// # Errors
+    /// [`HubStopped`] if delivery has shut down.
+    async fn deliver(
+        &self,
+        frames: Vec<(String, Bytes)>,
+        except: Option<ConnId>,
+    ) -> Result<(), HubStopped>;
+
+    /// Counts online users in each group, and online users overall.
+    ///
+    /// # Errors
+    /// [`HubStopped`] if delivery has shut down.
+    async fn online(&self, groups: Vec<Vec<String>>) -> Result<OnlineCounts, HubStopped>;
+
+    /// Sends the same frame to every online connection of each user in `users`.
+    ///
+    /// # Errors
+    /// [`HubStopped`] if delivery has shut down.
+    async fn broadcast(
+        &self,
+        users: Vec<String>,
+        frame: Bytes,
+        except: Option<ConnId>,
+    ) -> Result<(), HubStopped> {
+        let frames = users.into_iter().map(|u| (u, frame.clone())).collect();
+        self.deliver(frames, except).await
+    }
+}
+
+/// A cloneable handle to the hub task: the single-instance [`Fanout`].
 #[derive(Debug, Clone)]
 pub struct HubHandle {
     tx: mpsc::Sender<Command>,
@@ -77,12 +134,11 @@ impl HubHandle {
     async fn send(&self, cmd: Command) -> Result<(), HubStopped> {
         self.tx.send(cmd).await.map_err(|_| HubStopped)
     }
+}
 
-    /// Registers a logged-in connection of `user` (canonical name) and its outbound queue.
-    ///
-    /// # Errors
-    /// [`HubStopped`] if the hub is gone (shutdown).
-    pub async fn connect(
+#[async_trait]
+impl Fanout for HubHandle {
+    async fn connect(
         &self,
         conn: ConnId,
         user: String,
@@ -91,20 +147,11 @@ impl HubHandle {
         self.send(Command::Connect { conn, user, tx }).await
     }
 
-    /// Forgets a connection.
-    ///
-    /// # Errors
-    /// [`HubStopped`] if the hub is gone.
-    pub async fn disconnect(&self, conn: ConnId, user: String) -> Result<(), HubStopped> {
+    async fn disconnect(&self, conn: ConnId, user: String) -> Result<(), HubStopped> {
         self.send(Command::Disconnect { conn, user }).await
     }
 
-    /// Sends each `(user, frame)` pair to every online connection of that user, except
-    /// connection `except`.
-    ///
-    /// # Errors
-    /// [`HubStopped`] if the hub is gone.
-    pub async fn deliver(
+    async fn deliver(
         &self,
         frames: Vec<(String, Bytes)>,
         except: Option<ConnId>,
@@ -112,25 +159,7 @@ impl HubHandle {
         self.send(Command::Deliver { frames, except }).await
     }
 
-    /// Sends the same frame to every online connection of each user in `users`.
-    ///
-    /// # Errors
-    /// [`HubStopped`] if the hub is gone.
-    pub async fn broadcast(
-        &self,
-        users: impl IntoIterator<Item = String>,
-        frame: Bytes,
-        except: Option<ConnId>,
-    ) -> Result<(), HubStopped> {
-        let frames = users.into_iter().map(|u| (u, frame.clone())).collect();
-        self.deliver(frames, except).await
-    }
-
-    /// Counts online users in each group, and online users overall.
-    ///
-    /// # Errors
-    /// [`HubStopped`] if the hub is gone.
-    pub async fn online(&self, groups: Vec<Vec<String>>) -> Result<OnlineCounts, HubStopped> {
+    async fn online(&self, groups: Vec<Vec<String>>) -> Result<OnlineCounts, HubStopped> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Online { groups, reply }).await?;
         rx.await.map_err(|_| HubStopped)
@@ -237,7 +266,7 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(1);
         hub.connect(7, "slow".into(), tx).await.expect("hub");
         for _ in 0..3 {
-            hub.broadcast(["slow".to_owned()], Bytes::from_static(b"f"), None)
+            hub.broadcast(vec!["slow".to_owned()], Bytes::from_static(b"f"), None)
                 .await
                 .expect("hub");
         }

@@ -12,7 +12,7 @@
 use std::net::TcpListener;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::dev::{Server, ServerHandle};
@@ -43,8 +43,8 @@ pub struct Application {
     server: Server,
     shutdown: CancellationToken,
     backend: &'static str,
-    /// Watched after the HTTP server stops: the store is closed once nothing holds it.
-    state: Weak<AppState>,
+    /// Kept to close the store on shutdown, once the workers have let go of it.
+    store: Arc<dyn Store>,
 }
 
 /// How long [`Application::run_until_stopped`] waits for workers to release the store.
@@ -108,8 +108,8 @@ impl Application {
         let backend = store.backend();
         let (hub, _hub_task) = HubHandle::spawn();
         let state = Arc::new(AppState {
-            store,
-            hub,
+            store: Arc::clone(&store),
+            hub: Arc::new(hub),
             challenge_ttl: config.challenge_ttl(),
         });
         let settings = SessionSettings {
@@ -118,7 +118,6 @@ impl Application {
             requests_per_sec: NonZeroU32::new(config.requests_per_sec)
                 .ok_or_else(|| anyhow::anyhow!("requests-per-sec must be at least 1"))?,
         };
-        let weak_state = Arc::downgrade(&state);
         let shutdown = CancellationToken::new();
         let next_conn = Arc::new(AtomicU64::new(1));
         let endpoint_shutdown = shutdown.clone();
@@ -145,7 +144,7 @@ impl Application {
             server,
             shutdown,
             backend,
-            state: weak_state,
+            store,
         })
     }
 
@@ -167,21 +166,25 @@ impl Application {
         }
     }
 
-    /// Serves until stopped, then waits (up to a few seconds) until the worker threads have
-    /// released the store, so that on return the store is closed and its files unlocked.
+    /// Serves until stopped, then closes the store: it waits (up to a few seconds) until the
+    /// worker threads have let go of it and drops the last reference, so that on return the
+    /// store is closed and its files unlocked.
     ///
     /// # Errors
     /// I/O errors from the HTTP server.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await?;
         let deadline = Instant::now() + STORE_RELEASE_WAIT;
-        while self.state.strong_count() > 0 {
+        while Arc::strong_count(&self.store) > 1 {
             if Instant::now() > deadline {
                 tracing::warn!("workers still hold the store after shutdown");
-                break;
+                return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        // Closing may block (joining the embedded store's writer, final file sync).
+        let store = self.store;
+        let _ = tokio::task::spawn_blocking(move || drop(store)).await;
         Ok(())
     }
 }

@@ -68,6 +68,30 @@ pub fn name(s: &str) -> Username {
     Username::parse(s).expect("valid username")
 }
 
+/// Which store the end-to-end tests run against: the embedded store by default, MongoDB
+/// when `E2E_STORE=mongo` (which needs `TEST_MONGODB_URI`).
+pub fn e2e_uses_mongo() -> bool {
+    std::env::var("E2E_STORE").is_ok_and(|v| v == "mongo")
+}
+
+/// Points `config` at MongoDB when [`e2e_uses_mongo`]: the database name is derived from the
+/// data directory, so a restarted server finds its data again, and runs never collide.
+fn select_store(config: &mut Config) {
+    if !e2e_uses_mongo() || config.mongodb_uri.is_some() {
+        return;
+    }
+    let uri = std::env::var("TEST_MONGODB_URI")
+        .unwrap_or_else(|_| panic!("E2E_STORE=mongo needs TEST_MONGODB_URI"));
+    let digest =
+        shared::crypto::keys::Fingerprint::of_der(config.data_dir.to_string_lossy().as_bytes());
+    config.mongodb_uri = Some(uri);
+    config.mongodb_database = format!("e2e_chat_e2e_{}", &hex_prefix(&digest.0));
+}
+
+fn hex_prefix(bytes: &[u8]) -> String {
+    bytes[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A running server with its own temporary data directory.
 pub struct TestServer {
     /// Where it listens.
@@ -75,6 +99,8 @@ pub struct TestServer {
     /// Its data directory (kept alive for the test; removed on drop of `_dir`).
     pub data_dir: PathBuf,
     _dir: Option<tempfile::TempDir>,
+    /// MongoDB URI and database, when the tests run against MongoDB.
+    mongo: Option<(String, String)>,
     stopper: Stopper,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -90,8 +116,14 @@ impl TestServer {
     }
 
     /// Starts a server with a given configuration (the caller owns the data directory).
-    pub async fn start_with(config: Config) -> Self {
+    /// With `E2E_STORE=mongo` the store is MongoDB instead (see [`e2e_uses_mongo`]).
+    pub async fn start_with(mut config: Config) -> Self {
         LazyLock::force(&TRACING);
+        select_store(&mut config);
+        let mongo = config
+            .mongodb_uri
+            .clone()
+            .map(|uri| (uri, config.mongodb_database.clone()));
         let data_dir = config.data_dir.clone();
         let app = Application::build(config).await.expect("server builds");
         let addr = SocketAddr::from(([127, 0, 0, 1], app.port()));
@@ -101,6 +133,7 @@ impl TestServer {
             addr,
             data_dir,
             _dir: None,
+            mongo,
             stopper,
             task,
         }
@@ -113,9 +146,16 @@ impl TestServer {
 
     /// Stops the server gracefully and waits for it; returns the data directory's guard so
     /// a restart test can reuse the directory.
+    /// A server that owns its temporary directory also drops its MongoDB database.
     pub async fn shutdown(self) -> Option<tempfile::TempDir> {
         self.stopper.stop().await;
         let _ = tokio::time::timeout(Duration::from_secs(30), self.task).await;
+        if let (Some((uri, database)), Some(_)) = (&self.mongo, &self._dir) {
+            let store = server::store::mongo::MongoStore::connect(uri, database)
+                .await
+                .expect("reconnect to drop the test database");
+            store.drop_database().await.expect("drop the test database");
+        }
         self._dir
     }
 

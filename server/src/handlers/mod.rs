@@ -24,15 +24,15 @@ use shared::Username;
 use tokio::sync::mpsc;
 
 use crate::error::HandlerError;
-use crate::hub::{ConnId, HubHandle};
+use crate::hub::{ConnId, Fanout};
 use crate::store::{Store, UserRecord};
 
 /// What every connection shares: the store, the hub and the settings handlers need.
 pub struct AppState {
     /// Persistence.
     pub store: Arc<dyn Store>,
-    /// Online connections and routing.
-    pub hub: HubHandle,
+    /// Online connections and routing (the in-process hub, or any other [`Fanout`]).
+    pub hub: Arc<dyn Fanout>,
     /// How long a login challenge is valid.
     pub challenge_ttl: Duration,
 }

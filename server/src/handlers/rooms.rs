@@ -142,7 +142,11 @@ pub async fn join(
             room: room.name.clone(),
             member: me,
         })?;
-        let recipients = snapshot.members.iter().map(|m| m.username.canonical());
+        let recipients = snapshot
+            .members
+            .iter()
+            .map(|m| m.username.canonical())
+            .collect();
         state
             .hub
             .broadcast(recipients, frame, Some(conn))
@@ -181,7 +185,8 @@ pub async fn leave(
     let recipients = remaining
         .iter()
         .map(|m| m.username.canonical())
-        .chain(std::iter::once(user.canonical()));
+        .chain(std::iter::once(user.canonical()))
+        .collect();
     state
         .hub
         .broadcast(recipients, frame, Some(conn))

@@ -256,6 +256,15 @@ impl MongoStore {
         Ok(store)
     }
 
+    /// Deletes the whole database: every account, room and message. For test harnesses
+    /// that create a database per run; a server never calls it.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Backend`] if the drop fails.
+    pub async fn drop_database(&self) -> Result<(), StoreError> {
+        self.db.drop().await.map_err(map_err)
+    }
+
     /// Builds the collection handles, with the write concern and read preference the module
     /// docs promise. Does no I/O.
     fn with_client(client: &Client, database: &str) -> Self {
