@@ -2,6 +2,8 @@
 //! expression. Nothing secret is ever logged: no keys, nonces, passwords, signatures or
 //! envelope contents — only names, ids, sizes and error chains.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber. Calling it twice is harmless (the second call is
@@ -11,5 +13,8 @@ pub fn init(filter: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in a PaaS log pipeline.
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
