@@ -97,10 +97,10 @@ pub async fn join(
     req: JoinRoom,
 ) -> Result<Reply, HandlerError> {
     let Some(room) = state.store.find_room(&req.name).await? else {
-        if let Some(pw) = req.password {
-            // Spend the time a wrong password would cost, so timing tells nothing.
-            passwords::verify(None, pw).await?;
-        }
+        // Spend the time a password check costs, so that timing does not tell a missing
+        // room from a hidden, password-protected one (whose check runs even without a
+        // password given).
+        passwords::verify(None, req.password.unwrap_or_default()).await?;
         return Err(HandlerError::RoomUnavailable);
     };
     let is_member = state
