@@ -61,6 +61,7 @@ pub mod pins;
 mod pushes;
 pub mod rooms;
 mod session;
+pub mod tui;
 
 pub use client::{Client, ClientConfig, EventReceiver};
 pub use directory::{KeyChange, KeyStatus, MemberView};

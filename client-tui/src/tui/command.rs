@@ -1,0 +1,308 @@
+//! What the user asks for, and what the network task is asked to do.
+//!
+//! Two layers, as in ncspot's `command.rs`:
+//!
+//! - [`Action`]: an intent from a key binding, a form or the input line (`/join …`). Actions
+//!   are interpreted by [`AppState::act`](super::state::AppState::act), which knows the
+//!   current room and turns them into state changes, dialogs and [`Command`]s.
+//! - [`Command`]: a request to the network task (`super::network`), the only code that
+//!   talks to the server. Commands carry everything they need (room names, texts), so the
+//!   network task never reads UI state.
+//!
+//! [`parse_input`] turns a line typed in the input box into an [`Action`].
+
+use std::fmt;
+use std::path::PathBuf;
+
+use shared::{RoomName, Username};
+use zeroize::Zeroizing;
+
+/// A passphrase or room password: zeroed on drop, never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Zeroizing<String>);
+
+impl Secret {
+    /// Wraps a secret string.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(Zeroizing::new(value.into()))
+    }
+
+    /// `None` for an empty string (the user left the field blank), else the secret.
+    pub fn non_empty(value: &str) -> Option<Self> {
+        (!value.is_empty()).then(|| Self::new(value))
+    }
+
+    /// The secret text.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Where the private key of a new account comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// Generate a fresh RSA key of this many bits (2048–4096).
+    Generate {
+        /// Modulus size.
+        bits: usize,
+    },
+    /// Import an existing key file (e.g. made with `openssl genpkey -algorithm RSA`).
+    Import {
+        /// The file to read.
+        path: PathBuf,
+        /// Its passphrase, if it is encrypted.
+        passphrase: Option<Secret>,
+    },
+}
+
+/// First run: create (or, for an imported key, restore) an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAccount {
+    /// The account name.
+    pub username: Username,
+    /// The passphrase the key file is encrypted with.
+    pub passphrase: Secret,
+    /// Where to save the key.
+    pub key_path: PathBuf,
+    /// Generate or import.
+    pub source: KeySource,
+}
+
+/// Later runs: decrypt the saved key and log in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unlock {
+    /// The account name.
+    pub username: Username,
+    /// The key file.
+    pub key_path: PathBuf,
+    /// Its passphrase (`None` for an unencrypted file).
+    pub passphrase: Option<Secret>,
+}
+
+/// A request to the network task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Create an account (onboarding).
+    CreateAccount(NewAccount),
+    /// Unlock the saved key and log in (onboarding).
+    Unlock(Unlock),
+    /// List the public rooms again.
+    RefreshRooms,
+    /// Create a room and open it.
+    CreateRoom {
+        /// Its name.
+        room: RoomName,
+        /// Optional password.
+        password: Option<Secret>,
+        /// Whether it is hidden from the lobby.
+        hidden: bool,
+    },
+    /// Join (or re-open) a room by name.
+    JoinRoom {
+        /// Its name.
+        room: RoomName,
+        /// The password, if one is needed.
+        password: Option<Secret>,
+    },
+    /// Encrypt and send a message.
+    Send {
+        /// The room.
+        room: RoomName,
+        /// The text.
+        text: String,
+        /// The UI's id for the pending line, echoed back in the result.
+        local_id: u64,
+    },
+    /// Fetch messages older than `before_seq`.
+    LoadOlder {
+        /// The room.
+        room: RoomName,
+        /// The oldest `seq` shown now.
+        before_seq: u64,
+    },
+    /// Leave a room for good.
+    Leave {
+        /// The room.
+        room: RoomName,
+    },
+    /// Trust a changed key after comparing fingerprints out of band.
+    AcceptKey {
+        /// Whose key.
+        username: Username,
+    },
+    /// Close the connection and stop.
+    Quit,
+}
+
+/// An intent from a key, a form or the input line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send a message to the current room.
+    Send(String),
+    /// Join a room by name (the way into hidden rooms).
+    Join {
+        /// The room.
+        room: RoomName,
+        /// Its password, if known.
+        password: Option<Secret>,
+    },
+    /// Create a room.
+    Create {
+        /// The room.
+        room: RoomName,
+        /// Optional password.
+        password: Option<Secret>,
+        /// Hidden from the lobby.
+        hidden: bool,
+    },
+    /// Ask to leave the current room (confirmation first).
+    LeaveCurrent,
+    /// Leave a room (confirmed).
+    Leave(RoomName),
+    /// Refresh the lobby.
+    Refresh,
+    /// Load older messages of the current room.
+    LoadOlder,
+    /// Show the lobby.
+    ShowLobby,
+    /// Show a joined room.
+    ShowRoom(RoomName),
+    /// Next joined room (wrapping, the lobby included).
+    NextRoom,
+    /// Previous joined room.
+    PrevRoom,
+    /// Show the key bindings and commands.
+    ShowHelp,
+    /// Show the user's own fingerprint.
+    ShowFingerprint,
+    /// Show the current room's members with full fingerprints, and pending key changes.
+    ShowKeys,
+    /// Open the "join by name" form.
+    OpenJoin,
+    /// Open the "create room" form.
+    OpenCreate,
+    /// Accept a changed key.
+    AcceptKey(Username),
+    /// Quit.
+    Quit,
+}
+
+/// What the input line asked for, or why it is not understood.
+///
+/// # Errors
+/// A plain-words message for an unknown command or an invalid argument.
+pub fn parse_input(line: &str) -> Result<Option<Action>, String> {
+    let trimmed = line.trim();
+    if trimmed.is_empty() {
+        return Ok(None);
+    }
+    // "//text" sends "/text" literally.
+    if let Some(rest) = trimmed.strip_prefix("//") {
+        return Ok(Some(Action::Send(format!("/{rest}"))));
+    }
+    let Some(command) = trimmed.strip_prefix('/') else {
+        return Ok(Some(Action::Send(line.trim_end().to_owned())));
+    };
+    let mut words = command.split_whitespace();
+    let verb = words.next().unwrap_or_default().to_ascii_lowercase();
+    let args: Vec<&str> = words.collect();
+    let room = |name: Option<&&str>| -> Result<RoomName, String> {
+        let name = name.ok_or_else(|| format!("/{verb} needs a room name"))?;
+        RoomName::parse(name.trim_start_matches('#')).map_err(|e| format!("{e}"))
+    };
+    let action = match verb.as_str() {
+        "join" | "j" => {
+            if args.len() > 2 {
+                return Err("usage: /join ROOM [PASSWORD]".into());
+            }
+            Action::Join {
+                room: room(args.first())?,
+                password: args.get(1).and_then(|p| Secret::non_empty(p)),
+            }
+        }
+        "create" | "new" => {
+            let hidden = args.iter().any(|a| *a == "--hidden" || *a == "-h");
+            let rest: Vec<&&str> = args
+                .iter()
+                .filter(|a| **a != "--hidden" && **a != "-h")
+                .collect();
+            if rest.len() > 2 {
+                return Err("usage: /create [--hidden] ROOM [PASSWORD]".into());
+            }
+            Action::Create {
+                room: room(rest.first().copied())?,
+                password: rest.get(1).and_then(|p| Secret::non_empty(p)),
+                hidden,
+            }
+        }
+        "leave" | "part" => Action::LeaveCurrent,
+        "lobby" | "rooms" => Action::ShowLobby,
+        "refresh" => Action::Refresh,
+        "older" | "more" => Action::LoadOlder,
+        "fp" | "fingerprint" | "whoami" => Action::ShowFingerprint,
+        "keys" | "members" => Action::ShowKeys,
+        "help" | "?" => Action::ShowHelp,
+        "quit" | "exit" | "q" => Action::Quit,
+        other => return Err(format!("unknown command /{other} (press F1 for the list)")),
+    };
+    Ok(Some(action))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room(n: &str) -> RoomName {
+        RoomName::parse(n).expect("valid")
+    }
+
+    #[test]
+    fn plain_text_is_sent_and_blank_is_ignored() {
+        assert_eq!(parse_input("   "), Ok(None));
+        assert_eq!(
+            parse_input("hello there  "),
+            Ok(Some(Action::Send("hello there".into())))
+        );
+        assert_eq!(
+            parse_input("//not a command"),
+            Ok(Some(Action::Send("/not a command".into())))
+        );
+    }
+
+    #[test]
+    fn slash_commands_parse() {
+        assert_eq!(
+            parse_input("/join #secret pw"),
+            Ok(Some(Action::Join {
+                room: room("secret"),
+                password: Some(Secret::new("pw")),
+            }))
+        );
+        assert_eq!(
+            parse_input("/create --hidden den"),
+            Ok(Some(Action::Create {
+                room: room("den"),
+                password: None,
+                hidden: true,
+            }))
+        );
+        assert_eq!(parse_input("/leave"), Ok(Some(Action::LeaveCurrent)));
+        assert_eq!(parse_input("/QUIT"), Ok(Some(Action::Quit)));
+        assert!(parse_input("/join").is_err());
+        assert!(parse_input("/join bad! pw").is_err());
+        assert!(parse_input("/join a b c").is_err());
+        assert!(parse_input("/frobnicate").is_err());
+    }
+
+    #[test]
+    fn secrets_are_not_printed() {
+        let shown = format!("{:?}", Secret::new("hunter2"));
+        assert!(!shown.contains("hunter2"));
+    }
+}

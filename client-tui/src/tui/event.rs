@@ -1,0 +1,237 @@
+//! [`UiEvent`]: what the network task reports to the UI, and [`describe`], which turns a
+//! [`ClientError`] into plain words for a dialog or the status line.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use shared::crypto::keys::Fingerprint;
+use shared::protocol::{RoomList, SendAck};
+use shared::{ErrorCode, RoomName, Username};
+
+use crate::directory::MemberView;
+use crate::error::ClientError;
+use crate::events::ClientEvent;
+use crate::keystore::KeystoreError;
+use crate::rooms::{HistoryView, RoomView};
+
+/// The logged-in user, as the UI shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Me {
+    /// The account name.
+    pub username: Username,
+    /// The user's own key fingerprint, to compare out of band.
+    pub fingerprint: Fingerprint,
+    /// Where the private key is saved.
+    pub key_path: PathBuf,
+}
+
+/// The state of the connection, for the status line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// Opening the connection and logging in.
+    Connecting,
+    /// Logged in.
+    Online,
+    /// The connection is down; the next attempt is scheduled.
+    Offline {
+        /// Why it went down (or why the last attempt failed), in plain words.
+        reason: String,
+        /// When the next attempt starts.
+        retry_in: Duration,
+        /// How many attempts failed in a row.
+        attempt: u32,
+    },
+    /// The client stopped trying (e.g. the account no longer exists on the server).
+    Stopped {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Something the network task reports.
+#[derive(Debug, Clone)]
+pub enum UiEvent {
+    /// A slow onboarding step is under way (key generation, key encryption, connecting).
+    Progress {
+        /// What is happening.
+        title: String,
+        /// How long it has been running.
+        elapsed: Duration,
+    },
+    /// Onboarding failed; the form stays open with this message.
+    OnboardingFailed {
+        /// In plain words.
+        message: String,
+    },
+    /// The key is unlocked (or created): the main screen can open.
+    Ready(Me),
+    /// The connection changed state.
+    Connection(ConnectionState),
+    /// The public rooms.
+    RoomList(RoomList),
+    /// A room was created or joined (or re-opened after a reconnect).
+    RoomOpened {
+        /// The room with its members and newest history.
+        view: RoomView,
+        /// Whether the user asked for it (switch to it) or it was re-opened automatically.
+        focus: bool,
+    },
+    /// A page of history arrived.
+    HistoryLoaded(HistoryView),
+    /// A room's member list changed (e.g. after accepting a key).
+    Members {
+        /// The room.
+        room: RoomName,
+        /// Its members.
+        members: Vec<MemberView>,
+    },
+    /// A message the user sent is stored.
+    Sent {
+        /// The room.
+        room: RoomName,
+        /// The UI's id for the pending line.
+        local_id: u64,
+        /// The server's acknowledgement.
+        ack: SendAck,
+    },
+    /// A message could not be sent.
+    SendFailed {
+        /// The room.
+        room: RoomName,
+        /// The UI's id for the pending line.
+        local_id: u64,
+        /// Why, in plain words.
+        reason: String,
+    },
+    /// The user left a room.
+    Left(RoomName),
+    /// Joining needs a password (or the room does not exist: the server does not say).
+    PasswordNeeded {
+        /// The room.
+        room: RoomName,
+        /// Whether a password was given and refused.
+        wrong: bool,
+    },
+    /// A changed key is now trusted.
+    KeyAccepted {
+        /// Whose key.
+        username: Username,
+        /// Its fingerprint.
+        fingerprint: Fingerprint,
+    },
+    /// Something the client core reported on its own.
+    Client(ClientEvent),
+    /// A request failed; shown as a dialog.
+    Failed {
+        /// What was being done ("Joining #den").
+        action: String,
+        /// Why, in plain words.
+        message: String,
+    },
+}
+
+/// A [`ClientError`] in plain words, for users rather than developers.
+pub fn describe(err: &ClientError) -> String {
+    match err {
+        ClientError::Server { code, message, .. } => describe_code(*code, message),
+        ClientError::InvalidUrl(m) => {
+            format!(
+                "The server address is not valid ({m}). Use ws://host:port/ws or wss://host/ws."
+            )
+        }
+        ClientError::Transport(e) => format!("Could not reach the server: {e}."),
+        ClientError::ProtocolVersion { message } => {
+            format!("The server speaks another protocol version ({message}). Update the client.")
+        }
+        ClientError::UnexpectedReply { .. } => {
+            "The server answered something unexpected; see the log file for details.".into()
+        }
+        ClientError::Codec(_) => "The message is too large to send.".into(),
+        ClientError::Disconnected { .. } => "The connection to the server was lost.".into(),
+        ClientError::Timeout(d) => format!("The server did not answer within {} s.", d.as_secs()),
+        ClientError::NotLoggedIn => "You are not logged in yet.".into(),
+        ClientError::RoomNotOpen(room) => format!("Join #{room} first."),
+        ClientError::UntrustedKeys { usernames, .. } => {
+            let names: Vec<&str> = usernames.iter().map(Username::as_str).collect();
+            format!(
+                "Not sent: the key of {} changed and is not accepted yet. Compare fingerprints \
+                 out of band, then accept it (F3).",
+                names.join(", ")
+            )
+        }
+        ClientError::NoPendingKeyChange(user) => format!("{user}'s key has no pending change."),
+        ClientError::WrongIdentity { .. } => "That key belongs to another account.".into(),
+        ClientError::Crypto(e) => format!("A cryptographic operation failed: {e}."),
+        ClientError::Pins(e) => format!("The trusted-keys file could not be used: {e}."),
+        ClientError::Keystore(e) => describe_keystore(e),
+        ClientError::Task(_) => "An internal task failed; see the log file.".into(),
+        // The core may grow variants; its own message is the best fallback.
+        #[allow(unreachable_patterns)]
+        other => other.to_string(),
+    }
+}
+
+/// A [`KeystoreError`] in plain words.
+pub fn describe_keystore(err: &KeystoreError) -> String {
+    match err {
+        KeystoreError::BadPassphrase(_) => "Wrong passphrase.".into(),
+        KeystoreError::PassphraseRequired(_) => {
+            "This key file is encrypted: enter its passphrase.".into()
+        }
+        KeystoreError::Io { path, source } => {
+            format!(
+                "Cannot read or write the key file {}: {source}.",
+                path.display()
+            )
+        }
+        KeystoreError::InvalidKey { path, source } => format!(
+            "{} is not a usable RSA private key ({source}).",
+            path.display()
+        ),
+        KeystoreError::Crypto(e) => format!("A key operation failed: {e}."),
+        KeystoreError::NoConfigDir => {
+            "No configuration directory is known for this user; pass --key PATH.".into()
+        }
+        #[allow(unreachable_patterns)]
+        other => other.to_string(),
+    }
+}
+
+fn describe_code(code: ErrorCode, message: &str) -> String {
+    match code {
+        ErrorCode::UsernameTaken => "That username is already taken; choose another.".into(),
+        ErrorCode::UnknownUser => "The server has no account with that username.".into(),
+        ErrorCode::AuthFailed => "The server did not accept this key for the account.".into(),
+        ErrorCode::ChallengeExpired => "Logging in took too long; try again.".into(),
+        ErrorCode::RoomExists => "A room with that name already exists.".into(),
+        ErrorCode::RoomUnavailable => "No room by that name, or its password is wrong.".into(),
+        ErrorCode::WrongPassword => "Wrong room password.".into(),
+        ErrorCode::NotAMember => "You are not a member of that room.".into(),
+        ErrorCode::RateLimited => "Too many requests; wait a moment and try again.".into(),
+        ErrorCode::Unavailable => "The server is busy or shutting down; try again soon.".into(),
+        ErrorCode::Internal => "The server hit an internal error; try again later.".into(),
+        ErrorCode::InvalidInput => format!("The server refused the input: {message}."),
+        ErrorCode::ProtocolVersion => format!("Protocol version mismatch: {message}."),
+        _ => format!("The server refused the request: {message}."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_errors_are_plain_words() {
+        let err = ClientError::Server {
+            code: ErrorCode::RoomUnavailable,
+            message: "room unavailable".into(),
+            detail: None,
+        };
+        assert_eq!(
+            describe(&err),
+            "No room by that name, or its password is wrong."
+        );
+        let err = ClientError::Timeout(Duration::from_secs(30));
+        assert!(describe(&err).contains("30 s"));
+    }
+}

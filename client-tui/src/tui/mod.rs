@@ -1,0 +1,93 @@
+//! The cursive terminal client: a thin shell over the UI-free client core.
+//!
+//! # Layout (after ncspot, see `STYLE.md` §1.4 and §2.17)
+//! - [`command`]: [`Action`](command::Action)s (what the user asked for) and
+//!   [`Command`](command::Command)s (what the network task is asked to do), plus the input
+//!   line's `/commands`.
+//! - [`event`]: [`UiEvent`](event::UiEvent)s, what the network task reports, and plain-words
+//!   error descriptions.
+//! - [`state`]: [`AppState`](state::AppState), everything shown, with no cursive types:
+//!   `act(action)` and `apply(event)` return [`Effect`](state::Effect)s.
+//! - [`network`]: the tokio task that owns the [`Client`](crate::Client), runs commands one
+//!   after another off the UI thread, forwards client events, and reconnects with back-off.
+//! - [`profile`]: the remembered account and which onboarding form a start-up needs.
+//! - [`app`]: the glue: cursive user data, key bindings, effects, rendering.
+//! - [`views`]: the widgets, one module per screen (onboarding, lobby, chat, dialogs, help).
+//!
+//! # Threads
+//! Cursive runs on the calling thread. The network task runs on a small multi-threaded
+//! tokio runtime; RSA work (key generation, sealing for every member, opening) runs on its
+//! blocking pool, so the screen never freezes. Commands go to the task over a bounded
+//! channel with `try_send`; events come back through cursive's callback sink, and every
+//! view is re-rendered from the state. Views hold no network handles.
+
+pub mod app;
+pub mod command;
+pub mod event;
+pub mod network;
+pub mod profile;
+pub mod state;
+pub mod views;
+
+use std::time::Duration;
+
+use cursive::Cursive;
+
+use self::app::App;
+use self::command::Command;
+use self::network::{CommandSender, NetworkConfig, UiSink};
+use self::profile::LaunchOptions;
+use self::state::AppState;
+
+/// How long quitting waits for the network task to close the connection.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// A [`UiSink`] delivering every event to the cursive loop behind `sink`.
+pub fn cursive_sink(sink: cursive::CbSink) -> UiSink {
+    UiSink::new(move |event| {
+        // A closed sink means the UI has quit; the event no longer matters.
+        let _ = sink.send(Box::new(move |siv: &mut Cursive| app::on_event(siv, event)));
+    })
+}
+
+/// Runs the terminal client until the user quits.
+///
+/// # Errors
+/// If the tokio runtime cannot start or the terminal cannot be set up.
+pub fn run(options: LaunchOptions) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("client-net")
+        .enable_all()
+        .build()?;
+    let start = profile::plan(&options);
+    tracing::info!(server = %options.server_url, ?start, "starting");
+
+    let mut siv = Cursive::new();
+    let (commands, command_rx) = CommandSender::channel();
+    let config = NetworkConfig::new(options.server_url.clone(), options.config_dir.clone());
+    let network = runtime.spawn(network::run(
+        config,
+        command_rx,
+        cursive_sink(siv.cb_sink().clone()),
+    ));
+    app::install(
+        &mut siv,
+        App {
+            state: AppState::new(options.server_url.clone(), start),
+            commands: commands.clone(),
+            key_bits: options.key_bits,
+            config_dir: options.config_dir.clone(),
+        },
+    );
+    let result = siv.try_run_with(cursive::backends::crossterm::Backend::init);
+
+    let _ = commands.send(Command::Quit);
+    runtime.block_on(async {
+        if tokio::time::timeout(SHUTDOWN_GRACE, network).await.is_err() {
+            tracing::warn!("network task did not stop in time");
+        }
+    });
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result.map_err(|e| anyhow::anyhow!("cannot use the terminal: {e}"))
+}

@@ -1,0 +1,755 @@
+//! The network task: the only code of the terminal client that talks to the server.
+//!
+//! It runs on a tokio runtime beside the cursive loop and owns the [`Client`]. The UI sends
+//! it [`Command`]s through a [`CommandSender`] (never blocking: `try_send` on a bounded
+//! channel) and it reports back with [`UiEvent`]s through a [`UiSink`], which in the real
+//! client wraps cursive's callback sink (ncspot's `EventManager` pattern).
+//!
+//! Its life has two phases:
+//!
+//! 1. **Onboarding**: create an account (generate or import a key, save it encrypted,
+//!    register, log in) or unlock the saved key and log in. Slow steps report
+//!    [`UiEvent::Progress`] several times a second so the screen never looks frozen; key
+//!    generation, key encryption and message encryption all run on the blocking pool.
+//! 2. **Sessions**: one per connection. Client events are forwarded as they come; user
+//!    commands run one after another on an executor task, so a long encryption or history
+//!    fetch never holds up incoming messages, and messages keep the order they were typed
+//!    in. When the connection drops, the task reconnects with exponential back-off
+//!    ([`Backoff`]), logs in again and re-opens every room the user is a member of.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shared::crypto::keys;
+use shared::protocol::LoggedIn;
+use shared::{ErrorCode, RoomName};
+use tokio::sync::mpsc;
+
+use super::command::{Command, KeySource, NewAccount, Secret, Unlock};
+use super::event::{describe, describe_keystore, ConnectionState, Me, UiEvent};
+use super::profile::{save_profile, Profile};
+use crate::client::{Client, ClientConfig, EventReceiver};
+use crate::error::ClientError;
+use crate::events::ClientEvent;
+use crate::identity::Identity;
+use crate::keystore;
+use crate::pins::{pins_path_for, PinStore};
+
+/// How many commands may wait for the network task before the UI is told it is busy.
+pub const COMMAND_QUEUE: usize = 256;
+
+/// How long one connection attempt (connect, handshake, login) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How often a slow step reports progress.
+const PROGRESS_TICK: Duration = Duration::from_millis(100);
+
+/// Messages per "older history" page.
+pub const HISTORY_PAGE: u16 = 50;
+
+/// Exponential back-off between reconnection attempts: `initial`, twice that, … up to
+/// `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// The first delay.
+    pub initial: Duration,
+    /// The longest delay.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before the attempt that follows `failures` failed ones.
+    pub fn delay(&self, failures: u32) -> Duration {
+        let factor = 1u32 << failures.min(16);
+        self.initial.saturating_mul(factor).min(self.max)
+    }
+}
+
+/// What the network task needs to know.
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    /// The server URL (`ws://…` or `wss://…`).
+    pub server_url: String,
+    /// Connection settings for the client core.
+    pub client: ClientConfig,
+    /// Reconnection delays.
+    pub backoff: Backoff,
+    /// Where to remember the account after onboarding (`None`: nowhere).
+    pub config_dir: Option<PathBuf>,
+}
+
+impl NetworkConfig {
+    /// Default settings for `server_url`.
+    pub fn new(server_url: impl Into<String>, config_dir: Option<PathBuf>) -> Self {
+        Self {
+            server_url: server_url.into(),
+            client: ClientConfig::default(),
+            backoff: Backoff::default(),
+            config_dir,
+        }
+    }
+}
+
+/// Where the network task sends its reports: a function, so the real client can wrap
+/// cursive's callback sink and tests a plain channel.
+#[derive(Clone)]
+pub struct UiSink(Arc<dyn Fn(UiEvent) + Send + Sync>);
+
+impl UiSink {
+    /// A sink calling `f` for every event.
+    pub fn new(f: impl Fn(UiEvent) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(f))
+    }
+
+    /// A sink feeding an unbounded channel, for tests and headless use.
+    pub fn channel() -> (Self, mpsc::UnboundedReceiver<UiEvent>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            Self::new(move |event| {
+                let _ = tx.send(event);
+            }),
+            rx,
+        )
+    }
+
+    /// Reports one event.
+    pub fn send(&self, event: UiEvent) {
+        (self.0)(event);
+    }
+}
+
+impl std::fmt::Debug for UiSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UiSink")
+    }
+}
+
+/// The UI's handle for sending commands; never blocks.
+#[derive(Debug, Clone)]
+pub struct CommandSender(mpsc::Sender<Command>);
+
+impl CommandSender {
+    /// A sender and the receiver to give to [`run`].
+    pub fn channel() -> (Self, mpsc::Receiver<Command>) {
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+        (Self(tx), rx)
+    }
+
+    /// Queues a command.
+    ///
+    /// # Errors
+    /// A plain-words message when the queue is full or the network task has stopped.
+    pub fn send(&self, command: Command) -> Result<(), String> {
+        self.0.try_send(command).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                "The client is busy; try again in a moment.".to_owned()
+            }
+            mpsc::error::TrySendError::Closed(_) => "The network task has stopped.".to_owned(),
+        })
+    }
+}
+
+/// The unlocked account.
+struct Account {
+    identity: Identity,
+    key_path: PathBuf,
+}
+
+/// A logged-in connection.
+struct Connected {
+    client: Client,
+    events: EventReceiver,
+    logged_in: LoggedIn,
+}
+
+/// Runs the network side of the terminal client until [`Command::Quit`] arrives or the
+/// command channel closes.
+pub async fn run(config: NetworkConfig, mut commands: mpsc::Receiver<Command>, ui: UiSink) {
+    let Some((account, mut connected)) = onboarding(&config, &mut commands, &ui).await else {
+        return;
+    };
+    if let Some(dir) = &config.config_dir {
+        let profile = Profile {
+            username: account.identity.username().to_string(),
+            key_path: account.key_path.clone(),
+        };
+        if let Err(e) = save_profile(dir, &profile) {
+            tracing::warn!(error = %e, "could not save the profile");
+        }
+    }
+    ui.send(UiEvent::Ready(Me {
+        username: account.identity.username().clone(),
+        fingerprint: account.identity.fingerprint(),
+        key_path: account.key_path.clone(),
+    }));
+
+    let mut failures = 0u32;
+    loop {
+        let conn = match connected.take() {
+            Some(conn) => conn,
+            None => {
+                ui.send(UiEvent::Connection(ConnectionState::Connecting));
+                match connect_and_login(&config, &account).await {
+                    Ok(conn) => conn,
+                    Err(e) if is_fatal(&e) => {
+                        let reason = describe(&e);
+                        tracing::error!(error = %e, "giving up reconnecting");
+                        ui.send(UiEvent::Connection(ConnectionState::Stopped {
+                            reason: reason.clone(),
+                        }));
+                        ui.send(UiEvent::Failed {
+                            action: "Logging in".into(),
+                            message: reason,
+                        });
+                        wait_for_quit(&mut commands, &ui).await;
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::info!(error = %e, failures, "reconnect attempt failed");
+                        let retry_in = config.backoff.delay(failures);
+                        failures = failures.saturating_add(1);
+                        ui.send(UiEvent::Connection(ConnectionState::Offline {
+                            reason: describe(&e),
+                            retry_in,
+                            attempt: failures,
+                        }));
+                        if !wait_offline(retry_in, &mut commands, &ui).await {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
+        ui.send(UiEvent::Connection(ConnectionState::Online));
+        match session(conn, &mut commands, &ui).await {
+            SessionEnd::Quit(client) => {
+                client.close().await;
+                return;
+            }
+            SessionEnd::Lost(reason) => {
+                tracing::warn!(%reason, "connection lost");
+                let retry_in = config.backoff.delay(0);
+                failures = 1;
+                ui.send(UiEvent::Connection(ConnectionState::Offline {
+                    reason: format!("{reason}."),
+                    retry_in,
+                    attempt: 0,
+                }));
+                if !wait_offline(retry_in, &mut commands, &ui).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Errors that retrying will not fix.
+fn is_fatal(e: &ClientError) -> bool {
+    matches!(
+        e.code(),
+        Some(ErrorCode::UnknownUser | ErrorCode::AuthFailed | ErrorCode::ProtocolVersion)
+    ) || matches!(
+        e,
+        ClientError::InvalidUrl(_)
+            | ClientError::Pins(_)
+            | ClientError::Keystore(_)
+            | ClientError::Crypto(_)
+    )
+}
+
+/// Waits for onboarding commands until the account is ready (or the user quits).
+async fn onboarding(
+    config: &NetworkConfig,
+    commands: &mut mpsc::Receiver<Command>,
+    ui: &UiSink,
+) -> Option<(Account, Option<Connected>)> {
+    while let Some(command) = commands.recv().await {
+        let result = match command {
+            Command::Quit => return None,
+            Command::CreateAccount(new) => create_account(config, new, ui).await,
+            Command::Unlock(unlock) => unlock_account(config, unlock, ui).await,
+            other => {
+                // Never `?other`: a Send carries the plaintext.
+                tracing::debug!(command = %action_name(&other), "ignored before login");
+                continue;
+            }
+        };
+        match result {
+            Ok(ready) => return Some(ready),
+            Err(message) => ui.send(UiEvent::OnboardingFailed { message }),
+        }
+    }
+    None
+}
+
+/// Runs `fut`, reporting progress under `title` while it runs.
+async fn with_progress<T>(ui: &UiSink, title: &str, fut: impl Future<Output = T>) -> T {
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(PROGRESS_TICK);
+    tokio::pin!(fut);
+    loop {
+        tokio::select! {
+            out = &mut fut => return out,
+            _ = tick.tick() => ui.send(UiEvent::Progress {
+                title: title.to_owned(),
+                elapsed: started.elapsed(),
+            }),
+        }
+    }
+}
+
+/// Runs CPU-heavy `f` on the blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("An internal task failed: {e}."))
+}
+
+async fn create_account(
+    config: &NetworkConfig,
+    new: NewAccount,
+    ui: &UiSink,
+) -> Result<(Account, Option<Connected>), String> {
+    let NewAccount {
+        username,
+        passphrase,
+        key_path,
+        source,
+    } = new;
+    if key_path.exists() {
+        return Err(format!(
+            "A key file already exists at {}. Restart the client to unlock it, or choose \
+             another username.",
+            key_path.display()
+        ));
+    }
+    let importing = matches!(source, KeySource::Import { .. });
+    let key = match source {
+        KeySource::Generate { bits } => with_progress(
+            ui,
+            &format!("Generating your RSA-{bits} key"),
+            blocking(move || keys::generate(bits)),
+        )
+        .await?
+        .map_err(|e| format!("Key generation failed: {e}."))?,
+        KeySource::Import { path, passphrase } => with_progress(
+            ui,
+            "Reading the key to import",
+            blocking(move || {
+                keystore::load_private_key(&path, passphrase.as_ref().map(Secret::expose))
+            }),
+        )
+        .await?
+        .map_err(|e| describe_keystore(&e))?,
+    };
+    let identity = Identity::new(username.clone(), key)
+        .map_err(|e| format!("This key cannot be used: {e}."))?;
+
+    // Save before registering: an account whose key was never saved would be lost.
+    let saved = identity.clone();
+    let path = key_path.clone();
+    with_progress(
+        ui,
+        "Encrypting and saving your key",
+        blocking(move || {
+            keystore::save_private_key(&path, saved.private_key(), Some(passphrase.expose()))
+        }),
+    )
+    .await?
+    .map_err(|e| describe_keystore(&e))?;
+    let forget_key = |message: String| {
+        let _ = std::fs::remove_file(&key_path);
+        let _ = std::fs::remove_file(pins_path_for(&key_path));
+        message
+    };
+
+    ui.send(UiEvent::Connection(ConnectionState::Connecting));
+    let connecting = tokio::time::timeout(CONNECT_TIMEOUT, connect(config, &key_path));
+    let (client, events) = match with_progress(ui, "Connecting to the server", connecting).await {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(e)) => return Err(forget_key(describe(&e))),
+        Err(_) => return Err(forget_key("The server did not answer in time.".into())),
+    };
+    let restoring = match with_progress(ui, "Registering", client.register(&identity)).await {
+        Ok(_) => false,
+        // An imported key may belong to an existing account: logging in will tell.
+        Err(e) if importing && e.code() == Some(ErrorCode::UsernameTaken) => true,
+        Err(e) => return Err(forget_key(describe(&e))),
+    };
+    let logged_in = match with_progress(ui, "Logging in", client.login(&identity)).await {
+        Ok(logged_in) => logged_in,
+        Err(e) if restoring => {
+            return Err(forget_key(match e.code() {
+                Some(ErrorCode::AuthFailed) => {
+                    "That username is already taken by someone else's key.".into()
+                }
+                _ => describe(&e),
+            }))
+        }
+        Err(e) => {
+            return Err(format!(
+                "Your account was created but logging in failed: {} Restart the client to \
+                 try again.",
+                describe(&e)
+            ))
+        }
+    };
+    tracing::info!(user = %logged_in.username, restoring, "account ready");
+    Ok((
+        Account { identity, key_path },
+        Some(Connected {
+            client,
+            events,
+            logged_in,
+        }),
+    ))
+}
+
+async fn unlock_account(
+    config: &NetworkConfig,
+    unlock: Unlock,
+    ui: &UiSink,
+) -> Result<(Account, Option<Connected>), String> {
+    let Unlock {
+        username,
+        key_path,
+        passphrase,
+    } = unlock;
+    let path = key_path.clone();
+    let identity = with_progress(
+        ui,
+        "Unlocking your key",
+        blocking(move || Identity::load(username, &path, passphrase.as_ref().map(Secret::expose))),
+    )
+    .await?
+    .map_err(|e| describe_keystore(&e))?;
+    let account = Account { identity, key_path };
+    ui.send(UiEvent::Connection(ConnectionState::Connecting));
+    match with_progress(
+        ui,
+        "Connecting to the server",
+        connect_and_login(config, &account),
+    )
+    .await
+    {
+        Ok(conn) => Ok((account, Some(conn))),
+        Err(e) if is_fatal(&e) => Err(describe(&e)),
+        // The server is unreachable: open the main screen and keep retrying there.
+        Err(e) => {
+            tracing::info!(error = %e, "server unreachable at start-up");
+            Ok((account, None))
+        }
+    }
+}
+
+async fn connect(
+    config: &NetworkConfig,
+    key_path: &std::path::Path,
+) -> Result<(Client, EventReceiver), ClientError> {
+    let pins = PinStore::open(pins_path_for(key_path))?;
+    Client::connect_with(&config.server_url, pins, config.client.clone()).await
+}
+
+async fn connect_and_login(
+    config: &NetworkConfig,
+    account: &Account,
+) -> Result<Connected, ClientError> {
+    let attempt = async {
+        let (client, events) = connect(config, &account.key_path).await?;
+        let logged_in = client.login(&account.identity).await?;
+        Ok(Connected {
+            client,
+            events,
+            logged_in,
+        })
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, attempt)
+        .await
+        .unwrap_or(Err(ClientError::Timeout(CONNECT_TIMEOUT)))
+}
+
+/// Sleeps `delay` while answering commands that need a connection with "offline".
+/// Returns `false` if the user quit.
+async fn wait_offline(
+    delay: Duration,
+    commands: &mut mpsc::Receiver<Command>,
+    ui: &UiSink,
+) -> bool {
+    let sleep = tokio::time::sleep(delay);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            () = &mut sleep => return true,
+            command = commands.recv() => match command {
+                None | Some(Command::Quit) => return false,
+                Some(command) => refuse_offline(command, ui),
+            },
+        }
+    }
+}
+
+/// After a fatal login failure: nothing to do but wait for the user to quit.
+async fn wait_for_quit(commands: &mut mpsc::Receiver<Command>, ui: &UiSink) {
+    while let Some(command) = commands.recv().await {
+        if command == Command::Quit {
+            return;
+        }
+        refuse_offline(command, ui);
+    }
+}
+
+fn refuse_offline(command: Command, ui: &UiSink) {
+    const OFFLINE: &str = "not connected to the server (reconnecting).";
+    match command {
+        Command::Send { room, local_id, .. } => ui.send(UiEvent::SendFailed {
+            room,
+            local_id,
+            reason: OFFLINE.into(),
+        }),
+        Command::RefreshRooms | Command::CreateAccount(_) | Command::Unlock(_) | Command::Quit => {}
+        other => ui.send(UiEvent::Failed {
+            action: action_name(&other),
+            message: format!("Not possible while {OFFLINE}"),
+        }),
+    }
+}
+
+/// What a command does, for error dialogs.
+fn action_name(command: &Command) -> String {
+    match command {
+        Command::CreateAccount(_) => "Creating the account".into(),
+        Command::Unlock(_) => "Unlocking".into(),
+        Command::RefreshRooms => "Listing rooms".into(),
+        Command::CreateRoom { room, .. } => format!("Creating #{room}"),
+        Command::JoinRoom { room, .. } => format!("Joining #{room}"),
+        Command::Send { room, .. } => format!("Sending to #{room}"),
+        Command::LoadOlder { room, .. } => format!("Loading older messages of #{room}"),
+        Command::Leave { room } => format!("Leaving #{room}"),
+        Command::AcceptKey { username } => format!("Accepting {username}'s key"),
+        Command::Quit => "Quitting".into(),
+    }
+}
+
+/// How a session ended.
+enum SessionEnd {
+    /// The user quit; close this client.
+    Quit(Client),
+    /// The connection dropped.
+    Lost(String),
+}
+
+/// Work for the executor.
+enum Job {
+    /// Re-open a room the user is a member of, after login.
+    Reopen(RoomName),
+    /// A user command.
+    User(Command),
+}
+
+/// One connection: forwards client events and feeds commands to the executor.
+async fn session(
+    conn: Connected,
+    commands: &mut mpsc::Receiver<Command>,
+    ui: &UiSink,
+) -> SessionEnd {
+    let Connected {
+        client,
+        mut events,
+        logged_in,
+    } = conn;
+    // Unbounded on purpose: fed only by the bounded command channel (and the user's
+    // rooms), so its length is bounded by what the user typed.
+    let (jobs, job_rx) = mpsc::unbounded_channel();
+    let mut initial: VecDeque<Job> = logged_in.rooms.iter().cloned().map(Job::Reopen).collect();
+    initial.push_back(Job::User(Command::RefreshRooms));
+    for job in initial {
+        let _ = jobs.send(job);
+    }
+    let executor = tokio::spawn(execute_all(client.clone(), job_rx, ui.clone()));
+    let end = loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(ClientEvent::Disconnected { reason }) => break SessionEnd::Lost(reason),
+                None => break SessionEnd::Lost("the connection closed".into()),
+                Some(event) => ui.send(UiEvent::Client(event)),
+            },
+            command = commands.recv() => match command {
+                None | Some(Command::Quit) => break SessionEnd::Quit(client.clone()),
+                Some(Command::CreateAccount(_) | Command::Unlock(_)) => {}
+                Some(command) => {
+                    let _ = jobs.send(Job::User(command));
+                }
+            },
+        }
+    };
+    // Jobs still queued fail fast on the closed connection and report it; on quit they
+    // are dropped with the executor.
+    drop(jobs);
+    if matches!(end, SessionEnd::Quit(_)) {
+        executor.abort();
+    }
+    end
+}
+
+async fn execute_all(client: Client, mut jobs: mpsc::UnboundedReceiver<Job>, ui: UiSink) {
+    while let Some(job) = jobs.recv().await {
+        execute(&client, job, &ui).await;
+    }
+}
+
+/// Reports a failure as a dialog, unless it is only the connection dropping (the status
+/// line says so already).
+fn report(ui: &UiSink, action: String, error: &ClientError) {
+    tracing::info!(%action, %error, "request failed");
+    if matches!(error, ClientError::Disconnected { .. }) {
+        return;
+    }
+    ui.send(UiEvent::Failed {
+        action,
+        message: describe(error),
+    });
+}
+
+async fn execute(client: &Client, job: Job, ui: &UiSink) {
+    let command = match job {
+        Job::Reopen(room) => {
+            match client.join_room(&room, None).await {
+                Ok(view) => ui.send(UiEvent::RoomOpened { view, focus: false }),
+                Err(e) => report(ui, format!("Re-opening #{room}"), &e),
+            }
+            return;
+        }
+        Job::User(command) => command,
+    };
+    let action = action_name(&command);
+    match command {
+        Command::RefreshRooms => match client.list_rooms().await {
+            Ok(list) => ui.send(UiEvent::RoomList(list)),
+            Err(e) => report(ui, action, &e),
+        },
+        Command::CreateRoom {
+            room,
+            password,
+            hidden,
+        } => {
+            let password = password.as_ref().map(Secret::expose);
+            match client.create_room(&room, password, hidden).await {
+                Ok(view) => {
+                    ui.send(UiEvent::RoomOpened { view, focus: true });
+                    if let Ok(list) = client.list_rooms().await {
+                        ui.send(UiEvent::RoomList(list));
+                    }
+                }
+                Err(e) => report(ui, action, &e),
+            }
+        }
+        Command::JoinRoom { room, password } => {
+            let given = password.as_ref().map(Secret::expose);
+            match client.join_room(&room, given).await {
+                Ok(view) => {
+                    ui.send(UiEvent::RoomOpened { view, focus: true });
+                    if let Ok(list) = client.list_rooms().await {
+                        ui.send(UiEvent::RoomList(list));
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.code(),
+                        Some(ErrorCode::RoomUnavailable | ErrorCode::WrongPassword)
+                    ) =>
+                {
+                    ui.send(UiEvent::PasswordNeeded {
+                        room,
+                        wrong: password.is_some(),
+                    });
+                }
+                Err(e) => report(ui, action, &e),
+            }
+        }
+        Command::Send {
+            room,
+            text,
+            local_id,
+        } => match client.send_text(&room, &text).await {
+            Ok(ack) => ui.send(UiEvent::Sent {
+                room,
+                local_id,
+                ack,
+            }),
+            Err(e) => {
+                tracing::info!(%room, error = %e, "send failed");
+                ui.send(UiEvent::SendFailed {
+                    room,
+                    local_id,
+                    reason: describe(&e),
+                });
+            }
+        },
+        Command::LoadOlder { room, before_seq } => {
+            match client
+                .fetch_history(&room, Some(before_seq), HISTORY_PAGE)
+                .await
+            {
+                Ok(page) => ui.send(UiEvent::HistoryLoaded(page)),
+                Err(e) => report(ui, action, &e),
+            }
+        }
+        Command::Leave { room } => match client.leave_room(&room).await {
+            Ok(()) => ui.send(UiEvent::Left(room)),
+            Err(e) => report(ui, action, &e),
+        },
+        Command::AcceptKey { username } => match client.accept_key(&username) {
+            Ok(fingerprint) => {
+                ui.send(UiEvent::KeyAccepted {
+                    username: username.clone(),
+                    fingerprint,
+                });
+                // Messages refused while the key was untrusted can be read now.
+                for room in client.open_rooms() {
+                    let Some(members) = client.members(&room) else {
+                        continue;
+                    };
+                    if !members.iter().any(|m| m.username.same_as(&username)) {
+                        continue;
+                    }
+                    ui.send(UiEvent::Members {
+                        room: room.clone(),
+                        members,
+                    });
+                    match client.fetch_history(&room, None, HISTORY_PAGE).await {
+                        Ok(page) => ui.send(UiEvent::HistoryLoaded(page)),
+                        Err(e) => report(ui, format!("Reloading #{room}"), &e),
+                    }
+                }
+            }
+            Err(e) => report(ui, action, &e),
+        },
+        Command::CreateAccount(_) | Command::Unlock(_) | Command::Quit => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let b = Backoff::default();
+        let secs: Vec<u64> = (0..8).map(|n| b.delay(n).as_secs()).collect();
+        assert_eq!(secs, vec![1, 2, 4, 8, 16, 30, 30, 30]);
+        assert_eq!(b.delay(u32::MAX), Duration::from_secs(30));
+    }
+}

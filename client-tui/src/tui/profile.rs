@@ -1,0 +1,264 @@
+//! Where the client keeps its files, and which onboarding form a start-up needs.
+//!
+//! Besides the key files of the client core ([`crate::keystore`]), the client writes one
+//! small file, `<config dir>/client.json`, remembering the last account so later runs only
+//! ask for the passphrase:
+//!
+//! ```json
+//! { "username": "alice", "key_path": "/home/alice/.config/e2e-chat/keys/alice.pem" }
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use shared::Username;
+
+/// The remembered account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profile {
+    /// The account name.
+    pub username: String,
+    /// Its key file.
+    pub key_path: PathBuf,
+}
+
+/// The default key file for `username` under `config_dir`: `keys/<canonical name>.pem`,
+/// the same layout as [`crate::keystore::default_key_path`].
+pub fn default_key_path_in(config_dir: &Path, username: &Username) -> PathBuf {
+    config_dir
+        .join("keys")
+        .join(format!("{}.pem", username.canonical()))
+}
+
+/// The profile file in `config_dir`.
+pub fn profile_path(config_dir: &Path) -> PathBuf {
+    config_dir.join("client.json")
+}
+
+/// Reads the profile; a missing or unreadable file is no profile (the user is asked).
+pub fn load_profile(config_dir: &Path) -> Option<Profile> {
+    let text = std::fs::read_to_string(profile_path(config_dir)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Writes the profile (temporary file, then rename).
+///
+/// # Errors
+/// The I/O error if the directory or file cannot be written.
+pub fn save_profile(config_dir: &Path, profile: &Profile) -> std::io::Result<()> {
+    std::fs::create_dir_all(config_dir)?;
+    let path = profile_path(config_dir);
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_string_pretty(profile).map_err(std::io::Error::other)?;
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, &path)
+}
+
+/// What the user chose on the command line (or through the environment).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchOptions {
+    /// The server URL (`ws://…` or `wss://…`).
+    pub server_url: String,
+    /// `--key PATH`: the key file to use (or to create).
+    pub key: Option<PathBuf>,
+    /// `--import PATH`: an existing key to import for a new (or restored) account.
+    pub import: Option<PathBuf>,
+    /// `--username`.
+    pub username: Option<Username>,
+    /// Size of a generated key.
+    pub key_bits: usize,
+    /// The configuration directory (`None` if the platform has none; `--key` is needed then).
+    pub config_dir: Option<PathBuf>,
+}
+
+/// The onboarding form a start-up shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// No key yet: create an account (generating a key, or importing `import`).
+    NewAccount {
+        /// A username to pre-fill.
+        username: Option<Username>,
+        /// A key file to import, pre-filled.
+        import: Option<PathBuf>,
+        /// Where to save the key (`None`: the default path for the username).
+        key_path: Option<PathBuf>,
+    },
+    /// A saved key: ask for its passphrase and log in.
+    Unlock {
+        /// The account (`None`: ask for it too).
+        username: Option<Username>,
+        /// The key file.
+        key_path: PathBuf,
+    },
+}
+
+/// Decides which form to show:
+///
+/// 1. `--import`: a new account from that key (saved at `--key` or the default path).
+/// 2. `--key PATH`: unlock it if it exists, else create an account saving the key there.
+/// 3. The remembered profile (or `--username` with a key at the default path): unlock.
+/// 4. A single key in `<config dir>/keys`: unlock it.
+/// 5. Otherwise: create an account.
+pub fn plan(opts: &LaunchOptions) -> Start {
+    let profile = opts.config_dir.as_deref().and_then(load_profile);
+    let profile_user = profile
+        .as_ref()
+        .and_then(|p| Username::parse(&p.username).ok());
+    if let Some(import) = &opts.import {
+        return Start::NewAccount {
+            username: opts.username.clone(),
+            import: Some(import.clone()),
+            key_path: opts.key.clone(),
+        };
+    }
+    if let Some(key) = &opts.key {
+        if !key.exists() {
+            return Start::NewAccount {
+                username: opts.username.clone(),
+                import: None,
+                key_path: Some(key.clone()),
+            };
+        }
+        let remembered = profile
+            .as_ref()
+            .filter(|p| p.key_path == *key)
+            .and(profile_user.clone());
+        return Start::Unlock {
+            username: opts.username.clone().or(remembered),
+            key_path: key.clone(),
+        };
+    }
+    if let Some(wanted) = &opts.username {
+        let from_profile = profile
+            .as_ref()
+            .filter(|_| profile_user.as_ref().is_some_and(|u| u.same_as(wanted)))
+            .map(|p| p.key_path.clone());
+        let path = from_profile.or_else(|| {
+            opts.config_dir
+                .as_deref()
+                .map(|dir| default_key_path_in(dir, wanted))
+        });
+        return match path.filter(|p| p.exists()) {
+            Some(key_path) => Start::Unlock {
+                username: Some(wanted.clone()),
+                key_path,
+            },
+            None => Start::NewAccount {
+                username: Some(wanted.clone()),
+                import: None,
+                key_path: None,
+            },
+        };
+    }
+    if let (Some(p), Some(user)) = (&profile, profile_user) {
+        if p.key_path.exists() {
+            return Start::Unlock {
+                username: Some(user),
+                key_path: p.key_path.clone(),
+            };
+        }
+    }
+    if let Some(found) = opts.config_dir.as_deref().and_then(single_key) {
+        return found;
+    }
+    Start::NewAccount {
+        username: None,
+        import: None,
+        key_path: None,
+    }
+}
+
+/// The only `*.pem` in `<config dir>/keys`, as an unlock plan.
+fn single_key(config_dir: &Path) -> Option<Start> {
+    let entries = std::fs::read_dir(config_dir.join("keys")).ok()?;
+    let keys: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pem"))
+        .collect();
+    let [key_path] = keys.as_slice() else {
+        return None;
+    };
+    let username = key_path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| Username::parse(s).ok());
+    Some(Start::Unlock {
+        username,
+        key_path: key_path.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(dir: &Path) -> LaunchOptions {
+        LaunchOptions {
+            server_url: "ws://127.0.0.1:1/ws".into(),
+            key: None,
+            import: None,
+            username: None,
+            key_bits: 2048,
+            config_dir: Some(dir.to_path_buf()),
+        }
+    }
+
+    #[test]
+    fn first_run_creates_an_account_and_profile_leads_to_unlock() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(matches!(
+            plan(&opts(dir.path())),
+            Start::NewAccount { username: None, .. }
+        ));
+
+        let key = dir.path().join("keys").join("alice.pem");
+        std::fs::create_dir_all(key.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&key, "x").expect("write");
+        // Found without a profile: the only key file.
+        assert_eq!(
+            plan(&opts(dir.path())),
+            Start::Unlock {
+                username: Some(Username::parse("alice").expect("valid")),
+                key_path: key.clone(),
+            }
+        );
+        save_profile(
+            dir.path(),
+            &Profile {
+                username: "Alice".into(),
+                key_path: key.clone(),
+            },
+        )
+        .expect("saves");
+        assert_eq!(
+            plan(&opts(dir.path())),
+            Start::Unlock {
+                username: Some(Username::parse("Alice").expect("valid")),
+                key_path: key,
+            }
+        );
+    }
+
+    #[test]
+    fn key_and_import_flags_win() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut o = opts(dir.path());
+        o.key = Some(dir.path().join("missing.pem"));
+        assert!(matches!(
+            plan(&o),
+            Start::NewAccount {
+                key_path: Some(_),
+                ..
+            }
+        ));
+        o.import = Some(dir.path().join("openssl.pem"));
+        assert!(matches!(
+            plan(&o),
+            Start::NewAccount {
+                import: Some(_),
+                ..
+            }
+        ));
+    }
+}

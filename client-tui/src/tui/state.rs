@@ -1,0 +1,1330 @@
+//! [`AppState`]: everything the terminal client shows, with no cursive types in it.
+//!
+//! The UI keeps exactly one `AppState` (in cursive's user data). Two entry points change
+//! it, and both return [`Effect`]s for the cursive layer to carry out:
+//!
+//! - [`AppState::act`] for an [`Action`] (a key, a form, the input line);
+//! - [`AppState::apply`] for a [`UiEvent`] from the network task.
+//!
+//! Views are re-rendered from the state after each call, so the logic here is tested
+//! without a terminal (see the tests at the bottom and `tests/tui_views.rs`).
+
+use std::collections::VecDeque;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use shared::crypto::keys::Fingerprint;
+use shared::protocol::RoomSummary;
+use shared::{RoomName, Username};
+
+use super::command::{Action, Command};
+use super::event::{ConnectionState, Me, UiEvent};
+use super::profile::Start;
+use crate::directory::{KeyStatus, MemberView};
+use crate::events::ClientEvent;
+use crate::inbox::{DecryptedMessage, Rejection};
+use crate::rooms::HistoryView;
+
+/// How loud a notice or status line is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Ordinary information.
+    Info,
+    /// Something the user should look at (a refused message, a changed key).
+    Warning,
+    /// Something failed.
+    Error,
+}
+
+/// The line above the help bar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusLine {
+    /// What to say.
+    pub text: String,
+    /// How loud.
+    pub level: Level,
+}
+
+/// Where a message of the timeline stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivery {
+    /// Decrypted and its signature verified under the sender's pinned key (or, for the
+    /// user's own message, stored by the server).
+    Verified,
+    /// The user's own message, being encrypted and sent.
+    Sending,
+    /// The user's own message that could not be sent.
+    Failed(String),
+}
+
+/// One line of a room's timeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A chat message.
+    Message {
+        /// Its position in the room (`None` while the user's own message is pending).
+        seq: Option<u64>,
+        /// The UI's id of the user's own pending message.
+        local_id: Option<u64>,
+        /// The author.
+        sender: Username,
+        /// The text.
+        text: String,
+        /// Verified, pending or failed.
+        delivery: Delivery,
+        /// Whether the user wrote it.
+        own: bool,
+    },
+    /// A message the client refused to show.
+    Rejected {
+        /// Its position, per the server.
+        seq: u64,
+        /// Its sender, per the server.
+        sender: Username,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A join, a leave, a key change, a connection notice.
+    Notice {
+        /// What happened.
+        text: String,
+        /// How loud.
+        level: Level,
+    },
+}
+
+/// A timeline line with its time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Milliseconds since the Unix epoch (the server's time for messages).
+    pub time_ms: u64,
+    /// What it is.
+    pub kind: EntryKind,
+}
+
+impl Entry {
+    /// The room position, for messages and refusals.
+    pub fn seq(&self) -> Option<u64> {
+        match &self.kind {
+            EntryKind::Message { seq, .. } => *seq,
+            EntryKind::Rejected { seq, .. } => Some(*seq),
+            EntryKind::Notice { .. } => None,
+        }
+    }
+}
+
+/// A room's lines: messages in `seq` order, notices where they happened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Timeline {
+    entries: Vec<Entry>,
+}
+
+impl Timeline {
+    /// The lines, oldest first.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// The smallest `seq` shown.
+    pub fn oldest_seq(&self) -> Option<u64> {
+        self.entries.iter().filter_map(Entry::seq).min()
+    }
+
+    /// Inserts a decrypted message in `seq` order. A message already shown is skipped; a
+    /// refusal at the same position is replaced (the key was accepted since). Returns
+    /// whether the timeline changed.
+    pub fn insert_message(&mut self, msg: &DecryptedMessage, own: bool) -> bool {
+        let entry = Entry {
+            time_ms: msg.server_time_ms,
+            kind: EntryKind::Message {
+                seq: Some(msg.seq),
+                local_id: None,
+                sender: msg.sender.clone(),
+                text: msg.text.clone(),
+                delivery: Delivery::Verified,
+                own,
+            },
+        };
+        if let Some(i) = self.position_of(msg.seq) {
+            if matches!(self.entries[i].kind, EntryKind::Rejected { .. }) {
+                self.entries[i] = entry;
+                return true;
+            }
+            return false;
+        }
+        self.insert_ordered(msg.seq, entry);
+        true
+    }
+
+    /// Inserts a refusal in `seq` order unless something is already shown there.
+    pub fn insert_rejection(&mut self, rejection: &Rejection) -> bool {
+        if self.position_of(rejection.seq).is_some() {
+            return false;
+        }
+        let entry = Entry {
+            time_ms: now_ms(),
+            kind: EntryKind::Rejected {
+                seq: rejection.seq,
+                sender: rejection.sender.clone(),
+                reason: rejection.reason.to_string(),
+            },
+        };
+        self.insert_ordered(rejection.seq, entry);
+        true
+    }
+
+    /// Appends a notice.
+    pub fn push_notice(&mut self, text: impl Into<String>, level: Level) {
+        self.entries.push(Entry {
+            time_ms: now_ms(),
+            kind: EntryKind::Notice {
+                text: text.into(),
+                level,
+            },
+        });
+    }
+
+    /// Appends the user's own message while it is being sent.
+    pub fn push_pending(&mut self, local_id: u64, sender: Username, text: String) {
+        self.entries.push(Entry {
+            time_ms: now_ms(),
+            kind: EntryKind::Message {
+                seq: None,
+                local_id: Some(local_id),
+                sender,
+                text,
+                delivery: Delivery::Sending,
+                own: true,
+            },
+        });
+    }
+
+    /// Marks a pending message as stored at `seq`. If that position is already shown (the
+    /// same message arrived through history first), the pending line is dropped.
+    pub fn confirm(&mut self, local_id: u64, seq: u64, server_time_ms: u64) {
+        let duplicate = self.position_of(seq).is_some();
+        let Some(i) = self.pending_index(local_id) else {
+            return;
+        };
+        if duplicate {
+            self.entries.remove(i);
+            return;
+        }
+        let entry = &mut self.entries[i];
+        entry.time_ms = server_time_ms;
+        if let EntryKind::Message {
+            seq: s,
+            local_id: l,
+            delivery,
+            ..
+        } = &mut entry.kind
+        {
+            *s = Some(seq);
+            *l = None;
+            *delivery = Delivery::Verified;
+        }
+    }
+
+    /// Marks a pending message as failed.
+    pub fn fail(&mut self, local_id: u64, reason: &str) {
+        if let Some(i) = self.pending_index(local_id) {
+            if let EntryKind::Message { delivery, .. } = &mut self.entries[i].kind {
+                *delivery = Delivery::Failed(reason.to_owned());
+            }
+        }
+    }
+
+    fn pending_index(&self, local_id: u64) -> Option<usize> {
+        self.entries.iter().position(
+            |e| matches!(&e.kind, EntryKind::Message { local_id: Some(l), .. } if *l == local_id),
+        )
+    }
+
+    fn position_of(&self, seq: u64) -> Option<usize> {
+        self.entries.iter().position(|e| e.seq() == Some(seq))
+    }
+
+    /// Before the first line with a larger `seq`, and before notices newer than the line.
+    fn insert_ordered(&mut self, seq: u64, entry: Entry) {
+        let mut pos = self
+            .entries
+            .iter()
+            .position(|e| e.seq().is_some_and(|s| s > seq))
+            .unwrap_or(self.entries.len());
+        while pos > 0
+            && matches!(self.entries[pos - 1].kind, EntryKind::Notice { .. })
+            && self.entries[pos - 1].time_ms > entry.time_ms
+        {
+            pos -= 1;
+        }
+        self.entries.insert(pos, entry);
+    }
+}
+
+/// A joined room as the UI shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomBuffer {
+    /// The room.
+    pub name: RoomName,
+    /// Who created it (unknown until the room is opened).
+    pub owner: Option<Username>,
+    /// Whether joining needs a password.
+    pub has_password: bool,
+    /// Whether it is hidden from the lobby.
+    pub hidden: bool,
+    /// The members with their key fingerprints.
+    pub members: Vec<MemberView>,
+    /// The lines.
+    pub timeline: Timeline,
+    /// Messages that arrived while the user looked elsewhere.
+    pub unread: usize,
+    /// Whether older messages exist on the server.
+    pub has_more: bool,
+    /// Whether a page of older messages is on its way.
+    pub loading_older: bool,
+}
+
+impl RoomBuffer {
+    fn new(name: RoomName) -> Self {
+        Self {
+            name,
+            owner: None,
+            has_password: false,
+            hidden: false,
+            members: Vec::new(),
+            timeline: Timeline::default(),
+            unread: 0,
+            has_more: false,
+            loading_older: false,
+        }
+    }
+
+    fn has_member(&self, user: &Username) -> bool {
+        self.members.iter().any(|m| m.username.same_as(user))
+    }
+
+    fn merge_history(&mut self, page: &HistoryView, me: Option<&Username>) {
+        let before = self.timeline.oldest_seq();
+        for msg in &page.messages {
+            let own = me.is_some_and(|m| m.same_as(&msg.sender));
+            self.timeline.insert_message(msg, own);
+        }
+        for rejection in &page.rejected {
+            self.timeline.insert_rejection(rejection);
+        }
+        // Only a page that reaches further back than what is shown says whether even
+        // older messages exist.
+        match (page.oldest_seq(), before) {
+            (Some(p), Some(b)) if p > b => {}
+            (None, Some(_)) => {}
+            _ => self.has_more = page.has_more,
+        }
+    }
+}
+
+/// What the centre of the main screen shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Focus {
+    /// The public rooms.
+    Lobby,
+    /// A joined room, by canonical name.
+    Room(String),
+}
+
+/// The public rooms.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lobby {
+    /// Public rooms with their member counts.
+    pub rooms: Vec<RoomSummary>,
+    /// Users online on the server.
+    pub users_online: u32,
+    /// Whether a listing arrived yet.
+    pub loaded: bool,
+}
+
+/// A changed key waiting for the user's decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyAlert {
+    /// Whose key changed.
+    pub username: Username,
+    /// The fingerprint the user trusted before.
+    pub pinned: Fingerprint,
+    /// The fingerprint the server now presents.
+    pub new: Fingerprint,
+    /// Rooms where the change was seen.
+    pub rooms: Vec<RoomName>,
+}
+
+/// The first-run or unlock screen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Onboarding {
+    /// Which form to show.
+    pub start: Start,
+    /// The last failure, shown in the form.
+    pub error: Option<String>,
+    /// A slow step under way: what, and for how long.
+    pub busy: Option<(String, Duration)>,
+}
+
+/// Which screen is up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Phase {
+    /// Creating an account or unlocking the key.
+    Onboarding(Onboarding),
+    /// Lobby and rooms.
+    Main,
+}
+
+/// A dialog the cursive layer should open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DialogKind {
+    /// Key bindings and commands.
+    Help,
+    /// The user's own fingerprint.
+    Fingerprint(Me),
+    /// The current room's members with full fingerprints, and pending key changes.
+    Keys {
+        /// The room, if one is shown.
+        room: Option<RoomName>,
+        /// Its members.
+        members: Vec<MemberView>,
+        /// Changed keys not accepted yet.
+        pending: Vec<KeyAlert>,
+    },
+    /// "Join a room by name".
+    Join,
+    /// "Create a room".
+    Create,
+    /// "Leave #room?"
+    ConfirmLeave(RoomName),
+    /// A password prompt for a room.
+    Password {
+        /// The room.
+        room: RoomName,
+        /// Whether a password was refused.
+        wrong: bool,
+    },
+    /// A changed key that must be acknowledged.
+    KeyAlert(KeyAlert),
+    /// A failure.
+    Error {
+        /// What was being done.
+        title: String,
+        /// Why it failed.
+        message: String,
+    },
+}
+
+/// What the cursive layer must do after a state change (besides re-rendering).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Send a command to the network task.
+    Command(Command),
+    /// Replace the onboarding screen with the main screen.
+    EnterMain,
+    /// Open a dialog.
+    Dialog(DialogKind),
+    /// Put the cursor in the input line.
+    FocusInput,
+    /// Put the cursor in the lobby's room list.
+    FocusLobby,
+    /// Quit the application.
+    Quit,
+}
+
+/// Everything the client shows.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The server's URL, for the title bar.
+    pub server_url: String,
+    /// The screen that is up.
+    pub phase: Phase,
+    /// The user, once the key is unlocked.
+    pub me: Option<Me>,
+    /// The connection.
+    pub connection: ConnectionState,
+    /// The public rooms.
+    pub lobby: Lobby,
+    /// Joined rooms, in the order they were opened.
+    pub rooms: Vec<RoomBuffer>,
+    /// What the centre shows.
+    pub focus: Focus,
+    /// The status line.
+    pub status: Option<StatusLine>,
+    /// Changed keys not accepted yet.
+    pub key_changes: VecDeque<KeyAlert>,
+    /// The next id for a pending message.
+    next_local_id: u64,
+}
+
+impl AppState {
+    /// The state at start-up, showing the onboarding form chosen by `start`.
+    pub fn new(server_url: impl Into<String>, start: Start) -> Self {
+        Self {
+            server_url: server_url.into(),
+            phase: Phase::Onboarding(Onboarding {
+                start,
+                error: None,
+                busy: None,
+            }),
+            me: None,
+            connection: ConnectionState::Connecting,
+            lobby: Lobby::default(),
+            rooms: Vec::new(),
+            focus: Focus::Lobby,
+            status: None,
+            key_changes: VecDeque::new(),
+            next_local_id: 1,
+        }
+    }
+
+    /// The room shown, if the centre shows one.
+    pub fn current_room(&self) -> Option<&RoomBuffer> {
+        match &self.focus {
+            Focus::Room(key) => self.rooms.iter().find(|r| r.name.canonical() == *key),
+            Focus::Lobby => None,
+        }
+    }
+
+    /// A joined room by name.
+    pub fn room(&self, name: &RoomName) -> Option<&RoomBuffer> {
+        self.rooms.iter().find(|r| r.name.same_as(name))
+    }
+
+    fn room_mut(&mut self, name: &RoomName) -> Option<&mut RoomBuffer> {
+        self.rooms.iter_mut().find(|r| r.name.same_as(name))
+    }
+
+    fn room_or_insert(&mut self, name: &RoomName) -> &mut RoomBuffer {
+        let index = match self.rooms.iter().position(|r| r.name.same_as(name)) {
+            Some(i) => i,
+            None => {
+                self.rooms.push(RoomBuffer::new(name.clone()));
+                self.rooms.len() - 1
+            }
+        };
+        &mut self.rooms[index]
+    }
+
+    fn is_focused(&self, name: &RoomName) -> bool {
+        matches!(&self.focus, Focus::Room(key) if *key == name.canonical())
+    }
+
+    fn set_status(&mut self, text: impl Into<String>, level: Level) {
+        self.status = Some(StatusLine {
+            text: text.into(),
+            level,
+        });
+    }
+
+    /// Informational status lines describe the moment; moving elsewhere retires them.
+    fn clear_info_status(&mut self) {
+        if self.status.as_ref().is_some_and(|s| s.level == Level::Info) {
+            self.status = None;
+        }
+    }
+
+    fn my_name(&self) -> Option<&Username> {
+        self.me.as_ref().map(|m| &m.username)
+    }
+
+    /// Shows a joined room (resetting its unread count) and focuses the input line.
+    fn show_room(&mut self, name: &RoomName) -> Vec<Effect> {
+        let Some(room) = self.room_mut(name) else {
+            return Vec::new();
+        };
+        room.unread = 0;
+        self.focus = Focus::Room(name.canonical());
+        self.clear_info_status();
+        vec![Effect::FocusInput]
+    }
+
+    fn show_lobby(&mut self) -> Vec<Effect> {
+        self.focus = Focus::Lobby;
+        self.clear_info_status();
+        vec![Effect::Command(Command::RefreshRooms), Effect::FocusLobby]
+    }
+
+    /// The order the room list shows: the lobby, then the joined rooms.
+    fn cycle(&mut self, step: isize) -> Vec<Effect> {
+        let count = self.rooms.len() as isize + 1;
+        let current = match &self.focus {
+            Focus::Lobby => 0,
+            Focus::Room(key) => self
+                .rooms
+                .iter()
+                .position(|r| r.name.canonical() == *key)
+                .map_or(0, |i| i as isize + 1),
+        };
+        let next = (current + step).rem_euclid(count);
+        if next == 0 {
+            self.focus = Focus::Lobby;
+            self.clear_info_status();
+            return vec![Effect::FocusLobby];
+        }
+        let name = self.rooms[(next - 1) as usize].name.clone();
+        self.show_room(&name)
+    }
+
+    /// Carries out a user intent.
+    pub fn act(&mut self, action: Action) -> Vec<Effect> {
+        match action {
+            Action::Send(text) => {
+                let Some(room) = self.current_room().map(|r| r.name.clone()) else {
+                    self.set_status(
+                        "Open a room first: pick one in the lobby, or press F7 to join by name.",
+                        Level::Warning,
+                    );
+                    return Vec::new();
+                };
+                let Some(me) = self.my_name().cloned() else {
+                    return Vec::new();
+                };
+                let local_id = self.next_local_id;
+                self.next_local_id += 1;
+                if let Some(buffer) = self.room_mut(&room) {
+                    buffer.timeline.push_pending(local_id, me, text.clone());
+                }
+                vec![Effect::Command(Command::Send {
+                    room,
+                    text,
+                    local_id,
+                })]
+            }
+            Action::Join { room, password } => {
+                if password.is_none() && self.room(&room).is_some() {
+                    return self.show_room(&room);
+                }
+                self.set_status(format!("Joining #{room}…"), Level::Info);
+                vec![Effect::Command(Command::JoinRoom { room, password })]
+            }
+            Action::Create {
+                room,
+                password,
+                hidden,
+            } => {
+                self.set_status(format!("Creating #{room}…"), Level::Info);
+                vec![Effect::Command(Command::CreateRoom {
+                    room,
+                    password,
+                    hidden,
+                })]
+            }
+            Action::LeaveCurrent => match self.current_room() {
+                Some(room) => vec![Effect::Dialog(DialogKind::ConfirmLeave(room.name.clone()))],
+                None => {
+                    self.set_status("Open the room you want to leave first.", Level::Warning);
+                    Vec::new()
+                }
+            },
+            Action::Leave(room) => {
+                self.set_status(format!("Leaving #{room}…"), Level::Info);
+                vec![Effect::Command(Command::Leave { room })]
+            }
+            Action::Refresh => {
+                self.set_status("Refreshing the room list…", Level::Info);
+                vec![Effect::Command(Command::RefreshRooms)]
+            }
+            Action::LoadOlder => self.load_older(),
+            Action::ShowLobby => self.show_lobby(),
+            Action::ShowRoom(room) => self.show_room(&room),
+            Action::NextRoom => self.cycle(1),
+            Action::PrevRoom => self.cycle(-1),
+            Action::ShowHelp => vec![Effect::Dialog(DialogKind::Help)],
+            Action::ShowFingerprint => match &self.me {
+                Some(me) => vec![Effect::Dialog(DialogKind::Fingerprint(me.clone()))],
+                None => Vec::new(),
+            },
+            Action::ShowKeys => {
+                let (room, members) = match self.current_room() {
+                    Some(r) => (Some(r.name.clone()), r.members.clone()),
+                    None => (None, Vec::new()),
+                };
+                vec![Effect::Dialog(DialogKind::Keys {
+                    room,
+                    members,
+                    pending: self.key_changes.iter().cloned().collect(),
+                })]
+            }
+            Action::OpenJoin => vec![Effect::Dialog(DialogKind::Join)],
+            Action::OpenCreate => vec![Effect::Dialog(DialogKind::Create)],
+            Action::AcceptKey(username) => {
+                vec![Effect::Command(Command::AcceptKey { username })]
+            }
+            Action::Quit => vec![Effect::Quit],
+        }
+    }
+
+    fn load_older(&mut self) -> Vec<Effect> {
+        let Some(room) = self.current_room().map(|r| r.name.clone()) else {
+            return Vec::new();
+        };
+        let Some(buffer) = self.room_mut(&room) else {
+            return Vec::new();
+        };
+        if buffer.loading_older {
+            return Vec::new();
+        }
+        let oldest = buffer.timeline.oldest_seq();
+        match oldest {
+            Some(before_seq) if buffer.has_more => {
+                buffer.loading_older = true;
+                self.set_status(format!("Loading older messages of #{room}…"), Level::Info);
+                vec![Effect::Command(Command::LoadOlder { room, before_seq })]
+            }
+            _ => {
+                self.set_status(format!("#{room} has no older messages."), Level::Info);
+                Vec::new()
+            }
+        }
+    }
+
+    /// Takes in a report from the network task.
+    pub fn apply(&mut self, event: UiEvent) -> Vec<Effect> {
+        match event {
+            UiEvent::Progress { title, elapsed } => {
+                if let Phase::Onboarding(o) = &mut self.phase {
+                    o.busy = Some((title, elapsed));
+                }
+                Vec::new()
+            }
+            UiEvent::OnboardingFailed { message } => {
+                if let Phase::Onboarding(o) = &mut self.phase {
+                    o.busy = None;
+                    o.error = Some(message);
+                }
+                Vec::new()
+            }
+            UiEvent::Ready(me) => {
+                self.set_status(
+                    format!("Signed in as {} · F2 shows your fingerprint", me.username),
+                    Level::Info,
+                );
+                self.me = Some(me);
+                self.phase = Phase::Main;
+                vec![Effect::EnterMain, Effect::FocusLobby]
+            }
+            UiEvent::Connection(state) => {
+                self.connection_changed(state);
+                Vec::new()
+            }
+            UiEvent::RoomList(list) => {
+                self.lobby = Lobby {
+                    rooms: list.rooms,
+                    users_online: list.users_online,
+                    loaded: true,
+                };
+                if self
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.text.starts_with("Refreshing"))
+                {
+                    self.status = None;
+                }
+                Vec::new()
+            }
+            UiEvent::RoomOpened { view, focus } => {
+                let me = self.my_name().cloned();
+                let buffer = self.room_or_insert(&view.room);
+                let first_open = buffer.owner.is_none();
+                buffer.owner = Some(view.owner.clone());
+                buffer.has_password = view.has_password;
+                buffer.hidden = view.hidden;
+                buffer.members = view.members.clone();
+                buffer.merge_history(&view.history, me.as_ref());
+                if first_open {
+                    let kind = match (view.hidden, view.has_password) {
+                        (true, true) => "hidden, password",
+                        (true, false) => "hidden",
+                        (false, true) => "public, password",
+                        (false, false) => "public",
+                    };
+                    buffer.timeline.push_notice(
+                        format!(
+                            "#{} · {kind} · owner {} · end-to-end encrypted",
+                            view.room, view.owner
+                        ),
+                        Level::Info,
+                    );
+                }
+                if focus {
+                    let effects = self.show_room(&view.room);
+                    self.set_status(format!("Joined #{}", view.room), Level::Info);
+                    effects
+                } else {
+                    Vec::new()
+                }
+            }
+            UiEvent::HistoryLoaded(page) => {
+                let me = self.my_name().cloned();
+                let buffer = self.room_or_insert(&page.room);
+                buffer.loading_older = false;
+                buffer.merge_history(&page, me.as_ref());
+                if self
+                    .status
+                    .as_ref()
+                    .is_some_and(|s| s.text.starts_with("Loading older"))
+                {
+                    self.status = None;
+                }
+                Vec::new()
+            }
+            UiEvent::Members { room, members } => {
+                if let Some(buffer) = self.room_mut(&room) {
+                    buffer.members = members;
+                }
+                Vec::new()
+            }
+            UiEvent::Sent {
+                room,
+                local_id,
+                ack,
+            } => {
+                if let Some(buffer) = self.room_mut(&room) {
+                    buffer
+                        .timeline
+                        .confirm(local_id, ack.seq, ack.server_time_ms);
+                }
+                Vec::new()
+            }
+            UiEvent::SendFailed {
+                room,
+                local_id,
+                reason,
+            } => {
+                if let Some(buffer) = self.room_mut(&room) {
+                    buffer.timeline.fail(local_id, &reason);
+                }
+                self.set_status(format!("Not sent to #{room}: {reason}"), Level::Error);
+                Vec::new()
+            }
+            UiEvent::Left(room) => {
+                self.rooms.retain(|r| !r.name.same_as(&room));
+                let effects = if matches!(&self.focus, Focus::Room(key) if *key == room.canonical())
+                {
+                    self.show_lobby()
+                } else {
+                    vec![Effect::Command(Command::RefreshRooms)]
+                };
+                self.set_status(format!("You left #{room}."), Level::Info);
+                effects
+            }
+            UiEvent::PasswordNeeded { room, wrong } => {
+                self.status = None;
+                vec![Effect::Dialog(DialogKind::Password { room, wrong })]
+            }
+            UiEvent::KeyAccepted {
+                username,
+                fingerprint,
+            } => {
+                self.key_changes.retain(|k| !k.username.same_as(&username));
+                for buffer in &mut self.rooms {
+                    if buffer.has_member(&username) {
+                        for m in &mut buffer.members {
+                            if m.username.same_as(&username) {
+                                m.status = KeyStatus::Trusted;
+                                m.fingerprint = fingerprint;
+                            }
+                        }
+                        buffer.timeline.push_notice(
+                            format!("You accepted {username}'s new key {fingerprint}."),
+                            Level::Info,
+                        );
+                    }
+                }
+                self.set_status(format!("{username}'s new key is trusted."), Level::Info);
+                Vec::new()
+            }
+            UiEvent::Client(event) => self.client_event(event),
+            UiEvent::Failed { action, message } => {
+                self.set_status(format!("{action}: {message}"), Level::Error);
+                vec![Effect::Dialog(DialogKind::Error {
+                    title: action,
+                    message,
+                })]
+            }
+        }
+    }
+
+    fn connection_changed(&mut self, state: ConnectionState) {
+        let was_online = self.connection == ConnectionState::Online;
+        match &state {
+            ConnectionState::Online if !was_online => {
+                self.set_status(format!("Connected to {}", self.server_url), Level::Info);
+                if self.rooms.iter().any(|r| !r.timeline.entries().is_empty()) {
+                    for buffer in &mut self.rooms {
+                        buffer.timeline.push_notice("Reconnected.", Level::Info);
+                    }
+                }
+            }
+            ConnectionState::Offline {
+                reason, retry_in, ..
+            } => {
+                self.set_status(
+                    format!(
+                        "Disconnected: {reason} Reconnecting in {} s…",
+                        retry_in.as_secs().max(1)
+                    ),
+                    Level::Warning,
+                );
+                if was_online {
+                    for buffer in &mut self.rooms {
+                        buffer.timeline.push_notice(
+                            format!("Connection lost: {reason} Reconnecting…"),
+                            Level::Warning,
+                        );
+                    }
+                }
+            }
+            ConnectionState::Stopped { reason } => {
+                self.set_status(format!("Offline: {reason}"), Level::Error);
+            }
+            ConnectionState::Connecting | ConnectionState::Online => {}
+        }
+        self.connection = state;
+    }
+
+    fn client_event(&mut self, event: ClientEvent) -> Vec<Effect> {
+        match event {
+            ClientEvent::Message(msg) => {
+                let own = self.my_name().is_some_and(|m| m.same_as(&msg.sender));
+                let focused = self.is_focused(&msg.room);
+                let buffer = self.room_or_insert(&msg.room);
+                if buffer.timeline.insert_message(&msg, own) && !focused && !own {
+                    buffer.unread += 1;
+                }
+                Vec::new()
+            }
+            ClientEvent::Rejected(rejection) => {
+                let room = rejection.room.clone();
+                let sender = rejection.sender.clone();
+                let reason = rejection.reason.to_string();
+                self.room_or_insert(&room)
+                    .timeline
+                    .insert_rejection(&rejection);
+                self.set_status(
+                    format!("Refused a message from {sender} in #{room}: {reason}"),
+                    Level::Warning,
+                );
+                Vec::new()
+            }
+            ClientEvent::MemberJoined { room, member } => {
+                if let Some(buffer) = self.room_mut(&room) {
+                    let text = format!(
+                        "→ {} joined · key {}",
+                        member.username,
+                        short_fingerprint(&member.fingerprint)
+                    );
+                    buffer
+                        .members
+                        .retain(|m| !m.username.same_as(&member.username));
+                    buffer.members.push(member);
+                    buffer.timeline.push_notice(text, Level::Info);
+                }
+                Vec::new()
+            }
+            ClientEvent::MemberLeft { room, username } => {
+                if let Some(buffer) = self.room_mut(&room) {
+                    buffer.members.retain(|m| !m.username.same_as(&username));
+                    buffer
+                        .timeline
+                        .push_notice(format!("← {username} left"), Level::Info);
+                }
+                Vec::new()
+            }
+            ClientEvent::KeyChanged {
+                username,
+                pinned_fingerprint,
+                new_fingerprint,
+                rooms,
+            } => {
+                let alert = KeyAlert {
+                    username: username.clone(),
+                    pinned: pinned_fingerprint,
+                    new: new_fingerprint,
+                    rooms: rooms.clone(),
+                };
+                for buffer in &mut self.rooms {
+                    let listed = rooms.iter().any(|r| r.same_as(&buffer.name));
+                    if !(listed || buffer.has_member(&username)) {
+                        continue;
+                    }
+                    for m in &mut buffer.members {
+                        if m.username.same_as(&username) {
+                            m.fingerprint = new_fingerprint;
+                            m.status = KeyStatus::Unaccepted {
+                                pinned: pinned_fingerprint,
+                            };
+                        }
+                    }
+                    buffer.timeline.push_notice(
+                        format!(
+                            "⚠ {username}'s key CHANGED: {} → {}. Their new messages stay \
+                             hidden and nothing is encrypted to them until you accept (F3).",
+                            short_fingerprint(&pinned_fingerprint),
+                            short_fingerprint(&new_fingerprint)
+                        ),
+                        Level::Warning,
+                    );
+                }
+                self.key_changes.retain(|k| !k.username.same_as(&username));
+                self.key_changes.push_back(alert.clone());
+                self.set_status(
+                    format!("{username}'s key changed: compare fingerprints before accepting."),
+                    Level::Warning,
+                );
+                vec![Effect::Dialog(DialogKind::KeyAlert(alert))]
+            }
+            ClientEvent::InvalidKey { username, reason } => {
+                for buffer in &mut self.rooms {
+                    if buffer.has_member(&username) {
+                        buffer.timeline.push_notice(
+                            format!("⚠ The server sent an unusable key for {username}: {reason}"),
+                            Level::Warning,
+                        );
+                    }
+                }
+                self.set_status(
+                    format!("Unusable key for {username}: {reason}"),
+                    Level::Warning,
+                );
+                Vec::new()
+            }
+            ClientEvent::ServerError { message, .. } => {
+                self.set_status(format!("Server error: {message}"), Level::Error);
+                Vec::new()
+            }
+            ClientEvent::Disconnected { reason } => {
+                self.set_status(format!("Disconnected: {reason}"), Level::Warning);
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// The first two groups of a fingerprint, for compact lists (`3f2a 91bc…`).
+pub fn short_fingerprint(fp: &Fingerprint) -> String {
+    let full = fp.to_string();
+    let short: String = full.split(' ').take(2).collect::<Vec<_>>().join(" ");
+    format!("{short}…")
+}
+
+/// `1 user`, `2 users`.
+pub fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 before it).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use shared::MessageId;
+
+    use super::*;
+    use crate::inbox::RejectReason;
+    use crate::rooms::RoomView;
+
+    fn name(s: &str) -> Username {
+        Username::parse(s).expect("valid")
+    }
+
+    fn room(s: &str) -> RoomName {
+        RoomName::parse(s).expect("valid")
+    }
+
+    fn msg(r: &str, seq: u64, sender: &str, text: &str) -> DecryptedMessage {
+        DecryptedMessage {
+            room: room(r),
+            seq,
+            message_id: MessageId([seq as u8; 16]),
+            sender: name(sender),
+            sent_at_ms: 1_000 + seq,
+            server_time_ms: 1_000 + seq,
+            recipients: vec![name("alice"), name(sender)],
+            text: text.into(),
+        }
+    }
+
+    fn texts(t: &Timeline) -> Vec<String> {
+        t.entries()
+            .iter()
+            .map(|e| match &e.kind {
+                EntryKind::Message { text, .. } => text.clone(),
+                EntryKind::Rejected { seq, .. } => format!("rejected {seq}"),
+                EntryKind::Notice { text, .. } => format!("notice {text}"),
+            })
+            .collect()
+    }
+
+    fn member(n: &str, byte: u8) -> MemberView {
+        MemberView {
+            username: name(n),
+            fingerprint: Fingerprint([byte; 32]),
+            status: KeyStatus::Trusted,
+        }
+    }
+
+    fn logged_in() -> AppState {
+        let mut state = AppState::new(
+            "ws://x/ws",
+            Start::NewAccount {
+                username: None,
+                import: None,
+                key_path: None,
+            },
+        );
+        let effects = state.apply(UiEvent::Ready(Me {
+            username: name("alice"),
+            fingerprint: Fingerprint([1; 32]),
+            key_path: PathBuf::from("/k.pem"),
+        }));
+        assert_eq!(effects, vec![Effect::EnterMain, Effect::FocusLobby]);
+        state.apply(UiEvent::Connection(ConnectionState::Online));
+        state
+    }
+
+    fn open(state: &mut AppState, r: &str, focus: bool, messages: Vec<DecryptedMessage>) {
+        state.apply(UiEvent::RoomOpened {
+            view: RoomView {
+                room: room(r),
+                owner: name("bob"),
+                has_password: false,
+                hidden: false,
+                members: vec![member("alice", 1), member("bob", 2)],
+                history: HistoryView {
+                    room: room(r),
+                    messages,
+                    rejected: Vec::new(),
+                    has_more: true,
+                },
+            },
+            focus,
+        });
+    }
+
+    #[test]
+    fn timeline_orders_by_seq_and_skips_duplicates() {
+        let mut t = Timeline::default();
+        assert!(t.insert_message(&msg("r", 5, "bob", "five"), false));
+        assert!(t.insert_message(&msg("r", 7, "bob", "seven"), false));
+        assert!(t.insert_message(&msg("r", 6, "bob", "six"), false));
+        assert!(!t.insert_message(&msg("r", 6, "bob", "six"), false));
+        // An older page goes before everything.
+        assert!(t.insert_message(&msg("r", 2, "bob", "two"), false));
+        assert_eq!(texts(&t), ["two", "five", "six", "seven"]);
+        assert_eq!(t.oldest_seq(), Some(2));
+
+        // A refusal is replaced once the message decrypts (after accepting a key).
+        let rejection = Rejection {
+            room: room("r"),
+            seq: 8,
+            message_id: MessageId([8; 16]),
+            sender: name("bob"),
+            reason: RejectReason::UntrustedSenderKey,
+        };
+        assert!(t.insert_rejection(&rejection));
+        assert!(!t.insert_rejection(&rejection));
+        assert_eq!(texts(&t).last().map(String::as_str), Some("rejected 8"));
+        assert!(t.insert_message(&msg("r", 8, "bob", "eight"), false));
+        assert_eq!(texts(&t).last().map(String::as_str), Some("eight"));
+    }
+
+    #[test]
+    fn own_pending_message_is_confirmed_or_failed() {
+        let mut t = Timeline::default();
+        t.push_pending(1, name("alice"), "mine".into());
+        t.push_pending(2, name("alice"), "lost".into());
+        t.confirm(1, 10, 5_000);
+        t.fail(2, "offline");
+        let kinds: Vec<(Option<u64>, Delivery)> = t
+            .entries()
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EntryKind::Message { seq, delivery, .. } => Some((*seq, delivery.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (Some(10), Delivery::Verified),
+                (None, Delivery::Failed("offline".into()))
+            ]
+        );
+        // History that already brought seq 10 makes a late ack drop its pending line.
+        let mut t = Timeline::default();
+        t.push_pending(3, name("alice"), "mine".into());
+        t.insert_message(&msg("r", 11, "alice", "mine"), true);
+        t.confirm(3, 11, 5_000);
+        assert_eq!(texts(&t), ["mine"]);
+    }
+
+    #[test]
+    fn unread_counts_grow_elsewhere_and_reset_on_view() {
+        let mut state = logged_in();
+        open(&mut state, "a", false, Vec::new());
+        open(&mut state, "b", true, Vec::new());
+        for (seq, r) in [(1, "a"), (2, "a"), (1, "b")] {
+            state.apply(UiEvent::Client(ClientEvent::Message(msg(
+                r, seq, "bob", "x",
+            ))));
+        }
+        state.apply(UiEvent::Client(ClientEvent::Message(msg(
+            "a", 3, "alice", "me",
+        ))));
+        assert_eq!(state.room(&room("a")).map(|r| r.unread), Some(2));
+        assert_eq!(state.room(&room("b")).map(|r| r.unread), Some(0));
+        assert_eq!(
+            state.act(Action::PrevRoom),
+            vec![Effect::FocusInput],
+            "b → a"
+        );
+        assert_eq!(state.room(&room("a")).map(|r| r.unread), Some(0));
+        assert_eq!(state.act(Action::PrevRoom), vec![Effect::FocusLobby]);
+        assert_eq!(state.focus, Focus::Lobby);
+    }
+
+    #[test]
+    fn sending_needs_a_room_and_creates_a_pending_line() {
+        let mut state = logged_in();
+        assert!(state.act(Action::Send("hi".into())).is_empty());
+        assert_eq!(state.status.as_ref().map(|s| s.level), Some(Level::Warning));
+        open(&mut state, "a", true, Vec::new());
+        let effects = state.act(Action::Send("hi".into()));
+        assert_eq!(
+            effects,
+            vec![Effect::Command(Command::Send {
+                room: room("a"),
+                text: "hi".into(),
+                local_id: 1,
+            })]
+        );
+        let pending = state
+            .room(&room("a"))
+            .and_then(|r| r.timeline.entries().last().cloned());
+        assert!(matches!(
+            pending.map(|e| e.kind),
+            Some(EntryKind::Message {
+                delivery: Delivery::Sending,
+                own: true,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn older_history_is_requested_once_and_only_when_there_is_more() {
+        let mut state = logged_in();
+        open(&mut state, "a", true, vec![msg("a", 40, "bob", "x")]);
+        assert_eq!(
+            state.act(Action::LoadOlder),
+            vec![Effect::Command(Command::LoadOlder {
+                room: room("a"),
+                before_seq: 40,
+            })]
+        );
+        assert!(state.act(Action::LoadOlder).is_empty(), "already loading");
+        state.apply(UiEvent::HistoryLoaded(HistoryView {
+            room: room("a"),
+            messages: vec![msg("a", 39, "bob", "older")],
+            rejected: Vec::new(),
+            has_more: false,
+        }));
+        let buffer = state.room(&room("a")).cloned().expect("open");
+        assert!(!buffer.loading_older && !buffer.has_more);
+        assert!(state.act(Action::LoadOlder).is_empty());
+    }
+
+    #[test]
+    fn key_change_raises_an_alert_until_accepted() {
+        let mut state = logged_in();
+        open(&mut state, "a", true, Vec::new());
+        let effects = state.apply(UiEvent::Client(ClientEvent::KeyChanged {
+            username: name("bob"),
+            pinned_fingerprint: Fingerprint([2; 32]),
+            new_fingerprint: Fingerprint([9; 32]),
+            rooms: vec![room("a")],
+        }));
+        assert!(matches!(
+            effects.as_slice(),
+            [Effect::Dialog(DialogKind::KeyAlert(KeyAlert { username, .. }))] if *username == name("bob")
+        ));
+        let bob = |s: &AppState| {
+            s.room(&room("a"))
+                .and_then(|r| {
+                    r.members
+                        .iter()
+                        .find(|m| m.username == name("bob"))
+                        .cloned()
+                })
+                .expect("bob listed")
+        };
+        assert!(matches!(bob(&state).status, KeyStatus::Unaccepted { .. }));
+        assert_eq!(state.key_changes.len(), 1);
+        assert_eq!(
+            state.act(Action::AcceptKey(name("bob"))),
+            vec![Effect::Command(Command::AcceptKey {
+                username: name("bob")
+            })]
+        );
+        state.apply(UiEvent::KeyAccepted {
+            username: name("bob"),
+            fingerprint: Fingerprint([9; 32]),
+        });
+        assert_eq!(bob(&state).status, KeyStatus::Trusted);
+        assert_eq!(bob(&state).fingerprint, Fingerprint([9; 32]));
+        assert!(state.key_changes.is_empty());
+    }
+
+    #[test]
+    fn joining_an_open_room_switches_and_a_refused_join_asks_for_a_password() {
+        let mut state = logged_in();
+        open(&mut state, "a", false, Vec::new());
+        assert_eq!(
+            state.act(Action::Join {
+                room: room("A"),
+                password: None
+            }),
+            vec![Effect::FocusInput]
+        );
+        assert_eq!(
+            state.apply(UiEvent::PasswordNeeded {
+                room: room("den"),
+                wrong: false
+            }),
+            vec![Effect::Dialog(DialogKind::Password {
+                room: room("den"),
+                wrong: false
+            })]
+        );
+    }
+
+    #[test]
+    fn connection_loss_and_return_are_noted_in_rooms() {
+        let mut state = logged_in();
+        open(&mut state, "a", true, Vec::new());
+        state.apply(UiEvent::Connection(ConnectionState::Offline {
+            reason: "gone.".into(),
+            retry_in: Duration::from_secs(1),
+            attempt: 0,
+        }));
+        assert!(state
+            .status
+            .as_ref()
+            .is_some_and(|s| s.text.contains("Reconnecting in 1 s")));
+        state.apply(UiEvent::Connection(ConnectionState::Online));
+        let notices = texts(&state.room(&room("a")).expect("open").timeline);
+        assert!(notices.iter().any(|t| t.contains("Connection lost")));
+        assert!(notices.iter().any(|t| t.contains("Reconnected")));
+    }
+}

@@ -1,0 +1,467 @@
+//! The main screen's frame and its chat parts: title bar, room list, timeline, member list,
+//! input line, status line and help bar. The lobby pane sits in the same frame
+//! ([`super::lobby`]) and is shown instead of the chat pane when the lobby is selected.
+//!
+//! ```text
+//!  e2e-chat · alice · ws://host/ws · online
+//! ┌─ Rooms ──┐┌─────────── #den ────────────┐┌─ Members ──────┐
+//! │Lobby     ││10:01   bob ✓ hi alice        ││2 members       │
+//! │#den      ││10:02 alice ✓ hello           ││✓ alice (you) * │
+//! │#town (3) ││10:02    -- → carol joined    ││  3f2a 91bc…    │
+//! └──────────┘└──────────────────────────────┘└────────────────┘
+//! [#den] > _
+//!  status line
+//!  F1 Help  F2 My key  …
+//! ```
+
+use chrono::{Local, TimeZone};
+use cursive::event::Key;
+use cursive::style::{Effect as TextEffect, Style};
+use cursive::traits::{Nameable, Resizable};
+use cursive::utils::markup::StyledString;
+use cursive::view::ScrollStrategy;
+use cursive::views::{
+    EditView, HideableView, LinearLayout, NamedView, OnEventView, Panel, ResizedView, ScrollView,
+    SelectView, TextView,
+};
+use cursive::Cursive;
+
+use super::super::app::dispatch;
+use super::super::command::{parse_input, Action};
+use super::super::event::ConnectionState;
+use super::super::state::{
+    short_fingerprint, AppState, Delivery, Entry, EntryKind, Focus, Level, RoomBuffer,
+};
+use super::{help, level_style, lobby, name_style};
+use crate::directory::KeyStatus;
+
+/// The narrowest screen that still shows the member pane.
+const MEMBERS_MIN_SCREEN: usize = 90;
+
+/// The timeline's scroll view.
+type TimelineScroll = ScrollView<NamedView<TextView>>;
+/// The chat pane's frame.
+type ChatPanel = Panel<NamedView<TimelineScroll>>;
+/// The hideable chat pane.
+type ChatPane = HideableView<ResizedView<NamedView<ChatPanel>>>;
+/// The hideable member pane.
+type MembersPane = HideableView<ResizedView<Panel<ScrollView<NamedView<TextView>>>>>;
+
+/// Never asks for more width than offered.
+///
+/// `LinearLayout` first asks every child for its size at a width of 1; a word-wrapped
+/// `TextView` inside a `ScrollView` then reports its last (full) width, the layout "gives
+/// up" and the members pane on the right is squeezed out. Capping the request keeps the
+/// centre flexible, so the fixed-width side panes always get their columns.
+pub struct Squeezable<V> {
+    inner: V,
+}
+
+impl<V: cursive::View> cursive::view::ViewWrapper for Squeezable<V> {
+    cursive::wrap_impl!(self.inner: V);
+
+    fn wrap_required_size(&mut self, req: cursive::Vec2) -> cursive::Vec2 {
+        let size = self.inner.required_size(req);
+        cursive::Vec2::new(size.x.min(req.x), size.y)
+    }
+}
+
+/// What the room list's entries stand for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListTarget {
+    /// The lobby.
+    Lobby,
+    /// A joined room, by canonical name.
+    Room(String),
+}
+
+/// Builds the main screen and makes it the only layer.
+pub fn show_main(siv: &mut Cursive) {
+    let room_list = SelectView::<ListTarget>::new()
+        .on_submit(|s, target: &ListTarget| {
+            let action = match target {
+                ListTarget::Lobby => Action::ShowLobby,
+                ListTarget::Room(key) => match shared::RoomName::parse(key) {
+                    Ok(room) => Action::ShowRoom(room),
+                    Err(_) => return,
+                },
+            };
+            dispatch(s, action);
+        })
+        .with_name(super::ROOM_LIST);
+
+    let timeline = ScrollView::new(TextView::new("").with_name(super::TIMELINE))
+        .scroll_strategy(ScrollStrategy::StickToBottom)
+        .with_name(super::TIMELINE_SCROLL);
+    let chat = HideableView::new(
+        Panel::new(timeline)
+            .title("Chat")
+            .with_name(super::CHAT_PANEL)
+            .full_screen(),
+    )
+    .hidden()
+    .with_name(super::CHAT_PANE);
+    let members = HideableView::new(
+        Panel::new(ScrollView::new(TextView::new("").with_name(super::MEMBERS)))
+            .title("Members")
+            .fixed_width(26),
+    )
+    .hidden()
+    .with_name(super::MEMBERS_PANE);
+
+    let centre = Squeezable {
+        inner: LinearLayout::vertical()
+            .child(lobby::build())
+            .child(chat)
+            .full_screen(),
+    };
+    let body = LinearLayout::horizontal()
+        .child(Panel::new(room_list).title("Rooms").fixed_width(20))
+        .child(centre)
+        .child(members)
+        .full_height();
+
+    let input = EditView::new()
+        .on_submit(|s, text| {
+            let line = text.to_owned();
+            s.call_on_name(super::INPUT, |v: &mut EditView| v.set_content(""));
+            match parse_input(&line) {
+                Ok(Some(action)) => dispatch(s, action),
+                Ok(None) => {}
+                Err(message) => {
+                    super::super::app::with_app(s, |_, app| {
+                        app.state.status = Some(super::super::state::StatusLine {
+                            text: message,
+                            level: Level::Warning,
+                        });
+                    });
+                    super::super::app::render(s);
+                }
+            }
+        })
+        .with_name(super::INPUT)
+        .full_width();
+    let input_line = LinearLayout::horizontal()
+        .child(TextView::new("> ").with_name(super::PROMPT))
+        .child(input);
+
+    let layout = LinearLayout::vertical()
+        .child(TextView::new("").with_name(super::TITLE))
+        .child(body)
+        .child(input_line)
+        .child(TextView::new("").with_name(super::STATUS))
+        .child(TextView::new("").with_name(super::HELP_BAR));
+    siv.add_fullscreen_layer(layout.with_name(super::MAIN));
+    let _ = siv.focus_name(super::INPUT);
+}
+
+/// Scrolls the timeline one page up. Returns `true` if it was already at the top, which
+/// asks for older history.
+pub fn page_up(siv: &mut Cursive) -> bool {
+    siv.call_on_name(super::TIMELINE_SCROLL, |s: &mut TimelineScroll| {
+        if s.is_at_top() {
+            return true;
+        }
+        let viewport = s.content_viewport();
+        let page = viewport.height().saturating_sub(1).max(1);
+        let _ = s.set_offset((0, viewport.top().saturating_sub(page)));
+        false
+    })
+    .unwrap_or(false)
+}
+
+/// Scrolls the timeline one page down, sticking to the bottom again when it gets there.
+pub fn page_down(siv: &mut Cursive) {
+    siv.call_on_name(super::TIMELINE_SCROLL, |s: &mut TimelineScroll| {
+        let viewport = s.content_viewport();
+        let page = viewport.height().saturating_sub(1).max(1);
+        let _ = s.set_offset((0, viewport.top() + page));
+        if s.is_at_bottom() {
+            let _ = s.set_scroll_strategy(ScrollStrategy::StickToBottom);
+        }
+    });
+}
+
+/// Re-renders everything but the lobby pane.
+pub fn render(siv: &mut Cursive, state: &AppState) {
+    // Zero before the first layout: show everything then.
+    let width = match siv.screen_size().x {
+        0 => usize::MAX,
+        w => w,
+    };
+    siv.call_on_name(super::HELP_BAR, |v: &mut TextView| {
+        v.set_content(help::help_bar(width))
+    });
+    siv.call_on_name(super::TITLE, |v: &mut TextView| v.set_content(title(state)));
+    siv.call_on_name(super::STATUS, |v: &mut TextView| {
+        v.set_content(status(state))
+    });
+    siv.call_on_name(super::ROOM_LIST, |v: &mut SelectView<ListTarget>| {
+        render_room_list(v, state)
+    });
+    let room = state.current_room();
+    siv.call_on_name(super::PROMPT, |v: &mut TextView| {
+        v.set_content(match room {
+            Some(r) => format!("[#{}] > ", r.name),
+            None => "[lobby] > ".to_owned(),
+        })
+    });
+    siv.call_on_name(super::CHAT_PANE, |v: &mut ChatPane| {
+        v.set_visible(room.is_some())
+    });
+    // Narrow terminals give the conversation the room; F3 still lists the members.
+    let members_fit = width >= MEMBERS_MIN_SCREEN;
+    siv.call_on_name(super::MEMBERS_PANE, |v: &mut MembersPane| {
+        v.set_visible(room.is_some() && members_fit)
+    });
+    let Some(room) = room else {
+        return;
+    };
+    siv.call_on_name(super::CHAT_PANEL, |v: &mut ChatPanel| {
+        v.set_title(room_title(room))
+    });
+    siv.call_on_name(super::TIMELINE, |v: &mut TextView| {
+        v.set_content(timeline(room))
+    });
+    siv.call_on_name(super::MEMBERS, |v: &mut TextView| {
+        v.set_content(members(room, state))
+    });
+}
+
+fn title(state: &AppState) -> StyledString {
+    let mut out = StyledString::styled(" e2e-chat ", Style::from(TextEffect::Bold));
+    if let Some(me) = &state.me {
+        out.append_plain(format!("· {} ", me.username));
+    }
+    out.append_plain(format!("· {} · ", state.server_url));
+    let (text, level) = match &state.connection {
+        ConnectionState::Online => ("online".to_owned(), Level::Info),
+        ConnectionState::Connecting => ("connecting…".to_owned(), Level::Warning),
+        ConnectionState::Offline { retry_in, .. } => (
+            format!("offline, retrying in {} s", retry_in.as_secs().max(1)),
+            Level::Warning,
+        ),
+        ConnectionState::Stopped { .. } => ("offline".to_owned(), Level::Error),
+    };
+    match level {
+        Level::Info => out.append_styled(
+            text,
+            Style::from(cursive::style::Color::Dark(
+                cursive::style::BaseColor::Green,
+            )),
+        ),
+        other => out.append_styled(text, level_style(other)),
+    }
+    out
+}
+
+fn status(state: &AppState) -> StyledString {
+    match &state.status {
+        Some(line) => StyledString::styled(format!(" {}", line.text), level_style(line.level)),
+        None => StyledString::new(),
+    }
+}
+
+/// The room list: the lobby, then each joined room with its unread count.
+pub fn room_list_items(state: &AppState) -> Vec<(String, ListTarget)> {
+    let mut items = vec![("Lobby".to_owned(), ListTarget::Lobby)];
+    for room in &state.rooms {
+        let mut label = format!("#{}", room.name);
+        if room.unread > 0 {
+            label.push_str(&format!(" ({})", room.unread));
+        }
+        items.push((label, ListTarget::Room(room.name.canonical())));
+    }
+    items
+}
+
+fn render_room_list(view: &mut SelectView<ListTarget>, state: &AppState) {
+    view.clear();
+    let selected = match &state.focus {
+        Focus::Lobby => ListTarget::Lobby,
+        Focus::Room(key) => ListTarget::Room(key.clone()),
+    };
+    let mut selected_index = 0;
+    for (i, (label, target)) in room_list_items(state).into_iter().enumerate() {
+        if target == selected {
+            selected_index = i;
+        }
+        let unread = matches!(&target, ListTarget::Room(key)
+            if state.rooms.iter().any(|r| r.name.canonical() == *key && r.unread > 0));
+        let label = if unread {
+            StyledString::styled(label, Style::from(TextEffect::Bold))
+        } else {
+            StyledString::plain(label)
+        };
+        view.add_item(label, target);
+    }
+    let _ = view.set_selection(selected_index);
+}
+
+fn room_title(room: &RoomBuffer) -> String {
+    let mut flags = Vec::new();
+    if room.hidden {
+        flags.push("hidden");
+    }
+    if room.has_password {
+        flags.push("password");
+    }
+    if flags.is_empty() {
+        format!("#{}", room.name)
+    } else {
+        format!("#{} ({})", room.name, flags.join(", "))
+    }
+}
+
+/// Local time of a timestamp: `HH:MM` today, `MM-DD HH:MM` on other days.
+pub fn local_time(ms: u64) -> String {
+    let Ok(ms) = i64::try_from(ms) else {
+        return "--:--".into();
+    };
+    let Some(time) = Local.timestamp_millis_opt(ms).single() else {
+        return "--:--".into();
+    };
+    if time.date_naive() == Local::now().date_naive() {
+        time.format("%H:%M").to_string()
+    } else {
+        time.format("%m-%d %H:%M").to_string()
+    }
+}
+
+/// The timeline as styled text: `time sender mark text`, senders right-aligned.
+pub fn timeline(room: &RoomBuffer) -> StyledString {
+    let width = room
+        .timeline
+        .entries()
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EntryKind::Message { sender, .. } | EntryKind::Rejected { sender, .. } => {
+                Some(sender.as_str().len())
+            }
+            EntryKind::Notice { .. } => None,
+        })
+        .max()
+        .unwrap_or(3)
+        .clamp(3, 16);
+    let mut out = StyledString::new();
+    if room.has_more {
+        out.append_styled(
+            "  (older messages: PgUp at the top, or F9)\n",
+            level_style(Level::Info),
+        );
+    }
+    if room.loading_older {
+        out.append_styled("  loading older messages…\n", level_style(Level::Info));
+    }
+    for entry in room.timeline.entries() {
+        append_entry(&mut out, entry, width);
+    }
+    out
+}
+
+fn append_entry(out: &mut StyledString, entry: &Entry, width: usize) {
+    out.append_styled(
+        format!("{} ", local_time(entry.time_ms)),
+        level_style(Level::Info),
+    );
+    match &entry.kind {
+        EntryKind::Message {
+            sender,
+            text,
+            delivery,
+            own,
+            ..
+        } => {
+            out.append_styled(
+                format!("{:>width$}", sender.as_str()),
+                name_style(sender.as_str(), *own),
+            );
+            let (mark, style) = match delivery {
+                Delivery::Verified => (
+                    " ✓ ",
+                    Style::from(cursive::style::Color::Dark(
+                        cursive::style::BaseColor::Green,
+                    )),
+                ),
+                Delivery::Sending => (" … ", level_style(Level::Info)),
+                Delivery::Failed(_) => (" ✗ ", level_style(Level::Error)),
+            };
+            out.append_styled(mark, style);
+            out.append_plain(text.as_str());
+            if let Delivery::Failed(reason) = delivery {
+                out.append_styled(format!("  (not sent: {reason})"), level_style(Level::Error));
+            }
+        }
+        EntryKind::Rejected {
+            seq,
+            sender,
+            reason,
+        } => {
+            out.append_styled(
+                format!(
+                    "{:>width$} ⚠ message #{seq} from {sender} refused: {reason}",
+                    "!!"
+                ),
+                level_style(Level::Warning),
+            );
+        }
+        EntryKind::Notice { text, level } => {
+            out.append_styled(format!("{:>width$} ", "--"), level_style(Level::Info));
+            let style = if *level == Level::Info {
+                Style::from(cursive::style::Color::Dark(cursive::style::BaseColor::Cyan))
+            } else {
+                level_style(*level)
+            };
+            out.append_styled(text.as_str(), style);
+        }
+    }
+    out.append_plain("\n");
+}
+
+/// The member list: a trust mark, the name and a short fingerprint.
+pub fn members(room: &RoomBuffer, state: &AppState) -> StyledString {
+    let mut out = StyledString::styled(
+        format!(
+            "{}\n",
+            super::super::state::plural(room.members.len(), "member")
+        ),
+        Style::from(TextEffect::Bold),
+    );
+    for m in &room.members {
+        let own = state
+            .me
+            .as_ref()
+            .is_some_and(|me| me.username.same_as(&m.username));
+        let (mark, style) = match &m.status {
+            KeyStatus::Trusted => (
+                "✓",
+                Style::from(cursive::style::Color::Dark(
+                    cursive::style::BaseColor::Green,
+                )),
+            ),
+            KeyStatus::Unaccepted { .. } => ("!", level_style(Level::Warning)),
+            KeyStatus::Invalid { .. } => ("✗", level_style(Level::Error)),
+        };
+        out.append_styled(mark, style);
+        out.append_plain(" ");
+        out.append_styled(m.username.as_str(), name_style(m.username.as_str(), own));
+        if own {
+            out.append_plain(" (you)");
+        }
+        if room.owner.as_ref().is_some_and(|o| o.same_as(&m.username)) {
+            out.append_plain(" *");
+        }
+        out.append_plain("\n  ");
+        out.append_styled(short_fingerprint(&m.fingerprint), level_style(Level::Info));
+        out.append_plain("\n");
+    }
+    out.append_styled("\n* owner · F3 details", level_style(Level::Info));
+    out
+}
+
+/// Wraps a dialog so Esc closes it.
+pub fn closable<V: cursive::View>(view: V) -> OnEventView<V> {
+    OnEventView::new(view).on_event(Key::Esc, |s| {
+        s.pop_layer();
+    })
+}

@@ -1,0 +1,102 @@
+//! The help bar at the bottom of the main screen and the F1 help dialog.
+
+use cursive::style::{Effect, Style};
+use cursive::utils::markup::StyledString;
+
+/// The key bindings of the main screen, as (keys, what they do).
+pub const BINDINGS: &[(&str, &str)] = &[
+    ("Enter", "send the message / join the selected room"),
+    ("F1", "this help"),
+    ("F2", "your own key fingerprint, to compare out of band"),
+    ("F3", "members' full fingerprints; accept changed keys"),
+    ("F4", "the lobby (public rooms)"),
+    ("F5", "refresh the lobby"),
+    ("F6", "create a room (name, password, hidden)"),
+    ("F7", "join a room by name: the way into hidden rooms"),
+    ("F8", "leave the current room"),
+    ("F9 / PgUp at top", "load older messages"),
+    ("PgUp / PgDn", "scroll the timeline"),
+    (
+        "Ctrl-N / Ctrl-P",
+        "next / previous room (also Alt-Right / Alt-Left)",
+    ),
+    (
+        "Tab",
+        "move between the input line, the room list and the lobby",
+    ),
+    ("Esc", "close a dialog"),
+    ("Ctrl-Q / F10", "quit"),
+];
+
+/// The commands the input line understands.
+pub const COMMANDS: &[(&str, &str)] = &[
+    ("/join ROOM [PASSWORD]", "join a room by name"),
+    ("/create [--hidden] ROOM [PASSWORD]", "create a room"),
+    ("/leave", "leave the current room"),
+    ("/lobby, /refresh", "show / refresh the lobby"),
+    ("/older", "load older messages"),
+    ("/fp, /keys", "your fingerprint / the members' keys"),
+    ("/help, /quit", "this help / quit"),
+    ("//text", "send a message starting with /"),
+];
+
+/// The help bar's entries, most important first: (key, label, short label).
+const BAR: &[(&str, &str, &str)] = &[
+    ("F1", "Help", "Help"),
+    ("F2", "My key", "Me"),
+    ("F3", "Keys", "Keys"),
+    ("F4", "Lobby", "Lobby"),
+    ("F5", "Refresh", "Refresh"),
+    ("F6", "New room", "New"),
+    ("F7", "Join", "Join"),
+    ("F8", "Leave", "Leave"),
+    ("F9", "Older", "Older"),
+    ("^N/^P", "Rooms", "Rooms"),
+    ("^Q", "Quit", "Quit"),
+];
+
+/// The one-line summary shown at the bottom of the main screen, fitted to `width`
+/// columns: full labels if they fit, else short ones, dropping entries from the end
+/// (but keeping "quit") if even those do not.
+pub fn help_bar(width: usize) -> StyledString {
+    let render = |entries: &[(&str, &str)]| {
+        let mut out = StyledString::new();
+        for (key, label) in entries {
+            out.append_plain(" ");
+            out.append_styled(*key, Style::from(Effect::Reverse));
+            out.append_plain(format!(" {label}"));
+        }
+        out
+    };
+    let full: Vec<(&str, &str)> = BAR.iter().map(|(k, l, _)| (*k, *l)).collect();
+    let bar = render(&full);
+    if bar.width() <= width {
+        return bar;
+    }
+    let mut short: Vec<(&str, &str)> = BAR.iter().map(|(k, _, s)| (*k, *s)).collect();
+    loop {
+        let bar = render(&short);
+        if bar.width() <= width || short.len() <= 2 {
+            return bar;
+        }
+        // Drop the least important entry before "quit".
+        short.remove(short.len() - 2);
+    }
+}
+
+/// The full help text.
+pub fn help_text() -> String {
+    let mut out = String::from("Keys\n");
+    for (keys, what) in BINDINGS {
+        out.push_str(&format!("  {keys:<20} {what}\n"));
+    }
+    out.push_str("\nCommands in the input line\n");
+    for (command, what) in COMMANDS {
+        out.push_str(&format!("  {command:<36} {what}\n"));
+    }
+    out.push_str(
+        "\nMarks: ✓ signature verified · … sending · ✗ not sent · ! key changed, not accepted\n\
+         Every message is end-to-end encrypted; the server stores only ciphertext.",
+    );
+    out
+}

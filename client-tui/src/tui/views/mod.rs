@@ -1,0 +1,85 @@
+//! The cursive views, one file per screen or family of dialogs (ncspot's `ui/`).
+//!
+//! Views only *build* widgets and *render* [`AppState`](super::state::AppState) into them.
+//! They never talk to the network: their callbacks turn keys and form submissions into
+//! [`Action`](super::command::Action)s (through [`super::app::dispatch`]) or, during
+//! onboarding, into [`Command`](super::command::Command)s.
+//!
+//! Views are found by name; the names are the constants below.
+
+pub mod chat;
+pub mod dialogs;
+pub mod help;
+pub mod lobby;
+pub mod onboarding;
+
+use cursive::style::{BaseColor, Color, Effect, Style};
+
+use super::state::Level;
+
+/// The main screen's layer.
+pub const MAIN: &str = "main";
+/// The title bar.
+pub const TITLE: &str = "title";
+/// The list of the lobby and joined rooms (left).
+pub const ROOM_LIST: &str = "room_list";
+/// The lobby panel (hideable).
+pub const LOBBY_PANE: &str = "lobby_pane";
+/// The lobby's header line.
+pub const LOBBY_HEADER: &str = "lobby_header";
+/// The lobby's list of public rooms.
+pub const LOBBY_LIST: &str = "lobby_list";
+/// The chat panel (hideable).
+pub const CHAT_PANE: &str = "chat_pane";
+/// The chat panel's frame, whose title names the room.
+pub const CHAT_PANEL: &str = "chat_panel";
+/// The timeline's scroll view.
+pub const TIMELINE_SCROLL: &str = "timeline_scroll";
+/// The timeline text.
+pub const TIMELINE: &str = "timeline";
+/// The member list pane (hideable).
+pub const MEMBERS_PANE: &str = "members_pane";
+/// The member list text.
+pub const MEMBERS: &str = "members";
+/// The prompt before the input line.
+pub const PROMPT: &str = "prompt";
+/// The input line.
+pub const INPUT: &str = "input";
+/// The status line.
+pub const STATUS: &str = "status";
+/// The key help bar.
+pub const HELP_BAR: &str = "help_bar";
+/// The onboarding form's layer.
+pub const ONBOARDING: &str = "onboarding";
+/// The progress layer shown over onboarding.
+pub const BUSY: &str = "busy";
+/// The progress text.
+pub const BUSY_TEXT: &str = "busy_text";
+
+/// The style of a notice or status line of this level.
+pub fn level_style(level: Level) -> Style {
+    match level {
+        Level::Info => Style::from(Color::Light(BaseColor::Black)),
+        Level::Warning => Style::from(Color::Dark(BaseColor::Yellow)).combine(Effect::Bold),
+        Level::Error => Style::from(Color::Dark(BaseColor::Red)).combine(Effect::Bold),
+    }
+}
+
+/// A stable colour per user name, so a speaker is recognisable at a glance.
+pub fn name_style(name: &str, own: bool) -> Style {
+    const COLORS: [BaseColor; 6] = [
+        BaseColor::Cyan,
+        BaseColor::Green,
+        BaseColor::Magenta,
+        BaseColor::Blue,
+        BaseColor::Yellow,
+        BaseColor::Red,
+    ];
+    if own {
+        return Style::from(Effect::Bold);
+    }
+    let hash = name.to_ascii_lowercase().bytes().fold(0usize, |h, b| {
+        h.wrapping_mul(31).wrapping_add(usize::from(b))
+    });
+    Style::from(Color::Light(COLORS[hash % COLORS.len()]))
+}

@@ -1,0 +1,509 @@
+//! The cursive views driven without a terminal, through cursive's puppet backend: keys go
+//! in as events, the screen comes out as text, and the commands the views produce are read
+//! from the channel the network task would receive.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use client_tui::tui::app::{self, App};
+use client_tui::tui::command::{Command, KeySource, Secret};
+use client_tui::tui::event::{ConnectionState, Me, UiEvent};
+use client_tui::tui::network::CommandSender;
+use client_tui::tui::profile::Start;
+use client_tui::tui::state::AppState;
+use client_tui::{ClientEvent, DecryptedMessage, HistoryView, KeyStatus, MemberView, RoomView};
+use cursive::backends::puppet::observed::ObservedScreen;
+use cursive::backends::puppet::Backend;
+use cursive::event::{Event, Key};
+use cursive::{Cursive, CursiveRunner, Vec2};
+use shared::crypto::keys::Fingerprint;
+use shared::protocol::{RoomList, RoomSummary, SendAck};
+use shared::{MessageId, RoomName, Username};
+use tokio::sync::mpsc;
+
+struct Harness {
+    runner: CursiveRunner<Cursive>,
+    input: crossbeam_like::Input,
+    frames: crossbeam_like::Frames,
+    commands: mpsc::Receiver<Command>,
+    last: Option<ObservedScreen>,
+}
+
+/// The puppet backend's channel types, named without depending on crossbeam directly.
+mod crossbeam_like {
+    pub type Input = cursive::reexports::crossbeam_channel::Sender<Option<cursive::event::Event>>;
+    pub type Frames = cursive::reexports::crossbeam_channel::Receiver<
+        cursive::backends::puppet::observed::ObservedScreen,
+    >;
+}
+
+fn name(s: &str) -> Username {
+    Username::parse(s).expect("valid username")
+}
+
+fn room(s: &str) -> RoomName {
+    RoomName::parse(s).expect("valid room name")
+}
+
+impl Harness {
+    fn new(start: Start) -> Self {
+        let backend = Backend::init(Some(Vec2::new(120, 36)));
+        let input = backend.input();
+        let frames = backend.stream();
+        let mut siv = Cursive::new();
+        let (commands, rx) = CommandSender::channel();
+        app::install(
+            &mut siv,
+            App {
+                state: AppState::new("ws://test/ws", start),
+                commands,
+                key_bits: 2048,
+                config_dir: Some(PathBuf::from("/cfg")),
+            },
+        );
+        let runner = siv.into_runner(backend);
+        let mut h = Self {
+            runner,
+            input,
+            frames,
+            commands: rx,
+            last: None,
+        };
+        h.step();
+        h
+    }
+
+    /// A harness past onboarding, logged in as alice.
+    fn logged_in() -> Self {
+        let mut h = Self::new(Start::NewAccount {
+            username: None,
+            import: None,
+            key_path: None,
+        });
+        h.event(UiEvent::Ready(Me {
+            username: name("alice"),
+            fingerprint: Fingerprint([0xab; 32]),
+            key_path: PathBuf::from("/cfg/keys/alice.pem"),
+        }));
+        h.event(UiEvent::Connection(ConnectionState::Online));
+        h.drain();
+        h
+    }
+
+    fn step(&mut self) {
+        self.runner.refresh();
+        for _ in 0..5 {
+            self.runner.step();
+        }
+        self.runner.refresh();
+        if let Some(frame) = self.frames.try_iter().last() {
+            self.last = Some(frame);
+        }
+    }
+
+    fn press(&mut self, event: impl Into<Event>) {
+        self.input.send(Some(event.into())).expect("backend alive");
+        self.step();
+    }
+
+    fn type_text(&mut self, text: &str) {
+        for c in text.chars() {
+            self.input
+                .send(Some(Event::Char(c)))
+                .expect("backend alive");
+        }
+        self.step();
+    }
+
+    fn event(&mut self, event: UiEvent) {
+        app::on_event(&mut self.runner, event);
+        self.step();
+    }
+
+    fn screen(&self) -> String {
+        self.last
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    }
+
+    fn assert_shows(&self, text: &str) {
+        let screen = self.screen();
+        assert!(screen.contains(text), "{text:?} not on screen:\n{screen}");
+    }
+
+    fn drain(&mut self) -> Vec<Command> {
+        let mut out = Vec::new();
+        while let Ok(c) = self.commands.try_recv() {
+            out.push(c);
+        }
+        out
+    }
+}
+
+fn member(n: &str, byte: u8) -> MemberView {
+    MemberView {
+        username: name(n),
+        fingerprint: Fingerprint([byte; 32]),
+        status: KeyStatus::Trusted,
+    }
+}
+
+fn message(r: &str, seq: u64, sender: &str, text: &str) -> DecryptedMessage {
+    DecryptedMessage {
+        room: room(r),
+        seq,
+        message_id: MessageId([seq as u8; 16]),
+        sender: name(sender),
+        sent_at_ms: 1_700_000_000_000 + seq,
+        server_time_ms: 1_700_000_000_000 + seq,
+        recipients: vec![name("alice"), name(sender)],
+        text: text.into(),
+    }
+}
+
+fn opened(r: &str, members: Vec<MemberView>, messages: Vec<DecryptedMessage>) -> UiEvent {
+    UiEvent::RoomOpened {
+        view: RoomView {
+            room: room(r),
+            owner: name("bob"),
+            has_password: true,
+            hidden: true,
+            members,
+            history: HistoryView {
+                room: room(r),
+                messages,
+                rejected: Vec::new(),
+                has_more: true,
+            },
+        },
+        focus: true,
+    }
+}
+
+#[test]
+fn onboarding_form_sends_create_account_with_the_typed_values() {
+    let mut h = Harness::new(Start::NewAccount {
+        username: None,
+        import: None,
+        key_path: None,
+    });
+    h.assert_shows("Create your account");
+    h.type_text("alice");
+    h.press(Key::Tab);
+    h.type_text("short");
+    h.press(Key::Tab);
+    h.type_text("short");
+    h.press(Key::Enter);
+    h.assert_shows("at least 8 characters");
+    assert!(h.drain().is_empty());
+
+    // Fix both passphrases: focus is on the repeat field.
+    for field in [Key::Up, Key::Down] {
+        h.press(field);
+        for _ in 0..5 {
+            h.press(Key::Backspace);
+        }
+        h.type_text("correct horse");
+    }
+    h.press(Key::Enter);
+    let commands = h.drain();
+    let [Command::CreateAccount(new)] = commands.as_slice() else {
+        panic!(
+            "expected one CreateAccount, got {commands:?}\n{}",
+            h.screen()
+        );
+    };
+    assert_eq!(new.username, name("alice"));
+    assert_eq!(new.passphrase, Secret::new("correct horse"));
+    assert_eq!(new.key_path, PathBuf::from("/cfg/keys/alice.pem"));
+    assert_eq!(new.source, KeySource::Generate { bits: 2048 });
+
+    // Progress is shown while the network task works, and a failure reopens the form.
+    h.event(UiEvent::Progress {
+        title: "Generating your RSA-2048 key".into(),
+        elapsed: Duration::from_millis(1200),
+    });
+    h.assert_shows("Generating your RSA-2048 key… 1.2 s");
+    h.event(UiEvent::OnboardingFailed {
+        message: "That username is already taken; choose another.".into(),
+    });
+    h.assert_shows("already taken");
+    assert!(!h.screen().contains("Please wait"));
+}
+
+#[test]
+fn lobby_lists_rooms_and_counts_and_join_dialog_sends_join() {
+    let mut h = Harness::logged_in();
+    h.event(UiEvent::RoomList(RoomList {
+        rooms: vec![
+            RoomSummary {
+                name: room("town-square"),
+                has_password: false,
+                members: 5,
+                members_online: 2,
+            },
+            RoomSummary {
+                name: room("vault"),
+                has_password: true,
+                members: 1,
+                members_online: 1,
+            },
+        ],
+        users_online: 3,
+    }));
+    h.assert_shows("3 users online · 2 public rooms");
+    h.assert_shows("town-square");
+    h.assert_shows("password");
+
+    h.press(Key::F7);
+    h.assert_shows("Join a room by name");
+    h.type_text("secret-den");
+    h.press(Key::Tab);
+    h.type_text("pw123");
+    h.press(Key::Enter);
+    assert_eq!(
+        h.drain(),
+        vec![Command::JoinRoom {
+            room: room("secret-den"),
+            password: Some(Secret::new("pw123")),
+        }]
+    );
+    h.assert_shows("Joining #secret-den");
+}
+
+#[test]
+fn chat_shows_messages_members_and_sends_from_the_input_line() {
+    let mut h = Harness::logged_in();
+    h.event(opened(
+        "den",
+        vec![member("alice", 0xab), member("bob", 0x3f)],
+        vec![message("den", 7, "bob", "welcome to the den")],
+    ));
+    h.assert_shows("#den (hidden, password)");
+    h.assert_shows("bob ✓ welcome to the den");
+    h.assert_shows("3f3f 3f3f…");
+    h.assert_shows("[#den] >");
+
+    h.type_text("hello bob");
+    h.press(Key::Enter);
+    let commands = h.drain();
+    let [Command::Send {
+        room: r,
+        text,
+        local_id,
+    }] = commands.as_slice()
+    else {
+        panic!("expected a Send, got {commands:?}");
+    };
+    assert_eq!((r, text.as_str()), (&room("den"), "hello bob"));
+    h.assert_shows("alice … hello bob");
+    h.event(UiEvent::Sent {
+        room: room("den"),
+        local_id: *local_id,
+        ack: SendAck {
+            room: room("den"),
+            message_id: MessageId([9; 16]),
+            seq: 8,
+            server_time_ms: 1_700_000_000_100,
+        },
+    });
+    h.assert_shows("alice ✓ hello bob");
+
+    // Joins and leaves appear in the timeline and the member list.
+    h.event(UiEvent::Client(ClientEvent::MemberJoined {
+        room: room("den"),
+        member: member("carol", 0x77),
+    }));
+    h.assert_shows("→ carol joined · key 7777 7777…");
+    h.assert_shows("3 members");
+    h.event(UiEvent::Client(ClientEvent::MemberLeft {
+        room: room("den"),
+        username: name("carol"),
+    }));
+    h.assert_shows("← carol left");
+    h.assert_shows("2 members");
+}
+
+#[test]
+fn a_changed_key_must_be_acknowledged_and_can_be_accepted() {
+    let mut h = Harness::logged_in();
+    h.event(opened(
+        "den",
+        vec![member("alice", 0xab), member("bob", 0x3f)],
+        Vec::new(),
+    ));
+    h.event(UiEvent::Client(ClientEvent::KeyChanged {
+        username: name("bob"),
+        pinned_fingerprint: Fingerprint([0x3f; 32]),
+        new_fingerprint: Fingerprint([0x99; 32]),
+        rooms: vec![room("den")],
+    }));
+    h.assert_shows("Key changed: bob");
+    h.assert_shows("3f3f 3f3f 3f3f 3f3f 3f3f 3f3f 3f3f 3f3f");
+    h.assert_shows("9999 9999 9999 9999 9999 9999 9999 9999");
+    // Esc does not dismiss it, and other keys do not reach the main screen.
+    h.press(Key::Esc);
+    h.press(Key::F7);
+    h.assert_shows("Key changed: bob");
+    assert!(!h.screen().contains("Join a room by name"));
+    // The first button accepts.
+    h.press(Key::Enter);
+    assert_eq!(
+        h.drain(),
+        vec![Command::AcceptKey {
+            username: name("bob")
+        }]
+    );
+    assert!(!h.screen().contains("Key changed: bob"));
+    h.assert_shows("bob's key CHANGED");
+    h.assert_shows("! bob");
+}
+
+#[test]
+fn own_fingerprint_is_one_key_away_and_leaving_asks_first() {
+    let mut h = Harness::logged_in();
+    h.press(Key::F2);
+    h.assert_shows("Your fingerprint");
+    h.assert_shows("abab abab abab abab abab abab abab abab");
+    h.press(Key::Esc);
+    assert!(!h.screen().contains("Your fingerprint"));
+
+    h.event(opened("den", vec![member("alice", 0xab)], Vec::new()));
+    h.press(Key::F8);
+    h.assert_shows("Leave #den?");
+    h.press(Key::Enter);
+    assert_eq!(h.drain(), vec![Command::Leave { room: room("den") }]);
+    h.event(UiEvent::Left(room("den")));
+    h.assert_shows("You left #den.");
+    h.assert_shows("[lobby] >");
+}
+
+#[test]
+fn unread_counts_errors_and_slash_commands() {
+    let mut h = Harness::logged_in();
+    h.event(opened("den", vec![member("alice", 0xab)], Vec::new()));
+    h.event(UiEvent::RoomOpened {
+        view: RoomView {
+            room: room("town"),
+            owner: name("bob"),
+            has_password: false,
+            hidden: false,
+            members: vec![member("alice", 0xab)],
+            history: HistoryView {
+                room: room("town"),
+                messages: Vec::new(),
+                rejected: Vec::new(),
+                has_more: false,
+            },
+        },
+        focus: false,
+    });
+    for seq in 1..=3 {
+        h.event(UiEvent::Client(ClientEvent::Message(message(
+            "town", seq, "bob", "psst",
+        ))));
+    }
+    h.assert_shows("#town (3)");
+    h.press(Event::CtrlChar('n'));
+    h.assert_shows("[#town] >");
+    assert!(!h.screen().contains("#town (3)"));
+
+    h.type_text("/join other-room pw");
+    h.press(Key::Enter);
+    assert_eq!(
+        h.drain(),
+        vec![Command::JoinRoom {
+            room: room("other-room"),
+            password: Some(Secret::new("pw")),
+        }]
+    );
+    h.event(UiEvent::Failed {
+        action: "Joining #other-room".into(),
+        message: "No room by that name, or its password is wrong.".into(),
+    });
+    h.assert_shows("Joining #other-room");
+    h.assert_shows("No room by that name, or its password is wrong.");
+    h.assert_shows("<OK>");
+    h.press(Key::Enter);
+    assert!(!h.screen().contains("<OK>"), "the error dialog closes");
+
+    h.type_text("/nonsense");
+    h.press(Key::Enter);
+    h.assert_shows("unknown command /nonsense");
+}
+
+#[test]
+fn page_up_at_the_top_loads_older_messages() {
+    let mut h = Harness::logged_in();
+    h.event(opened(
+        "den",
+        vec![member("alice", 0xab)],
+        vec![message("den", 10, "bob", "latest")],
+    ));
+    h.press(Key::PageUp);
+    assert_eq!(
+        h.drain(),
+        vec![Command::LoadOlder {
+            room: room("den"),
+            before_seq: 10,
+        }]
+    );
+    h.assert_shows("loading older messages");
+    h.event(UiEvent::HistoryLoaded(HistoryView {
+        room: room("den"),
+        messages: vec![message("den", 9, "bob", "earlier")],
+        rejected: Vec::new(),
+        has_more: false,
+    }));
+    let screen = h.screen();
+    let earlier = screen.find("earlier").expect("older message shown");
+    let latest = screen.find("latest").expect("newer message shown");
+    assert!(earlier < latest, "older message must come first:\n{screen}");
+}
+
+#[test]
+fn import_and_unlock_forms_send_their_commands() {
+    let mut h = Harness::new(Start::NewAccount {
+        username: Some(name("dave")),
+        import: Some(PathBuf::from("/home/dave/openssl.pem")),
+        key_path: None,
+    });
+    h.assert_shows("Import a key");
+    h.assert_shows("/home/dave/openssl.pem");
+    // The username is pre-filled, so the cursor starts in the passphrase field.
+    h.type_text("dave's passphrase");
+    h.press(Key::Tab);
+    h.type_text("dave's passphrase");
+    h.press(Key::Enter); // to the key path
+    h.press(Key::Enter); // to the key's own passphrase
+    h.press(Key::Enter); // submit
+    let commands = h.drain();
+    let [Command::CreateAccount(new)] = commands.as_slice() else {
+        panic!("expected CreateAccount, got {commands:?}\n{}", h.screen());
+    };
+    assert_eq!(
+        new.source,
+        KeySource::Import {
+            path: PathBuf::from("/home/dave/openssl.pem"),
+            passphrase: None,
+        }
+    );
+
+    let mut h = Harness::new(Start::Unlock {
+        username: Some(name("erin")),
+        key_path: PathBuf::from("/cfg/keys/erin.pem"),
+    });
+    h.assert_shows("Welcome back, erin.");
+    h.type_text("erin's passphrase");
+    h.press(Key::Enter);
+    assert_eq!(
+        h.drain(),
+        vec![Command::Unlock(client_tui::tui::command::Unlock {
+            username: name("erin"),
+            key_path: PathBuf::from("/cfg/keys/erin.pem"),
+            passphrase: Some(Secret::new("erin's passphrase")),
+        })]
+    );
+    h.assert_shows("Please wait");
+}
