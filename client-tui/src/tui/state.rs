@@ -129,6 +129,11 @@ impl Timeline {
         self.entries.iter().filter_map(Entry::seq).min()
     }
 
+    /// The largest `seq` shown.
+    pub fn newest_seq(&self) -> Option<u64> {
+        self.entries.iter().filter_map(Entry::seq).max()
+    }
+
     /// Inserts a decrypted message in `seq` order. A message already shown is skipped; a
     /// refusal at the same position is replaced (the key was accepted since). Returns
     /// whether the timeline changed.
@@ -281,6 +286,10 @@ pub struct RoomBuffer {
     pub has_more: bool,
     /// Whether a page of older messages is on its way.
     pub loading_older: bool,
+    /// While catching up after a reconnect: the newest `seq` shown before it. Pages are
+    /// fetched backwards from the re-opened room's newest page until they reach it, so
+    /// messages that arrived while offline are never left in a gap.
+    pub gap_floor: Option<u64>,
 }
 
 impl RoomBuffer {
@@ -295,6 +304,28 @@ impl RoomBuffer {
             unread: 0,
             has_more: false,
             loading_older: false,
+            gap_floor: None,
+        }
+    }
+
+    /// After merging `page`, asks for the page before it while a gap down to
+    /// `gap_floor` remains; clears the gap once a page reaches it or nothing older exists.
+    fn continue_gap_fill(&mut self, page: &HistoryView) -> Vec<Effect> {
+        let Some(floor) = self.gap_floor else {
+            return Vec::new();
+        };
+        match page.oldest_seq() {
+            Some(oldest) if page.has_more && oldest > floor.saturating_add(1) => {
+                self.loading_older = true;
+                vec![Effect::Command(Command::LoadOlder {
+                    room: self.name.clone(),
+                    before_seq: oldest,
+                })]
+            }
+            _ => {
+                self.gap_floor = None;
+                Vec::new()
+            }
         }
     }
 
@@ -726,11 +757,17 @@ impl AppState {
                 let me = self.my_name().cloned();
                 let buffer = self.room_or_insert(&view.room);
                 let first_open = buffer.owner.is_none();
+                let newest_shown = buffer.timeline.newest_seq();
                 buffer.owner = Some(view.owner.clone());
                 buffer.has_password = view.has_password;
                 buffer.hidden = view.hidden;
                 buffer.members = view.members.clone();
                 buffer.merge_history(&view.history, me.as_ref());
+                let mut effects = Vec::new();
+                if !first_open && !buffer.loading_older {
+                    buffer.gap_floor = newest_shown;
+                    effects = buffer.continue_gap_fill(&view.history);
+                }
                 if first_open {
                     let kind = match (view.hidden, view.has_password) {
                         (true, true) => "hidden, password",
@@ -747,18 +784,17 @@ impl AppState {
                     );
                 }
                 if focus {
-                    let effects = self.show_room(&view.room);
+                    effects.extend(self.show_room(&view.room));
                     self.set_status(format!("Joined #{}", view.room), Level::Info);
-                    effects
-                } else {
-                    Vec::new()
                 }
+                effects
             }
             UiEvent::HistoryLoaded(page) => {
                 let me = self.my_name().cloned();
                 let buffer = self.room_or_insert(&page.room);
                 buffer.loading_older = false;
                 buffer.merge_history(&page, me.as_ref());
+                let effects = buffer.continue_gap_fill(&page);
                 if self
                     .status
                     .as_ref()
@@ -766,7 +802,7 @@ impl AppState {
                 {
                     self.status = None;
                 }
-                Vec::new()
+                effects
             }
             UiEvent::Members { room, members } => {
                 if let Some(buffer) = self.room_mut(&room) {
@@ -1110,6 +1146,67 @@ mod tests {
             },
             focus,
         });
+    }
+
+    fn page(r: &str, seqs: std::ops::RangeInclusive<u64>, has_more: bool) -> HistoryView {
+        HistoryView {
+            room: room(r),
+            messages: seqs.map(|q| msg(r, q, "bob", &format!("m{q}"))).collect(),
+            rejected: Vec::new(),
+            has_more,
+        }
+    }
+
+    #[test]
+    fn a_reopened_room_fills_the_gap_left_while_offline() {
+        let mut state = logged_in();
+        open(
+            &mut state,
+            "r",
+            true,
+            (1..=3)
+                .map(|q| msg("r", q, "bob", &format!("m{q}")))
+                .collect(),
+        );
+        // Reconnected: the newest page starts at 60, far past the 3 shown.
+        let effects = state.apply(UiEvent::RoomOpened {
+            view: RoomView {
+                room: room("r"),
+                owner: name("bob"),
+                has_password: false,
+                hidden: false,
+                members: vec![member("alice", 1), member("bob", 2)],
+                history: page("r", 60..=109, true),
+            },
+            focus: false,
+        });
+        assert_eq!(
+            effects,
+            vec![Effect::Command(Command::LoadOlder {
+                room: room("r"),
+                before_seq: 60
+            })]
+        );
+        let effects = state.apply(UiEvent::HistoryLoaded(page("r", 10..=59, true)));
+        assert_eq!(
+            effects,
+            vec![Effect::Command(Command::LoadOlder {
+                room: room("r"),
+                before_seq: 10
+            })]
+        );
+        // This page reaches the messages shown before: the gap is closed.
+        let effects = state.apply(UiEvent::HistoryLoaded(page("r", 3..=9, true)));
+        assert!(effects.is_empty(), "{effects:?}");
+        let buffer = state.room(&room("r")).expect("room");
+        assert_eq!(buffer.gap_floor, None);
+        let seqs: Vec<u64> = buffer
+            .timeline
+            .entries()
+            .iter()
+            .filter_map(Entry::seq)
+            .collect();
+        assert_eq!(seqs, (1..=109).collect::<Vec<u64>>());
     }
 
     #[test]
