@@ -1,6 +1,9 @@
 //! One connection's task. It owns the socket and runs a single `select!` over:
-//! inbound frames, its bounded outbound queue (pushes routed by the hub), a heartbeat
-//! interval, and the server's shutdown token.
+//! inbound frames, a heartbeat interval, the server's shutdown token, and the signal that
+//! the hub evicted the connection. A companion forwarding task drains the bounded
+//! outbound queue (pushes routed by the hub) into the socket, so pushes keep flowing while
+//! a request is being handled (a send waits for a durable commit); without it a client
+//! that both sends and receives would look slow and be dropped under load.
 //!
 //! - Only binary frames are accepted; each is one `ClientFrame`. An undecodable frame gets
 //!   a `MalformedFrame` error and the connection carries on; an oversized one gets
@@ -63,8 +66,10 @@ pub async fn run(
     mut stream: AggregatedMessageStream,
     shutdown: CancellationToken,
 ) {
-    let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(settings.outbound_queue);
+    let (out_tx, out_rx) = mpsc::channel::<Bytes>(settings.outbound_queue);
     let mut conn = Connection::new(conn_id, out_tx);
+    let evicted = CancellationToken::new();
+    let forwarder = actix_web::rt::spawn(forward(out_rx, session.clone(), evicted.clone()));
     let burst = settings
         .requests_per_sec
         .saturating_mul(NonZeroU32::MIN.saturating_add(1));
@@ -73,8 +78,6 @@ pub async fn run(
     let mut heartbeat = tokio::time::interval(settings.heartbeat);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
-    // Until login `conn` holds the only sender, so `recv` never yields `None`; after login
-    // the hub holds it, and `None` means the hub evicted this connection as too slow.
     let exit = loop {
         tokio::select! {
             biased;
@@ -108,10 +111,7 @@ pub async fn run(
                     }
                 }
             }
-            frame = out_rx.recv() => {
-                let Some(frame) = frame else { break close(CloseCode::Policy, "too slow") };
-                if session.binary(frame).await.is_err() { break Exit::PeerClosed; }
-            }
+            () = evicted.cancelled() => break close(CloseCode::Policy, "too slow"),
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > settings.heartbeat * 3 {
                     tracing::debug!("peer silent; dropping");
@@ -122,12 +122,29 @@ pub async fn run(
         }
     };
 
+    forwarder.abort();
     if let Ok(user) = conn.user() {
         let _ = state.hub.disconnect(conn.id, user.canonical()).await;
     }
     if let Exit::Close(reason) = exit {
         let _ = session.close(Some(reason)).await;
     }
+}
+
+/// Forwards queued pushes to the socket. Until login the connection holds the queue's only
+/// sender, so the queue cannot close; after login the hub holds it, and a closed queue means
+/// the hub evicted this connection as too slow, which `evicted` reports to the session.
+async fn forward(
+    mut queue: mpsc::Receiver<Bytes>,
+    mut session: Session,
+    evicted: CancellationToken,
+) {
+    while let Some(frame) = queue.recv().await {
+        if session.binary(frame).await.is_err() {
+            return;
+        }
+    }
+    evicted.cancel();
 }
 
 /// Decodes and answers one frame. Returns `Some` when the connection must end.

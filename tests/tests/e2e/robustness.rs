@@ -259,3 +259,77 @@ async fn a_client_that_cannot_keep_up_is_disconnected() {
         }
     }
 }
+
+#[tokio::test]
+async fn busy_senders_still_receive_while_their_requests_are_handled() {
+    use shared::protocol::{CreateRoom, JoinRoom, Push, SendMessage};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = server::config::Config::for_tests(dir.path().to_path_buf());
+    config.outbound_queue = 16;
+    config.requests_per_sec = 10_000;
+    let server = TestServer::start_with(config).await;
+    let url = server.ws_url();
+    let (ka, kb) = (test_key(0), test_key(1));
+    let (ka, kb) = (ka.as_ref(), kb.as_ref());
+    let mut a = RawClient::registered(&url, "alice", ka).await;
+    let mut b = RawClient::registered(&url, "bob", kb).await;
+    let r = tests::room("busy");
+    a.request(ClientMsg::CreateRoom(CreateRoom {
+        name: r.clone(),
+        password: None,
+        hidden: false,
+    }))
+    .await
+    .expect("created");
+    b.request(ClientMsg::JoinRoom(JoinRoom {
+        name: r.clone(),
+        password: None,
+        history_limit: 0,
+    }))
+    .await
+    .expect("joined");
+    const N: usize = 60;
+    let seal_all = |who: &str, key| {
+        (0..N)
+            .map(|i| {
+                let (id, envelopes) = tests::seal_text(
+                    &r,
+                    who,
+                    key,
+                    &[("alice", ka), ("bob", kb)],
+                    &format!("{who} {i}"),
+                );
+                ClientMsg::SendMessage(SendMessage {
+                    room: r.clone(),
+                    message_id: id,
+                    envelopes,
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    let (from_a, from_b) = (seal_all("alice", ka), seal_all("bob", kb));
+    // Both pipeline all their sends at once, so each server session is always busy with a
+    // request while the other's messages are pushed to it.
+    let drive = |mut c: RawClient, msgs: Vec<ClientMsg>| async move {
+        let mut ids = Vec::new();
+        for m in msgs {
+            ids.push(c.send(m).await);
+        }
+        let (mut acks, mut pushes) = (0, 0);
+        while acks < N || pushes < N {
+            match c.next_frame().await {
+                Some(ServerMsg::Reply {
+                    reply: Reply::Sent(_),
+                    ..
+                }) => acks += 1,
+                Some(ServerMsg::Push(Push::Message(_))) => pushes += 1,
+                Some(ServerMsg::Push(_)) => {}
+                other => panic!("unexpected {other:?} after {acks} acks, {pushes} pushes"),
+            }
+        }
+        (acks, pushes)
+    };
+    let (ra, rb) = tokio::join!(drive(a, from_a), drive(b, from_b));
+    assert_eq!(ra, (N, N));
+    assert_eq!(rb, (N, N));
+}
