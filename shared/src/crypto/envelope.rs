@@ -51,6 +51,61 @@ impl EnvelopeContext<'_> {
     }
 }
 
+/// A fresh AES-256 key and its RSA-OAEP-SHA256 wrapping for one recipient: the expensive
+/// half of sealing a copy, which does not depend on the plaintext (so it can run while the
+/// message is still being signed).
+pub struct WrappedKey {
+    key: Zeroizing<[u8; 32]>,
+    wrapped: Vec<u8>,
+}
+
+impl WrappedKey {
+    /// Generates a key from the OS RNG and wraps it for `recipient_key`.
+    ///
+    /// # Errors
+    /// [`CryptoError::Operation`] if RSA encryption fails.
+    pub fn fresh(recipient_key: &RsaPublicKey) -> Result<Self, CryptoError> {
+        let mut rng = rand::rngs::OsRng;
+        let mut key = Zeroizing::new([0u8; 32]);
+        rng.fill_bytes(key.as_mut());
+        let wrapped = recipient_key
+            .encrypt(&mut rng, Oaep::new::<Sha256>(), key.as_ref())
+            .map_err(|_| CryptoError::Operation)?;
+        Ok(Self { key, wrapped })
+    }
+
+    /// Encrypts `plaintext` under this key for `recipient`, completing the copy.
+    ///
+    /// # Errors
+    /// [`CryptoError::Operation`] if AES encryption fails.
+    pub fn seal(
+        self,
+        ctx: &EnvelopeContext<'_>,
+        recipient: &Username,
+        plaintext: &[u8],
+    ) -> Result<Envelope, CryptoError> {
+        let mut nonce = [0u8; 12];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(self.key.as_ref()));
+        let aad = ctx.aad(recipient);
+        let ciphertext = cipher
+            .encrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| CryptoError::Operation)?;
+        Ok(Envelope {
+            recipient: recipient.clone(),
+            wrapped_key: self.wrapped,
+            nonce,
+            ciphertext,
+        })
+    }
+}
+
 /// Encrypts `plaintext` for one recipient.
 ///
 /// # Errors
@@ -61,32 +116,7 @@ pub fn seal(
     recipient_key: &RsaPublicKey,
     plaintext: &[u8],
 ) -> Result<Envelope, CryptoError> {
-    let mut rng = rand::rngs::OsRng;
-    let mut key = Zeroizing::new([0u8; 32]);
-    rng.fill_bytes(key.as_mut());
-    let mut nonce = [0u8; 12];
-    rng.fill_bytes(&mut nonce);
-
-    let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(key.as_ref()));
-    let aad = ctx.aad(recipient);
-    let ciphertext = cipher
-        .encrypt(
-            Nonce::from_slice(&nonce),
-            Payload {
-                msg: plaintext,
-                aad: &aad,
-            },
-        )
-        .map_err(|_| CryptoError::Operation)?;
-    let wrapped_key = recipient_key
-        .encrypt(&mut rng, Oaep::new::<Sha256>(), key.as_ref())
-        .map_err(|_| CryptoError::Operation)?;
-    Ok(Envelope {
-        recipient: recipient.clone(),
-        wrapped_key,
-        nonce,
-        ciphertext,
-    })
+    WrappedKey::fresh(recipient_key)?.seal(ctx, recipient, plaintext)
 }
 
 /// Decrypts a copy addressed to `own_name`.

@@ -10,7 +10,7 @@
 use rsa::{RsaPrivateKey, RsaPublicKey};
 use serde::{Deserialize, Serialize};
 
-use super::envelope::{self, EnvelopeContext};
+use super::envelope::{self, EnvelopeContext, WrappedKey};
 use super::signing::{self, Purpose};
 use super::CryptoError;
 use crate::ids::{MessageId, RoomName, Username};
@@ -74,7 +74,14 @@ pub fn seal_message(
             "body recipients differ from the keys given".into(),
         ));
     }
-    let signed = sign_body(author_key, body)?;
+    // The RSA-OAEP key wrapping does not depend on the signed plaintext, so it runs on
+    // worker threads while this thread signs; the AES part follows and is cheap.
+    let (signed, wrapped) = std::thread::scope(|scope| {
+        let wrapping = scope.spawn(|| wrap_keys(recipients));
+        let signed = sign_body(author_key, body);
+        let wrapped = wrapping.join().map_err(|_| CryptoError::Operation)?;
+        Ok::<_, CryptoError>((signed?, wrapped?))
+    })?;
     let plaintext = zeroize::Zeroizing::new(
         codec::encode(&signed).map_err(|e| CryptoError::Payload(e.to_string()))?,
     );
@@ -83,7 +90,11 @@ pub fn seal_message(
         message_id: &signed.body.message_id,
         sender: &signed.body.sender,
     };
-    seal_copies(&ctx, recipients, &plaintext)
+    recipients
+        .iter()
+        .zip(wrapped)
+        .map(|(r, key)| key.seal(&ctx, &r.username, &plaintext))
+        .collect()
 }
 
 fn sign_body(author_key: &RsaPrivateKey, body: MessageBody) -> Result<SignedMessage, CryptoError> {
@@ -92,25 +103,23 @@ fn sign_body(author_key: &RsaPrivateKey, body: MessageBody) -> Result<SignedMess
     Ok(SignedMessage { body, signature })
 }
 
-/// Below this many recipients, one thread is faster than spawning more.
+/// Below this many recipients, one wrapping thread is faster than spawning more.
 const PARALLEL_THRESHOLD: usize = 8;
 
-fn seal_copies(
-    ctx: &EnvelopeContext<'_>,
-    recipients: &[Recipient],
-    plaintext: &[u8],
-) -> Result<Vec<Envelope>, CryptoError> {
-    let seal_one = |r: &Recipient| envelope::seal(ctx, &r.username, &r.key, plaintext);
+/// A fresh wrapped key per recipient, in recipient order, spread over the machine's cores
+/// when there are many recipients.
+fn wrap_keys(recipients: &[Recipient]) -> Result<Vec<WrappedKey>, CryptoError> {
+    let wrap_one = |r: &Recipient| WrappedKey::fresh(&r.key);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     if recipients.len() < PARALLEL_THRESHOLD || threads == 1 {
-        return recipients.iter().map(seal_one).collect();
+        return recipients.iter().map(wrap_one).collect();
     }
     let chunk = recipients.len().div_ceil(threads);
     std::thread::scope(|scope| {
         let handles: Vec<_> = recipients
             .chunks(chunk)
             .map(|part| {
-                scope.spawn(move || part.iter().map(seal_one).collect::<Result<Vec<_>, _>>())
+                scope.spawn(move || part.iter().map(wrap_one).collect::<Result<Vec<_>, _>>())
             })
             .collect();
         let mut out = Vec::with_capacity(recipients.len());
