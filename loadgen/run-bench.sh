@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Heavy performance runs (not part of CI). Builds release binaries, then for each
+# scenario and each run starts the real server as its own process (temporary data dir,
+# loopback only), runs loadgen against it, and stops it. Results: one JSON per run plus
+# median tables, under $OUT.
+#
+#   loadgen/run-bench.sh                      # everything, 3 runs each
+#   RUNS=5 SCENARIOS="compare latency" loadgen/run-bench.sh
+#   IDLE_CONNECTIONS=2000 SCENARIOS=idle loadgen/run-bench.sh
+#
+# Scenarios: crypto; compare (one 100-member room, every member sending, vs the bare
+# relay); compare-1s (four 100-member rooms, one sender each, vs the bare relay); latency
+# (2,000 msg/s into 10-member rooms, vs the bare relay); logins; idle. Environment knobs
+# are listed below with their defaults.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+RUNS=${RUNS:-3}
+SCENARIOS=${SCENARIOS:-"crypto compare compare-1s latency logins idle"}
+PORT=${PORT:-18080}
+DURATION=${DURATION:-15}          # seconds counted per fan-out run
+IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
+IDLE_HOLD=${IDLE_HOLD:-20}        # with HEARTBEAT_SECS=5: four heartbeats
+OUT=${OUT:-$TARGET_DIR/bench-results/$(date +%Y%m%d-%H%M%S)}
+SKIP_BUILD=${SKIP_BUILD:-}
+
+mkdir -p "$OUT"
+if [[ -z "$SKIP_BUILD" ]]; then
+    (cd "$ROOT" && cargo build --release -p server -p loadgen)
+fi
+SERVER_BIN=${SERVER_BIN:-$TARGET_DIR/release/server}   # override to measure another build
+LOADGEN=${LOADGEN:-$TARGET_DIR/release/loadgen}
+
+# The idle scenario holds $IDLE_CONNECTIONS sockets in each process.
+if ! ulimit -n 65536 2>/dev/null; then
+    ulimit -n "$(ulimit -Hn)" || true
+fi
+echo "open-files limit: $(ulimit -n) (idle needs more than $IDLE_CONNECTIONS)"
+
+SERVER_PID=""
+DATA_DIR=""
+stop_server() {
+    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill -TERM "$SERVER_PID"
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    SERVER_PID=""
+}
+cleanup() {
+    stop_server
+    [[ -n "$DATA_DIR" ]] && rm -rf "$DATA_DIR"
+    [[ -n "${IDLE_DIR:-}" ]] && rm -rf "$IDLE_DIR"
+}
+trap cleanup EXIT
+
+# start_server DATA_DIR [extra env...]: starts the release server on $PORT, waits for /health.
+start_server() {
+    local dir=$1
+    shift
+    env DATA_DIR="$dir" PORT="$PORT" BIND_ADDRESS=127.0.0.1 RUST_LOG=warn \
+        REQUESTS_PER_SEC=100000 SHUTDOWN_GRACE_SECS=2 "$@" \
+        "$SERVER_BIN" >>"$OUT/server.log" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 100); do
+        if (exec 3<>/dev/tcp/127.0.0.1/"$PORT") 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "server did not start; see $OUT/server.log" >&2
+    exit 1
+}
+
+fresh_server() {
+    stop_server
+    [[ -n "$DATA_DIR" ]] && rm -rf "$DATA_DIR"
+    DATA_DIR=$(mktemp -d)
+    start_server "$DATA_DIR" "$@"
+}
+
+URL="ws://127.0.0.1:$PORT/ws"
+{
+    echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)," \
+        "$(free -m | awk '/Mem:/ {print $2}') MiB, kernel $(uname -r)"
+} | tee "$OUT/machine.txt"
+
+for scenario in $SCENARIOS; do
+    files=()
+    for run in $(seq "$RUNS"); do
+        json="$OUT/$scenario-$run.json"
+        echo "== $scenario, run $run/$RUNS (load average before: $(cut -d' ' -f1-3 /proc/loadavg))"
+        case $scenario in
+        crypto)
+            "$LOADGEN" crypto --json "$json"
+            ;;
+        compare)
+            fresh_server
+            "$LOADGEN" fanout --compare --server-url "$URL" --server-pid "$SERVER_PID" \
+                --rooms 1 --members 100 --payload 256 --window 2 \
+                --duration "$DURATION" --json "$json"
+            ;;
+        compare-1s)
+            fresh_server
+            "$LOADGEN" fanout --compare --server-url "$URL" --server-pid "$SERVER_PID" \
+                --rooms 4 --members 100 --senders 1 --payload 256 --window 4 \
+                --duration "$DURATION" --json "$json"
+            ;;
+        latency)
+            fresh_server
+            "$LOADGEN" fanout --compare --server-url "$URL" --server-pid "$SERVER_PID" \
+                --rooms 20 --members 10 --payload 256 --rate 2000 --window 16 \
+                --duration "$DURATION" --json "$json"
+            ;;
+        logins)
+            fresh_server
+            "$LOADGEN" logins --server-url "$URL" --server-pid "$SERVER_PID" \
+                --users 64 --concurrency 8 --duration "$DURATION" --json "$json"
+            ;;
+        idle)
+            # One data dir for all idle runs: the first registers the accounts, later runs
+            # log in to them again. Each run gets a fresh server process (fresh RSS).
+            stop_server
+            IDLE_DIR=${IDLE_DIR:-$(mktemp -d)}
+            start_server "$IDLE_DIR" HEARTBEAT_SECS=5
+            "$LOADGEN" idle --server-url "$URL" --server-pid "$SERVER_PID" \
+                --connections "$IDLE_CONNECTIONS" --room-size 10 --hold "$IDLE_HOLD" \
+                --json "$json"
+            ;;
+        *)
+            echo "unknown scenario $scenario" >&2
+            exit 2
+            ;;
+        esac
+        files+=("$json")
+    done
+    stop_server
+    "$LOADGEN" median "${files[@]}" | tee "$OUT/$scenario-median.txt"
+done
+echo "results in $OUT"

@@ -1,0 +1,232 @@
+//! Scenario 2: concurrent challenge-response logins with RSA-3072 keys.
+//!
+//! `concurrency` workers each loop: open a WebSocket, `Hello`, `LoginStart`, sign the
+//! nonce, `LoginProof`, close. A login counts when `LoggedIn` arrives.
+//!
+//! In the same run, before the load, the tool measures how many PSS verifications one core
+//! of this machine does per second ([`verify_rate`]); the target relates logins/s to that
+//! times the number of cores. Because the *client's* signature (an RSA private-key
+//! operation) costs tens of times more than the server's verification, a driver on the
+//! same machine cannot saturate the server: the report therefore also gives the server's
+//! CPU time per login (from `/proc/<pid>/stat`) and the capacity that implies
+//! (`cores ÷ CPU per login`), which is the server's own figure.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use shared::crypto::signing;
+use shared::Username;
+
+use crate::clock;
+use crate::fanout::run_tag;
+use crate::keys::KeyPool;
+use crate::machine;
+use crate::stats::{summarize, LatencySummary};
+use crate::wire::SetupConn;
+
+/// Parameters of a login run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginParams {
+    /// Distinct accounts to log in to (round-robin over the key pool).
+    pub users: usize,
+    /// Logins in flight at once (one connection each).
+    pub concurrency: usize,
+    /// How long to run.
+    pub duration: Duration,
+    /// How long to measure the one-core verify and sign rates.
+    pub floor_time: Duration,
+}
+
+impl Default for LoginParams {
+    fn default() -> Self {
+        Self {
+            users: 64,
+            concurrency: 16,
+            duration: Duration::from_secs(15),
+            floor_time: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What a login run measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginResult {
+    /// The parameters.
+    pub params: LoginParams,
+    /// Logins completed.
+    pub logins: u64,
+    /// Logins that failed (refused or connection errors).
+    pub failures: u64,
+    /// Completed logins per second of wall time.
+    pub logins_per_sec: f64,
+    /// Connect → `LoggedIn`, per login.
+    pub latency: LatencySummary,
+    /// RSA-PSS-3072 verifications per second on one core, measured in this run.
+    pub verify_per_sec_one_core: f64,
+    /// RSA-PSS-3072 signatures per second on one core (the client's cost per login).
+    pub sign_per_sec_one_core: f64,
+    /// Cores on this machine.
+    pub cores: usize,
+    /// logins/s ÷ (verify/s of one core × cores): the target's ratio, wall-clock.
+    pub ratio: f64,
+    /// Server CPU seconds per login (when its pid is known).
+    pub server_cpu_ms_per_login: Option<f64>,
+    /// `cores ÷ server CPU per login`: logins/s the server could do with the whole machine.
+    pub server_capacity_logins_per_sec: Option<f64>,
+    /// capacity ÷ (verify/s × cores) = verify time ÷ server CPU per login.
+    pub server_capacity_ratio: Option<f64>,
+    /// Seconds spent registering the accounts.
+    pub setup_secs: f64,
+}
+
+/// One-core RSA-PSS-3072 verifications per second, over about `time`.
+///
+/// # Errors
+/// When the key pool's first key cannot sign/verify.
+pub fn verify_rate(keys: &KeyPool, time: Duration) -> anyhow::Result<f64> {
+    let key = keys.key(0);
+    let user = Username::parse("floor-user")?;
+    let nonce = [7u8; 32];
+    let sig = signing::sign_login(&key.private, &user, &nonce);
+    let started = Instant::now();
+    let mut n = 0u64;
+    while started.elapsed() < time || n == 0 {
+        signing::verify_login(&key.public, &user, &nonce, &sig)
+            .context("fixture signature does not verify")?;
+        n += 1;
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+/// One-core RSA-PSS-3072 signatures per second, over about `time`.
+///
+/// # Errors
+/// Never in practice; kept fallible like [`verify_rate`].
+pub fn sign_rate(keys: &KeyPool, time: Duration) -> anyhow::Result<f64> {
+    let key = keys.key(0);
+    let user = Username::parse("floor-user")?;
+    let started = Instant::now();
+    let mut n = 0u64;
+    while started.elapsed() < time || n == 0 {
+        std::hint::black_box(signing::sign_login(&key.private, &user, &[n as u8; 32]));
+        n += 1;
+    }
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Runs the login scenario against the server at `url` (pid for CPU figures).
+///
+/// # Errors
+/// Invalid parameters or a failed registration.
+pub async fn run(
+    params: &LoginParams,
+    keys: &KeyPool,
+    url: &str,
+    server_pid: Option<u32>,
+) -> anyhow::Result<LoginResult> {
+    if params.users == 0 || params.concurrency == 0 {
+        bail!("users and concurrency must be at least 1");
+    }
+    clock::start();
+    let setup_started = Instant::now();
+    let tag = run_tag();
+    let users: Vec<(Username, usize)> = (0..params.users)
+        .map(|i| Ok((Username::parse(&format!("{tag}login{i}"))?, i)))
+        .collect::<anyhow::Result<_>>()?;
+    // Register over a few connections (each connection is rate-limited on the server).
+    for chunk in users.chunks(100) {
+        let mut conn = SetupConn::open(url, false).await?;
+        for (name, i) in chunk {
+            conn.register(name, &keys.key(*i).der).await?;
+        }
+        conn.close().await;
+    }
+    let setup_secs = setup_started.elapsed().as_secs_f64();
+
+    // Floors, measured now, on a quiet machine.
+    let floor_keys = keys.clone();
+    let floor_time = params.floor_time;
+    let (verify, sign) = tokio::task::spawn_blocking(move || {
+        anyhow::Ok((
+            verify_rate(&floor_keys, floor_time)?,
+            sign_rate(&floor_keys, floor_time)?,
+        ))
+    })
+    .await??;
+
+    let users = Arc::new(users);
+    let started = Instant::now();
+    let deadline = started + params.duration;
+    let cpu_before = server_pid.and_then(|p| machine::cpu_seconds(p).ok());
+    let results: Vec<(u64, u64, Vec<u64>)> = futures_util::stream::iter(0..params.concurrency)
+        .map(|w| {
+            let users = Arc::clone(&users);
+            let keys = keys.clone();
+            let url = url.to_owned();
+            let concurrency = params.concurrency;
+            tokio::spawn(async move {
+                let (mut ok, mut failed, mut lat) = (0u64, 0u64, Vec::new());
+                let mut k = w;
+                while Instant::now() < deadline {
+                    let (name, i) = &users[k % users.len()];
+                    k += concurrency;
+                    let t0 = clock::now_nanos();
+                    match login_once(&url, name, keys.key(*i)).await {
+                        Ok(()) => {
+                            ok += 1;
+                            lat.push(clock::now_nanos() - t0);
+                        }
+                        Err(e) => {
+                            if failed == 0 {
+                                tracing::warn!(error = %format!("{e:#}"), "login failed");
+                            }
+                            failed += 1;
+                        }
+                    }
+                }
+                (ok, failed, lat)
+            })
+        })
+        .buffer_unordered(params.concurrency)
+        .map(|r| r.unwrap_or((0, 1, Vec::new())))
+        .collect()
+        .await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu_after = server_pid.and_then(|p| machine::cpu_seconds(p).ok());
+
+    let logins: u64 = results.iter().map(|r| r.0).sum();
+    let failures: u64 = results.iter().map(|r| r.1).sum();
+    let mut samples: Vec<u64> = results.into_iter().flat_map(|r| r.2).collect();
+    let cores = machine::cores();
+    let logins_per_sec = logins as f64 / elapsed;
+    let cpu_per_login = cpu_before
+        .zip(cpu_after)
+        .filter(|_| logins > 0)
+        .map(|(b, a)| (a - b) / logins as f64);
+    let capacity = cpu_per_login.filter(|c| *c > 0.0).map(|c| cores as f64 / c);
+    Ok(LoginResult {
+        params: params.clone(),
+        logins,
+        failures,
+        logins_per_sec,
+        latency: summarize(&mut samples),
+        verify_per_sec_one_core: verify,
+        sign_per_sec_one_core: sign,
+        cores,
+        ratio: logins_per_sec / (verify * cores as f64),
+        server_cpu_ms_per_login: cpu_per_login.map(|c| c * 1e3),
+        server_capacity_logins_per_sec: capacity,
+        server_capacity_ratio: capacity.map(|c| c / (verify * cores as f64)),
+        setup_secs,
+    })
+}
+
+async fn login_once(url: &str, user: &Username, key: &crate::keys::TestKey) -> anyhow::Result<()> {
+    let mut conn = SetupConn::open(url, false).await?;
+    conn.login(user, &key.private).await?;
+    conn.close().await;
+    Ok(())
+}

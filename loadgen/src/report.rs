@@ -1,0 +1,287 @@
+//! Printing results as tables and writing them as JSON.
+
+use std::fmt;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::crypto_floor::CryptoReport;
+use crate::fanout::{Comparison, FanoutResult};
+use crate::idle::IdleResult;
+use crate::logins::LoginResult;
+use crate::machine::MachineInfo;
+
+/// A plain-text table: a title, column headers, rows and notes underneath.
+#[derive(Debug, Clone, Default)]
+pub struct Table {
+    /// Printed above the table.
+    pub title: String,
+    /// Column headers.
+    pub headers: Vec<String>,
+    /// Cells, row by row.
+    pub rows: Vec<Vec<String>>,
+    /// Lines printed below the table.
+    pub notes: Vec<String>,
+}
+
+impl fmt::Display for Table {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}", self.title)?;
+        let cols = self.headers.len();
+        let mut widths: Vec<usize> = self.headers.iter().map(String::len).collect();
+        for row in &self.rows {
+            for (i, cell) in row.iter().enumerate().take(cols) {
+                widths[i] = widths[i].max(cell.len());
+            }
+        }
+        let line = |f: &mut fmt::Formatter<'_>, cells: &[String]| -> fmt::Result {
+            let parts: Vec<String> = cells
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("{c:>w$}", w = widths.get(i).copied().unwrap_or(0)))
+                .collect();
+            writeln!(f, "  {}", parts.join("  "))
+        };
+        line(f, &self.headers)?;
+        let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+        line(f, &rule)?;
+        for row in &self.rows {
+            line(f, row)?;
+        }
+        for note in &self.notes {
+            writeln!(f, "  {note}")?;
+        }
+        Ok(())
+    }
+}
+
+fn f0(x: f64) -> String {
+    format!("{x:.0}")
+}
+
+fn f2(x: f64) -> String {
+    format!("{x:.2}")
+}
+
+fn opt(x: Option<f64>, fmt: fn(f64) -> String) -> String {
+    x.map_or_else(|| "-".to_owned(), fmt)
+}
+
+/// A fan-out table: one row per run (relay and/or server), plus the ratio if given.
+pub fn fanout_table(runs: &[&FanoutResult], ratio: Option<f64>) -> Table {
+    let Some(first) = runs.first() else {
+        return Table::default();
+    };
+    let p = &first.params;
+    let load = if p.rate > 0.0 {
+        format!("open loop at {} msg/s, window {}", p.rate, p.window)
+    } else {
+        format!("closed loop, window {} per sender", p.window)
+    };
+    let senders = if p.senders_per_room == 0 {
+        p.members
+    } else {
+        p.senders_per_room
+    };
+    let mut table = Table {
+        title: format!(
+            "fan-out: {} room(s) x {} members, {} sender(s)/room, {}-byte plaintexts ({}-byte send frames), {}, {:.0} s window",
+            p.rooms,
+            p.members,
+            senders,
+            p.payload_bytes,
+            first.send_frame_bytes,
+            load,
+            p.duration.as_secs_f64()
+        ),
+        headers: [
+            "target", "msgs/s", "envelopes/s", "p50 ms", "p99 ms", "max ms", "sent", "acked",
+            "errors", "lost", "dropped", "cpu cores", "rss MiB",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..Table::default()
+    };
+    for r in runs {
+        table.rows.push(vec![
+            format!("{:?}", r.target).to_lowercase(),
+            f0(r.acked_msgs_per_sec),
+            f0(r.delivered_envelopes_per_sec),
+            f2(r.latency.p50_ms),
+            f2(r.latency.p99_ms),
+            f2(r.latency.max_ms),
+            r.sent.to_string(),
+            r.acked.to_string(),
+            r.errors.to_string(),
+            r.lost.to_string(),
+            r.disconnects.to_string(),
+            opt(r.target_cpu_cores, f2),
+            opt(r.target_rss_kib.map(|k| k as f64 / 1024.0), f0),
+        ]);
+    }
+    table.notes.push(format!("mode: {}", first.mode_note));
+    table
+        .notes
+        .push(format!("latency source: {}", first.latency_source));
+    if let Some(ratio) = ratio {
+        table.notes.push(format!(
+            "server ÷ bare relay, delivered envelopes/s, same run: {ratio:.3}"
+        ));
+    }
+    table
+}
+
+/// The comparison as a table.
+pub fn comparison_table(c: &Comparison) -> Table {
+    fanout_table(&[&c.relay, &c.server], Some(c.ratio))
+}
+
+/// The login results as a table.
+pub fn login_table(r: &LoginResult) -> Table {
+    Table {
+        title: format!(
+            "logins: RSA-3072 challenge-response, {} concurrent, {} accounts, {:.0} s",
+            r.params.concurrency,
+            r.params.users,
+            r.params.duration.as_secs_f64()
+        ),
+        headers: [
+            "logins/s",
+            "p50 ms",
+            "p99 ms",
+            "failures",
+            "verify/s/core",
+            "sign/s/core",
+            "cores",
+            "ratio",
+            "srv cpu ms/login",
+            "srv capacity/s",
+            "capacity ratio",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: vec![vec![
+            f0(r.logins_per_sec),
+            f2(r.latency.p50_ms),
+            f2(r.latency.p99_ms),
+            r.failures.to_string(),
+            f0(r.verify_per_sec_one_core),
+            f0(r.sign_per_sec_one_core),
+            r.cores.to_string(),
+            format!("{:.3}", r.ratio),
+            opt(r.server_cpu_ms_per_login, |x| format!("{x:.3}")),
+            opt(r.server_capacity_logins_per_sec, f0),
+            opt(r.server_capacity_ratio, |x| format!("{x:.3}")),
+        ]],
+        notes: vec![
+            "ratio = logins/s ÷ (verify/s of one core × cores), wall clock, same run".into(),
+            "capacity = cores ÷ server CPU per login (the client's signing shares this machine)"
+                .into(),
+        ],
+    }
+}
+
+/// The idle results as a table.
+pub fn idle_table(r: &IdleResult) -> Table {
+    Table {
+        title: format!(
+            "idle: {} authenticated connections in rooms of {}, held {:.0} s",
+            r.params.connections,
+            r.params.room_size,
+            r.params.hold.as_secs_f64()
+        ),
+        headers: [
+            "established",
+            "alive after hold",
+            "answered ping",
+            "rss before MiB",
+            "rss after MiB",
+            "KiB/connection",
+            "setup s",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: vec![vec![
+            r.established.to_string(),
+            r.alive_after_hold.to_string(),
+            r.answered_ping.to_string(),
+            opt(r.rss_before_kib.map(|k| k as f64 / 1024.0), f0),
+            opt(r.rss_after_kib.map(|k| k as f64 / 1024.0), f0),
+            opt(r.rss_per_connection_kib, |x| format!("{x:.1}")),
+            format!("{:.1}", r.setup_secs),
+        ]],
+        notes: vec!["KiB/connection = (server RSS after − before) ÷ established".into()],
+    }
+}
+
+/// The crypto floor as a table.
+pub fn crypto_table(r: &CryptoReport) -> Table {
+    Table {
+        title: format!(
+            "client crypto floor (RSA-3072): OAEP encrypt {:.0} µs, PSS sign {:.2} ms, PSS verify {:.0} µs, {} cores",
+            r.oaep_encrypt_us, r.sign_ms, r.verify_us, r.cores
+        ),
+        headers: [
+            "recipients", "seal wall ms", "seal cpu ms", "floor ms", "cpu ratio", "wall ratio",
+            "speed-up",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: r
+            .seal
+            .iter()
+            .map(|s| {
+                vec![
+                    s.recipients.to_string(),
+                    f2(s.seal_wall_ms),
+                    f2(s.seal_cpu_ms),
+                    f2(s.floor_ms),
+                    f2(s.cpu_ratio),
+                    f2(s.wall_ratio),
+                    f2(s.speedup),
+                ]
+            })
+            .collect(),
+        notes: vec![
+            "floor = recipients × OAEP encrypt + 1 sign, one thread; cpu ratio target ≤ 1.2".into(),
+        ],
+    }
+}
+
+/// A JSON report: which scenario, on what machine, when, and the results.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report<T> {
+    /// `fanout`, `compare`, `logins`, `idle` or `crypto`.
+    pub scenario: String,
+    /// The machine.
+    pub machine: MachineInfo,
+    /// Seconds since the Unix epoch at the end of the run.
+    pub unix_time: u64,
+    /// The scenario's results.
+    pub results: T,
+}
+
+impl<T: Serialize> Report<T> {
+    /// Wraps results with the machine description and the time.
+    pub fn new(scenario: &str, results: T) -> Self {
+        Self {
+            scenario: scenario.to_owned(),
+            machine: MachineInfo::current(),
+            unix_time: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            results,
+        }
+    }
+
+    /// Writes the report as pretty JSON.
+    ///
+    /// # Errors
+    /// When the file cannot be written.
+    pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
+        let json = serde_json::to_string_pretty(self)?;
+        std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))
+    }
+}
