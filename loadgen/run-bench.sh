@@ -49,8 +49,8 @@ stop_server() {
 }
 cleanup() {
     stop_server
-    [[ -n "$DATA_DIR" ]] && rm -rf "$DATA_DIR"
-    [[ -n "${IDLE_DIR:-}" ]] && rm -rf "$IDLE_DIR"
+    if [[ -n "$DATA_DIR" ]]; then rm -rf "$DATA_DIR"; fi
+    if [[ -n "${IDLE_DIR:-}" ]]; then rm -rf "$IDLE_DIR"; fi
 }
 trap cleanup EXIT
 
@@ -74,7 +74,7 @@ start_server() {
 
 fresh_server() {
     stop_server
-    [[ -n "$DATA_DIR" ]] && rm -rf "$DATA_DIR"
+    if [[ -n "$DATA_DIR" ]]; then rm -rf "$DATA_DIR"; fi
     DATA_DIR=$(mktemp -d)
     start_server "$DATA_DIR" "$@"
 }

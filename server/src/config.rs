@@ -26,6 +26,11 @@ pub struct Config {
     #[arg(long, env = "DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
+    /// Memory for the embedded store's page cache, in MiB. Memory use under write load
+    /// grows to about this much and no further (redb's own default is 1 GiB).
+    #[arg(long, env = "STORE_CACHE_MB", default_value_t = 64)]
+    pub store_cache_mb: usize,
+
     /// MongoDB connection string; when set, MongoDB is the store.
     #[arg(long, env = "MONGODB_URI")]
     pub mongodb_uri: Option<String>,
@@ -66,8 +71,13 @@ pub struct Config {
 /// Which store the configuration selects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreChoice {
-    /// The embedded store in this directory.
-    Embedded(PathBuf),
+    /// The embedded store.
+    Embedded {
+        /// Its data directory.
+        dir: PathBuf,
+        /// Its page cache, in bytes.
+        cache_bytes: usize,
+    },
     /// MongoDB at this URI, in this database.
     Mongo {
         /// Connection string.
@@ -98,6 +108,7 @@ impl Config {
             bind: IpAddr::from([127, 0, 0, 1]),
             port: 0,
             data_dir,
+            store_cache_mb: 16,
             mongodb_uri: None,
             mongodb_database: "e2e_chat".into(),
             log_filter: "warn".into(),
@@ -141,7 +152,10 @@ impl Config {
                 uri: uri.clone(),
                 database: self.mongodb_database.clone(),
             },
-            None => StoreChoice::Embedded(self.data_dir.clone()),
+            None => StoreChoice::Embedded {
+                dir: self.data_dir.clone(),
+                cache_bytes: self.store_cache_mb.saturating_mul(1024 * 1024),
+            },
         }
     }
 

@@ -72,8 +72,8 @@ impl Stopper {
 /// When the embedded store cannot be opened, or MongoDB is configured but unreachable.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     Ok(match config.store_choice() {
-        StoreChoice::Embedded(dir) => Arc::new(
-            EmbeddedStore::open(&dir)
+        StoreChoice::Embedded { dir, cache_bytes } => Arc::new(
+            EmbeddedStore::open_with_cache(&dir, cache_bytes)
                 .with_context(|| format!("cannot open the embedded store in {}", dir.display()))?,
         ),
         StoreChoice::Mongo { uri: _, database } => Arc::new(
@@ -133,6 +133,10 @@ impl Application {
                 .route("/health", web::get().to(health))
         })
         .disable_signals()
+        // Chat frames are small and latency-bound: without this, Nagle's algorithm holds a
+        // frame back until the previous one is acknowledged, which the peer's delayed ACK
+        // postpones by up to 40 ms.
+        .tcp_nodelay(true)
         .shutdown_timeout(config.shutdown_grace_secs);
         if config.workers > 0 {
             server = server.workers(config.workers);

@@ -1,55 +1,67 @@
 //! Sending messages and reading history.
 //!
 //! A send carries one envelope per current member. The server checks that the recipients
-//! are exactly the members (so nobody is silently left out or added), stores the message
-//! with all its copies, acknowledges only once the store has it durably, and then hands
-//! each online member their own copy. Offline members read theirs from history later.
+//! are exactly the members (so nobody is silently left out or added) and queues the
+//! message in the store ([`queue_send`]); the connection can then read its next request
+//! while the store writes. Once the message is durable, [`QueuedSend::complete`] hands each
+//! online member their own copy and acknowledges. Offline members read theirs from
+//! history later.
 
 use std::collections::HashSet;
 
 use bytes::Bytes;
 use shared::protocol::{
-    codec, DeliveredMessage, FetchHistory, Push, Reply, SendAck, SendMessage, ServerMsg,
+    codec, DeliveredMessage, Envelope, FetchHistory, Push, Reply, SendAck, SendMessage, ServerMsg,
     MAX_ROOM_MEMBERS,
 };
-use shared::Username;
+use shared::{MessageId, RoomName, Username};
 
 use super::rooms::history_page;
 use super::{hub_gone, member_info, now_ms, AppState};
 use crate::error::HandlerError;
 use crate::hub::ConnId;
-use crate::store::{NewMessage, StoreError};
+use crate::store::{NewMessage, PendingAppend, StoreError};
 
-/// # SendMessage
+/// A send that passed its checks and is queued in the store, in order behind the
+/// connection's earlier sends. [`complete`](Self::complete) finishes it.
+pub struct QueuedSend {
+    room: RoomName,
+    message_id: MessageId,
+    sender: Username,
+    server_time_ms: u64,
+    envelopes: Vec<Envelope>,
+    stored: PendingAppend,
+}
+
+/// # SendMessage, first half
 /// - The sender must be a member.
 /// - The envelopes' recipients must equal the member set exactly (each member once);
 ///   otherwise `RecipientMismatch` lists the current members with their keys.
-/// - Replies `Sent` after the store has durably written the message, then delivers each
-///   online member's copy to their connections (not to the sending connection).
+/// - The message is then queued in the store, which fixes its place in the room's order;
+///   the connection may go on to its next request while it is written.
 ///
 /// # Errors
 /// [`HandlerError::NotAMember`], [`HandlerError::RecipientMismatch`],
-/// [`HandlerError::DuplicateMessage`], [`HandlerError::InvalidInput`], store failures.
-pub async fn send(
+/// [`HandlerError::InvalidInput`], store failures.
+pub async fn queue_send(
     state: &AppState,
-    conn: ConnId,
     user: &Username,
     req: SendMessage,
-) -> Result<Reply, HandlerError> {
+) -> Result<QueuedSend, HandlerError> {
     if req.envelopes.len() > MAX_ROOM_MEMBERS {
         return Err(HandlerError::InvalidInput(format!(
             "at most {MAX_ROOM_MEMBERS} envelopes per message"
         )));
     }
-    let members = match state.store.members(&req.room).await {
+    let members = match state.store.member_names(&req.room).await {
         Ok(m) => m,
         Err(StoreError::NotFound) => return Err(HandlerError::NotAMember),
         Err(e) => return Err(e.into()),
     };
-    if !members.iter().any(|m| m.username.same_as(user)) {
+    if !members.iter().any(|m| m.same_as(user)) {
         return Err(HandlerError::NotAMember);
     }
-    let member_set: HashSet<String> = members.iter().map(|m| m.username.canonical()).collect();
+    let member_set: HashSet<String> = members.iter().map(Username::canonical).collect();
     let mut seen = HashSet::with_capacity(req.envelopes.len());
     let exact = req.envelopes.len() == member_set.len()
         && req.envelopes.iter().all(|e| {
@@ -57,57 +69,86 @@ pub async fn send(
             member_set.contains(&name) && seen.insert(name)
         });
     if !exact {
+        let members = state.store.members(&req.room).await?;
         return Err(HandlerError::RecipientMismatch(
             members.iter().map(member_info).collect(),
         ));
     }
 
-    let room = req.room;
     let server_time_ms = now_ms();
-    let message = NewMessage {
-        room: room.clone(),
+    // The store consumes the message; the envelopes are kept for delivery.
+    let envelopes = req.envelopes.clone();
+    let stored = state
+        .store
+        .queue_message(NewMessage {
+            room: req.room.clone(),
+            message_id: req.message_id,
+            sender: user.clone(),
+            server_time_ms,
+            envelopes: req.envelopes,
+        })
+        .await
+        .map_err(append_refused)?;
+    Ok(QueuedSend {
+        room: req.room,
         message_id: req.message_id,
         sender: user.clone(),
         server_time_ms,
-        envelopes: req.envelopes,
-    };
-    // The store consumes the message; keep the envelopes for delivery.
-    let envelopes = message.envelopes.clone();
-    let seq = match state.store.append_message(message).await {
-        Ok(seq) => seq,
-        Err(StoreError::AlreadyExists) => return Err(HandlerError::DuplicateMessage),
-        Err(StoreError::NotFound) => return Err(HandlerError::NotAMember),
-        Err(e) => return Err(e.into()),
-    };
+        envelopes,
+        stored,
+    })
+}
 
-    let frames = envelopes
-        .into_iter()
-        .map(|envelope| {
-            let recipient = envelope.recipient.canonical();
-            let push = ServerMsg::Push(Push::Message(DeliveredMessage {
-                room: room.clone(),
-                seq,
-                message_id: req.message_id,
-                sender: user.clone(),
-                server_time_ms,
-                envelope,
-            }));
-            codec::encode_server(&push)
-                .map(|f| (recipient, Bytes::from(f)))
-                .map_err(|e| HandlerError::Internal(format!("encode delivery: {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    state
-        .hub
-        .deliver(frames, Some(conn))
-        .await
-        .map_err(hub_gone)?;
-    Ok(Reply::Sent(SendAck {
-        room,
-        message_id: req.message_id,
-        seq,
-        server_time_ms,
-    }))
+impl QueuedSend {
+    /// # SendMessage, second half
+    /// Waits until the store has the message durably, then hands each online member their
+    /// copy (not to the sending connection `conn`) and replies `Sent`. Nothing is delivered
+    /// or acknowledged before the message is durable.
+    ///
+    /// # Errors
+    /// [`HandlerError::DuplicateMessage`], [`HandlerError::NotAMember`] (the room is gone),
+    /// store failures.
+    pub async fn complete(self, state: &AppState, conn: ConnId) -> Result<Reply, HandlerError> {
+        let seq = self.stored.await.map_err(append_refused)?;
+        let frames = self
+            .envelopes
+            .into_iter()
+            .map(|envelope| {
+                let recipient = envelope.recipient.canonical();
+                let push = ServerMsg::Push(Push::Message(DeliveredMessage {
+                    room: self.room.clone(),
+                    seq,
+                    message_id: self.message_id,
+                    sender: self.sender.clone(),
+                    server_time_ms: self.server_time_ms,
+                    envelope,
+                }));
+                codec::encode_server(&push)
+                    .map(|f| (recipient, Bytes::from(f)))
+                    .map_err(|e| HandlerError::Internal(format!("encode delivery: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        state
+            .hub
+            .deliver(frames, Some(conn))
+            .await
+            .map_err(hub_gone)?;
+        Ok(Reply::Sent(SendAck {
+            room: self.room,
+            message_id: self.message_id,
+            seq,
+            server_time_ms: self.server_time_ms,
+        }))
+    }
+}
+
+/// The handler error for a store refusing an append.
+fn append_refused(err: StoreError) -> HandlerError {
+    match err {
+        StoreError::AlreadyExists => HandlerError::DuplicateMessage,
+        StoreError::NotFound => HandlerError::NotAMember,
+        other => other.into(),
+    }
 }
 
 /// # FetchHistory
@@ -120,8 +161,8 @@ pub async fn history(
     user: &Username,
     req: FetchHistory,
 ) -> Result<Reply, HandlerError> {
-    let is_member = match state.store.members(&req.room).await {
-        Ok(m) => m.iter().any(|m| m.username.same_as(user)),
+    let is_member = match state.store.member_names(&req.room).await {
+        Ok(m) => m.iter().any(|m| m.same_as(user)),
         Err(StoreError::NotFound) => false,
         Err(e) => return Err(e.into()),
     };

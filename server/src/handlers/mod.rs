@@ -6,7 +6,7 @@
 //!
 //! - [`auth`] — hello, register, login challenge and proof.
 //! - [`rooms`] — list, create, join, leave.
-//! - [`messages`] — send and history.
+//! - [`messages`] — send (queued, then completed once durable) and history.
 //! - [`keys`] — look up and rotate public keys.
 
 pub mod auth;
@@ -101,6 +101,14 @@ impl Connection {
     }
 }
 
+/// What [`dispatch`] did with a request.
+pub enum Handled {
+    /// It is answered.
+    Reply(Reply),
+    /// A send was queued in the store; completing it gives the reply.
+    Queued(messages::QueuedSend),
+}
+
 /// Routes one request to its handler, enforcing the order Hello → (register | login) →
 /// everything else.
 ///
@@ -111,11 +119,11 @@ pub async fn dispatch(
     state: &AppState,
     conn: &mut Connection,
     msg: ClientMsg,
-) -> Result<Reply, HandlerError> {
+) -> Result<Handled, HandlerError> {
     if !conn.greeted && !matches!(msg, ClientMsg::Hello(_)) {
         return Err(HandlerError::HelloFirst);
     }
-    match msg {
+    let reply = match msg {
         ClientMsg::Hello(req) => auth::hello(conn, req),
         ClientMsg::Register(req) => auth::register(state, conn, req).await,
         ClientMsg::LoginStart(req) => auth::login_start(state, conn, req).await,
@@ -124,11 +132,16 @@ pub async fn dispatch(
         ClientMsg::CreateRoom(req) => rooms::create(state, conn.user()?, req).await,
         ClientMsg::JoinRoom(req) => rooms::join(state, conn.id, conn.user()?, req).await,
         ClientMsg::LeaveRoom(req) => rooms::leave(state, conn.id, conn.user()?, req).await,
-        ClientMsg::SendMessage(req) => messages::send(state, conn.id, conn.user()?, req).await,
+        ClientMsg::SendMessage(req) => {
+            return Ok(Handled::Queued(
+                messages::queue_send(state, conn.user()?, req).await?,
+            ))
+        }
         ClientMsg::FetchHistory(req) => messages::history(state, conn.user()?, req).await,
         ClientMsg::GetUserKey(req) => keys::get(state, conn.user()?, req).await,
         ClientMsg::RotateKey(req) => keys::rotate(state, conn.id, conn.user()?, req).await,
-    }
+    }?;
+    Ok(Handled::Reply(reply))
 }
 
 /// A member as the protocol describes them, fingerprint included.

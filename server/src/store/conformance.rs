@@ -75,6 +75,7 @@ macro_rules! conformance_tests {
             remove_member_reports_membership,
             members_have_current_keys_sorted,
             members_of_missing_room_not_found,
+            member_names_match_members,
             rooms_of_lists_memberships,
             append_assigns_contiguous_seqs,
             sequences_are_per_room,
@@ -85,6 +86,7 @@ macro_rules! conformance_tests {
             history_of_missing_room_is_empty,
             prefix_room_names_do_not_mix,
             concurrent_appends_get_distinct_seqs,
+            queued_messages_keep_their_order,
             concurrent_create_user_one_wins,
         );
     };
@@ -741,6 +743,56 @@ pub async fn prefix_room_names_do_not_mix(store: &dyn Store) {
     assert_eq!(usernames(&abc_members), ["alice", "bob"]);
 }
 
+/// `member_names` lists the same people as `members`, in the same order and display
+/// case, follows joins and leaves, and reports a missing room.
+pub async fn member_names_match_members(store: &dyn Store) {
+    for u in ["Carol", "alice", "Bob"] {
+        store
+            .create_user(user(u, u.as_bytes()))
+            .await
+            .expect("create user");
+    }
+    create_room(store, "names", "Carol").await;
+    for u in ["alice", "Bob"] {
+        store
+            .add_member(&room_name("names"), &name(u))
+            .await
+            .expect("join");
+    }
+    let full: Vec<Username> = store
+        .members(&room_name("NAMES"))
+        .await
+        .expect("members")
+        .into_iter()
+        .map(|m| m.username)
+        .collect();
+    let names = store
+        .member_names(&room_name("NAMES"))
+        .await
+        .expect("names");
+    assert_eq!(names, full);
+    assert_eq!(
+        names.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ["alice", "Bob", "Carol"]
+    );
+    store
+        .remove_member(&room_name("names"), &name("bob"))
+        .await
+        .expect("leave");
+    let names = store
+        .member_names(&room_name("names"))
+        .await
+        .expect("names");
+    assert_eq!(
+        names.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ["alice", "Carol"]
+    );
+    assert!(matches!(
+        store.member_names(&room_name("nowhere")).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
 /// Twenty simultaneous appends get twenty distinct, contiguous sequence numbers, and every
 /// one is in the history.
 pub async fn concurrent_appends_get_distinct_seqs(store: &dyn Store) {
@@ -765,6 +817,44 @@ pub async fn concurrent_appends_get_distinct_seqs(store: &dyn Store) {
     let mut ids: Vec<u8> = history.messages.iter().map(|m| m.message_id.0[0]).collect();
     ids.sort_unstable();
     assert_eq!(ids, (1..=N).collect::<Vec<_>>());
+}
+
+/// Messages queued one after another keep that order in their sequence numbers even when
+/// their completions are awaited in reverse, and a refusal in the middle (a repeated id)
+/// comes out of its own completion without disturbing the others.
+pub async fn queued_messages_keep_their_order(store: &dyn Store) {
+    create_room(store, "queue", "alice").await;
+    let mut pending = Vec::new();
+    for id in [1, 2, 1, 3] {
+        pending.push(
+            store
+                .queue_message(message("queue", id, "alice", &["alice", "bob"]))
+                .await,
+        );
+    }
+    let mut outcomes = Vec::new();
+    while let Some(queued) = pending.pop() {
+        outcomes.push(match queued {
+            Ok(stored) => stored.await,
+            Err(refused) => Err(refused),
+        });
+    }
+    outcomes.reverse();
+    let seqs_in_queue_order: Vec<Option<u64>> = outcomes
+        .iter()
+        .map(|o| match o {
+            Ok(seq) => Some(*seq),
+            Err(StoreError::AlreadyExists) => None,
+            Err(other) => panic!("unexpected error: {other:?}"),
+        })
+        .collect();
+    assert_eq!(seqs_in_queue_order, [Some(1), Some(2), None, Some(3)]);
+    let history = store
+        .history_for(&room_name("queue"), &name("bob"), None, 10)
+        .await
+        .expect("history");
+    let ids: Vec<u8> = history.messages.iter().map(|m| m.message_id.0[0]).collect();
+    assert_eq!(ids, [1, 2, 3]);
 }
 
 /// Of many simultaneous registrations of one name (in various cases), exactly one wins.

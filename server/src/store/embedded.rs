@@ -7,8 +7,10 @@
 //! survives a crash or power loss, and a failed or interrupted operation leaves nothing
 //! behind (redb is copy-on-write; an uncommitted transaction is never visible). redb allows
 //! one writer at a time, so every check-then-insert (uniqueness, membership cap, the next
-//! sequence number) is atomic without further locking. redb's API is blocking, so every
-//! call runs on [`tokio::task::spawn_blocking`] and never stalls an async worker.
+//! sequence number) is atomic without further locking. redb's API is blocking, so writes and
+//! the larger reads run on [`tokio::task::spawn_blocking`]; the small reads on the request
+//! path (an account, a room, a member list, a user's rooms) run in place, because the hop
+//! to the blocking pool costs more than they do.
 //! Appending messages, the hot path, goes through a group-commit writer thread that
 //! shares one durable commit among all the messages waiting at that moment (see
 //! `AppendWriter`); each caller is still answered only after its message is committed.
@@ -56,7 +58,9 @@ use shared::protocol::{codec, DeliveredMessage, Envelope, MAX_ROOM_MEMBERS};
 use shared::{MessageId, RoomName, Username};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{HistorySlice, NewMessage, RoomListing, RoomRecord, Store, StoreError, UserRecord};
+use super::{
+    HistorySlice, NewMessage, PendingAppend, RoomListing, RoomRecord, Store, StoreError, UserRecord,
+};
 
 /// The adapter's name in errors, logs and `/health`.
 const STORE: &str = "embedded";
@@ -111,9 +115,21 @@ impl EmbeddedStore {
     /// [`StoreError::Backend`] if the directory cannot be created, the file is not a redb
     /// database, another process has it open, or it was written by an incompatible schema.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`open`](Self::open) with a page cache of `cache_bytes`. Under write load memory
+    /// grows to about this and stops; a larger cache serves more history from memory.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub fn open_with_cache(dir: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(backend)?;
         let path = dir.join(DB_FILE);
-        let db = Database::create(&path).map_err(backend)?;
+        let db = redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .create(&path)
+            .map_err(backend)?;
         write_txn(&db, |txn| {
             // The version decides whether the other tables can be read at all.
             let mut meta = txn.open_table(META).map_err(backend)?;
@@ -149,6 +165,18 @@ impl EmbeddedStore {
     /// The database file's path, for logs.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Runs `f` in a read transaction (a consistent snapshot) on the calling thread. Only
+    /// for small reads (a point lookup, or a scan bounded by a few entries) of pages that
+    /// are nearly always in memory: there the hop to the blocking pool costs more than the
+    /// read itself.
+    fn read_now<T>(
+        &self,
+        f: impl FnOnce(&ReadTransaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        f(&txn)
     }
 
     /// Runs `f` in a read transaction (a consistent snapshot) on the blocking pool.
@@ -284,12 +312,11 @@ impl Store for EmbeddedStore {
 
     async fn find_user(&self, username: &Username) -> Result<Option<UserRecord>, StoreError> {
         let key = username.canonical();
-        self.read(move |txn| {
+        self.read_now(|txn| {
             let users = txn.open_table(USERS).map_err(backend)?;
             let found = users.get(key.as_str()).map_err(backend)?;
             found.map(|v| decode(v.value())).transpose()
         })
-        .await
     }
 
     async fn set_public_key(
@@ -334,12 +361,11 @@ impl Store for EmbeddedStore {
 
     async fn find_room(&self, name: &RoomName) -> Result<Option<RoomRecord>, StoreError> {
         let key = name.canonical();
-        self.read(move |txn| {
+        self.read_now(|txn| {
             let rooms = txn.open_table(ROOMS).map_err(backend)?;
             let found = rooms.get(key.as_str()).map_err(backend)?;
             found.map(|v| decode(v.value())).transpose()
         })
-        .await
     }
 
     async fn list_public_rooms(&self) -> Result<Vec<RoomListing>, StoreError> {
@@ -441,19 +467,33 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn member_names(&self, room: &RoomName) -> Result<Vec<Username>, StoreError> {
+        let room_key = room.canonical();
+        self.read_now(|txn| {
+            let rooms = txn.open_table(ROOMS).map_err(backend)?;
+            if rooms.get(room_key.as_str()).map_err(backend)?.is_none() {
+                return Err(StoreError::NotFound);
+            }
+            let members = txn.open_table(ROOM_MEMBERS).map_err(backend)?;
+            Ok(scan_pairs::<Username, _>(&members, &room_key)?
+                .into_iter()
+                .map(|(_, name)| name)
+                .collect())
+        })
+    }
+
     async fn rooms_of(&self, user: &Username) -> Result<Vec<RoomName>, StoreError> {
         let user_key = user.canonical();
-        self.read(move |txn| {
+        self.read_now(|txn| {
             let user_rooms = txn.open_table(USER_ROOMS).map_err(backend)?;
             Ok(scan_pairs::<RoomName, _>(&user_rooms, &user_key)?
                 .into_iter()
                 .map(|(_, name)| name)
                 .collect())
         })
-        .await
     }
 
-    async fn append_message(&self, message: NewMessage) -> Result<u64, StoreError> {
+    async fn queue_message(&self, message: NewMessage) -> Result<PendingAppend, StoreError> {
         let room_key = message.room.canonical();
         let id = message.message_id;
         let meta = encode(&StoredMessage {
@@ -467,7 +507,7 @@ impl Store for EmbeddedStore {
             .map(|env| Ok((env.recipient.canonical(), encode(env)?)))
             .collect::<Result<Vec<_>, StoreError>>()?;
         self.appends
-            .append(AppendJob {
+            .queue(AppendJob {
                 room_key,
                 id,
                 meta,
@@ -615,6 +655,11 @@ struct AppendJob {
 
 type AppendReply = oneshot::Sender<Result<u64, StoreError>>;
 
+/// The page cache [`EmbeddedStore::open`] gives redb (the server's `STORE_CACHE_MB`
+/// default): redb's own default of 1 GiB lets memory grow to that under write load, past
+/// what a small PaaS instance has.
+pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 /// Most messages committed in one transaction.
 const MAX_BATCH: usize = 512;
 
@@ -645,7 +690,10 @@ impl AppendWriter {
         })
     }
 
-    async fn append(&self, job: AppendJob) -> Result<u64, StoreError> {
+    /// Puts `job` in the writer's queue (waiting for room when it is full) and returns the
+    /// answer to come. The queue is first-in first-out and each batch is written in queue
+    /// order, so jobs get sequence numbers in the order they were queued.
+    async fn queue(&self, job: AppendJob) -> Result<PendingAppend, StoreError> {
         let (reply, answer) = oneshot::channel();
         let tx = self
             .tx
@@ -654,9 +702,11 @@ impl AppendWriter {
         tx.send((job, reply))
             .await
             .map_err(|_| backend("the group-commit writer has stopped"))?;
-        answer
-            .await
-            .map_err(|_| backend("the group-commit writer dropped a job"))?
+        Ok(Box::pin(async move {
+            answer
+                .await
+                .map_err(|_| backend("the group-commit writer dropped a job"))?
+        }))
     }
 
     fn run(db: &Database, mut rx: mpsc::Receiver<(AppendJob, AppendReply)>) {

@@ -16,6 +16,9 @@ pub mod conformance;
 pub mod embedded;
 pub mod mongo;
 
+use std::future::Future;
+use std::pin::Pin;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use shared::protocol::{DeliveredMessage, Envelope};
@@ -79,6 +82,11 @@ pub struct HistorySlice {
     /// Whether the recipient has older messages before the first one here.
     pub has_more: bool,
 }
+
+/// A message the store has taken and placed in its room's order, on its way to durable
+/// storage. Awaiting it gives the message's sequence number once it is durable, or the
+/// reason it was refused.
+pub type PendingAppend = Pin<Box<dyn Future<Output = Result<u64, StoreError>> + Send>>;
 
 /// Backend-agnostic storage errors. Adapters map their own errors into these; handlers
 /// match on them and never see a driver's error.
@@ -173,8 +181,26 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError::NotFound`] if the room does not exist.
     async fn members(&self, room: &RoomName) -> Result<Vec<UserRecord>, StoreError>;
 
+    /// The usernames of the room's members (display case), ordered by canonical username:
+    /// the cheap form of [`members`](Self::members) for membership checks.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if the room does not exist.
+    async fn member_names(&self, room: &RoomName) -> Result<Vec<Username>, StoreError>;
+
     /// The rooms `user` is a member of, ordered by canonical name.
     async fn rooms_of(&self, user: &Username) -> Result<Vec<RoomName>, StoreError>;
+
+    /// Takes a message for storing with all its copies, and returns once its place in the
+    /// room's order is fixed: messages queued one after another (each call awaited before
+    /// the next) get increasing sequence numbers in that order, even while earlier ones
+    /// are still pending. This lets one connection have several sends in flight, and a
+    /// store that batches writes commit them together, without reordering them.
+    ///
+    /// # Errors
+    /// The returned [`PendingAppend`] resolves as [`append_message`](Self::append_message)
+    /// does; a store may also report those errors here, before the message is queued.
+    async fn queue_message(&self, message: NewMessage) -> Result<PendingAppend, StoreError>;
 
     /// Durably stores a message with all its copies and returns its sequence number, one
     /// greater than the room's previous message. When this returns `Ok`, the message
@@ -183,7 +209,9 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// [`StoreError::AlreadyExists`] if the room already has a message with this id;
     /// [`StoreError::NotFound`] if the room does not exist.
-    async fn append_message(&self, message: NewMessage) -> Result<u64, StoreError>;
+    async fn append_message(&self, message: NewMessage) -> Result<u64, StoreError> {
+        self.queue_message(message).await?.await
+    }
 
     /// Up to `limit` of the newest messages in `room` with `seq < before_seq` (all, when
     /// `None`) that have a copy for `recipient`, in ascending order.

@@ -86,7 +86,9 @@ use mongodb::{Client, Collection, Database, IndexModel};
 use shared::protocol::{DeliveredMessage, Envelope, MAX_ROOM_MEMBERS};
 use shared::{MessageId, RoomName, Username};
 
-use super::{HistorySlice, NewMessage, RoomListing, RoomRecord, Store, StoreError, UserRecord};
+use super::{
+    HistorySlice, NewMessage, PendingAppend, RoomListing, RoomRecord, Store, StoreError, UserRecord,
+};
 
 /// The adapter's name in errors, logs and `/health`.
 const STORE: &str = "mongodb";
@@ -356,6 +358,62 @@ impl MongoStore {
             None => Ok(user.clone()),
         }
     }
+
+    /// Inserts a message under the room's next sequence number, retrying when a concurrent
+    /// insert took that number first.
+    async fn insert_message(&self, message: NewMessage) -> Result<u64, StoreError> {
+        let room_key = message.room.canonical();
+        let Some(room) = self
+            .rooms
+            .find_one(doc! { "_id": &room_key })
+            .projection(doc! { "name": 1 })
+            .await
+            .map_err(map_err)?
+        else {
+            return Err(StoreError::NotFound);
+        };
+        let room_name = Fields::new(ROOMS, &room).room_name("name")?;
+        let message_id = binary(message.message_id.0.to_vec());
+        let mut d = message_to_doc(&message, &room_name)?;
+
+        for _ in 0..MAX_SEQ_ATTEMPTS {
+            let last = self
+                .messages
+                .find_one(doc! { "room": &room_key })
+                .sort(doc! { "seq": -1 })
+                .projection(doc! { "_id": 0, "seq": 1 })
+                .await
+                .map_err(map_err)?
+                .map(|d| Fields::new(MESSAGES, &d).seq("seq"))
+                .transpose()?
+                .unwrap_or(0);
+            let seq = last
+                .checked_add(1)
+                .ok_or_else(|| backend(OutOfRange("message sequence number")))?;
+            d.insert("seq", to_i64(seq, "message sequence number")?);
+            d.remove("_id"); // the driver adds an ObjectId on each insert attempt
+            match self.messages.insert_one(d.clone()).await {
+                Ok(_) => return Ok(seq),
+                Err(e) if is_duplicate_key(&e) => {
+                    // Either this message id is taken, or another message took `seq`.
+                    let taken = self
+                        .messages
+                        .find_one(doc! { "room": &room_key, "message_id": message_id.clone() })
+                        .projection(doc! { "_id": 1 })
+                        .await
+                        .map_err(map_err)?;
+                    if taken.is_some() {
+                        return Err(StoreError::AlreadyExists);
+                    }
+                }
+                Err(e) => return Err(map_err(e)),
+            }
+        }
+        Err(unavailable(SequenceContention {
+            room: room_key,
+            attempts: MAX_SEQ_ATTEMPTS,
+        }))
+    }
 }
 
 #[async_trait]
@@ -536,6 +594,22 @@ impl Store for MongoStore {
         users.iter().map(user_from_doc).collect()
     }
 
+    async fn member_names(&self, room: &RoomName) -> Result<Vec<Username>, StoreError> {
+        let Some(d) = self
+            .rooms
+            .find_one(doc! { "_id": room.canonical() })
+            .projection(doc! { "members": 1 })
+            .await
+            .map_err(map_err)?
+        else {
+            return Err(StoreError::NotFound);
+        };
+        Ok(members_from_doc(&d)?
+            .into_iter()
+            .map(|(_, name)| name)
+            .collect())
+    }
+
     async fn rooms_of(&self, user: &Username) -> Result<Vec<RoomName>, StoreError> {
         let docs: Vec<Document> = self
             .rooms
@@ -552,58 +626,12 @@ impl Store for MongoStore {
             .collect()
     }
 
-    async fn append_message(&self, message: NewMessage) -> Result<u64, StoreError> {
-        let room_key = message.room.canonical();
-        let Some(room) = self
-            .rooms
-            .find_one(doc! { "_id": &room_key })
-            .projection(doc! { "name": 1 })
-            .await
-            .map_err(map_err)?
-        else {
-            return Err(StoreError::NotFound);
-        };
-        let room_name = Fields::new(ROOMS, &room).room_name("name")?;
-        let message_id = binary(message.message_id.0.to_vec());
-        let mut d = message_to_doc(&message, &room_name)?;
-
-        for _ in 0..MAX_SEQ_ATTEMPTS {
-            let last = self
-                .messages
-                .find_one(doc! { "room": &room_key })
-                .sort(doc! { "seq": -1 })
-                .projection(doc! { "_id": 0, "seq": 1 })
-                .await
-                .map_err(map_err)?
-                .map(|d| Fields::new(MESSAGES, &d).seq("seq"))
-                .transpose()?
-                .unwrap_or(0);
-            let seq = last
-                .checked_add(1)
-                .ok_or_else(|| backend(OutOfRange("message sequence number")))?;
-            d.insert("seq", to_i64(seq, "message sequence number")?);
-            d.remove("_id"); // the driver adds an ObjectId on each insert attempt
-            match self.messages.insert_one(d.clone()).await {
-                Ok(_) => return Ok(seq),
-                Err(e) if is_duplicate_key(&e) => {
-                    // Either this message id is taken, or another message took `seq`.
-                    let taken = self
-                        .messages
-                        .find_one(doc! { "room": &room_key, "message_id": message_id.clone() })
-                        .projection(doc! { "_id": 1 })
-                        .await
-                        .map_err(map_err)?;
-                    if taken.is_some() {
-                        return Err(StoreError::AlreadyExists);
-                    }
-                }
-                Err(e) => return Err(map_err(e)),
-            }
-        }
-        Err(unavailable(SequenceContention {
-            room: room_key,
-            attempts: MAX_SEQ_ATTEMPTS,
-        }))
+    async fn queue_message(&self, message: NewMessage) -> Result<PendingAppend, StoreError> {
+        // The insert is acknowledged by a majority and journaled before it returns, so the
+        // message's place and durability are settled here; one caller's messages are
+        // therefore stored in the order it queues them.
+        let stored = self.insert_message(message).await;
+        Ok(Box::pin(std::future::ready(stored)))
     }
 
     async fn history_for(

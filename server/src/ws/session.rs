@@ -8,8 +8,11 @@
 //! - Only binary frames are accepted; each is one `ClientFrame`. An undecodable frame gets
 //!   a `MalformedFrame` error and the connection carries on; an oversized one gets
 //!   `FrameTooLarge` and the connection is closed (the stream cannot be resynchronised).
-//! - Requests are handled one at a time, in order, by [`handlers::dispatch`], after a
-//!   per-connection rate limit (governor); requests over it get `RateLimited`.
+//! - Requests are handled in order by [`handlers::dispatch`], after a per-connection rate
+//!   limit (governor); requests over it get `RateLimited`. A send is checked and queued in
+//!   the store in order, then completed (durable, delivered, acknowledged) by a task of its
+//!   own while the loop reads on, up to [`MAX_SENDS_IN_FLIGHT`] at a time; so a `Sent`
+//!   reply may come after the replies to later requests. Replies name their request.
 //! - A peer silent for three heartbeat intervals is dropped.
 //! - If the hub drops the connection because its queue is full, the client is closed with
 //!   a policy-violation close ("too slow").
@@ -23,13 +26,14 @@ use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReaso
 use bytes::Bytes;
 use futures_util::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use shared::protocol::{codec, codec::CodecError, ServerMsg};
+use shared::protocol::{codec, codec::CodecError, Reply, ServerMsg};
 use shared::{ErrorCode, RequestId};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::error::HandlerError;
-use crate::handlers::{self, AppState, Connection};
+use crate::handlers::{self, AppState, Connection, Handled};
 use crate::hub::ConnId;
 
 /// Settings a session needs from the configuration.
@@ -42,6 +46,11 @@ pub struct SessionSettings {
     /// Sustained requests per second allowed on one connection.
     pub requests_per_sec: NonZeroU32,
 }
+
+/// Sends one connection may have queued in the store and not yet completed. More lets
+/// the store commit more of them together; each may hold a frame of up to
+/// `MAX_FRAME_BYTES` until it completes.
+pub const MAX_SENDS_IN_FLIGHT: usize = 8;
 
 /// Why the loop ended, which decides the close frame.
 enum Exit {
@@ -75,6 +84,7 @@ pub async fn run(
         .saturating_mul(NonZeroU32::MIN.saturating_add(1));
     let limiter =
         RateLimiter::direct(Quota::per_second(settings.requests_per_sec).allow_burst(burst));
+    let sends = Arc::new(Semaphore::new(MAX_SENDS_IN_FLIGHT));
     let mut heartbeat = tokio::time::interval(settings.heartbeat);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
@@ -87,7 +97,7 @@ pub async fn run(
                 match inbound {
                     None => break Exit::PeerClosed,
                     Some(Ok(AggregatedMessage::Binary(bytes))) => {
-                        if let Some(exit) = handle_frame(&state, &mut conn, &mut session, &limiter, &bytes).await {
+                        if let Some(exit) = handle_frame(&state, &mut conn, &mut session, &limiter, &sends, &bytes).await {
                             break exit;
                         }
                     }
@@ -149,10 +159,11 @@ async fn forward(
 
 /// Decodes and answers one frame. Returns `Some` when the connection must end.
 async fn handle_frame(
-    state: &AppState,
+    state: &Arc<AppState>,
     conn: &mut Connection,
     session: &mut Session,
     limiter: &DefaultDirectRateLimiter,
+    sends: &Arc<Semaphore>,
     bytes: &[u8],
 ) -> Option<Exit> {
     let frame = match codec::decode_client(bytes) {
@@ -174,6 +185,10 @@ async fn handle_frame(
             .await
             .err();
     }
+    // Every request takes a permit; a queued send keeps it until it completes, so a
+    // connection has at most MAX_SENDS_IN_FLIGHT sends in flight, and past that the loop
+    // stops reading its frames.
+    let permit = Arc::clone(sends).acquire_owned().await.ok();
     let was_authenticated = conn.is_authenticated();
     let result = handlers::dispatch(state, conn, frame.msg).await;
     if !was_authenticated {
@@ -185,7 +200,31 @@ async fn handle_frame(
         result,
         Err(HandlerError::ProtocolVersion(_) | HandlerError::HelloFirst)
     );
-    let reply = match result {
+    let result = match result {
+        Ok(Handled::Queued(queued)) => {
+            let (state, mut session, conn_id) = (Arc::clone(state), session.clone(), conn.id);
+            let completion = async move {
+                let reply = reply_frame(request_id, queued.complete(&state, conn_id).await);
+                // The connection may be gone by now; the message is stored and delivered
+                // all the same.
+                let _ = session.binary(reply).await;
+                drop(permit);
+            };
+            actix_web::rt::spawn(completion.instrument(tracing::Span::current()));
+            return None;
+        }
+        Ok(Handled::Reply(reply)) => Ok(reply),
+        Err(e) => Err(e),
+    };
+    if let Some(exit) = send(session, reply_frame(request_id, result)).await.err() {
+        return Some(exit);
+    }
+    fatal.then(|| close(CloseCode::Protocol, "protocol version or handshake error"))
+}
+
+/// The frame answering `request_id`: the reply, or the error (logged by its kind).
+fn reply_frame(request_id: RequestId, result: Result<Reply, HandlerError>) -> Bytes {
+    match result {
         Ok(reply) => encode_reply(request_id, reply),
         Err(e) => {
             if e.is_server_fault() {
@@ -196,14 +235,10 @@ async fn handle_frame(
             let (code, message, detail) = e.to_wire();
             error_frame(Some(request_id), code, &message, detail)
         }
-    };
-    if let Some(exit) = send(session, reply).await.err() {
-        return Some(exit);
     }
-    fatal.then(|| close(CloseCode::Protocol, "protocol version or handshake error"))
 }
 
-fn encode_reply(request_id: RequestId, reply: shared::protocol::Reply) -> Bytes {
+fn encode_reply(request_id: RequestId, reply: Reply) -> Bytes {
     match codec::encode_server(&ServerMsg::Reply { request_id, reply }) {
         Ok(bytes) => Bytes::from(bytes),
         Err(e) => {

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use shared::protocol::{
     ClientMsg, CreateRoom, DeliveredMessage, FetchHistory, JoinRoom, Push, Reply, SendMessage,
+    ServerMsg,
 };
 use shared::{ErrorCode, ErrorDetail};
 use tests::{name, open_text, room, seal_text, test_key, RawClient, TestServer};
@@ -348,4 +349,87 @@ async fn a_users_other_connections_receive_their_messages() {
         .await
         .expect_err("duplicate id");
     assert_eq!(err.code, ErrorCode::DuplicateMessage);
+}
+
+#[tokio::test]
+async fn pipelined_sends_are_stored_and_delivered_in_the_order_sent() {
+    let server = TestServer::start().await;
+    let url = server.ws_url();
+    let (ka, kb) = (test_key(0), test_key(1));
+    let mut a = RawClient::registered(&url, "alice", &ka).await;
+    let mut b = RawClient::registered(&url, "bob", &kb).await;
+    create(&mut a, "pipe").await;
+    join(&mut b, "pipe").await;
+
+    let r = room("pipe");
+    let sealed: Vec<_> = (0..6)
+        .map(|i| {
+            seal_text(
+                &r,
+                "alice",
+                &ka,
+                &[("alice", &ka), ("bob", &kb)],
+                &format!("message {i}"),
+            )
+        })
+        .collect();
+    // Every send goes out before any answer is read; the fourth repeats the first's id.
+    let mut requests = Vec::new();
+    for (i, (id, envelopes)) in sealed.iter().enumerate() {
+        let frame = SendMessage {
+            room: r.clone(),
+            message_id: *id,
+            envelopes: envelopes.clone(),
+        };
+        requests.push((Some(*id), a.send(ClientMsg::SendMessage(frame)).await));
+        if i == 2 {
+            let (first_id, first_envelopes) = &sealed[0];
+            let repeat = SendMessage {
+                room: r.clone(),
+                message_id: *first_id,
+                envelopes: first_envelopes.clone(),
+            };
+            requests.push((None, a.send(ClientMsg::SendMessage(repeat)).await));
+        }
+    }
+    // Answers may come in any order; each names its request.
+    let mut answers = std::collections::HashMap::new();
+    while answers.len() < requests.len() {
+        match a.next_frame().await {
+            Some(ServerMsg::Reply { request_id, reply }) => {
+                answers.insert(request_id, Ok(reply));
+            }
+            Some(ServerMsg::Error {
+                request_id: Some(request_id),
+                code,
+                ..
+            }) => {
+                answers.insert(request_id, Err(code));
+            }
+            Some(ServerMsg::Push(Push::MemberJoined { .. })) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let mut acked_seqs = Vec::new();
+    for (message_id, request_id) in &requests {
+        match (message_id, &answers[request_id]) {
+            (Some(id), Ok(Reply::Sent(ack))) => {
+                assert_eq!(ack.message_id, *id);
+                acked_seqs.push(ack.seq);
+            }
+            (None, Err(code)) => assert_eq!(*code, ErrorCode::DuplicateMessage),
+            (_, other) => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!(acked_seqs, [1, 2, 3, 4, 5, 6], "stored in the order sent");
+
+    for (i, (id, _)) in sealed.iter().enumerate() {
+        let m = next_message(&mut b).await;
+        assert_eq!((m.seq, m.message_id), (i as u64 + 1, *id));
+        assert_eq!(
+            open_text(&m, "bob", &kb, &ka).expect("decrypts"),
+            format!("message {i}")
+        );
+    }
+    b.expect_silence(Duration::from_millis(200)).await;
 }
