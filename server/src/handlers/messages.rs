@@ -11,10 +11,10 @@ use std::collections::HashSet;
 
 use bytes::Bytes;
 use shared::protocol::{
-    codec, DeliveredMessage, Envelope, FetchHistory, Push, Reply, SendAck, SendMessage, ServerMsg,
+    codec, DeliveredMessage, FetchHistory, Push, Reply, SendAck, SendMessage, ServerMsg,
     MAX_ROOM_MEMBERS,
 };
-use shared::{MessageId, RoomName, Username};
+use shared::Username;
 
 use super::rooms::history_page;
 use super::{hub_gone, member_info, now_ms, AppState};
@@ -25,11 +25,7 @@ use crate::store::{NewMessage, PendingAppend, StoreError};
 /// A send that passed its checks and is queued in the store, in order behind the
 /// connection's earlier sends. [`complete`](Self::complete) finishes it.
 pub struct QueuedSend {
-    room: RoomName,
-    message_id: MessageId,
-    sender: Username,
-    server_time_ms: u64,
-    envelopes: Vec<Envelope>,
+    message: NewMessage,
     stored: PendingAppend,
 }
 
@@ -75,28 +71,19 @@ pub async fn queue_send(
         ));
     }
 
-    let server_time_ms = now_ms();
-    // The store consumes the message; the envelopes are kept for delivery.
-    let envelopes = req.envelopes.clone();
-    let stored = state
-        .store
-        .queue_message(NewMessage {
-            room: req.room.clone(),
-            message_id: req.message_id,
-            sender: user.clone(),
-            server_time_ms,
-            envelopes: req.envelopes,
-        })
-        .await
-        .map_err(append_refused)?;
-    Ok(QueuedSend {
+    let message = NewMessage {
         room: req.room,
         message_id: req.message_id,
         sender: user.clone(),
-        server_time_ms,
-        envelopes,
-        stored,
-    })
+        server_time_ms: now_ms(),
+        envelopes: req.envelopes,
+    };
+    let stored = state
+        .store
+        .queue_message(&message)
+        .await
+        .map_err(append_refused)?;
+    Ok(QueuedSend { message, stored })
 }
 
 impl QueuedSend {
@@ -110,17 +97,23 @@ impl QueuedSend {
     /// store failures.
     pub async fn complete(self, state: &AppState, conn: ConnId) -> Result<Reply, HandlerError> {
         let seq = self.stored.await.map_err(append_refused)?;
-        let frames = self
-            .envelopes
+        let NewMessage {
+            room,
+            message_id,
+            sender,
+            server_time_ms,
+            envelopes,
+        } = self.message;
+        let frames = envelopes
             .into_iter()
             .map(|envelope| {
                 let recipient = envelope.recipient.canonical();
                 let push = ServerMsg::Push(Push::Message(DeliveredMessage {
-                    room: self.room.clone(),
+                    room: room.clone(),
                     seq,
-                    message_id: self.message_id,
-                    sender: self.sender.clone(),
-                    server_time_ms: self.server_time_ms,
+                    message_id,
+                    sender: sender.clone(),
+                    server_time_ms,
                     envelope,
                 }));
                 codec::encode_server(&push)
@@ -134,10 +127,10 @@ impl QueuedSend {
             .await
             .map_err(hub_gone)?;
         Ok(Reply::Sent(SendAck {
-            room: self.room,
-            message_id: self.message_id,
+            room,
+            message_id,
             seq,
-            server_time_ms: self.server_time_ms,
+            server_time_ms,
         }))
     }
 }

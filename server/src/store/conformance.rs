@@ -828,7 +828,7 @@ pub async fn queued_messages_keep_their_order(store: &dyn Store) {
     for id in [1, 2, 1, 3] {
         pending.push(
             store
-                .queue_message(message("queue", id, "alice", &["alice", "bob"]))
+                .queue_message(&message("queue", id, "alice", &["alice", "bob"]))
                 .await,
         );
     }

@@ -30,17 +30,17 @@
 //! | `room_members` | (room, user)                     | the member's display [`Username`]  |
 //! | `user_rooms`   | (user, room)                     | the room's display [`RoomName`]    |
 //! | `message_ids`  | (room, message id bytes)         | `u64` seq (per-room id uniqueness) |
-//! | `messages`     | (room, seq)                      | id, sender and server time         |
-//! | `copies_by_seq`| (room, seq, recipient)           | that recipient's [`Envelope`]      |
+//! | `messages`     | (room, seq)                      | id, sender, server time and every copy |
 //! | `member_first_seq` | (room, user)                 | first seq the member can hold      |
 //!
 //! A room's last sequence number is the last key of its `messages` range, so there is no
-//! separate counter to drift. A message's copies are keyed `(room, seq, recipient)`, so they
-//! sit side by side and one commit touches few pages, however many recipients there are
-//! (keying them by recipient first cost 2.2× the write CPU in `loadgen`'s store benchmark).
-//! History for one recipient walks the room's messages newest first, down to the first
-//! sequence number the member could hold (`member_first_seq`), with a point lookup for
-//! their copy of each: a page costs about `limit + 1` lookups for an ordinary member.
+//! separate counter to drift. A message and all its copies are one value, appended at the
+//! right edge of the room's range: an append writes one entry however many recipients
+//! there are (one entry per copy cost 2.5× the write CPU, and keying copies by recipient
+//! 5×, in `loadgen`'s store benchmark). History for one recipient walks the room's
+//! messages newest first, down to the first sequence number the member could hold
+//! (`member_first_seq`); each value is read without copying (the copies borrow from the
+//! stored bytes) and only the recipient's own copy is taken out.
 
 use std::fmt;
 use std::ops::Bound;
@@ -69,7 +69,7 @@ const STORE: &str = "embedded";
 const DB_FILE: &str = "chat.redb";
 
 /// The layout this code reads and writes; bumped on incompatible changes.
-const SCHEMA_VERSION: u64 = 2;
+const SCHEMA_VERSION: u64 = 3;
 const SCHEMA_KEY: &str = "schema_version";
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -79,15 +79,52 @@ const ROOM_MEMBERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new(
 const USER_ROOMS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("user_rooms");
 const MESSAGE_IDS: TableDefinition<(&str, &[u8; 16]), u64> = TableDefinition::new("message_ids");
 const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
-const COPIES: TableDefinition<(&str, u64, &str), &[u8]> = TableDefinition::new("copies_by_seq");
 const FIRST_SEQ: TableDefinition<(&str, &str), u64> = TableDefinition::new("member_first_seq");
 
-/// A message's metadata, stored once; the envelopes are stored per recipient in `copies`.
-#[derive(Debug, Serialize, Deserialize)]
-struct StoredMessage {
+/// A message as `messages` stores it: its metadata and every recipient's copy.
+#[derive(Serialize)]
+struct MessageRecord<'a> {
+    message_id: MessageId,
+    sender: &'a Username,
+    server_time_ms: u64,
+    copies: &'a [Envelope],
+}
+
+/// A stored [`MessageRecord`] read back without copying the copies' bytes.
+#[derive(Deserialize)]
+struct MessageView<'a> {
     message_id: MessageId,
     sender: Username,
     server_time_ms: u64,
+    #[serde(borrow)]
+    copies: Vec<EnvelopeView<'a>>,
+}
+
+/// An [`Envelope`] borrowed from stored bytes; it has the same encoding.
+#[derive(Deserialize)]
+struct EnvelopeView<'a> {
+    recipient: &'a str,
+    wrapped_key: &'a [u8],
+    nonce: [u8; 12],
+    ciphertext: &'a [u8],
+}
+
+impl MessageView<'_> {
+    /// `user`'s copy (by canonical name), if the message has one.
+    fn copy_for(&self, user_key: &str) -> Result<Option<Envelope>, StoreError> {
+        self.copies
+            .iter()
+            .find(|c| c.recipient.eq_ignore_ascii_case(user_key))
+            .map(|c| {
+                Ok(Envelope {
+                    recipient: Username::parse(c.recipient).map_err(backend)?,
+                    wrapped_key: c.wrapped_key.to_vec(),
+                    nonce: c.nonce,
+                    ciphertext: c.ciphertext.to_vec(),
+                })
+            })
+            .transpose()
+    }
 }
 
 /// Crash-safe storage in a single redb file; see the module docs for the layout.
@@ -153,7 +190,6 @@ impl EmbeddedStore {
             txn.open_table(USER_ROOMS).map_err(backend)?;
             txn.open_table(MESSAGE_IDS).map_err(backend)?;
             txn.open_table(MESSAGES).map_err(backend)?;
-            txn.open_table(COPIES).map_err(backend)?;
             txn.open_table(FIRST_SEQ).map_err(backend)?;
             Ok(())
         })?;
@@ -246,7 +282,7 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
     codec::encode(value).map_err(backend)
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, StoreError> {
     codec::decode(bytes).map_err(backend)
 }
 
@@ -493,25 +529,18 @@ impl Store for EmbeddedStore {
         })
     }
 
-    async fn queue_message(&self, message: NewMessage) -> Result<PendingAppend, StoreError> {
-        let room_key = message.room.canonical();
-        let id = message.message_id;
-        let meta = encode(&StoredMessage {
+    async fn queue_message(&self, message: &NewMessage) -> Result<PendingAppend, StoreError> {
+        let record = encode(&MessageRecord {
             message_id: message.message_id,
-            sender: message.sender,
+            sender: &message.sender,
             server_time_ms: message.server_time_ms,
+            copies: &message.envelopes,
         })?;
-        let copies = message
-            .envelopes
-            .iter()
-            .map(|env| Ok((env.recipient.canonical(), encode(env)?)))
-            .collect::<Result<Vec<_>, StoreError>>()?;
         self.appends
             .queue(AppendJob {
-                room_key,
-                id,
-                meta,
-                copies,
+                room_key: message.room.canonical(),
+                id: message.message_id,
+                record,
             })
             .await
     }
@@ -538,7 +567,6 @@ impl Store for EmbeddedStore {
                 Some(v) => decode::<RoomRecord>(v.value())?.name,
                 None => return Ok(empty),
             };
-            let copies = txn.open_table(COPIES).map_err(backend)?;
             let messages = txn.open_table(MESSAGES).map_err(backend)?;
             let first_seq = txn.open_table(FIRST_SEQ).map_err(backend)?;
             let (r, u) = (room_key.as_str(), user_key.as_str());
@@ -560,22 +588,21 @@ impl Store for EmbeddedStore {
                 .rev();
             for entry in walk {
                 let (key, value) = entry.map_err(backend)?;
-                let seq = key.value().1;
-                let Some(copy) = copies.get((r, seq, u)).map_err(backend)? else {
+                let stored = value.value();
+                let message: MessageView<'_> = decode(stored)?;
+                let Some(envelope) = message.copy_for(u)? else {
                     continue;
                 };
                 if page.len() == limit {
                     has_more = true;
                     break;
                 }
-                let envelope: Envelope = decode(copy.value())?;
-                let meta: StoredMessage = decode(value.value())?;
                 page.push(DeliveredMessage {
                     room: room_name.clone(),
-                    seq,
-                    message_id: meta.message_id,
-                    sender: meta.sender,
-                    server_time_ms: meta.server_time_ms,
+                    seq: key.value().1,
+                    message_id: message.message_id,
+                    sender: message.sender,
+                    server_time_ms: message.server_time_ms,
                     envelope,
                 });
             }
@@ -649,8 +676,8 @@ fn last_seq(
 struct AppendJob {
     room_key: String,
     id: MessageId,
-    meta: Vec<u8>,
-    copies: Vec<(String, Vec<u8>)>,
+    /// The encoded [`MessageRecord`].
+    record: Vec<u8>,
 }
 
 type AppendReply = oneshot::Sender<Result<u64, StoreError>>;
@@ -780,17 +807,8 @@ fn append_in(txn: &WriteTransaction, job: &AppendJob) -> Result<u64, StoreError>
         .ok_or_else(|| backend("message sequence exhausted"))?;
     ids.insert((room_key, &job.id.0), seq).map_err(backend)?;
     messages
-        .insert((room_key, seq), job.meta.as_slice())
+        .insert((room_key, seq), job.record.as_slice())
         .map_err(backend)?;
-    let mut table = txn.open_table(COPIES).map_err(backend)?;
-    // Handlers send exactly one envelope per member; were a recipient named twice, the
-    // last copy would win. The key puts a message's copies side by side at the right edge
-    // of the tree, so one commit touches few pages however many recipients there are.
-    for (recipient, envelope) in &job.copies {
-        table
-            .insert((room_key, seq, recipient.as_str()), envelope.as_slice())
-            .map_err(backend)?;
-    }
     Ok(seq)
 }
 

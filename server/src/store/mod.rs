@@ -200,7 +200,7 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// The returned [`PendingAppend`] resolves as [`append_message`](Self::append_message)
     /// does; a store may also report those errors here, before the message is queued.
-    async fn queue_message(&self, message: NewMessage) -> Result<PendingAppend, StoreError>;
+    async fn queue_message(&self, message: &NewMessage) -> Result<PendingAppend, StoreError>;
 
     /// Durably stores a message with all its copies and returns its sequence number, one
     /// greater than the room's previous message. When this returns `Ok`, the message
@@ -210,7 +210,7 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError::AlreadyExists`] if the room already has a message with this id;
     /// [`StoreError::NotFound`] if the room does not exist.
     async fn append_message(&self, message: NewMessage) -> Result<u64, StoreError> {
-        self.queue_message(message).await?.await
+        self.queue_message(&message).await?.await
     }
 
     /// Up to `limit` of the newest messages in `room` with `seq < before_seq` (all, when

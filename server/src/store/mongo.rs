@@ -106,7 +106,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// id then reports [`StoreError::AlreadyExists`]).
 const WRITE_CONCERN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How often `append_message` re-reads the last sequence number after losing a race for
+/// How often `insert_message` re-reads the last sequence number after losing a race for
 /// the next one. Each lost race means another message was stored, so this only bounds one
 /// writer's wait in a very hot room.
 const MAX_SEQ_ATTEMPTS: usize = 64;
@@ -184,7 +184,7 @@ struct MalformedDocument {
 #[error("{0} does not fit in a BSON 64-bit integer")]
 struct OutOfRange(&'static str);
 
-/// `append_message` lost the race for the next sequence number too often.
+/// `insert_message` lost the race for the next sequence number too often.
 #[derive(Debug, thiserror::Error)]
 #[error("room {room}: gave up after {attempts} attempts to take the next sequence number")]
 struct SequenceContention {
@@ -361,7 +361,7 @@ impl MongoStore {
 
     /// Inserts a message under the room's next sequence number, retrying when a concurrent
     /// insert took that number first.
-    async fn insert_message(&self, message: NewMessage) -> Result<u64, StoreError> {
+    async fn insert_message(&self, message: &NewMessage) -> Result<u64, StoreError> {
         let room_key = message.room.canonical();
         let Some(room) = self
             .rooms
@@ -626,7 +626,7 @@ impl Store for MongoStore {
             .collect()
     }
 
-    async fn queue_message(&self, message: NewMessage) -> Result<PendingAppend, StoreError> {
+    async fn queue_message(&self, message: &NewMessage) -> Result<PendingAppend, StoreError> {
         // The insert is acknowledged by a majority and journaled before it returns, so the
         // message's place and durability are settled here; one caller's messages are
         // therefore stored in the order it queues them.

@@ -5,7 +5,7 @@
 //! is pinned here and could be swapped for another serde format in one place.
 
 use bincode::Options;
-use serde::{de::DeserializeOwned, Serialize};
+use serde::{Deserialize, Serialize};
 
 use super::{ClientFrame, ServerMsg, MAX_FRAME_BYTES};
 
@@ -51,11 +51,12 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
         .map_err(|e| map_err(&e, MAX_FRAME_BYTES))
 }
 
-/// Decodes one complete value, rejecting oversized input and trailing bytes.
+/// Decodes one complete value, rejecting oversized input and trailing bytes. `&str` and
+/// `&[u8]` fields of `T` may borrow from `bytes` instead of copying.
 ///
 /// # Errors
 /// [`CodecError::TooLarge`] or [`CodecError::Malformed`].
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, CodecError> {
     if bytes.len() > MAX_FRAME_BYTES {
         return Err(CodecError::TooLarge {
             size: bytes.len(),
