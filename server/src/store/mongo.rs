@@ -374,7 +374,7 @@ impl MongoStore {
         };
         let room_name = Fields::new(ROOMS, &room).room_name("name")?;
         let message_id = binary(message.message_id.0.to_vec());
-        let mut d = message_to_doc(&message, &room_name)?;
+        let mut d = message_to_doc(message, &room_name)?;
 
         for _ in 0..MAX_SEQ_ATTEMPTS {
             let last = self
