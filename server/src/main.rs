@@ -7,11 +7,6 @@ use server::config::Config;
 use server::startup::{shutdown_signal, Application};
 use server::telemetry;
 
-/// mimalloc rather than the system allocator: under fan-out load glibc malloc spends a
-/// large share of the CPU growing and trimming per-thread heaps for large frames.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
