@@ -4,15 +4,17 @@
 //! with RSA-3072 keys (384-byte wrapped key, ~1.9 KB ciphertext). Printed: messages/s
 //! and write-path CPU per message for
 //!
-//! 1. the real `EmbeddedStore::append_message`, one append in flight (one sender), and
-//!    with 8 in flight (group commit can batch);
-//! 2. raw redb, one durable transaction per message, in three table layouts:
-//!    - `copies (room, recipient, seq)`: the current layout;
-//!    - `copies (room, seq, recipient)`: the same rows, keyed so a message's copies are
-//!      adjacent and appended at the end of the room's range;
+//! 1. the real `EmbeddedStore::append_message` (schema 3: a message and all its copies
+//!    are one value), one append in flight (one sender), and with 8 in flight (group
+//!    commit can batch);
+//! 2. raw redb, one durable transaction per message, in the three layouts that came
+//!    before it:
+//!    - `copies (room, recipient, seq)`: schema 1, one row per copy keyed by recipient;
+//!    - `copies (room, seq, recipient)`: schema 2, the same rows keyed so a message's
+//!      copies are adjacent and appended at the end of the room's range;
 //!    - `blob (room, seq)` + `index (room, recipient, seq) → ()`: the copies stored once as
 //!      one value, plus a small index row per recipient.
-//!
+
 //! Run: `cargo bench -p loadgen --bench store` (release). Quicker: `-- --quick`.
 
 #![allow(missing_docs, clippy::unwrap_used)]
@@ -196,12 +198,18 @@ fn main() {
             Box::new(|| runtime.block_on(real_store(messages, 8))),
             Box::new(|| {
                 raw_layout(
-                    "raw redb: copies (room, recipient, seq) [current]",
+                    "raw redb: copies (room, recipient, seq) [schema 1]",
                     messages,
                     current,
                 )
             }),
-            Box::new(|| raw_layout("raw redb: copies (room, seq, recipient)", messages, by_seq)),
+            Box::new(|| {
+                raw_layout(
+                    "raw redb: copies (room, seq, recipient) [schema 2]",
+                    messages,
+                    by_seq,
+                )
+            }),
             Box::new(|| {
                 raw_layout(
                     "raw redb: one blob (room, seq) + index rows",

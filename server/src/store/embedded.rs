@@ -36,8 +36,8 @@
 //! A room's last sequence number is the last key of its `messages` range, so there is no
 //! separate counter to drift. A message and all its copies are one value, appended at the
 //! right edge of the room's range: an append writes one entry however many recipients
-//! there are (one entry per copy cost 2.5× the write CPU, and keying copies by recipient
-//! 5×, in `loadgen`'s store benchmark). History for one recipient walks the room's
+//! there are (earlier layouts with one entry per copy cost several times the write CPU;
+//! `docs/PERFORMANCE.md` has the measurements). History for one recipient walks the room's
 //! messages newest first, down to the first sequence number the member could hold
 //! (`member_first_seq`); each value is read without copying (the copies borrow from the
 //! stored bytes) and only the recipient's own copy is taken out.
