@@ -14,7 +14,7 @@
 //!      copies are adjacent and appended at the end of the room's range;
 //!    - `blob (room, seq)` + `index (room, recipient, seq) → ()`: the copies stored once as
 //!      one value, plus a small index row per recipient.
-
+//!
 //! Run: `cargo bench -p loadgen --bench store` (release). Quicker: `-- --quick`.
 
 #![allow(missing_docs, clippy::unwrap_used)]
