@@ -344,6 +344,20 @@ impl MongoStore {
         Ok(())
     }
 
+    /// The room's members as (canonical, display) names, sorted by canonical name.
+    async fn member_list(&self, room: &RoomName) -> Result<Vec<(String, Username)>, StoreError> {
+        let Some(d) = self
+            .rooms
+            .find_one(doc! { "_id": room.canonical() })
+            .projection(doc! { "members": 1 })
+            .await
+            .map_err(map_err)?
+        else {
+            return Err(StoreError::NotFound);
+        };
+        members_from_doc(&d)
+    }
+
     /// The display form of `user`: the registered account's, or `user` itself when there
     /// is no account (the store does not require one, like the embedded store).
     async fn display_username(&self, user: &Username) -> Result<Username, StoreError> {
@@ -564,16 +578,9 @@ impl Store for MongoStore {
     }
 
     async fn members(&self, room: &RoomName) -> Result<Vec<UserRecord>, StoreError> {
-        let Some(d) = self
-            .rooms
-            .find_one(doc! { "_id": room.canonical() })
-            .projection(doc! { "members": 1 })
-            .await
-            .map_err(map_err)?
-        else {
-            return Err(StoreError::NotFound);
-        };
-        let keys: Vec<String> = members_from_doc(&d)?
+        let keys: Vec<String> = self
+            .member_list(room)
+            .await?
             .into_iter()
             .map(|(key, _)| key)
             .collect();
@@ -595,16 +602,9 @@ impl Store for MongoStore {
     }
 
     async fn member_names(&self, room: &RoomName) -> Result<Vec<Username>, StoreError> {
-        let Some(d) = self
-            .rooms
-            .find_one(doc! { "_id": room.canonical() })
-            .projection(doc! { "members": 1 })
-            .await
-            .map_err(map_err)?
-        else {
-            return Err(StoreError::NotFound);
-        };
-        Ok(members_from_doc(&d)?
+        Ok(self
+            .member_list(room)
+            .await?
             .into_iter()
             .map(|(_, name)| name)
             .collect())
