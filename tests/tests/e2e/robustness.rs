@@ -308,24 +308,28 @@ async fn busy_senders_still_receive_while_their_requests_are_handled() {
             .collect::<Vec<_>>()
     };
     let (from_a, from_b) = (seal_all("alice", ka), seal_all("bob", kb));
-    // Both pipeline all their sends at once, so each server session is always busy with a
-    // request while the other's messages are pushed to it.
+    // Both pipeline all their sends without waiting for answers, so each server session
+    // always has requests to handle while the other's messages are pushed to it. Like a
+    // real client, each reads whatever has arrived between two sends.
     let drive = |mut c: RawClient, msgs: Vec<ClientMsg>| async move {
-        let mut ids = Vec::new();
-        for m in msgs {
-            ids.push(c.send(m).await);
-        }
         let (mut acks, mut pushes) = (0, 0);
-        while acks < N || pushes < N {
-            match c.next_frame().await {
-                Some(ServerMsg::Reply {
-                    reply: Reply::Sent(_),
-                    ..
-                }) => acks += 1,
-                Some(ServerMsg::Push(Push::Message(_))) => pushes += 1,
-                Some(ServerMsg::Push(_)) => {}
-                other => panic!("unexpected {other:?} after {acks} acks, {pushes} pushes"),
+        let count = |frame: Option<ServerMsg>, acks: &mut usize, pushes: &mut usize| match frame {
+            Some(ServerMsg::Reply {
+                reply: Reply::Sent(_),
+                ..
+            }) => *acks += 1,
+            Some(ServerMsg::Push(Push::Message(_))) => *pushes += 1,
+            Some(ServerMsg::Push(_)) => {}
+            other => panic!("unexpected {other:?} after {acks} acks, {pushes} pushes"),
+        };
+        for m in msgs {
+            c.send(m).await;
+            while let Some(frame) = c.next_frame_within(Duration::ZERO).await {
+                count(frame, &mut acks, &mut pushes);
             }
+        }
+        while acks < N || pushes < N {
+            count(c.next_frame().await, &mut acks, &mut pushes);
         }
         (acks, pushes)
     };
