@@ -544,16 +544,7 @@ impl Store for MongoStore {
                 return Ok(true);
             }
             // Nothing matched: find out which condition failed.
-            let Some(d) = self
-                .rooms
-                .find_one(doc! { "_id": &room_key })
-                .projection(doc! { "members": 1 })
-                .await
-                .map_err(map_err)?
-            else {
-                return Err(StoreError::NotFound);
-            };
-            let members = members_from_doc(&d)?;
+            let members = self.member_list(room).await?;
             if members.iter().any(|(key, _)| *key == user_key) {
                 return Ok(false);
             }
