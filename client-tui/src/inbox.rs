@@ -148,6 +148,7 @@ pub(crate) fn open_delivered(
         room: &msg.room,
         message_id: &msg.message_id,
         sender: &msg.sender,
+        recipients: &msg.recipients,
     };
     let mut verdict = RejectReason::Undecryptable;
     'own: for own_key in own_keys {
@@ -241,7 +242,7 @@ mod tests {
     use super::*;
     use shared::crypto::keys::private_from_pem;
     use shared::crypto::message::{seal_message, MessageBody, Recipient};
-    use shared::protocol::Envelope;
+    use shared::protocol::{recipients_of, Envelope};
 
     fn key(n: usize) -> Arc<RsaPrivateKey> {
         let path = format!(
@@ -298,15 +299,17 @@ mod tests {
         ];
         let envelopes = seal_message(&f.alice, body, &recipients).expect("seals");
         let bobs: Envelope = envelopes
-            .into_iter()
+            .iter()
             .find(|e| e.recipient.same_as(&bob))
-            .expect("bob's copy");
+            .expect("bob's copy")
+            .clone();
         DeliveredMessage {
             room: room(room_name),
             seq,
             message_id,
             sender: alice,
             server_time_ms: 1_700_000_000_500,
+            recipients: recipients_of(&envelopes),
             envelope: bobs,
         }
     }

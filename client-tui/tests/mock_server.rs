@@ -15,8 +15,9 @@ use shared::crypto::message::{open_message, seal_message, MessageBody, Received,
 use shared::crypto::signing::verify_login;
 use shared::crypto::RsaPrivateKey;
 use shared::protocol::{
-    codec, Challenge, ClientFrame, ClientMsg, DeliveredMessage, HelloAck, HistoryPage, LoggedIn,
-    MemberInfo, Push, Reply, RoomSnapshot, SendAck, ServerMsg, PROTOCOL_VERSION,
+    codec, recipients_of, Challenge, ClientFrame, ClientMsg, DeliveredMessage, HelloAck,
+    HistoryPage, LoggedIn, MemberInfo, Push, Reply, RoomSnapshot, SendAck, ServerMsg,
+    PROTOCOL_VERSION,
 };
 use shared::{ErrorCode, ErrorDetail, MessageId, RequestId, RoomName, Username};
 use tokio::net::{TcpListener, TcpStream};
@@ -77,17 +78,19 @@ fn delivered(
             key: k.to_public_key(),
         })
         .collect();
-    let envelope = seal_message(sender.1, body, &keys)
-        .expect("seals")
-        .into_iter()
+    let copies = seal_message(sender.1, body, &keys).expect("seals");
+    let envelope = copies
+        .iter()
         .find(|e| e.recipient.same_as(&user(to)))
-        .expect("copy for recipient");
+        .expect("copy for recipient")
+        .clone();
     DeliveredMessage {
         room: room(room_name),
         seq,
         message_id,
         sender: user(sender.0),
         server_time_ms: 1000 + seq,
+        recipients: recipients_of(&copies),
         envelope,
     }
 }
@@ -330,6 +333,7 @@ async fn login_join_history_and_send_with_member_refresh() {
                 room: &retry.room,
                 message_id: &retry.message_id,
                 sender: &user("alice"),
+                recipients: &recipients_of(&retry.envelopes),
             },
             &user("carol"),
             &sc,
@@ -499,6 +503,7 @@ async fn changed_key_blocks_sending_until_accepted() {
                 room: &send.room,
                 message_id: &send.message_id,
                 sender: &user("alice"),
+                recipients: &recipients_of(&send.envelopes),
             },
             &user("bob"),
             &sb2,

@@ -690,6 +690,7 @@ async fn open_probe(probe: &Probe, frame: Bytes) -> Option<u64> {
                 room: &m.room,
                 message_id: &m.message_id,
                 sender: &m.sender,
+                recipients: &m.recipients,
             },
             &name,
             &key,

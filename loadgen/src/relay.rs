@@ -26,8 +26,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use shared::protocol::{
-    codec, ClientFrame, ClientMsg, DeliveredMessage, HelloAck, LoggedIn, Push, Reply, SendAck,
-    ServerMsg, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    codec, ClientFrame, ClientMsg, DeliveryHead, HelloAck, LoggedIn, Reply, SendAck, ServerMsg,
+    MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
 use shared::{ErrorCode, RequestId, Username};
 use tokio::net::{TcpListener, TcpStream};
@@ -215,23 +215,21 @@ fn handle(
             let seq = registry.next_seq.fetch_add(1, Ordering::Relaxed) + 1;
             let server_time_ms = now_ms();
             let mut too_slow = Vec::new();
+            let head = DeliveryHead {
+                room: req.room.clone(),
+                seq,
+                message_id: req.message_id,
+                sender: sender.clone(),
+                server_time_ms,
+            };
+            let frames = codec::encode_deliveries(head, &req.envelopes).unwrap_or_default();
             if let Ok(map) = registry.by_name.read() {
-                for envelope in req.envelopes {
-                    let recipient = envelope.recipient.canonical();
+                for (frame, copy) in frames.into_iter().zip(&req.envelopes) {
+                    let recipient = copy.recipient.canonical();
                     let Some(conns) = map.get(&recipient) else {
                         continue;
                     };
-                    let push = ServerMsg::Push(Push::Message(DeliveredMessage {
-                        room: req.room.clone(),
-                        seq,
-                        message_id: req.message_id,
-                        sender: sender.clone(),
-                        server_time_ms,
-                        envelope,
-                    }));
-                    let Ok(frame) = codec::encode_server(&push).map(Bytes::from) else {
-                        continue;
-                    };
+                    let frame = Bytes::from(frame);
                     for (c, tx) in conns {
                         if *c == conn {
                             continue;

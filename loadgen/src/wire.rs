@@ -462,6 +462,7 @@ mod tests {
                 message_id: id,
                 sender: Username::parse("alice").expect("name"),
                 server_time_ms: 1,
+                recipients: vec![Username::parse("bob").expect("name")],
                 envelope: envelope("bob", 300),
             }));
             let bytes = codec::encode_server(&push).expect("encodes");

@@ -8,11 +8,11 @@ use serde::Serialize;
 use shared::crypto::message::{MessageBody, SignedMessage};
 use shared::protocol::codec::{self, CodecError};
 use shared::protocol::{
-    Challenge, ClientFrame, ClientMsg, CreateRoom, DeliveredMessage, Envelope, FetchHistory,
-    GetUserKey, Hello, HelloAck, HistoryPage, JoinRoom, KeyRotated, LeaveRoom, Left, ListRooms,
-    LoggedIn, LoginProof, LoginStart, MemberInfo, Push, Register, Registered, Reply, RoomList,
-    RoomSnapshot, RoomSummary, RotateKey, SendAck, SendMessage, ServerMsg, MAX_FRAME_BYTES,
-    PROTOCOL_VERSION,
+    Challenge, ClientFrame, ClientMsg, CreateRoom, DeliveredMessage, DeliveryHead, Envelope,
+    FetchHistory, GetUserKey, Hello, HelloAck, HistoryPage, JoinRoom, KeyRotated, LeaveRoom, Left,
+    ListRooms, LoggedIn, LoginProof, LoginStart, MemberInfo, Push, Register, Registered, Reply,
+    RoomList, RoomSnapshot, RoomSummary, RotateKey, SendAck, SendMessage, ServerMsg,
+    MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
 use shared::{ErrorCode, ErrorDetail, MessageId, RequestId};
 
@@ -44,6 +44,7 @@ fn delivered(seq: u64) -> DeliveredMessage {
         message_id: MessageId([seq as u8; 16]),
         sender: user("Alice"),
         server_time_ms: 1_700_000_000_000_u64.wrapping_add(seq),
+        recipients: vec![user("Alice"), user("bob")],
         envelope: envelope("bob"),
     }
 }
@@ -432,15 +433,14 @@ fn payload_types_round_trip() {
         recipients: vec![user("Alice"), user("bob")],
         text: "hello, 世界".into(),
     };
-    let signed = SignedMessage {
-        body,
-        signature: vec![1; 256],
-    };
+    let bytes = codec::encode(&body).expect("encodes");
+    assert_eq!(codec::decode::<MessageBody>(&bytes).expect("decodes"), body);
+    let signed = SignedMessage::new(&body, vec![1; 256]);
     let bytes = codec::encode(&signed).expect("encodes");
-    assert_eq!(
-        codec::decode::<SignedMessage>(&bytes).expect("decodes"),
-        signed
-    );
+    let decoded = codec::decode::<SignedMessage>(&bytes).expect("decodes");
+    assert_eq!(decoded, signed);
+    // A copy carries the body without its recipient list; putting the list back restores it.
+    assert_eq!(decoded.body(&body.recipients), body);
 }
 
 #[test]
@@ -449,12 +449,12 @@ fn documented_hello_frame_bytes() {
     let bytes = codec::encode_client(&frame(
         1,
         ClientMsg::Hello(Hello {
-            protocol_version: 1,
+            protocol_version: PROTOCOL_VERSION,
             client: "tui/0.1".into(),
         }),
     ))
     .expect("encodes");
-    assert_eq!(hex::encode(&bytes), "010001077475692f302e31");
+    assert_eq!(hex::encode(&bytes), "010002077475692f302e31");
 }
 
 #[test]
@@ -483,14 +483,14 @@ fn documented_example_bytes() {
     let hello_ack = ServerMsg::Reply {
         request_id: RequestId(1),
         reply: Reply::Hello(HelloAck {
-            protocol_version: 1,
+            protocol_version: PROTOCOL_VERSION,
             server: "e2e-chat/0.1".into(),
             max_frame_bytes: 4_194_304,
         }),
     };
     assert_eq!(
         hex::encode(codec::encode_server(&hello_ack).expect("encodes")),
-        "000100010c6532652d636861742f302e31fc00004000"
+        "000100020c6532652d636861742f302e31fc00004000"
     );
     let error = ServerMsg::Error {
         request_id: Some(RequestId(2)),
@@ -765,4 +765,48 @@ fn invalid_scalars_are_malformed() {
     // JoinRoom.history_limit (u16) given as a u32 varint above u16::MAX.
     let join = [1, 6, 1, b'r', 0, 0xfc, 0x70, 0x11, 0x01, 0x00];
     assert_malformed(codec::decode_client(&join), "u16 overflow");
+}
+
+#[test]
+fn deliveries_are_the_frames_of_each_copy() {
+    let head = DeliveryHead {
+        room: room("General"),
+        seq: 70_000,
+        message_id: MessageId([3; 16]),
+        sender: user("Alice"),
+        server_time_ms: 1_700_000_000_321,
+    };
+    // Copies of different sizes, in an order that is not sorted.
+    let mut copies = vec![envelope("carol"), envelope("Alice"), envelope("bob")];
+    copies[0].ciphertext = vec![1; 70_000];
+    copies[2].wrapped_key = vec![2; 3];
+    let frames = codec::encode_deliveries(head.clone(), &copies).expect("encodes");
+    assert_eq!(frames.len(), copies.len());
+    for (frame, copy) in frames.iter().zip(&copies) {
+        let expected = ServerMsg::Push(Push::Message(DeliveredMessage {
+            room: head.room.clone(),
+            seq: head.seq,
+            message_id: head.message_id,
+            sender: head.sender.clone(),
+            server_time_ms: head.server_time_ms,
+            recipients: vec![user("carol"), user("Alice"), user("bob")],
+            envelope: copy.clone(),
+        }));
+        assert_eq!(
+            frame,
+            &codec::encode_server(&expected).expect("encodes"),
+            "{}'s frame",
+            copy.recipient
+        );
+    }
+    assert!(codec::encode_deliveries(head.clone(), &[])
+        .expect("no copies")
+        .is_empty());
+
+    // A copy that would make its frame too large is refused, not truncated.
+    copies[1].ciphertext = vec![0; MAX_FRAME_BYTES];
+    assert!(matches!(
+        codec::encode_deliveries(head, &copies),
+        Err(CodecError::TooLarge { .. })
+    ));
 }

@@ -439,6 +439,7 @@ impl Scene {
             room: &self.room,
             message_id: &self.id,
             sender: &self.sender,
+            recipients: &self.names,
         }
     }
 }
@@ -584,6 +585,7 @@ fn a_copy_is_bound_to_room_id_sender_and_recipient() {
             room,
             message_id,
             sender,
+            recipients: &s.names,
         };
         assert_eq!(
             open_message(received, &s.names[1], bob(), bob_copy, &public(alice())),
@@ -599,6 +601,7 @@ fn a_copy_is_bound_to_room_id_sender_and_recipient() {
         room: &shouting_room,
         message_id: &s.id,
         sender: &shouting_sender,
+        recipients: &s.names,
     };
     open_message(received, &user("BOB"), bob(), bob_copy, &public(alice()))
         .expect("case-insensitive names");
@@ -619,6 +622,42 @@ fn a_copy_is_bound_to_room_id_sender_and_recipient() {
         Err(CryptoError::Decrypt),
         "AAD names carol"
     );
+}
+
+/// Whether `needle` occurs in `haystack`.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn a_recipient_list_altered_in_transit_fails_verification() {
+    // The list travels in the clear beside the copies; the signature covers it, so a server
+    // that hides a recipient, adds one, or reorders them is caught.
+    let s = three_way();
+    let open = |recipients: &[Username]| {
+        open_message(
+            Received {
+                recipients,
+                ..s.received()
+            },
+            &s.names[1],
+            bob(),
+            &s.envelopes[1],
+            &public(alice()),
+        )
+    };
+    assert_eq!(open(&s.names).expect("control"), s.body);
+    let hidden = [s.names[0].clone(), s.names[1].clone()];
+    let added = [&s.names[..], &[user("mallory")]].concat();
+    let reordered = [s.names[2].clone(), s.names[1].clone(), s.names[0].clone()];
+    for (list, what) in [
+        (&hidden[..], "carol hidden"),
+        (&added[..], "mallory added"),
+        (&reordered[..], "reordered"),
+        (&[][..], "empty"),
+    ] {
+        assert_eq!(open(list), Err(CryptoError::BadSignature), "{what}");
+    }
 }
 
 #[test]
@@ -669,7 +708,7 @@ fn seal_raw_for_bob(
 fn signed_by_alice(body: MessageBody) -> Vec<u8> {
     let encoded = codec::encode(&body).expect("encodes");
     let signature = signing::sign(alice(), Purpose::Message, &[&encoded]);
-    codec::encode(&SignedMessage { body, signature }).expect("encodes")
+    codec::encode(&SignedMessage::new(&body, signature)).expect("encodes")
 }
 
 #[test]
@@ -683,11 +722,15 @@ fn signed_metadata_must_match_and_include_me() {
     let good = seal_raw_for_bob(&s.room, &s.id, &s.sender, &signed_by_alice(s.body.clone()));
     assert_eq!(open(&good, s.received()).expect("control"), s.body);
 
-    // Signed recipients do not include bob.
+    // Signed recipients do not include bob (and the list delivered is the one signed).
     let mut body = s.body.clone();
     body.recipients = vec![user("Alice"), user("carol")];
-    let env = seal_raw_for_bob(&s.room, &s.id, &s.sender, &signed_by_alice(body));
-    assert_err(open(&env, s.received()), &PAYLOAD, "not among recipients");
+    let env = seal_raw_for_bob(&s.room, &s.id, &s.sender, &signed_by_alice(body.clone()));
+    let without_bob = Received {
+        recipients: &body.recipients,
+        ..s.received()
+    };
+    assert_err(open(&env, without_bob), &PAYLOAD, "not among recipients");
 
     // Signed room differs from the room the copy is bound to and delivered in.
     let mut body = s.body.clone();
@@ -781,6 +824,7 @@ fn many_recipients_keep_their_order() {
         room: &body.room,
         message_id: &body.message_id,
         sender: &sender,
+        recipients: &names,
     };
     for (i, env) in envelopes.iter().enumerate() {
         assert_eq!(env.recipient, names[i], "envelope {i}");
@@ -846,14 +890,19 @@ fn an_envelope_opens_with_the_documented_primitives() {
         )
         .expect("AES-256-GCM with the documented AAD");
     let signed: SignedMessage = codec::decode(&plaintext).expect("a SignedMessage");
-    assert_eq!(signed.body, s.body);
+    assert_eq!(signed.body(&s.names), s.body);
     signing::verify(
         &public(alice()),
         Purpose::Message,
-        &[&codec::encode(&signed.body).expect("encodes")],
+        &[&codec::encode(&s.body).expect("encodes")],
         &signed.signature,
     )
-    .expect("signed over the encoded body");
+    .expect("signed over the encoded body, recipient list included");
+    // The copy does not repeat the list: it travels once, beside the copies.
+    assert!(
+        !contains(&plaintext, b"carol"),
+        "no recipient list inside the copy"
+    );
     // 16 bytes of GCM tag follow the encrypted payload.
     assert_eq!(env.ciphertext.len(), plaintext.len() + 16);
 }

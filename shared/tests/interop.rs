@@ -415,6 +415,7 @@ fn a_message_sealed_by_the_independent_implementation_opens() {
     assert_eq!(delivered.sender, user("Alice"));
     assert_eq!(delivered.server_time_ms, 1_700_000_000_123);
     assert_eq!(delivered.envelope.recipient, user("bob"));
+    assert_eq!(*delivered.recipients, [user("Alice"), user("bob")]);
     // Re-encoding gives the same bytes: both sides agree on one encoding.
     assert_eq!(codec::encode_server(&msg).expect("encodes"), bytes);
 
@@ -422,6 +423,7 @@ fn a_message_sealed_by_the_independent_implementation_opens() {
         room: &delivered.room,
         message_id: &delivered.message_id,
         sender: &delivered.sender,
+        recipients: &delivered.recipients,
     };
     let body = open_message(
         received,

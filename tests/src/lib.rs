@@ -408,6 +408,7 @@ pub fn open_text(
             room: &msg.room,
             message_id: &msg.message_id,
             sender: &msg.sender,
+            recipients: &msg.recipients,
         },
         &name(me),
         my_key,

@@ -11,8 +11,7 @@ use std::collections::HashSet;
 
 use bytes::Bytes;
 use shared::protocol::{
-    codec, DeliveredMessage, FetchHistory, Push, Reply, SendAck, SendMessage, ServerMsg,
-    MAX_ROOM_MEMBERS,
+    codec, DeliveryHead, FetchHistory, Reply, SendAck, SendMessage, MAX_ROOM_MEMBERS,
 };
 use shared::Username;
 
@@ -104,23 +103,19 @@ impl QueuedSend {
             server_time_ms,
             envelopes,
         } = self.message;
-        let frames = envelopes
+        let head = DeliveryHead {
+            room: room.clone(),
+            seq,
+            message_id,
+            sender,
+            server_time_ms,
+        };
+        let frames = codec::encode_deliveries(head, &envelopes)
+            .map_err(|e| HandlerError::Internal(format!("encode delivery: {e}")))?
             .into_iter()
-            .map(|envelope| {
-                let recipient = envelope.recipient.canonical();
-                let push = ServerMsg::Push(Push::Message(DeliveredMessage {
-                    room: room.clone(),
-                    seq,
-                    message_id,
-                    sender: sender.clone(),
-                    server_time_ms,
-                    envelope,
-                }));
-                codec::encode_server(&push)
-                    .map(|f| (recipient, Bytes::from(f)))
-                    .map_err(|e| HandlerError::Internal(format!("encode delivery: {e}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+            .zip(&envelopes)
+            .map(|(frame, copy)| (copy.recipient.canonical(), Bytes::from(frame)))
+            .collect();
         state
             .hub
             .deliver(frames, Some(conn))

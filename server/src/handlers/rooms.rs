@@ -250,7 +250,8 @@ pub async fn history_page(
     let mut total = 0usize;
     let mut keep_from = messages.len();
     for (i, m) in messages.iter().enumerate().rev() {
-        total += m.envelope.ciphertext.len() + m.envelope.wrapped_key.len() + 256;
+        let names: usize = m.recipients.iter().map(|r| r.as_str().len() + 8).sum();
+        total += m.envelope.ciphertext.len() + m.envelope.wrapped_key.len() + names + 256;
         if total > budget {
             break;
         }

@@ -596,6 +596,13 @@ pub async fn history_has_only_recipients_copies(store: &dyn Store) {
     assert_eq!(bob.messages[0].server_time_ms, T0 + 1);
     assert_eq!(bob.messages[1].message_id, MessageId([2; 16]));
     assert_eq!(bob.messages[1].sender, name("bob"));
+    // Every reader gets the whole recipient list, in the order the sender gave the copies
+    // (the sender's signature covers that order), with the names as the sender wrote them.
+    assert_eq!(*bob.messages[0].recipients, [name("Alice"), name("bob")]);
+    assert_eq!(
+        *bob.messages[1].recipients,
+        [name("bob"), name("Alice"), name("carol")]
+    );
 
     let carol = store
         .history_for(&room_name("room"), &name("carol"), None, 50)
@@ -606,6 +613,10 @@ pub async fn history_has_only_recipients_copies(store: &dyn Store) {
         .messages
         .iter()
         .all(|m| m.envelope.ciphertext == marker("room", m.message_id.0[0], "carol")));
+    assert_eq!(
+        *carol.messages[1].recipients,
+        [name("Alice"), name("carol")]
+    );
 
     let alice = store
         .history_for(&room_name("room"), &name("alice"), None, 50)

@@ -110,6 +110,14 @@ struct EnvelopeView<'a> {
 }
 
 impl MessageView<'_> {
+    /// Everyone the message has a copy for, in the order of the copies.
+    fn recipients(&self) -> Result<Vec<Username>, StoreError> {
+        self.copies
+            .iter()
+            .map(|c| Username::parse(c.recipient).map_err(backend))
+            .collect()
+    }
+
     /// `user`'s copy (by canonical name), if the message has one.
     fn copy_for(&self, user_key: &str) -> Result<Option<Envelope>, StoreError> {
         self.copies
@@ -597,12 +605,14 @@ impl Store for EmbeddedStore {
                     has_more = true;
                     break;
                 }
+                let recipients = message.recipients()?;
                 page.push(DeliveredMessage {
                     room: room_name.clone(),
                     seq: key.value().1,
                     message_id: message.message_id,
                     sender: message.sender,
                     server_time_ms: message.server_time_ms,
+                    recipients,
                     envelope,
                 });
             }

@@ -654,6 +654,7 @@ impl Store for MongoStore {
                 "message_id": 1,
                 "sender": 1,
                 "server_time": 1,
+                "recipients": 1,
                 // Only this recipient's copy leaves the server.
                 "copies": { "$elemMatch": { "recipient": &recipient_key } },
             })
@@ -921,6 +922,13 @@ fn message_to_doc(message: &NewMessage, room_name: &RoomName) -> Result<Document
         "message_id": binary(message.message_id.0.to_vec()),
         "sender": message.sender.as_str(),
         "server_time": datetime(message.server_time_ms, "server time")?,
+        // Every recipient's display name, in copy order: each reader gets the whole list
+        // with their one copy (the sender's signature covers it).
+        "recipients": message
+            .envelopes
+            .iter()
+            .map(|e| e.recipient.as_str())
+            .collect::<Vec<_>>(),
         "copies": copies,
     })
 }
@@ -950,6 +958,7 @@ fn delivered_from_doc(d: &Document) -> Result<DeliveredMessage, StoreError> {
         message_id: MessageId(message_id),
         sender: f.username("sender")?,
         server_time_ms: f.millis("server_time")?,
+        recipients: f.usernames("recipients")?,
         envelope: Envelope {
             recipient: c.username("recipient_name")?,
             wrapped_key: c.bytes("wrapped_key")?,
@@ -1018,6 +1027,16 @@ impl<'a> Fields<'a> {
 
     fn username(&self, field: &'static str) -> Result<Username, StoreError> {
         Username::parse(self.str(field)?).map_err(|e| self.malformed(field, e))
+    }
+
+    fn usernames(&self, field: &'static str) -> Result<Vec<Username>, StoreError> {
+        self.access(field, self.doc.get_array(field))?
+            .iter()
+            .map(|name| match name {
+                Bson::String(name) => Username::parse(name).map_err(|e| self.malformed(field, e)),
+                _ => Err(self.malformed(field, "holds a non-string")),
+            })
+            .collect()
     }
 
     fn room_name(&self, field: &'static str) -> Result<RoomName, StoreError> {
@@ -1447,6 +1466,7 @@ mod tests {
                 message_id: MessageId([7; 16]),
                 sender: name("Alice"),
                 server_time_ms: 1_700_000_000_456,
+                recipients: vec![name("Alice"), name("Bob")],
                 envelope: envelope("Bob", 2),
             }
         );

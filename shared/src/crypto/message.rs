@@ -1,11 +1,20 @@
 //! A whole chat message: signed once by its author, sealed once per recipient.
 //!
-//! The plaintext of every copy is the codec encoding of a [`SignedMessage`]: the
-//! [`MessageBody`] and an RSA-PSS signature (purpose [`Purpose::Message`]) over the body's
-//! encoding. The signature sits *inside* the encryption, so the server cannot use it to
-//! test guesses of the plaintext. The body repeats the room, message id and sender, and
-//! lists every recipient; [`open_message`] checks them against the envelope's metadata, so
-//! a copy replayed into another room or under another id is rejected.
+//! The author signs a [`MessageBody`] with RSA-PSS (purpose [`Purpose::Message`]) over its
+//! encoding. The body repeats the room, message id and sender, and lists every recipient in
+//! the order of the copies, so a recipient can tell who else got the message and a copy
+//! replayed into another room, under another id, or forwarded to someone the author did not
+//! address is rejected.
+//!
+//! The plaintext of every copy is the codec encoding of a [`SignedMessage`]: the body
+//! *without* its recipient list, and the signature. The signature sits inside the
+//! encryption, so the server cannot use it to test guesses of the plaintext. The recipient
+//! list travels once, beside the copies, in the clear (each copy already names its
+//! recipient for the server, so this reveals nothing new); the server hands it to every
+//! recipient with their copy ([`crate::protocol::DeliveredMessage::recipients`]), and
+//! [`open_message`] puts it back into the body before it checks the signature, so a list
+//! the server altered fails verification. Carrying the list inside every copy instead made
+//! a message's size grow with the square of the room's size.
 
 use rsa::{RsaPrivateKey, RsaPublicKey};
 use serde::{Deserialize, Serialize};
@@ -33,14 +42,52 @@ pub struct MessageBody {
     pub text: String,
 }
 
-/// The plaintext inside each envelope.
+/// The plaintext inside each envelope: the signed [`MessageBody`] without its recipient
+/// list, and the signature over the whole body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedMessage {
-    /// The signed body.
-    pub body: MessageBody,
-    /// RSA-PSS-SHA256 over `signing_input(Message, [codec::encode(body)])`.
+    /// The room the author sent it to.
+    pub room: RoomName,
+    /// The author's id for it.
+    pub message_id: MessageId,
+    /// The author.
+    pub sender: Username,
+    /// The author's clock when sending, milliseconds since the Unix epoch.
+    pub sent_at_ms: u64,
+    /// The text.
+    pub text: String,
+    /// RSA-PSS-SHA256 over `signing_input(Message, [codec::encode(body)])`, where `body` is
+    /// the [`MessageBody`] with the recipient list.
     #[serde(with = "serde_bytes")]
     pub signature: Vec<u8>,
+}
+
+impl SignedMessage {
+    /// What each copy of `body` carries, given the author's `signature` over it.
+    #[must_use]
+    pub fn new(body: &MessageBody, signature: Vec<u8>) -> Self {
+        Self {
+            room: body.room.clone(),
+            message_id: body.message_id,
+            sender: body.sender.clone(),
+            sent_at_ms: body.sent_at_ms,
+            text: body.text.clone(),
+            signature,
+        }
+    }
+
+    /// The body as the author signed it, with the delivered `recipients` put back.
+    #[must_use]
+    pub fn body(&self, recipients: &[Username]) -> MessageBody {
+        MessageBody {
+            room: self.room.clone(),
+            message_id: self.message_id,
+            sender: self.sender.clone(),
+            sent_at_ms: self.sent_at_ms,
+            recipients: recipients.to_vec(),
+            text: self.text.clone(),
+        }
+    }
 }
 
 /// One recipient of a message and the key to seal their copy with.
@@ -86,9 +133,9 @@ pub fn seal_message(
         codec::encode(&signed).map_err(|e| CryptoError::Payload(e.to_string()))?,
     );
     let ctx = EnvelopeContext {
-        room: &signed.body.room,
-        message_id: &signed.body.message_id,
-        sender: &signed.body.sender,
+        room: &signed.room,
+        message_id: &signed.message_id,
+        sender: &signed.sender,
     };
     recipients
         .iter()
@@ -100,7 +147,7 @@ pub fn seal_message(
 fn sign_body(author_key: &RsaPrivateKey, body: MessageBody) -> Result<SignedMessage, CryptoError> {
     let encoded = codec::encode(&body).map_err(|e| CryptoError::Payload(e.to_string()))?;
     let signature = signing::sign(author_key, Purpose::Message, &[&encoded]);
-    Ok(SignedMessage { body, signature })
+    Ok(SignedMessage::new(&body, signature))
 }
 
 /// Below this many recipients, one wrapping thread is faster than spawning more.
@@ -139,11 +186,14 @@ pub struct Received<'a> {
     pub message_id: &'a MessageId,
     /// Sender the server reports.
     pub sender: &'a Username,
+    /// The recipient list the server delivered with the copy; the signature covers it.
+    pub recipients: &'a [Username],
 }
 
-/// Decrypts the recipient's copy, verifies the author's signature with `sender_key`, and
-/// checks that the signed room, id and sender match the envelope metadata and that the
-/// recipient is among the signed recipients.
+/// Decrypts the recipient's copy, verifies the author's signature with `sender_key` over
+/// the body with the delivered recipient list put back, and checks that the signed room, id
+/// and sender match the envelope metadata and that the recipient is among the signed
+/// recipients.
 ///
 /// # Errors
 /// [`CryptoError::Decrypt`], [`CryptoError::BadSignature`] or [`CryptoError::Payload`].
@@ -162,9 +212,9 @@ pub fn open_message(
     let plaintext = envelope::open(&ctx, own_name, own_key, envelope)?;
     let signed: SignedMessage =
         codec::decode(&plaintext).map_err(|e| CryptoError::Payload(e.to_string()))?;
-    let encoded = codec::encode(&signed.body).map_err(|e| CryptoError::Payload(e.to_string()))?;
+    let body = signed.body(received.recipients);
+    let encoded = codec::encode(&body).map_err(|e| CryptoError::Payload(e.to_string()))?;
     signing::verify(sender_key, Purpose::Message, &[&encoded], &signed.signature)?;
-    let body = signed.body;
     if !body.room.same_as(received.room)
         || body.message_id != *received.message_id
         || !body.sender.same_as(received.sender)

@@ -7,7 +7,10 @@
 use bincode::Options;
 use serde::{Deserialize, Serialize};
 
-use super::{ClientFrame, ServerMsg, MAX_FRAME_BYTES};
+use super::{
+    recipients_of, ClientFrame, DeliveredMessage, DeliveryHead, Envelope, Push, ServerMsg,
+    MAX_FRAME_BYTES,
+};
 
 /// Why a frame could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +52,66 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
     options()
         .serialize(value)
         .map_err(|e| map_err(&e, MAX_FRAME_BYTES))
+}
+
+/// The `Push::Message` frame for each of a message's `copies`, in copy order. Each frame
+/// is exactly what [`encode_server`] gives for the push of the [`DeliveredMessage`] made of
+/// `head`, the copies' recipient list and that copy; but what all copies share (every field
+/// before the envelope, the recipient list included) is encoded once, not once per copy.
+///
+/// # Errors
+/// [`CodecError::TooLarge`] if a frame would exceed [`MAX_FRAME_BYTES`].
+pub fn encode_deliveries(
+    head: DeliveryHead,
+    copies: &[Envelope],
+) -> Result<Vec<Vec<u8>>, CodecError> {
+    let Some(first) = copies.first() else {
+        return Ok(Vec::new());
+    };
+    // The envelope is the frame's last field, and bincode writes fields one after another,
+    // so a whole frame minus its envelope's bytes is the prefix every copy shares.
+    let whole = encode_server(&ServerMsg::Push(Push::Message(DeliveredMessage {
+        room: head.room,
+        seq: head.seq,
+        message_id: head.message_id,
+        sender: head.sender,
+        server_time_ms: head.server_time_ms,
+        recipients: recipients_of(copies),
+        envelope: first.clone(),
+    })))?;
+    let first_len = encoded_len(first)?;
+    let shared = whole.get(..whole.len() - first_len).ok_or_else(|| {
+        CodecError::Malformed("the envelope is longer than the frame holding it".into())
+    })?;
+    copies
+        .iter()
+        .map(|copy| {
+            let size = shared.len() + encoded_len(copy)?;
+            if size > MAX_FRAME_BYTES {
+                return Err(CodecError::TooLarge {
+                    size,
+                    limit: MAX_FRAME_BYTES,
+                });
+            }
+            let mut frame = Vec::with_capacity(size);
+            frame.extend_from_slice(shared);
+            options()
+                .serialize_into(&mut frame, copy)
+                .map_err(|e| map_err(&e, size))?;
+            Ok(frame)
+        })
+        .collect()
+}
+
+/// The size of `value`'s encoding.
+fn encoded_len<T: Serialize>(value: &T) -> Result<usize, CodecError> {
+    let size = options()
+        .serialized_size(value)
+        .map_err(|e| map_err(&e, MAX_FRAME_BYTES))?;
+    usize::try_from(size).map_err(|_| CodecError::TooLarge {
+        size: usize::MAX,
+        limit: MAX_FRAME_BYTES,
+    })
 }
 
 /// Decodes one complete value, rejecting oversized input and trailing bytes. `&str` and

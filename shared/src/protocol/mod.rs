@@ -25,7 +25,7 @@ pub use server::{
 };
 
 /// The protocol version this crate speaks. A server refuses any other in `Hello`.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// The largest frame either side accepts, in bytes. Bounds memory per connection.
 pub const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
@@ -50,6 +50,29 @@ pub struct Envelope {
     /// AES-256-GCM ciphertext and tag of the signed payload.
     #[serde(with = "serde_bytes")]
     pub ciphertext: Vec<u8>,
+}
+
+/// The recipient list that `copies` spell out, in copy order: what the server delivers
+/// beside each copy as [`DeliveredMessage::recipients`].
+#[must_use]
+pub fn recipients_of(copies: &[Envelope]) -> Vec<Username> {
+    copies.iter().map(|c| c.recipient.clone()).collect()
+}
+
+/// What every copy of one message shares when it is delivered: a [`DeliveredMessage`]
+/// without the recipient list (which the copies spell out) and without the copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryHead {
+    /// The room it was sent to.
+    pub room: RoomName,
+    /// Its position in the room's history.
+    pub seq: u64,
+    /// The sender's id for the message.
+    pub message_id: MessageId,
+    /// Who sent it.
+    pub sender: Username,
+    /// When the server stored it, milliseconds since the Unix epoch.
+    pub server_time_ms: u64,
 }
 
 /// A room member as the server describes it. Clients must recompute the fingerprint from
@@ -78,6 +101,10 @@ pub struct DeliveredMessage {
     pub sender: Username,
     /// When the server stored it, milliseconds since the Unix epoch.
     pub server_time_ms: u64,
+    /// Everyone the sender sealed a copy for, in the order of the copies. It travels
+    /// beside the copy rather than inside it; the sender's signature covers it, so the
+    /// recipient's client detects any change (see `crypto::message`).
+    pub recipients: Vec<Username>,
     /// The recipient's copy.
     pub envelope: Envelope,
 }
