@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actix_web::body::{BodyStream, BoxBody};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use anyhow::Context;
@@ -27,6 +28,7 @@ use crate::hub::HubHandle;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::mongo::MongoStore;
 use crate::store::Store;
+use crate::ws::outbound::outbound;
 use crate::ws::session::{self, SessionSettings};
 
 /// Per-worker request context.
@@ -202,21 +204,29 @@ async fn upgrade(
     if endpoint.shutdown.is_cancelled() {
         return Ok(HttpResponse::ServiceUnavailable().body("shutting down"));
     }
-    let (response, session, stream) = actix_ws::handle(&req, body)?;
+    // actix-ws does the handshake and parses what the client sends; the response body is
+    // the server's own (see `ws::outbound`), so actix-ws's `Session` is not used.
+    let (response, _session, stream) = actix_ws::handle(&req, body)?;
     let stream = stream
         .max_frame_size(MAX_FRAME_BYTES)
         .aggregate_continuations()
         .max_continuation_size(MAX_FRAME_BYTES);
-    let conn_id = endpoint.next_conn.fetch_add(1, Ordering::Relaxed);
+    let (head, actix_body) = response.into_parts();
+    let parts = outbound(actix_body, endpoint.settings.outbound_queue);
+    let ends = session::Ends {
+        conn_id: endpoint.next_conn.fetch_add(1, Ordering::Relaxed),
+        outbound: parts.outbound,
+        pushes: parts.pushes,
+        evicted: parts.evicted,
+    };
     actix_web::rt::spawn(session::run(
         endpoint.state.clone(),
         endpoint.settings,
-        conn_id,
-        session,
+        ends,
         stream,
         endpoint.shutdown.clone(),
     ));
-    Ok(response)
+    Ok(head.set_body(BoxBody::new(BodyStream::new(parts.body))))
 }
 
 /// `GET /health`: 200 if the store answers, 503 if not.

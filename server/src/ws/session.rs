@@ -1,9 +1,10 @@
-//! One connection's task. It owns the socket and runs a single `select!` over:
+//! One connection's task. It reads the socket and runs a single `select!` over:
 //! inbound frames, a heartbeat interval, the server's shutdown token, and the signal that
-//! the hub evicted the connection. A companion forwarding task drains the bounded
-//! outbound queue (pushes routed by the hub) into the socket, so pushes keep flowing while
-//! a request is being handled (a send waits for a durable commit); without it a client
-//! that both sends and receives would look slow and be dropped under load.
+//! the hub evicted the connection. What it writes (replies, pings, pongs, the close) goes
+//! through the connection's [`Outbound`]; pushes routed by the hub go straight from their
+//! bounded queue into the response body ([`super::outbound`]), so they keep flowing while
+//! a request is being handled (a send waits for a durable commit); otherwise a client that
+//! both sends and receives would look slow and be dropped under load.
 //!
 //! - Only binary frames are accepted; each is one `ClientFrame`. An undecodable frame gets
 //!   a `MalformedFrame` error and the connection carries on; an oversized one gets
@@ -22,7 +23,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, Session};
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -35,6 +36,7 @@ use tracing::Instrument;
 use crate::error::HandlerError;
 use crate::handlers::{self, AppState, Connection, Handled};
 use crate::hub::ConnId;
+use crate::ws::outbound::Outbound;
 
 /// Settings a session needs from the configuration.
 #[derive(Debug, Clone, Copy)]
@@ -65,20 +67,35 @@ fn close(code: CloseCode, description: &str) -> Exit {
     })
 }
 
+/// A new connection's ends, as the WebSocket upgrade made them.
+#[derive(Debug)]
+pub struct Ends {
+    /// The connection's id.
+    pub conn_id: ConnId,
+    /// Where the session writes replies and control frames.
+    pub outbound: Outbound,
+    /// The push queue's sender, handed to the hub at login.
+    pub pushes: mpsc::Sender<Bytes>,
+    /// Cancelled when the hub evicts the connection as too slow.
+    pub evicted: CancellationToken,
+}
+
 /// Runs the connection until the peer leaves, fails, is too slow, or the server stops.
-#[tracing::instrument(name = "session", skip_all, fields(conn = conn_id, user = tracing::field::Empty))]
+#[tracing::instrument(name = "session", skip_all, fields(conn = ends.conn_id, user = tracing::field::Empty))]
 pub async fn run(
     state: Arc<AppState>,
     settings: SessionSettings,
-    conn_id: ConnId,
-    mut session: Session,
+    ends: Ends,
     mut stream: AggregatedMessageStream,
     shutdown: CancellationToken,
 ) {
-    let (out_tx, out_rx) = mpsc::channel::<Bytes>(settings.outbound_queue);
-    let mut conn = Connection::new(conn_id, out_tx);
-    let evicted = CancellationToken::new();
-    let forwarder = actix_web::rt::spawn(forward(out_rx, session.clone(), evicted.clone()));
+    let Ends {
+        conn_id,
+        outbound,
+        pushes,
+        evicted,
+    } = ends;
+    let mut conn = Connection::new(conn_id, pushes);
     let burst = settings
         .requests_per_sec
         .saturating_mul(NonZeroU32::MIN.saturating_add(1));
@@ -97,16 +114,16 @@ pub async fn run(
                 match inbound {
                     None => break Exit::PeerClosed,
                     Some(Ok(AggregatedMessage::Binary(bytes))) => {
-                        if let Some(exit) = handle_frame(&state, &mut conn, &mut session, &limiter, &sends, &bytes).await {
+                        if let Some(exit) = handle_frame(&state, &mut conn, &outbound, &limiter, &sends, &bytes).await {
                             break exit;
                         }
                     }
                     Some(Ok(AggregatedMessage::Text(_))) => {
                         let err = error_frame(None, ErrorCode::MalformedFrame, "text frames are not accepted; send binary frames", None);
-                        if send(&mut session, err).await.is_err() { break Exit::PeerClosed; }
+                        if send(&outbound, err).await.is_err() { break Exit::PeerClosed; }
                     }
                     Some(Ok(AggregatedMessage::Ping(p))) => {
-                        if session.pong(&p).await.is_err() { break Exit::PeerClosed; }
+                        if outbound.pong(p).await.is_err() { break Exit::PeerClosed; }
                     }
                     Some(Ok(AggregatedMessage::Pong(_))) => {}
                     // Complete the closing handshake by echoing the peer's close.
@@ -116,7 +133,7 @@ pub async fn run(
                     Some(Err(e)) => {
                         tracing::debug!(error = %e, "websocket protocol error");
                         let err = error_frame(None, ErrorCode::FrameTooLarge, "frame rejected: too large or invalid websocket data", None);
-                        let _ = send(&mut session, err).await;
+                        let _ = send(&outbound, err).await;
                         break close(CloseCode::Size, "frame too large or invalid");
                     }
                 }
@@ -127,41 +144,24 @@ pub async fn run(
                     tracing::debug!("peer silent; dropping");
                     break close(CloseCode::Normal, "heartbeat timeout");
                 }
-                if session.ping(b"").await.is_err() { break Exit::PeerClosed; }
+                if outbound.ping().await.is_err() { break Exit::PeerClosed; }
             }
         }
     };
 
-    forwarder.abort();
     if let Ok(user) = conn.user() {
         let _ = state.hub.disconnect(conn.id, user.canonical()).await;
     }
     if let Exit::Close(reason) = exit {
-        let _ = session.close(Some(reason)).await;
+        let _ = outbound.close(reason).await;
     }
-}
-
-/// Forwards queued pushes to the socket. Until login the connection holds the queue's only
-/// sender, so the queue cannot close; after login the hub holds it, and a closed queue means
-/// the hub evicted this connection as too slow, which `evicted` reports to the session.
-async fn forward(
-    mut queue: mpsc::Receiver<Bytes>,
-    mut session: Session,
-    evicted: CancellationToken,
-) {
-    while let Some(frame) = queue.recv().await {
-        if session.binary(frame).await.is_err() {
-            return;
-        }
-    }
-    evicted.cancel();
 }
 
 /// Decodes and answers one frame. Returns `Some` when the connection must end.
 async fn handle_frame(
     state: &Arc<AppState>,
     conn: &mut Connection,
-    session: &mut Session,
+    outbound: &Outbound,
     limiter: &DefaultDirectRateLimiter,
     sends: &Arc<Semaphore>,
     bytes: &[u8],
@@ -175,15 +175,18 @@ async fn handle_frame(
             };
             tracing::debug!(error = %e, "undecodable frame");
             let reply = error_frame(None, code, text, None);
-            return send(session, reply).await.err();
+            return send(outbound, reply).await.err();
         }
     };
     let request_id = frame.request_id;
     if limiter.check().is_err() {
         let (code, message, _) = HandlerError::RateLimited.to_wire();
-        return send(session, error_frame(Some(request_id), code, &message, None))
-            .await
-            .err();
+        return send(
+            outbound,
+            error_frame(Some(request_id), code, &message, None),
+        )
+        .await
+        .err();
     }
     // Every request takes a permit; a queued send keeps it until it completes, so a
     // connection has at most MAX_SENDS_IN_FLIGHT sends in flight, and past that the loop
@@ -202,12 +205,12 @@ async fn handle_frame(
     );
     let result = match result {
         Ok(Handled::Queued(queued)) => {
-            let (state, mut session, conn_id) = (Arc::clone(state), session.clone(), conn.id);
+            let (state, outbound, conn_id) = (Arc::clone(state), outbound.clone(), conn.id);
             let completion = async move {
                 let reply = reply_frame(request_id, queued.complete(&state, conn_id).await);
                 // The connection may be gone by now; the message is stored and delivered
                 // all the same.
-                let _ = session.binary(reply).await;
+                let _ = outbound.binary(reply).await;
                 drop(permit);
             };
             actix_web::rt::spawn(completion.instrument(tracing::Span::current()));
@@ -216,7 +219,7 @@ async fn handle_frame(
         Ok(Handled::Reply(reply)) => Ok(reply),
         Err(e) => Err(e),
     };
-    if let Some(exit) = send(session, reply_frame(request_id, result)).await.err() {
+    if let Some(exit) = send(outbound, reply_frame(request_id, result)).await.err() {
         return Some(exit);
     }
     fatal.then(|| close(CloseCode::Protocol, "protocol version or handshake error"))
@@ -270,6 +273,6 @@ fn error_frame(
     codec::encode_server(&msg).map_or_else(|_| Bytes::new(), Bytes::from)
 }
 
-async fn send(session: &mut Session, frame: Bytes) -> Result<(), Exit> {
-    session.binary(frame).await.map_err(|_| Exit::PeerClosed)
+async fn send(outbound: &Outbound, frame: Bytes) -> Result<(), Exit> {
+    outbound.binary(frame).await.map_err(|_| Exit::PeerClosed)
 }
