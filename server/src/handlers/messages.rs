@@ -5,15 +5,15 @@
 //! message in the store ([`queue_send`]); the connection can then read its next request
 //! while the store writes. Once the message is durable, [`QueuedSend::complete`] hands each
 //! online member their own copy and acknowledges. Offline members read theirs from
-//! history later.
-
-use std::collections::HashSet;
+//! history later. A connection's sends hand over their copies in the order they were
+//! queued ([`DeliveryOrder`]), whichever completion runs first.
 
 use bytes::Bytes;
 use shared::protocol::{
-    codec, DeliveryHead, FetchHistory, Reply, SendAck, SendMessage, MAX_ROOM_MEMBERS,
+    codec, DeliveryHead, Envelope, FetchHistory, Reply, SendAck, SendMessage, MAX_ROOM_MEMBERS,
 };
 use shared::Username;
+use tokio::sync::oneshot;
 
 use super::rooms::history_page;
 use super::{hub_gone, member_info, now_ms, AppState};
@@ -26,6 +26,45 @@ use crate::store::{NewMessage, PendingAppend, StoreError};
 pub struct QueuedSend {
     message: NewMessage,
     stored: PendingAppend,
+    turn: DeliveryTurn,
+}
+
+/// The order in which one connection's queued sends hand their copies to the hub: each
+/// waits until the send queued before it has delivered (or failed), so pipelined sends
+/// reach every recipient in the order they were stored.
+#[derive(Debug, Default)]
+pub struct DeliveryOrder {
+    last: Option<oneshot::Receiver<()>>,
+}
+
+impl DeliveryOrder {
+    /// The place of the connection's next send.
+    pub fn next_turn(&mut self) -> DeliveryTurn {
+        let (done, next) = oneshot::channel();
+        DeliveryTurn {
+            after: self.last.replace(next),
+            _done: done,
+        }
+    }
+}
+
+/// One send's place in its connection's [`DeliveryOrder`]. Dropping it, delivered or not,
+/// lets the next send deliver.
+#[derive(Debug)]
+pub struct DeliveryTurn {
+    after: Option<oneshot::Receiver<()>>,
+    _done: oneshot::Sender<()>,
+}
+
+impl DeliveryTurn {
+    /// Waits until the send before this one has delivered or given up.
+    async fn wait(&mut self) {
+        if let Some(previous) = self.after.as_mut() {
+            // An error only means the previous send's turn was dropped: it is done too.
+            let _ = previous.await;
+            self.after = None;
+        }
+    }
 }
 
 /// # SendMessage, first half
@@ -42,6 +81,7 @@ pub async fn queue_send(
     state: &AppState,
     user: &Username,
     req: SendMessage,
+    turn: DeliveryTurn,
 ) -> Result<QueuedSend, HandlerError> {
     if req.envelopes.len() > MAX_ROOM_MEMBERS {
         return Err(HandlerError::InvalidInput(format!(
@@ -56,14 +96,7 @@ pub async fn queue_send(
     if !members.iter().any(|m| m.same_as(user)) {
         return Err(HandlerError::NotAMember);
     }
-    let member_set: HashSet<String> = members.iter().map(Username::canonical).collect();
-    let mut seen = HashSet::with_capacity(req.envelopes.len());
-    let exact = req.envelopes.len() == member_set.len()
-        && req.envelopes.iter().all(|e| {
-            let name = e.recipient.canonical();
-            member_set.contains(&name) && seen.insert(name)
-        });
-    if !exact {
+    if !names_each_once(&members, &req.envelopes) {
         let members = state.store.members(&req.room).await?;
         return Err(HandlerError::RecipientMismatch(
             members.iter().map(member_info).collect(),
@@ -82,7 +115,33 @@ pub async fn queue_send(
         .queue_message(&message)
         .await
         .map_err(append_refused)?;
-    Ok(QueuedSend { message, stored })
+    Ok(QueuedSend {
+        message,
+        stored,
+        turn,
+    })
+}
+
+/// Whether `copies` go to every one of `members` exactly once (names compare
+/// case-insensitively, as usernames do). Both sides are sorted by canonical name and
+/// compared pairwise, without allocating a name per copy.
+fn names_each_once(members: &[Username], copies: &[Envelope]) -> bool {
+    if members.len() != copies.len() {
+        return false;
+    }
+    let canonical_order = |a: &&str, b: &&str| {
+        a.bytes()
+            .map(|c| c.to_ascii_lowercase())
+            .cmp(b.bytes().map(|c| c.to_ascii_lowercase()))
+    };
+    let mut wanted: Vec<&str> = members.iter().map(Username::as_str).collect();
+    let mut given: Vec<&str> = copies.iter().map(|c| c.recipient.as_str()).collect();
+    wanted.sort_unstable_by(canonical_order);
+    given.sort_unstable_by(canonical_order);
+    wanted
+        .iter()
+        .zip(&given)
+        .all(|(w, g)| w.eq_ignore_ascii_case(g))
 }
 
 impl QueuedSend {
@@ -95,14 +154,20 @@ impl QueuedSend {
     /// [`HandlerError::DuplicateMessage`], [`HandlerError::NotAMember`] (the room is gone),
     /// store failures.
     pub async fn complete(self, state: &AppState, conn: ConnId) -> Result<Reply, HandlerError> {
-        let seq = self.stored.await.map_err(append_refused)?;
+        let Self {
+            message,
+            stored,
+            mut turn,
+        } = self;
+        let seq = stored.await.map_err(append_refused)?;
+        turn.wait().await;
         let NewMessage {
             room,
             message_id,
             sender,
             server_time_ms,
             envelopes,
-        } = self.message;
+        } = message;
         let head = DeliveryHead {
             room: room.clone(),
             seq,
@@ -121,6 +186,7 @@ impl QueuedSend {
             .deliver(frames, Some(conn))
             .await
             .map_err(hub_gone)?;
+        drop(turn);
         Ok(Reply::Sent(SendAck {
             room,
             message_id,
@@ -159,4 +225,66 @@ pub async fn history(
     }
     let page = history_page(state, &req.room, user, req.before_seq, req.limit).await?;
     Ok(Reply::History(page))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<Username> {
+        list.iter()
+            .map(|n| Username::parse(n).expect("valid name"))
+            .collect()
+    }
+
+    fn copies(list: &[&str]) -> Vec<Envelope> {
+        names(list)
+            .into_iter()
+            .map(|recipient| Envelope {
+                recipient,
+                wrapped_key: Vec::new(),
+                nonce: [0; 12],
+                ciphertext: Vec::new(),
+            })
+            .collect()
+    }
+
+    #[actix_web::test]
+    async fn each_send_delivers_after_the_one_queued_before_it() {
+        let mut order = DeliveryOrder::default();
+        let mut first = order.next_turn();
+        let mut second = order.next_turn();
+        let mut third = order.next_turn();
+        first.wait().await;
+        assert!(
+            futures_util::poll!(Box::pin(second.wait())).is_pending(),
+            "the second waits while the first is delivering"
+        );
+        drop(first);
+        second.wait().await;
+        assert!(futures_util::poll!(Box::pin(third.wait())).is_pending());
+        drop(second);
+        third.wait().await;
+    }
+
+    #[test]
+    fn copies_must_name_each_member_once() {
+        let members = names(&["Alice", "bob", "carol_2"]);
+        let check = |list: &[&str]| names_each_once(&members, &copies(list));
+        assert!(check(&["alice", "bob", "carol_2"]), "same names");
+        assert!(check(&["CAROL_2", "Alice", "BOB"]), "any order, any case");
+        assert!(!check(&["alice", "bob"]), "a member left out");
+        assert!(
+            !check(&["alice", "bob", "carol_2", "dave"]),
+            "a stranger added"
+        );
+        assert!(
+            !check(&["alice", "bob", "dave"]),
+            "a member swapped for a stranger"
+        );
+        assert!(
+            !check(&["alice", "bob", "BOB"]),
+            "a member twice, another missing"
+        );
+    }
 }

@@ -71,6 +71,8 @@ pub struct Connection {
     /// handed to the hub. From then on the hub holds the only sender, so the queue closes
     /// exactly when the hub evicts the connection.
     pub outbound: Option<mpsc::Sender<Bytes>>,
+    /// The order in which this connection's sends deliver.
+    pub deliveries: messages::DeliveryOrder,
 }
 
 impl Connection {
@@ -81,6 +83,7 @@ impl Connection {
             greeted: false,
             auth: Auth::Anonymous,
             outbound: Some(outbound),
+            deliveries: messages::DeliveryOrder::default(),
         }
     }
 
@@ -133,9 +136,10 @@ pub async fn dispatch(
         ClientMsg::JoinRoom(req) => rooms::join(state, conn.id, conn.user()?, req).await,
         ClientMsg::LeaveRoom(req) => rooms::leave(state, conn.id, conn.user()?, req).await,
         ClientMsg::SendMessage(req) => {
+            let turn = conn.deliveries.next_turn();
             return Ok(Handled::Queued(
-                messages::queue_send(state, conn.user()?, req).await?,
-            ))
+                messages::queue_send(state, conn.user()?, req, turn).await?,
+            ));
         }
         ClientMsg::FetchHistory(req) => messages::history(state, conn.user()?, req).await,
         ClientMsg::GetUserKey(req) => keys::get(state, conn.user()?, req).await,

@@ -131,6 +131,7 @@ pub fn outbound(actix_body: BoxBody, push_capacity: usize) -> OutboundParts {
             pushes: Some(push_rx),
             evicted,
             ready: VecDeque::new(),
+            headers: BytesMut::new(),
             codec: Codec::new(),
             closing: false,
             _actix_body: actix_body,
@@ -146,6 +147,8 @@ pub struct OutboundBody {
     evicted: CancellationToken,
     /// Encoded chunks waiting to be handed to the dispatcher.
     ready: VecDeque<Bytes>,
+    /// Frame headers are split off this buffer, so they do not cost an allocation each.
+    headers: BytesMut,
     codec: Codec,
     /// A close frame has been queued (or no one can send any more): end after `ready`.
     closing: bool,
@@ -162,12 +165,21 @@ impl std::fmt::Debug for OutboundBody {
 }
 
 impl OutboundBody {
+    /// Adds a binary frame to `ready`: its header, then the payload as it is.
+    fn queue_binary(&mut self, payload: Bytes) {
+        if self.headers.capacity() < MAX_HEADER {
+            self.headers.reserve(HEADER_BUFFER);
+        }
+        put_binary_header(&mut self.headers, payload.len());
+        self.ready.push_back(self.headers.split().freeze());
+        self.ready.push_back(payload);
+    }
+
     /// Adds the chunks of one outgoing frame to `ready`.
     fn encode(&mut self, item: Outgoing) -> Result<(), actix_http::ws::ProtocolError> {
         let message = match item {
             Outgoing::Binary(payload) => {
-                self.ready.push_back(binary_header(payload.len()));
-                self.ready.push_back(payload);
+                self.queue_binary(payload);
                 return Ok(());
             }
             Outgoing::Ping => Message::Ping(Bytes::new()),
@@ -210,7 +222,8 @@ impl Stream for OutboundBody {
                     }
                     continue;
                 }
-                // The session loop and its completions are all gone.
+                // The session loop and its completions are all gone: the connection is
+                // over, and pushes still queued are dropped with it.
                 Poll::Ready(None) => {
                     this.closing = true;
                     continue;
@@ -221,10 +234,7 @@ impl Stream for OutboundBody {
                 return Poll::Pending;
             };
             match pushes.poll_recv(cx) {
-                Poll::Ready(Some(frame)) => {
-                    this.ready.push_back(binary_header(frame.len()));
-                    this.ready.push_back(frame);
-                }
+                Poll::Ready(Some(frame)) => this.queue_binary(frame),
                 Poll::Ready(None) => {
                     this.pushes = None;
                     this.evicted.cancel();
@@ -235,12 +245,17 @@ impl Stream for OutboundBody {
     }
 }
 
-/// The header of an unmasked, final binary frame carrying `len` payload bytes
+/// The longest frame header [`put_binary_header`] writes.
+const MAX_HEADER: usize = 10;
+
+/// Room for this many bytes of headers is allocated at a time.
+const HEADER_BUFFER: usize = 64 * MAX_HEADER;
+
+/// Writes the header of an unmasked, final binary frame carrying `len` payload bytes
 /// (RFC 6455, section 5.2): what `actix_http::ws::Parser::write_message` writes before the
 /// payload, without copying the payload.
-fn binary_header(len: usize) -> Bytes {
+fn put_binary_header(header: &mut BytesMut, len: usize) {
     const FIN_BINARY: u8 = 0x80 | 0x2;
-    let mut header = BytesMut::with_capacity(10);
     header.put_u8(FIN_BINARY);
     match (u8::try_from(len), u16::try_from(len)) {
         (Ok(short), _) if short < 126 => header.put_u8(short),
@@ -253,7 +268,6 @@ fn binary_header(len: usize) -> Bytes {
             header.put_u64(len as u64);
         }
     }
-    header.freeze()
 }
 
 /// Cuts `text` to at most `max` bytes, at a character boundary.
@@ -280,8 +294,11 @@ mod tests {
             let payload = vec![0xab; len];
             let mut actix = BytesMut::new();
             Parser::write_message(&mut actix, &payload, OpCode::Binary, true, false);
-            let ours = [binary_header(len).as_ref(), &payload].concat();
-            assert_eq!(ours, actix.as_ref(), "payload of {len} bytes");
+            let mut ours = BytesMut::new();
+            put_binary_header(&mut ours, len);
+            assert!(ours.len() <= MAX_HEADER);
+            ours.extend_from_slice(&payload);
+            assert_eq!(ours, actix, "payload of {len} bytes");
         }
     }
 
@@ -364,6 +381,30 @@ mod tests {
         // Once every control sender is gone too, the body ends.
         drop(parts.outbound);
         assert!(body.next().await.is_none());
+    }
+
+    #[actix_web::test]
+    async fn many_frames_keep_their_headers_apart() {
+        // More frames than one header buffer holds, of sizes needing each header form.
+        let sizes: Vec<usize> = (0..150).map(|i| [3, 200, 70_000][i % 3] + i).collect();
+        let parts = outbound(BoxBody::new(()), sizes.len());
+        let mut body = parts.body;
+        let mut expected = BytesMut::new();
+        for (i, &size) in sizes.iter().enumerate() {
+            let frame = vec![i as u8; size];
+            Parser::write_message(&mut expected, &frame, OpCode::Binary, true, false);
+            parts.pushes.send(frame.into()).await.expect("queued");
+        }
+        drop(parts.pushes);
+        let mut written = Vec::new();
+        while written.len() < expected.len() {
+            let chunk = body.next().await.expect("open").expect("encodes");
+            written.extend_from_slice(&chunk);
+        }
+        assert!(
+            written == expected,
+            "150 frames written as actix frames them"
+        );
     }
 
     #[test]
