@@ -248,8 +248,9 @@ impl Stream for OutboundBody {
 /// The longest frame header [`put_binary_header`] writes.
 const MAX_HEADER: usize = 10;
 
-/// Room for this many bytes of headers is allocated at a time.
-const HEADER_BUFFER: usize = 64 * MAX_HEADER;
+/// Room for this many bytes of headers is allocated at a time: one allocation per 16
+/// frames at most, and little held by an idle connection.
+const HEADER_BUFFER: usize = 16 * MAX_HEADER;
 
 /// Writes the header of an unmasked, final binary frame carrying `len` payload bytes
 /// (RFC 6455, section 5.2): what `actix_http::ws::Parser::write_message` writes before the
