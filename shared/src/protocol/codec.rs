@@ -80,9 +80,13 @@ pub fn encode_deliveries(
         envelope: first.clone(),
     })))?;
     let first_len = encoded_len(first)?;
-    let shared = whole.get(..whole.len() - first_len).ok_or_else(|| {
-        CodecError::Malformed("the envelope is longer than the frame holding it".into())
-    })?;
+    let shared = whole
+        .len()
+        .checked_sub(first_len)
+        .and_then(|end| whole.get(..end))
+        .ok_or_else(|| {
+            CodecError::Malformed("the envelope is longer than the frame holding it".into())
+        })?;
     copies
         .iter()
         .map(|copy| {
