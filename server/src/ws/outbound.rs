@@ -10,7 +10,10 @@
 //!   queue is full it evicts the connection as too slow and drops its sender, which the
 //!   body reports through the `evicted` token.
 //!
-//! A slow client therefore backs up into these queues, never into unbounded memory.
+//! A slow client therefore backs up into these queues, never into unbounded memory. When
+//! the session ends, it drops whatever pushes are still queued
+//! ([`Outbound::drop_queued_pushes`]): a client that stopped reading must not pin them for
+//! as long as its socket stays open.
 //!
 //! A binary frame's payload is not copied here: its header goes out as a small chunk of
 //! its own, followed by the payload bytes as the handler encoded them. (actix-ws's own
@@ -19,6 +22,7 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use actix_http::ws::{CloseReason, Codec, Message};
@@ -53,10 +57,15 @@ enum Outgoing {
 #[error("the connection is closed")]
 pub struct Closed;
 
+/// The receiving end of the push queue: read by the body, dropped by the session when the
+/// connection ends (the body may no longer be polled then, if the client stopped reading).
+type PushQueue = Arc<Mutex<Option<mpsc::Receiver<Bytes>>>>;
+
 /// Sends replies and control frames to one client. Clones share the queue.
 #[derive(Debug, Clone)]
 pub struct Outbound {
     control: mpsc::Sender<Outgoing>,
+    pushes: PushQueue,
 }
 
 impl Outbound {
@@ -92,6 +101,17 @@ impl Outbound {
         self.send(Outgoing::Close(reason)).await
     }
 
+    /// Drops the pushes still queued for this client, and any that would follow: the
+    /// session calls it when it ends. (Messages among them stay in history.)
+    pub fn drop_queued_pushes(&self) {
+        drop(
+            self.pushes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+    }
+
     async fn send(&self, item: Outgoing) -> Result<(), Closed> {
         self.control.send(item).await.map_err(|_| Closed)
     }
@@ -120,15 +140,17 @@ pub fn outbound(actix_body: BoxBody, push_capacity: usize) -> OutboundParts {
     let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
     let (push_tx, push_rx) = mpsc::channel(push_capacity);
     let evicted = CancellationToken::new();
+    let pushes: PushQueue = Arc::new(Mutex::new(Some(push_rx)));
     OutboundParts {
         outbound: Outbound {
             control: control_tx,
+            pushes: Arc::clone(&pushes),
         },
         pushes: push_tx,
         evicted: evicted.clone(),
         body: OutboundBody {
             control: control_rx,
-            pushes: Some(push_rx),
+            pushes,
             evicted,
             ready: VecDeque::new(),
             headers: BytesMut::new(),
@@ -142,8 +164,8 @@ pub fn outbound(actix_body: BoxBody, push_capacity: usize) -> OutboundParts {
 /// The WebSocket response body of one connection; see the module docs.
 pub struct OutboundBody {
     control: mpsc::Receiver<Outgoing>,
-    /// `None` once the hub has dropped its sender.
-    pushes: Option<mpsc::Receiver<Bytes>>,
+    /// `None` once the hub has dropped its sender or the session has ended.
+    pushes: PushQueue,
     evicted: CancellationToken,
     /// Encoded chunks waiting to be handed to the dispatcher.
     ready: VecDeque<Bytes>,
@@ -230,13 +252,17 @@ impl Stream for OutboundBody {
                 }
                 Poll::Pending => {}
             }
-            let Some(pushes) = this.pushes.as_mut() else {
+            let mut queue = this.pushes.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(pushes) = queue.as_mut() else {
                 return Poll::Pending;
             };
             match pushes.poll_recv(cx) {
-                Poll::Ready(Some(frame)) => this.queue_binary(frame),
+                Poll::Ready(Some(frame)) => {
+                    drop(queue);
+                    this.queue_binary(frame);
+                }
                 Poll::Ready(None) => {
-                    this.pushes = None;
+                    *queue = None;
                     this.evicted.cancel();
                 }
                 Poll::Pending => return Poll::Pending,
@@ -406,6 +432,28 @@ mod tests {
             written == expected,
             "150 frames written as actix frames them"
         );
+    }
+
+    #[actix_web::test]
+    async fn an_ended_session_drops_the_pushes_queued_for_its_client() {
+        let parts = outbound(BoxBody::new(()), 4);
+        let body = parts.body;
+        for frame in [&b"one"[..], b"two"] {
+            parts
+                .pushes
+                .send(Bytes::from_static(frame))
+                .await
+                .expect("queued");
+        }
+        // The client reads nothing, so the body is never polled; the session ends.
+        assert!(!parts.pushes.is_closed());
+        parts.outbound.drop_queued_pushes();
+        assert!(
+            parts.pushes.is_closed(),
+            "the queue, with the frames in it, is gone although the body lives on"
+        );
+        assert!(!parts.evicted.is_cancelled(), "that is not an eviction");
+        drop(body);
     }
 
     #[test]

@@ -149,6 +149,7 @@ pub async fn run(
         }
     };
 
+    outbound.drop_queued_pushes();
     if let Ok(user) = conn.user() {
         let _ = state.hub.disconnect(conn.id, user.canonical()).await;
     }
