@@ -43,7 +43,9 @@ pub struct Config {
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log_filter: String,
 
-    /// Seconds between WebSocket pings; a peer silent for three intervals is dropped.
+    /// Seconds between WebSocket pings; a peer silent for three intervals is dropped, and
+    /// so (by the kernel, `TCP_USER_TIMEOUT`) is a socket whose data has waited three
+    /// intervals to be acknowledged or sent.
     #[arg(long, env = "HEARTBEAT_SECS", default_value_t = 10)]
     pub heartbeat_secs: u64,
 

@@ -123,6 +123,7 @@ impl Application {
         let shutdown = CancellationToken::new();
         let next_conn = Arc::new(AtomicU64::new(1));
         let endpoint_shutdown = shutdown.clone();
+        let stall_limit = config.heartbeat() * 3;
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::new(Endpoint {
@@ -139,6 +140,11 @@ impl Application {
         // frame back until the previous one is acknowledged, which the peer's delayed ACK
         // postpones by up to 40 ms.
         .tcp_nodelay(true)
+        // A peer that stops reading leaves our data untransmitted behind its zero window.
+        // The session drops a peer silent for three heartbeats, but the socket, and the
+        // kernel's send buffer, would live on for as long as the peer keeps it open. This
+        // has the kernel drop it after the same three heartbeats.
+        .on_connect(move |conn, _| drop_stalled_peers_after(conn, stall_limit))
         .shutdown_timeout(config.shutdown_grace_secs);
         if config.workers > 0 {
             server = server.workers(config.workers);
@@ -194,6 +200,21 @@ impl Application {
         Ok(())
     }
 }
+
+/// Sets `TCP_USER_TIMEOUT` on an accepted connection: the kernel closes it once data has
+/// waited `limit` to be acknowledged or, behind a zero window, to be sent.
+#[cfg(target_os = "linux")]
+fn drop_stalled_peers_after(conn: &dyn std::any::Any, limit: Duration) {
+    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        if let Err(e) = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(limit)) {
+            tracing::warn!(error = %e, "could not set TCP_USER_TIMEOUT");
+        }
+    }
+}
+
+/// Elsewhere the option does not exist; stalled peers live until they close.
+#[cfg(not(target_os = "linux"))]
+fn drop_stalled_peers_after(_conn: &dyn std::any::Any, _limit: Duration) {}
 
 /// `GET /ws`: upgrades and spawns the connection's session task on this worker.
 async fn upgrade(

@@ -197,6 +197,14 @@ impl RawClient {
         }
     }
 
+    /// The client's own TCP port.
+    pub fn local_port(&self) -> u16 {
+        match self.ws.get_ref() {
+            MaybeTlsStream::Plain(tcp) => tcp.local_addr().expect("local address").port(),
+            _ => panic!("the tests speak plain ws://"),
+        }
+    }
+
     /// Connects and completes Hello.
     pub async fn greeted(url: &str) -> Self {
         let mut c = Self::connect(url).await;

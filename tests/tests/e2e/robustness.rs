@@ -195,13 +195,25 @@ async fn keepalive_drops_silent_peers_and_keeps_live_ones() {
     assert_eq!(dead.close_code().await, Some(1000));
 }
 
-#[tokio::test]
-async fn a_client_that_cannot_keep_up_is_disconnected() {
+/// A server whose slow client has just been dropped by the hub.
+struct Firehose {
+    _dir: tempfile::TempDir,
+    server: TestServer,
+    _alice: RawClient,
+    slow: RawClient,
+}
+
+/// A server with 16-frame outbound queues and a `heartbeat_secs` heartbeat; alice and
+/// `slow` in room "firehose". `slow` then stops reading while alice sends 256 kB messages
+/// until the hub drops `slow` as too slow (alice sees one user online), which the server
+/// must do rather than buffer without limit.
+async fn flood_a_client_that_stopped_reading(heartbeat_secs: u64) -> Firehose {
     use shared::protocol::{CreateRoom, JoinRoom, SendMessage};
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = server::config::Config::for_tests(dir.path().to_path_buf());
     config.outbound_queue = 16;
     config.requests_per_sec = 10_000;
+    config.heartbeat_secs = heartbeat_secs;
     let server = TestServer::start_with(config).await;
     let url = server.ws_url();
     let (ka, kb) = (test_key(0), test_key(1));
@@ -222,11 +234,8 @@ async fn a_client_that_cannot_keep_up_is_disconnected() {
     }))
     .await
     .expect("joined");
-    // `slow` stops reading. Alice sends large messages until its queue and the socket
-    // buffers overflow; the server must cut it off rather than buffer without limit.
     let text = "x".repeat(256 * 1024);
     let (ka, kb) = (ka.as_ref(), kb.as_ref());
-    let mut dropped = false;
     for _ in 0..200 {
         let (id, envelopes) =
             tests::seal_text(&r, "alice", ka, &[("alice", ka), ("slow", kb)], &text);
@@ -239,12 +248,21 @@ async fn a_client_that_cannot_keep_up_is_disconnected() {
         .expect("the sender is never blocked by a slow reader");
         if let Ok(Reply::Rooms(list)) = a.request(ClientMsg::ListRooms(ListRooms {})).await {
             if list.users_online == 1 {
-                dropped = true;
-                break;
+                return Firehose {
+                    _dir: dir,
+                    server,
+                    _alice: a,
+                    slow,
+                };
             }
         }
     }
-    assert!(dropped, "the slow client was never disconnected");
+    panic!("the slow client was never disconnected");
+}
+
+#[tokio::test]
+async fn a_client_that_cannot_keep_up_is_disconnected() {
+    let Firehose { mut slow, .. } = flood_a_client_that_stopped_reading(10).await;
     // Draining what it has buffered ends in a close, not a hang.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -336,4 +354,51 @@ async fn busy_senders_still_receive_while_their_requests_are_handled() {
     let (ra, rb) = tokio::join!(drive(a, from_a), drive(b, from_b));
     assert_eq!(ra, (N, N));
     assert_eq!(rb, (N, N));
+}
+
+/// The TCP connections in this network namespace from local `port` to remote `peer`.
+fn server_side_sockets(port: u16, peer: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let port_of = |address: &str| {
+        address
+            .rsplit(':')
+            .next()
+            .and_then(|hex| u16::from_str_radix(hex, 16).ok())
+    };
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let mut fields = line.split_whitespace().skip(1);
+            let (local, remote) = (fields.next(), fields.next());
+            local.and_then(port_of) == Some(port) && remote.and_then(port_of) == Some(peer)
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn the_socket_of_a_client_that_never_reads_is_closed_after_three_heartbeats() {
+    if !std::path::Path::new("/proc/net/tcp").exists() {
+        eprintln!("SKIPPED: no /proc/net/tcp (TCP_USER_TIMEOUT is set on Linux only)");
+        return;
+    }
+    // A 3 s heartbeat: the flood (about 3 s) ends in eviction by the hub well before the
+    // session's own 9 s silence limit would end it.
+    let firehose = flood_a_client_that_stopped_reading(3).await;
+    let (port, peer) = (firehose.server.addr.port(), firehose.slow.local_port());
+    assert_eq!(
+        server_side_sockets(port, peer),
+        1,
+        "control: the evicted client's connection is still open"
+    );
+    // Its close frame sits behind a zero window, so only the kernel can end it: after
+    // three heartbeats (9 s) of untransmitted data.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while server_side_sockets(port, peer) > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the server still holds the socket of a client that never reads"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
