@@ -337,15 +337,31 @@ mod tests {
         out
     }
 
+    /// Queues `frames` as the hub would.
+    async fn queue_pushes(pushes: &mpsc::Sender<Bytes>, frames: &[&'static [u8]]) {
+        for frame in frames {
+            pushes
+                .send(Bytes::from_static(frame))
+                .await
+                .expect("queued");
+        }
+    }
+
+    /// What the body writes, chunk by chunk, until it has written at least `len` bytes.
+    async fn read_at_least(body: &mut OutboundBody, len: usize) -> Vec<u8> {
+        let mut written = Vec::new();
+        while written.len() < len {
+            let chunk = body.next().await.expect("open").expect("encodes");
+            written.extend_from_slice(&chunk);
+        }
+        written
+    }
+
     #[actix_web::test]
     async fn replies_go_first_and_the_close_frame_ends_the_body() {
         let parts = outbound(BoxBody::new(()), 4);
         let mut body = parts.body;
-        parts
-            .pushes
-            .send(Bytes::from_static(b"push"))
-            .await
-            .expect("queued");
+        queue_pushes(&parts.pushes, &[b"push"]).await;
         parts
             .outbound
             .binary(Bytes::from_static(b"reply"))
@@ -381,24 +397,14 @@ mod tests {
     async fn pushes_flow_and_a_dropped_push_queue_reports_eviction() {
         let parts = outbound(BoxBody::new(()), 4);
         let mut body = parts.body;
-        for frame in [&b"one"[..], b"two"] {
-            parts
-                .pushes
-                .send(Bytes::from_static(frame))
-                .await
-                .expect("queued");
-        }
+        queue_pushes(&parts.pushes, &[b"one", b"two"]).await;
         drop(parts.pushes);
         assert!(!parts.evicted.is_cancelled());
         let mut expected = BytesMut::new();
         for frame in [&b"one"[..], b"two"] {
             Parser::write_message(&mut expected, frame, OpCode::Binary, true, false);
         }
-        let mut written = Vec::new();
-        while written.len() < expected.len() {
-            let chunk = body.next().await.expect("open").expect("encodes");
-            written.extend_from_slice(&chunk);
-        }
+        let written = read_at_least(&mut body, expected.len()).await;
         assert_eq!(written, expected.as_ref());
         // The next poll finds the hub's sender gone.
         let pending = futures_util::poll!(body.next());
@@ -423,11 +429,7 @@ mod tests {
             parts.pushes.send(frame.into()).await.expect("queued");
         }
         drop(parts.pushes);
-        let mut written = Vec::new();
-        while written.len() < expected.len() {
-            let chunk = body.next().await.expect("open").expect("encodes");
-            written.extend_from_slice(&chunk);
-        }
+        let written = read_at_least(&mut body, expected.len()).await;
         assert!(
             written == expected,
             "150 frames written as actix frames them"
@@ -438,13 +440,7 @@ mod tests {
     async fn an_ended_session_drops_the_pushes_queued_for_its_client() {
         let parts = outbound(BoxBody::new(()), 4);
         let body = parts.body;
-        for frame in [&b"one"[..], b"two"] {
-            parts
-                .pushes
-                .send(Bytes::from_static(frame))
-                .await
-                .expect("queued");
-        }
+        queue_pushes(&parts.pushes, &[b"one", b"two"]).await;
         // The client reads nothing, so the body is never polled; the session ends.
         assert!(!parts.pushes.is_closed());
         parts.outbound.drop_queued_pushes();
