@@ -222,11 +222,14 @@ fn handle(
                 sender: sender.clone(),
                 server_time_ms,
             };
-            let frames = codec::encode_deliveries(head, &req.envelopes).unwrap_or_default();
-            if let Ok(map) = registry.by_name.read() {
-                for (frame, copy) in frames.into_iter().zip(&req.envelopes) {
+            let deliveries = codec::Deliveries::new(head, &req.envelopes);
+            if let (Ok(deliveries), Ok(map)) = (deliveries, registry.by_name.read()) {
+                for copy in &req.envelopes {
                     let recipient = copy.recipient.canonical();
                     let Some(conns) = map.get(&recipient) else {
+                        continue;
+                    };
+                    let Ok(frame) = deliveries.whole(copy) else {
                         continue;
                     };
                     let frame = Bytes::from(frame);

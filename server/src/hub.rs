@@ -24,8 +24,43 @@ use tokio::sync::{mpsc, oneshot};
 /// Identifies one WebSocket connection for the lifetime of the process.
 pub type ConnId = u64;
 
-/// The receiving half of a connection's outbound queue: already-encoded frames.
-pub type OutboundRx = mpsc::Receiver<Bytes>;
+/// An encoded frame for one client, in two pieces sent back to back as one WebSocket
+/// message. A message's delivery is the part all its copies share, then the recipient's
+/// own copy: the shared part is then held once for every recipient instead of copied into
+/// each frame. Other frames are a single piece.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushFrame {
+    head: Bytes,
+    tail: Bytes,
+}
+
+impl PushFrame {
+    /// The frame `head` followed by `tail`.
+    pub fn new(head: Bytes, tail: Bytes) -> Self {
+        Self { head, tail }
+    }
+
+    /// The frame's length in bytes.
+    pub fn len(&self) -> usize {
+        self.head.len() + self.tail.len()
+    }
+
+    /// Whether the frame is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The two pieces, in order.
+    pub fn into_parts(self) -> (Bytes, Bytes) {
+        (self.head, self.tail)
+    }
+}
+
+impl From<Bytes> for PushFrame {
+    fn from(frame: Bytes) -> Self {
+        Self::new(frame, Bytes::new())
+    }
+}
 
 /// Why the hub could not be reached.
 #[derive(Debug, thiserror::Error)]
@@ -36,14 +71,14 @@ enum Command {
     Connect {
         conn: ConnId,
         user: String,
-        tx: mpsc::Sender<Bytes>,
+        tx: mpsc::Sender<PushFrame>,
     },
     Disconnect {
         conn: ConnId,
         user: String,
     },
     Deliver {
-        frames: Vec<(String, Bytes)>,
+        frames: Vec<(String, PushFrame)>,
         except: Option<ConnId>,
     },
     Online {
@@ -72,7 +107,7 @@ pub trait Fanout: Send + Sync + 'static {
         &self,
         conn: ConnId,
         user: String,
-        tx: mpsc::Sender<Bytes>,
+        tx: mpsc::Sender<PushFrame>,
     ) -> Result<(), HubStopped>;
 
     /// Forgets a connection.
@@ -88,7 +123,7 @@ pub trait Fanout: Send + Sync + 'static {
     /// [`HubStopped`] if delivery has shut down.
     async fn deliver(
         &self,
-        frames: Vec<(String, Bytes)>,
+        frames: Vec<(String, PushFrame)>,
         except: Option<ConnId>,
     ) -> Result<(), HubStopped>;
 
@@ -108,6 +143,7 @@ pub trait Fanout: Send + Sync + 'static {
         frame: Bytes,
         except: Option<ConnId>,
     ) -> Result<(), HubStopped> {
+        let frame = PushFrame::from(frame);
         let frames = users.into_iter().map(|u| (u, frame.clone())).collect();
         self.deliver(frames, except).await
     }
@@ -142,7 +178,7 @@ impl Fanout for HubHandle {
         &self,
         conn: ConnId,
         user: String,
-        tx: mpsc::Sender<Bytes>,
+        tx: mpsc::Sender<PushFrame>,
     ) -> Result<(), HubStopped> {
         self.send(Command::Connect { conn, user, tx }).await
     }
@@ -153,7 +189,7 @@ impl Fanout for HubHandle {
 
     async fn deliver(
         &self,
-        frames: Vec<(String, Bytes)>,
+        frames: Vec<(String, PushFrame)>,
         except: Option<ConnId>,
     ) -> Result<(), HubStopped> {
         self.send(Command::Deliver { frames, except }).await
@@ -168,7 +204,7 @@ impl Fanout for HubHandle {
 
 #[derive(Default)]
 struct Hub {
-    online: HashMap<String, HashMap<ConnId, mpsc::Sender<Bytes>>>,
+    online: HashMap<String, HashMap<ConnId, mpsc::Sender<PushFrame>>>,
 }
 
 impl Hub {
@@ -246,16 +282,22 @@ mod tests {
         hub.connect(1, "alice".into(), a1).await.expect("hub");
         hub.connect(2, "alice".into(), a2).await.expect("hub");
         hub.connect(3, "bob".into(), b).await.expect("hub");
-        hub.deliver(vec![("alice".into(), Bytes::from_static(b"x"))], Some(1))
-            .await
-            .expect("hub");
+        hub.deliver(
+            vec![("alice".into(), Bytes::from_static(b"x").into())],
+            Some(1),
+        )
+        .await
+        .expect("hub");
         let counts = hub
             .online(vec![vec!["alice".into(), "carol".into()]])
             .await
             .expect("hub");
         assert_eq!(counts.per_group, vec![1]);
         assert_eq!(counts.users_online, 2);
-        assert_eq!(a2_rx.recv().await.as_deref(), Some(&b"x"[..]));
+        assert_eq!(
+            a2_rx.recv().await,
+            Some(PushFrame::from(Bytes::from_static(b"x")))
+        );
         assert!(a1_rx.try_recv().is_err());
         assert!(b_rx.try_recv().is_err());
     }

@@ -19,6 +19,7 @@ use actix_web::body::{BodyStream, BoxBody};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use anyhow::Context;
+use governor::clock::QuantaClock;
 use shared::protocol::MAX_FRAME_BYTES;
 use tokio_util::sync::CancellationToken;
 
@@ -119,6 +120,7 @@ impl Application {
             outbound_queue: config.outbound_queue,
             requests_per_sec: NonZeroU32::new(config.requests_per_sec)
                 .ok_or_else(|| anyhow::anyhow!("requests-per-sec must be at least 1"))?,
+            clock: QuantaClock::default(),
         };
         let shutdown = CancellationToken::new();
         let next_conn = Arc::new(AtomicU64::new(1));
@@ -128,7 +130,7 @@ impl Application {
             App::new()
                 .app_data(web::Data::new(Endpoint {
                     state: state.clone(),
-                    settings,
+                    settings: settings.clone(),
                     next_conn: next_conn.clone(),
                     shutdown: endpoint_shutdown.clone(),
                 }))
@@ -242,7 +244,7 @@ async fn upgrade(
     };
     actix_web::rt::spawn(session::run(
         endpoint.state.clone(),
-        endpoint.settings,
+        endpoint.settings.clone(),
         ends,
         stream,
         endpoint.shutdown.clone(),

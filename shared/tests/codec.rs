@@ -780,9 +780,13 @@ fn deliveries_are_the_frames_of_each_copy() {
     let mut copies = vec![envelope("carol"), envelope("Alice"), envelope("bob")];
     copies[0].ciphertext = vec![1; 70_000];
     copies[2].wrapped_key = vec![2; 3];
-    let frames = codec::encode_deliveries(head.clone(), &copies).expect("encodes");
-    assert_eq!(frames.len(), copies.len());
-    for (frame, copy) in frames.iter().zip(&copies) {
+    let deliveries = codec::Deliveries::new(head.clone(), &copies).expect("encodes");
+    for copy in &copies {
+        let frame = deliveries.whole(copy).expect("encodes");
+        // The part a copy does not share with the others is its envelope alone.
+        let own = deliveries.own(copy).expect("encodes");
+        assert_eq!(own, codec::encode(copy).expect("encodes"));
+        assert_eq!([deliveries.shared(), &own].concat(), frame);
         let expected = ServerMsg::Push(Push::Message(DeliveredMessage {
             room: head.room.clone(),
             seq: head.seq,
@@ -794,19 +798,25 @@ fn deliveries_are_the_frames_of_each_copy() {
         }));
         assert_eq!(
             frame,
-            &codec::encode_server(&expected).expect("encodes"),
+            codec::encode_server(&expected).expect("encodes"),
             "{}'s frame",
             copy.recipient
         );
     }
-    assert!(codec::encode_deliveries(head.clone(), &[])
-        .expect("no copies")
-        .is_empty());
+    assert!(matches!(
+        codec::Deliveries::new(head.clone(), &[]),
+        Err(CodecError::Malformed(_))
+    ));
 
     // A copy that would make its frame too large is refused, not truncated.
     copies[1].ciphertext = vec![0; MAX_FRAME_BYTES];
+    let deliveries = codec::Deliveries::new(head, &copies).expect("the shared part fits");
     assert!(matches!(
-        codec::encode_deliveries(head, &copies),
+        deliveries.whole(&copies[1]),
+        Err(CodecError::TooLarge { .. })
+    ));
+    assert!(matches!(
+        deliveries.own(&copies[1]),
         Err(CodecError::TooLarge { .. })
     ));
 }

@@ -87,7 +87,7 @@ pub async fn rotate(
             member: member.clone(),
             rooms,
         })?;
-        frames.push((recipient, frame));
+        frames.push((recipient, frame.into()));
     }
     state
         .hub

@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 use super::rooms::history_page;
 use super::{hub_gone, member_info, now_ms, AppState};
 use crate::error::HandlerError;
-use crate::hub::ConnId;
+use crate::hub::{ConnId, PushFrame};
 use crate::store::{NewMessage, PendingAppend, StoreError};
 
 /// A send that passed its checks and is queued in the store, in order behind the
@@ -175,12 +175,19 @@ impl QueuedSend {
             sender,
             server_time_ms,
         };
-        let frames = codec::encode_deliveries(head, &envelopes)
-            .map_err(|e| HandlerError::Internal(format!("encode delivery: {e}")))?
-            .into_iter()
-            .zip(&envelopes)
-            .map(|(frame, copy)| (copy.recipient.canonical(), Bytes::from(frame)))
-            .collect();
+        let encode_failed = |e| HandlerError::Internal(format!("encode delivery: {e}"));
+        let deliveries = codec::Deliveries::new(head, &envelopes).map_err(encode_failed)?;
+        let shared = Bytes::copy_from_slice(deliveries.shared());
+        let frames = envelopes
+            .iter()
+            .map(|copy| {
+                let own = Bytes::from(deliveries.own(copy).map_err(encode_failed)?);
+                Ok((
+                    copy.recipient.canonical(),
+                    PushFrame::new(shared.clone(), own),
+                ))
+            })
+            .collect::<Result<_, HandlerError>>()?;
         state
             .hub
             .deliver(frames, Some(conn))

@@ -24,7 +24,7 @@ use shared::Username;
 use tokio::sync::mpsc;
 
 use crate::error::HandlerError;
-use crate::hub::{ConnId, Fanout};
+use crate::hub::{ConnId, Fanout, PushFrame};
 use crate::store::{Store, UserRecord};
 
 /// What every connection shares: the store, the hub and the settings handlers need.
@@ -70,14 +70,14 @@ pub struct Connection {
     /// The sending half of this connection's outbound queue until login, when it is
     /// handed to the hub. From then on the hub holds the only sender, so the queue closes
     /// exactly when the hub evicts the connection.
-    pub outbound: Option<mpsc::Sender<Bytes>>,
+    pub outbound: Option<mpsc::Sender<PushFrame>>,
     /// The order in which this connection's sends deliver.
     pub deliveries: messages::DeliveryOrder,
 }
 
 impl Connection {
     /// A fresh, unauthenticated connection.
-    pub fn new(id: ConnId, outbound: mpsc::Sender<Bytes>) -> Self {
+    pub fn new(id: ConnId, outbound: mpsc::Sender<PushFrame>) -> Self {
         Self {
             id,
             greeted: false,

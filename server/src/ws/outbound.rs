@@ -16,7 +16,9 @@
 //! as long as its socket stays open.
 //!
 //! A binary frame's payload is not copied here: its header goes out as a small chunk of
-//! its own, followed by the payload bytes as the handler encoded them. (actix-ws's own
+//! its own, followed by the payload bytes as the handler encoded them, in the one or two
+//! pieces of a [`PushFrame`] (a delivery's shared part is one buffer for all its
+//! recipients). (actix-ws's own
 //! body copies every payload into a fresh buffer, and its `Session` adds a channel and a
 //! task hop per pushed frame.) Control frames are encoded by actix's WebSocket codec.
 
@@ -32,6 +34,8 @@ use futures_util::Stream;
 use tokio::sync::mpsc;
 use tokio_util::codec::Encoder;
 use tokio_util::sync::CancellationToken;
+
+use crate::hub::PushFrame;
 
 /// How many replies and control frames may wait for the socket.
 const CONTROL_QUEUE: usize = 32;
@@ -59,7 +63,7 @@ pub struct Closed;
 
 /// The receiving end of the push queue: read by the body, dropped by the session when the
 /// connection ends (the body may no longer be polled then, if the client stopped reading).
-type PushQueue = Arc<Mutex<Option<mpsc::Receiver<Bytes>>>>;
+type PushQueue = Arc<Mutex<Option<mpsc::Receiver<PushFrame>>>>;
 
 /// Sends replies and control frames to one client. Clones share the queue.
 #[derive(Debug, Clone)]
@@ -123,7 +127,7 @@ pub struct OutboundParts {
     /// For the session loop: replies and control frames.
     pub outbound: Outbound,
     /// For the hub: pushes. Bounded; the hub evicts the connection when it is full.
-    pub pushes: mpsc::Sender<Bytes>,
+    pub pushes: mpsc::Sender<PushFrame>,
     /// Cancelled when the hub has dropped `pushes`, i.e. evicted the connection.
     pub evicted: CancellationToken,
     /// The response body to hand to actix.
@@ -188,20 +192,22 @@ impl std::fmt::Debug for OutboundBody {
 
 impl OutboundBody {
     /// Adds a binary frame to `ready`: its header, then the payload as it is.
-    fn queue_binary(&mut self, payload: Bytes) {
+    fn queue_binary(&mut self, payload: PushFrame) {
         if self.headers.capacity() < MAX_HEADER {
             self.headers.reserve(HEADER_BUFFER);
         }
         put_binary_header(&mut self.headers, payload.len());
         self.ready.push_back(self.headers.split().freeze());
-        self.ready.push_back(payload);
+        let (head, tail) = payload.into_parts();
+        self.ready
+            .extend([head, tail].into_iter().filter(|piece| !piece.is_empty()));
     }
 
     /// Adds the chunks of one outgoing frame to `ready`.
     fn encode(&mut self, item: Outgoing) -> Result<(), actix_http::ws::ProtocolError> {
         let message = match item {
             Outgoing::Binary(payload) => {
-                self.queue_binary(payload);
+                self.queue_binary(payload.into());
                 return Ok(());
             }
             Outgoing::Ping => Message::Ping(Bytes::new()),
@@ -338,10 +344,10 @@ mod tests {
     }
 
     /// Queues `frames` as the hub would.
-    async fn queue_pushes(pushes: &mpsc::Sender<Bytes>, frames: &[&'static [u8]]) {
+    async fn queue_pushes(pushes: &mpsc::Sender<PushFrame>, frames: &[&'static [u8]]) {
         for frame in frames {
             pushes
-                .send(Bytes::from_static(frame))
+                .send(Bytes::from_static(frame).into())
                 .await
                 .expect("queued");
         }
@@ -418,21 +424,29 @@ mod tests {
 
     #[actix_web::test]
     async fn many_frames_keep_their_headers_apart() {
-        // More frames than one header buffer holds, of sizes needing each header form.
+        // More frames than one header buffer holds, of sizes needing each header form;
+        // every other frame comes in two pieces, split at a point that varies.
         let sizes: Vec<usize> = (0..150).map(|i| [3, 200, 70_000][i % 3] + i).collect();
         let parts = outbound(BoxBody::new(()), sizes.len());
         let mut body = parts.body;
         let mut expected = BytesMut::new();
         for (i, &size) in sizes.iter().enumerate() {
-            let frame = vec![i as u8; size];
+            let frame: Vec<u8> = (0..size).map(|b| (i + b) as u8).collect();
             Parser::write_message(&mut expected, &frame, OpCode::Binary, true, false);
-            parts.pushes.send(frame.into()).await.expect("queued");
+            let mut head = Bytes::from(frame);
+            let push = if i % 2 == 1 {
+                let tail = head.split_off(size * (i % 7) / 7);
+                PushFrame::new(head, tail)
+            } else {
+                head.into()
+            };
+            parts.pushes.send(push).await.expect("queued");
         }
         drop(parts.pushes);
         let written = read_at_least(&mut body, expected.len()).await;
         assert!(
             written == expected,
-            "150 frames written as actix frames them"
+            "150 frames, whole or in two pieces, written as actix frames them"
         );
     }
 

@@ -54,57 +54,88 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
         .map_err(|e| map_err(&e, MAX_FRAME_BYTES))
 }
 
-/// The `Push::Message` frame for each of a message's `copies`, in copy order. Each frame
-/// is exactly what [`encode_server`] gives for the push of the [`DeliveredMessage`] made of
-/// `head`, the copies' recipient list and that copy; but what all copies share (every field
-/// before the envelope, the recipient list included) is encoded once, not once per copy.
-///
-/// # Errors
-/// [`CodecError::TooLarge`] if a frame would exceed [`MAX_FRAME_BYTES`].
-pub fn encode_deliveries(
-    head: DeliveryHead,
-    copies: &[Envelope],
-) -> Result<Vec<Vec<u8>>, CodecError> {
-    let Some(first) = copies.first() else {
-        return Ok(Vec::new());
-    };
-    // The envelope is the frame's last field, and bincode writes fields one after another,
-    // so a whole frame minus its envelope's bytes is the prefix every copy shares.
-    let whole = encode_server(&ServerMsg::Push(Push::Message(DeliveredMessage {
-        room: head.room,
-        seq: head.seq,
-        message_id: head.message_id,
-        sender: head.sender,
-        server_time_ms: head.server_time_ms,
-        recipients: recipients_of(copies),
-        envelope: first.clone(),
-    })))?;
-    let first_len = encoded_len(first)?;
-    let shared = whole
-        .len()
-        .checked_sub(first_len)
-        .and_then(|end| whole.get(..end))
-        .ok_or_else(|| {
-            CodecError::Malformed("the envelope is longer than the frame holding it".into())
-        })?;
-    copies
-        .iter()
-        .map(|copy| {
-            let size = shared.len() + encoded_len(copy)?;
-            if size > MAX_FRAME_BYTES {
-                return Err(CodecError::TooLarge {
-                    size,
-                    limit: MAX_FRAME_BYTES,
-                });
-            }
-            let mut frame = Vec::with_capacity(size);
-            frame.extend_from_slice(shared);
-            options()
-                .serialize_into(&mut frame, copy)
-                .map_err(|e| map_err(&e, size))?;
-            Ok(frame)
-        })
-        .collect()
+/// The encoder of one message's `Push::Message` frames. Copy `c`'s frame is exactly what
+/// [`encode_server`] gives for the push of the [`DeliveredMessage`] made of the head, the
+/// copies' recipient list and `c`: [`shared`](Self::shared), the same for every copy
+/// (every field before the envelope, the recipient list included), followed by `c`'s
+/// encoding. The shared part is encoded once; a writer that can send a frame in pieces
+/// sends it from one buffer for every copy and encodes only each copy's [`own`](Self::own)
+/// part, while [`whole`](Self::whole) gives a frame in one buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deliveries {
+    shared: Vec<u8>,
+}
+
+impl Deliveries {
+    /// Prepares the frames of `head` for `copies`.
+    ///
+    /// # Errors
+    /// [`CodecError::TooLarge`] if the shared part alone exceeds [`MAX_FRAME_BYTES`];
+    /// [`CodecError::Malformed`] if there are no copies.
+    pub fn new(head: DeliveryHead, copies: &[Envelope]) -> Result<Self, CodecError> {
+        let first = copies
+            .first()
+            .ok_or_else(|| CodecError::Malformed("a message without copies".into()))?;
+        // The envelope is the frame's last field, and bincode writes fields one after
+        // another, so a whole frame minus its envelope's bytes is what every copy shares.
+        let mut shared = encode_server(&ServerMsg::Push(Push::Message(DeliveredMessage {
+            room: head.room,
+            seq: head.seq,
+            message_id: head.message_id,
+            sender: head.sender,
+            server_time_ms: head.server_time_ms,
+            recipients: recipients_of(copies),
+            envelope: first.clone(),
+        })))?;
+        let shared_len = shared
+            .len()
+            .checked_sub(encoded_len(first)?)
+            .ok_or_else(|| {
+                CodecError::Malformed("the envelope is longer than the frame holding it".into())
+            })?;
+        shared.truncate(shared_len);
+        Ok(Self { shared })
+    }
+
+    /// The start of every copy's frame.
+    pub fn shared(&self) -> &[u8] {
+        &self.shared
+    }
+
+    /// The rest of `copy`'s frame: its envelope's encoding.
+    ///
+    /// # Errors
+    /// [`CodecError::TooLarge`] if the whole frame would exceed [`MAX_FRAME_BYTES`].
+    pub fn own(&self, copy: &Envelope) -> Result<Vec<u8>, CodecError> {
+        self.write(copy, false)
+    }
+
+    /// `copy`'s whole frame, in one buffer.
+    ///
+    /// # Errors
+    /// [`CodecError::TooLarge`] if the frame would exceed [`MAX_FRAME_BYTES`].
+    pub fn whole(&self, copy: &Envelope) -> Result<Vec<u8>, CodecError> {
+        self.write(copy, true)
+    }
+
+    fn write(&self, copy: &Envelope, with_shared: bool) -> Result<Vec<u8>, CodecError> {
+        let own_len = encoded_len(copy)?;
+        let size = self.shared.len() + own_len;
+        if size > MAX_FRAME_BYTES {
+            return Err(CodecError::TooLarge {
+                size,
+                limit: MAX_FRAME_BYTES,
+            });
+        }
+        let mut frame = Vec::with_capacity(if with_shared { size } else { own_len });
+        if with_shared {
+            frame.extend_from_slice(&self.shared);
+        }
+        options()
+            .serialize_into(&mut frame, copy)
+            .map_err(|e| map_err(&e, size))?;
+        Ok(frame)
+    }
 }
 
 /// The size of `value`'s encoding.
