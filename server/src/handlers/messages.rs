@@ -8,6 +8,8 @@
 //! history later. A connection's sends hand over their copies in the order they were
 //! queued ([`DeliveryOrder`]), whichever completion runs first.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use shared::protocol::{
     codec, DeliveryHead, Envelope, FetchHistory, Reply, SendAck, SendMessage, MAX_ROOM_MEMBERS,
@@ -177,14 +179,14 @@ impl QueuedSend {
         };
         let encode_failed = |e| HandlerError::Internal(format!("encode delivery: {e}"));
         let deliveries = codec::Deliveries::new(head, &envelopes).map_err(encode_failed)?;
-        let shared = Bytes::copy_from_slice(deliveries.shared());
+        let shared = Arc::new(Bytes::copy_from_slice(deliveries.shared()));
         let frames = envelopes
             .iter()
             .map(|copy| {
                 let own = Bytes::from(deliveries.own(copy).map_err(encode_failed)?);
                 Ok((
                     copy.recipient.canonical(),
-                    PushFrame::new(shared.clone(), own),
+                    PushFrame::new(Arc::clone(&shared), own),
                 ))
             })
             .collect::<Result<_, HandlerError>>()?;

@@ -198,9 +198,13 @@ impl OutboundBody {
         }
         put_binary_header(&mut self.headers, payload.len());
         self.ready.push_back(self.headers.split().freeze());
-        let (head, tail) = payload.into_parts();
-        self.ready
-            .extend([head, tail].into_iter().filter(|piece| !piece.is_empty()));
+        let (shared, own) = payload.into_parts();
+        self.ready.extend(
+            shared
+                .into_iter()
+                .chain([own])
+                .filter(|piece| !piece.is_empty()),
+        );
     }
 
     /// Adds the chunks of one outgoing frame to `ready`.
@@ -435,8 +439,8 @@ mod tests {
             Parser::write_message(&mut expected, &frame, OpCode::Binary, true, false);
             let mut head = Bytes::from(frame);
             let push = if i % 2 == 1 {
-                let tail = head.split_off(size * (i % 7) / 7);
-                PushFrame::new(head, tail)
+                let own = head.split_off(size * (i % 7) / 7);
+                PushFrame::new(Arc::new(head), own)
             } else {
                 head.into()
             };
