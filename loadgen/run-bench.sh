@@ -115,7 +115,7 @@ for scenario in $SCENARIOS; do
         logins)
             fresh_server
             "$LOADGEN" logins --server-url "$URL" --server-pid "$SERVER_PID" \
-                --users 64 --concurrency 8 --duration "$DURATION" --json "$json"
+                --users 64 --concurrency 32 --duration "$DURATION" --json "$json"
             ;;
         idle)
             # One data dir for all idle runs: the first registers the accounts, later runs

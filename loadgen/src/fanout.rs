@@ -538,7 +538,7 @@ async fn connect_all(
             match target.kind {
                 TargetKind::Server => {
                     conn.register(&m.name, &m.key.der).await?;
-                    conn.login(&m.name, &m.key.private).await?;
+                    conn.login(&m.name, &m.key.login_signer).await?;
                 }
                 TargetKind::Relay => conn.relay_login(&m.name).await?,
             }

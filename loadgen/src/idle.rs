@@ -107,7 +107,7 @@ pub async fn run(
             let key = keys.key(i);
             let mut conn = SetupConn::open(url, true).await?;
             conn.register(&name, &key.der).await?;
-            conn.login(&name, &key.private).await?;
+            conn.login(&name, &key.login_signer).await?;
             let room = room(i)?;
             if i.is_multiple_of(params.room_size) {
                 conn.create_room(&room).await?;

@@ -4,12 +4,13 @@
 //! nonce, `LoginProof`, close. A login counts when `LoggedIn` arrives.
 //!
 //! In the same run, before the load, the tool measures how many PSS verifications one core
-//! of this machine does per second ([`verify_rate`]); the target relates logins/s to that
-//! times the number of cores. Because the *client's* signature (an RSA private-key
-//! operation) costs tens of times more than the server's verification, a driver on the
-//! same machine cannot saturate the server: the report therefore also gives the server's
-//! CPU time per login (from `/proc/<pid>/stat`) and the capacity that implies
-//! (`cores ÷ CPU per login`), which is the server's own figure.
+//! of this machine does per second with the `rsa` crate the server uses ([`verify_rate`]);
+//! the target relates logins/s to that times the number of cores. The *client's* signature
+//! is an RSA private-key operation, which costs several times the server's verification
+//! even with ring's signer ([`crate::keys::LoginSigner`], about a quarter of the `rsa`
+//! crate's time), so a driver on the same machine cannot saturate the server: the report
+//! therefore also gives the server's CPU time per login (from `/proc/<pid>/stat`) and the
+//! capacity that implies (`cores ÷ CPU per login`), which is the server's own figure.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -66,7 +67,8 @@ pub struct LoginResult {
     pub latency: LatencySummary,
     /// RSA-PSS-3072 verifications per second on one core, measured in this run.
     pub verify_per_sec_one_core: f64,
-    /// RSA-PSS-3072 signatures per second on one core (the client's cost per login).
+    /// RSA-PSS-3072 signatures per second on one core with the driver's signer, ring (the
+    /// driver's cost per login).
     pub sign_per_sec_one_core: f64,
     /// Cores on this machine.
     pub cores: usize,
@@ -101,17 +103,18 @@ pub fn verify_rate(keys: &KeyPool, time: Duration) -> anyhow::Result<f64> {
     Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
-/// One-core RSA-PSS-3072 signatures per second, over about `time`.
+/// One-core RSA-PSS-3072 login signatures per second with the driver's signer (ring),
+/// over about `time`.
 ///
 /// # Errors
-/// Never in practice; kept fallible like [`verify_rate`].
+/// When ring fails to sign.
 pub fn sign_rate(keys: &KeyPool, time: Duration) -> anyhow::Result<f64> {
     let key = keys.key(0);
     let user = Username::parse("floor-user")?;
     let started = Instant::now();
     let mut n = 0u64;
     while started.elapsed() < time || n == 0 {
-        std::hint::black_box(signing::sign_login(&key.private, &user, &[n as u8; 32]));
+        std::hint::black_box(key.login_signer.sign_login(&user, &[n as u8; 32])?);
         n += 1;
     }
     Ok(n as f64 / started.elapsed().as_secs_f64())
@@ -226,7 +229,7 @@ pub async fn run(
 
 async fn login_once(url: &str, user: &Username, key: &crate::keys::TestKey) -> anyhow::Result<()> {
     let mut conn = SetupConn::open(url, false).await?;
-    conn.login(user, &key.private).await?;
+    conn.login(user, &key.login_signer).await?;
     conn.close().await;
     Ok(())
 }

@@ -177,7 +177,7 @@ pub fn login_table(r: &LoginResult) -> Table {
         ]],
         notes: vec![
             "ratio = logins/s ÷ (verify/s of one core × cores), wall clock, same run".into(),
-            "capacity = cores ÷ server CPU per login (the client's signing shares this machine)"
+            "capacity = cores ÷ server CPU per login (the driver's signing, ring, shares this machine)"
                 .into(),
         ],
     }

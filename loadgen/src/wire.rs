@@ -15,14 +15,11 @@
 //! (variable-length integers); both are checked against [`codec`] in the tests below, so a
 //! codec change fails here rather than skewing measurements.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use shared::crypto::signing;
-use shared::crypto::RsaPrivateKey;
 use shared::protocol::{
     codec, ClientFrame, ClientMsg, CreateRoom, Envelope, Hello, JoinRoom, LoggedIn, LoginProof,
     LoginStart, Register, Reply, SendMessage, ServerMsg, PROTOCOL_VERSION,
@@ -32,6 +29,8 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::keys::LoginSigner;
 
 /// A client WebSocket.
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -169,11 +168,7 @@ impl SetupConn {
     ///
     /// # Errors
     /// Transport failures or a refused login.
-    pub async fn login(
-        &mut self,
-        user: &Username,
-        key: &Arc<RsaPrivateKey>,
-    ) -> anyhow::Result<LoggedIn> {
+    pub async fn login(&mut self, user: &Username, key: &LoginSigner) -> anyhow::Result<LoggedIn> {
         let nonce = match self
             .request(ClientMsg::LoginStart(LoginStart {
                 username: user.clone(),
@@ -184,9 +179,9 @@ impl SetupConn {
             Ok(other) => bail!("expected a challenge, got {other:?}"),
             Err(r) => bail!("login start for {user} refused: {r}"),
         };
-        let (key, name) = (Arc::clone(key), user.clone());
+        let (key, name) = (key.clone(), user.clone());
         let signature =
-            tokio::task::spawn_blocking(move || signing::sign_login(&key, &name, &nonce)).await?;
+            tokio::task::spawn_blocking(move || key.sign_login(&name, &nonce)).await??;
         match self
             .request(ClientMsg::LoginProof(LoginProof { signature }))
             .await?
