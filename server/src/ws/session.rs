@@ -109,7 +109,12 @@ pub async fn run(
         settings.clock,
     );
     let sends = Arc::new(Semaphore::new(MAX_SENDS_IN_FLIGHT));
-    let mut heartbeat = tokio::time::interval(settings.heartbeat);
+    // The first ping goes out one heartbeat from now, not at once: a client that has just
+    // connected is not silent, and an immediate ping would race its first reply.
+    let mut heartbeat = tokio::time::interval_at(
+        tokio::time::Instant::now() + settings.heartbeat,
+        settings.heartbeat,
+    );
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
     let exit = loop {
