@@ -10,7 +10,8 @@
 #
 # Scenarios: crypto; compare (one 100-member room, every member sending, vs the bare
 # relay); compare-1s (four 100-member rooms, one sender each, vs the bare relay); latency
-# (2,000 msg/s into 10-member rooms, vs the bare relay); logins; idle. Environment knobs
+# (2,000 msg/s into 10-member rooms, vs the bare relay); logins (vs the bare relay plus one
+# verification); idle. Environment knobs
 # are listed below with their defaults.
 set -euo pipefail
 
@@ -115,7 +116,7 @@ for scenario in $SCENARIOS; do
         logins)
             fresh_server
             "$LOADGEN" logins --server-url "$URL" --server-pid "$SERVER_PID" \
-                --users 64 --concurrency 32 --duration "$DURATION" --json "$json"
+                --users 64 --concurrency 32 --duration "$DURATION" --compare --json "$json"
             ;;
         idle)
             # One data dir for all idle runs: the first registers the accounts, later runs

@@ -22,7 +22,7 @@ use shared::crypto::signing;
 use shared::Username;
 
 use crate::clock;
-use crate::fanout::run_tag;
+use crate::fanout::{run_tag, Target};
 use crate::keys::KeyPool;
 use crate::machine;
 use crate::stats::{summarize, LatencySummary};
@@ -80,8 +80,27 @@ pub struct LoginResult {
     pub server_capacity_logins_per_sec: Option<f64>,
     /// capacity ÷ (verify/s × cores) = verify time ÷ server CPU per login.
     pub server_capacity_ratio: Option<f64>,
+    /// The same logins against the bare relay (`--compare`), run just before the server's.
+    pub relay: Option<RelayLogins>,
     /// Seconds spent registering the accounts.
     pub setup_secs: f64,
+}
+
+/// The login scenario's ceiling: the same logins, on fresh connections with the same
+/// frames, against the bare relay, which has no store and verifies nothing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RelayLogins {
+    /// Logins per second against the relay (driver-bound, like the server's).
+    pub logins_per_sec: f64,
+    /// Logins that failed.
+    pub failures: u64,
+    /// The relay's CPU per login: a connection, its upgrade, three exchanges and a close.
+    pub cpu_ms_per_login: Option<f64>,
+    /// The relay's CPU per login plus one verification on one core: the least a login
+    /// costs a server on this machine.
+    pub floor_ms_per_login: Option<f64>,
+    /// floor ÷ the server's CPU per login, in the same run.
+    pub ceiling_ratio: Option<f64>,
 }
 
 /// One-core RSA-PSS-3072 verifications per second, over about `time`.
@@ -120,7 +139,8 @@ pub fn sign_rate(keys: &KeyPool, time: Duration) -> anyhow::Result<f64> {
     Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
-/// Runs the login scenario against the server at `url` (pid for CPU figures).
+/// Runs the login scenario against the server at `url` (pid for CPU figures), and first,
+/// when `relay` is given, the same logins against the bare relay: the ceiling.
 ///
 /// # Errors
 /// Invalid parameters or a failed registration.
@@ -129,6 +149,7 @@ pub async fn run(
     keys: &KeyPool,
     url: &str,
     server_pid: Option<u32>,
+    relay: Option<&Target>,
 ) -> anyhow::Result<LoginResult> {
     if params.users == 0 || params.concurrency == 0 {
         bail!("users and concurrency must be at least 1");
@@ -161,12 +182,74 @@ pub async fn run(
     .await??;
 
     let users = Arc::new(users);
+    let ceiling = match relay {
+        Some(relay) => Some(drive(params, keys, &users, &relay.url, relay.pid).await),
+        None => None,
+    };
+    let load = drive(params, keys, &users, url, server_pid).await;
+
+    let cores = machine::cores();
+    let logins_per_sec = load.logins as f64 / load.elapsed_secs;
+    let cpu_per_login = load.cpu_secs_per_login;
+    let capacity = cpu_per_login.filter(|c| *c > 0.0).map(|c| cores as f64 / c);
+    let relay = ceiling.map(|c| {
+        let floor = c.cpu_secs_per_login.map(|cpu| cpu + 1.0 / verify);
+        RelayLogins {
+            logins_per_sec: c.logins as f64 / c.elapsed_secs,
+            failures: c.failures,
+            cpu_ms_per_login: c.cpu_secs_per_login.map(|x| x * 1e3),
+            floor_ms_per_login: floor.map(|x| x * 1e3),
+            ceiling_ratio: floor
+                .zip(cpu_per_login)
+                .filter(|(_, server)| *server > 0.0)
+                .map(|(floor, server)| floor / server),
+        }
+    });
+    let mut samples = load.samples;
+    Ok(LoginResult {
+        params: params.clone(),
+        logins: load.logins,
+        failures: load.failures,
+        logins_per_sec,
+        latency: summarize(&mut samples),
+        verify_per_sec_one_core: verify,
+        sign_per_sec_one_core: sign,
+        cores,
+        ratio: logins_per_sec / (verify * cores as f64),
+        server_cpu_ms_per_login: cpu_per_login.map(|c| c * 1e3),
+        server_capacity_logins_per_sec: capacity,
+        server_capacity_ratio: capacity.map(|c| c / (verify * cores as f64)),
+        relay,
+        setup_secs,
+    })
+}
+
+/// What one target did under the login load.
+struct LoginLoad {
+    logins: u64,
+    failures: u64,
+    /// Connect → `LoggedIn`, in nanoseconds, per login.
+    samples: Vec<u64>,
+    elapsed_secs: f64,
+    /// The target process's CPU seconds per login, when its pid is known.
+    cpu_secs_per_login: Option<f64>,
+}
+
+/// `concurrency` workers log in to `url` over and over for the run's duration, each login
+/// on a fresh connection; the CPU of process `pid` is read before and after.
+async fn drive(
+    params: &LoginParams,
+    keys: &KeyPool,
+    users: &Arc<Vec<(Username, usize)>>,
+    url: &str,
+    pid: Option<u32>,
+) -> LoginLoad {
     let started = Instant::now();
     let deadline = started + params.duration;
-    let cpu_before = server_pid.and_then(|p| machine::cpu_seconds(p).ok());
+    let cpu_before = pid.and_then(|p| machine::cpu_seconds(p).ok());
     let results: Vec<(u64, u64, Vec<u64>)> = futures_util::stream::iter(0..params.concurrency)
         .map(|w| {
-            let users = Arc::clone(&users);
+            let users = Arc::clone(users);
             let keys = keys.clone();
             let url = url.to_owned();
             let concurrency = params.concurrency;
@@ -197,34 +280,19 @@ pub async fn run(
         .map(|r| r.unwrap_or((0, 1, Vec::new())))
         .collect()
         .await;
-    let elapsed = started.elapsed().as_secs_f64();
-    let cpu_after = server_pid.and_then(|p| machine::cpu_seconds(p).ok());
-
+    let elapsed_secs = started.elapsed().as_secs_f64();
+    let cpu_after = pid.and_then(|p| machine::cpu_seconds(p).ok());
     let logins: u64 = results.iter().map(|r| r.0).sum();
-    let failures: u64 = results.iter().map(|r| r.1).sum();
-    let mut samples: Vec<u64> = results.into_iter().flat_map(|r| r.2).collect();
-    let cores = machine::cores();
-    let logins_per_sec = logins as f64 / elapsed;
-    let cpu_per_login = cpu_before
-        .zip(cpu_after)
-        .filter(|_| logins > 0)
-        .map(|(b, a)| (a - b) / logins as f64);
-    let capacity = cpu_per_login.filter(|c| *c > 0.0).map(|c| cores as f64 / c);
-    Ok(LoginResult {
-        params: params.clone(),
+    LoginLoad {
         logins,
-        failures,
-        logins_per_sec,
-        latency: summarize(&mut samples),
-        verify_per_sec_one_core: verify,
-        sign_per_sec_one_core: sign,
-        cores,
-        ratio: logins_per_sec / (verify * cores as f64),
-        server_cpu_ms_per_login: cpu_per_login.map(|c| c * 1e3),
-        server_capacity_logins_per_sec: capacity,
-        server_capacity_ratio: capacity.map(|c| c / (verify * cores as f64)),
-        setup_secs,
-    })
+        failures: results.iter().map(|r| r.1).sum(),
+        samples: results.into_iter().flat_map(|r| r.2).collect(),
+        elapsed_secs,
+        cpu_secs_per_login: cpu_before
+            .zip(cpu_after)
+            .filter(|_| logins > 0)
+            .map(|(b, a)| (a - b) / logins as f64),
+    }
 }
 
 async fn login_once(url: &str, user: &Username, key: &crate::keys::TestKey) -> anyhow::Result<()> {

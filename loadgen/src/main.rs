@@ -140,6 +140,9 @@ struct LoginArgs {
     /// Seconds to run.
     #[arg(long, default_value_t = 15.0)]
     duration: f64,
+    /// Run the same logins against a bare relay first (a child process) as the ceiling.
+    #[arg(long)]
+    compare: bool,
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -238,13 +241,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 duration: secs(args.duration),
                 ..LoginParams::default()
             };
+            let (child, relay) = if args.compare {
+                let (process, relay) = spawn_relay(None).await?;
+                (Some(process), Some(relay))
+            } else {
+                (None, None)
+            };
             let result = logins::run(
                 &params,
                 &pool,
                 &args.endpoint.server_url,
                 args.endpoint.server_pid,
+                relay.as_ref(),
             )
-            .await?;
+            .await;
+            if let Some(mut process) = child {
+                let _ = process.kill().await;
+            }
+            let result = result?;
             println!("{}", report::login_table(&result));
             if let Some(path) = args.json {
                 Report::new("logins", &result).write_json(&path)?;
@@ -327,14 +341,9 @@ async fn fanout_command(keys_dir: Option<&PathBuf>, args: FanoutArgs) -> anyhow:
             pid: args.relay_pid,
         },
         None => {
-            let (process, url) = spawn_relay(args.relay_threads).await?;
-            let pid = process.id();
+            let (process, relay) = spawn_relay(args.relay_threads).await?;
             child = Some(process);
-            Target {
-                url,
-                kind: TargetKind::Relay,
-                pid,
-            }
+            relay
         }
     };
     let result = fanout::compare(&params, &pool, &relay, &server).await;
@@ -349,8 +358,9 @@ async fn fanout_command(keys_dir: Option<&PathBuf>, args: FanoutArgs) -> anyhow:
     Ok(())
 }
 
-/// Starts `loadgen relay` as a child process and reads its URL from its first line.
-async fn spawn_relay(threads: Option<usize>) -> anyhow::Result<(tokio::process::Child, String)> {
+/// Starts `loadgen relay` as a child process (a separate process, like the server, so both
+/// are measured the same way) and reads its URL from its first line.
+async fn spawn_relay(threads: Option<usize>) -> anyhow::Result<(tokio::process::Child, Target)> {
     let exe = std::env::current_exe().context("cannot find the loadgen executable")?;
     let mut cmd = tokio::process::Command::new(exe);
     if let Some(t) = threads {
@@ -371,5 +381,10 @@ async fn spawn_relay(threads: Option<usize>) -> anyhow::Result<(tokio::process::
     let Some(url) = line.strip_prefix("relay listening on ") else {
         bail!("unexpected first line from the relay: {line:?}");
     };
-    Ok((child, url.to_owned()))
+    let relay = Target {
+        url: url.to_owned(),
+        kind: TargetKind::Relay,
+        pid: child.id(),
+    };
+    Ok((child, relay))
 }

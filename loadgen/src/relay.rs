@@ -5,7 +5,9 @@
 //!
 //! - `Hello` is answered with a `HelloAck`.
 //! - `LoginStart { username }` registers the connection under that name and is answered
-//!   with `LoggedIn` at once: no challenge, no signature, no account.
+//!   with a `Challenge` of 32 random bytes; `LoginProof` is answered with `LoggedIn`
+//!   without looking at the signature. The frames of a login are the server's, with no
+//!   account, no store and no verification: the login scenario's ceiling.
 //! - `SendMessage` is decoded like the server decodes it; each envelope becomes a
 //!   `Push::Message` frame (the same `DeliveredMessage` the server builds, so the same
 //!   size), sent to every connection registered under the envelope's recipient except the
@@ -25,9 +27,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use rand::RngCore;
 use shared::protocol::{
-    codec, ClientFrame, ClientMsg, DeliveryHead, HelloAck, LoggedIn, Reply, SendAck, ServerMsg,
-    MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    codec, Challenge, ClientFrame, ClientMsg, DeliveryHead, HelloAck, LoggedIn, Reply, SendAck,
+    ServerMsg, MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
 use shared::{ErrorCode, RequestId, Username};
 use tokio::net::{TcpListener, TcpStream};
@@ -202,9 +205,20 @@ fn handle(
                 registry.remove(&old, conn);
             }
             registry.add(canonical.clone(), conn, own_tx.clone());
-            *name = Some((canonical, req.username.clone()));
+            *name = Some((canonical, req.username));
+            let mut nonce = [0u8; 32];
+            rand::thread_rng().fill_bytes(&mut nonce);
+            Reply::Challenge(Challenge {
+                nonce,
+                expires_in_secs: 60,
+            })
+        }
+        ClientMsg::LoginProof(_) => {
+            let Some((_, username)) = name.as_ref() else {
+                return error(Some(request_id), ErrorCode::AuthFailed, "no challenge");
+            };
             Reply::LoggedIn(LoggedIn {
-                username: req.username,
+                username: username.clone(),
                 rooms: Vec::new(),
             })
         }

@@ -175,11 +175,23 @@ pub fn login_table(r: &LoginResult) -> Table {
             opt(r.server_capacity_logins_per_sec, f0),
             opt(r.server_capacity_ratio, |x| format!("{x:.3}")),
         ]],
-        notes: vec![
+        notes: [
             "ratio = logins/s ÷ (verify/s of one core × cores), wall clock, same run".into(),
             "capacity = cores ÷ server CPU per login (the driver's signing, ring, shares this machine)"
                 .into(),
-        ],
+        ]
+        .into_iter()
+        .chain(r.relay.as_ref().map(|c| {
+            format!(
+                "ceiling: bare relay {} logins/s ({} failed), {} ms CPU per login; floor = relay + one verify = {} ms; ceiling ratio = floor ÷ server CPU per login = {}",
+                f0(c.logins_per_sec),
+                c.failures,
+                opt(c.cpu_ms_per_login, |x| format!("{x:.3}")),
+                opt(c.floor_ms_per_login, |x| format!("{x:.3}")),
+                opt(c.ceiling_ratio, |x| format!("{x:.3}")),
+            )
+        }))
+        .collect(),
     }
 }
 

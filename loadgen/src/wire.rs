@@ -192,20 +192,28 @@ impl SetupConn {
         }
     }
 
-    /// Registration with the bare relay: `LoginStart` naming the user, answered directly
-    /// with `LoggedIn` (the relay checks nothing).
+    /// Registration with the bare relay: `LoginStart` naming the user, then a `LoginProof`
+    /// the relay does not check (nothing to sign).
     ///
     /// # Errors
     /// Transport failures or an unexpected answer.
     pub async fn relay_login(&mut self, user: &Username) -> anyhow::Result<()> {
-        match self
+        let start = self
             .request(ClientMsg::LoginStart(LoginStart {
                 username: user.clone(),
+            }))
+            .await?;
+        if !matches!(start, Ok(Reply::Challenge(_))) {
+            bail!("the relay answered LoginStart with {start:?}");
+        }
+        match self
+            .request(ClientMsg::LoginProof(LoginProof {
+                signature: Vec::new(),
             }))
             .await?
         {
             Ok(Reply::LoggedIn(_)) => Ok(()),
-            other => bail!("the relay answered LoginStart with {other:?}"),
+            other => bail!("the relay answered LoginProof with {other:?}"),
         }
     }
 

@@ -52,6 +52,20 @@ impl Running {
     }
 }
 
+/// A bare relay in this process (dropping the handle stops it) and its target, charged
+/// to process `pid`.
+async fn in_process_relay(pid: Option<u32>) -> (relay::RelayHandle, Target) {
+    let relay = relay::spawn(([127, 0, 0, 1], 0).into())
+        .await
+        .expect("relay binds");
+    let target = Target {
+        url: relay.url(),
+        kind: TargetKind::Relay,
+        pid,
+    };
+    (relay, target)
+}
+
 fn keys() -> KeyPool {
     KeyPool::rsa3072(None).expect("fixture keys")
 }
@@ -118,14 +132,7 @@ async fn fanout_live_probe_decrypts_timestamps() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_comparison_gives_a_ratio_and_json() {
     let server = Running::start(|_| {}).await;
-    let relay = relay::spawn(([127, 0, 0, 1], 0).into())
-        .await
-        .expect("relay binds");
-    let relay_target = Target {
-        url: relay.url(),
-        kind: TargetKind::Relay,
-        pid: None,
-    };
+    let (_relay, relay_target) = in_process_relay(None).await;
     let mut params = tiny_fanout(4, 0.0, Mode::Replay);
     params.window = 1;
     let c = fanout::compare(&params, &keys(), &relay_target, &server.target())
@@ -163,23 +170,45 @@ async fn relay_comparison_gives_a_ratio_and_json() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn logins_are_counted_and_related_to_verify_rate() {
+async fn logins_are_counted_and_related_to_verify_rate_and_the_relay() {
     let server = Running::start(|_| {}).await;
+    // Everything runs in this process, so both targets are charged this process's CPU:
+    // the figures exist and relate, though they do not separate relay from server here.
+    let (_relay, relay_target) = in_process_relay(Some(std::process::id())).await;
     let params = LoginParams {
         users: 4,
         concurrency: 2,
         duration: Duration::from_millis(1500),
         floor_time: Duration::from_millis(200),
     };
-    let r = logins::run(&params, &keys(), &server.url, Some(std::process::id()))
-        .await
-        .expect("logins run");
+    let r = logins::run(
+        &params,
+        &keys(),
+        &server.url,
+        Some(std::process::id()),
+        Some(&relay_target),
+    )
+    .await
+    .expect("logins run");
     assert!(r.logins >= 2, "{r:?}");
     assert_eq!(r.failures, 0);
     assert!(r.verify_per_sec_one_core > r.sign_per_sec_one_core);
     assert!(r.ratio > 0.0 && r.ratio.is_finite());
     assert!(r.server_cpu_ms_per_login.is_some_and(|c| c > 0.0));
     assert!(r.latency.samples == r.logins);
+    let c = r.relay.as_ref().expect("a ceiling");
+    assert!(c.logins_per_sec > 0.0, "{c:?}");
+    assert_eq!(c.failures, 0, "the relay answers the same login frames");
+    let relay_cpu = c.cpu_ms_per_login.expect("relay CPU");
+    let floor = c.floor_ms_per_login.expect("floor");
+    // floor = relay CPU + one verification on one core.
+    let verify_ms = 1e3 / r.verify_per_sec_one_core;
+    assert!((floor - relay_cpu - verify_ms).abs() < 1e-9, "{c:?}");
+    let server_cpu = r.server_cpu_ms_per_login.expect("server CPU");
+    let ratio = c.ceiling_ratio.expect("ratio");
+    assert!((ratio - floor / server_cpu).abs() < 1e-9, "{c:?}");
+    let table = report::login_table(&r).to_string();
+    assert!(table.contains("ceiling ratio"), "{table}");
     server.stop().await;
 }
 
