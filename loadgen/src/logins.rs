@@ -6,12 +6,12 @@
 //! In the same run, before and after the load, the tool measures how many PSS
 //! verifications one core of this machine does per second with the `rsa` crate the server
 //! uses ([`verify_rate`]), and keeps the faster; the target relates logins/s to that times
-//! the number of cores. The *client's* signature
-//! is an RSA private-key operation, which costs several times the server's verification
-//! even with ring's signer ([`crate::keys::LoginSigner`], about a quarter of the `rsa`
-//! crate's time), so a driver on the same machine cannot saturate the server: the report
-//! therefore also gives the server's CPU time per login (from `/proc/<pid>/stat`) and the
-//! capacity that implies (`cores ÷ CPU per login`), which is the server's own figure.
+//! the number of cores. The *client's* signature is an RSA private-key operation, which
+//! costs several times the server's verification even with ring's signer
+//! ([`crate::keys::LoginSigner`], about a quarter of the `rsa` crate's time), so a driver
+//! on the same machine cannot saturate the server: the report therefore also gives the
+//! server's CPU time per login (from `/proc/<pid>/stat`) and the capacity that implies
+//! (`cores ÷ CPU per login`), which is the server's own figure.
 //!
 //! Every login opens a fresh TCP and WebSocket connection, which the target's ratio leaves
 //! out. With a relay given, the same logins run against the bare relay first (same
