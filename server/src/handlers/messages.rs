@@ -32,7 +32,7 @@ pub struct QueuedSend {
 }
 
 /// The order in which one connection's queued sends hand their copies to the hub: each
-/// waits until the send queued before it has delivered (or failed), so pipelined sends
+/// waits until every send queued before it has delivered (or failed), so pipelined sends
 /// reach every recipient in the order they were stored.
 #[derive(Debug, Default)]
 pub struct DeliveryOrder {
@@ -45,17 +45,19 @@ impl DeliveryOrder {
         let (done, next) = oneshot::channel();
         DeliveryTurn {
             after: self.last.replace(next),
-            _done: done,
+            done: Some(done),
         }
     }
 }
 
 /// One send's place in its connection's [`DeliveryOrder`]. Dropping it, delivered or not,
-/// lets the next send deliver.
+/// lets the next send deliver, but never before the sends queued ahead of this one: a
+/// send that fails before its turn (a duplicate id, a refused check) passes its place on
+/// only once its predecessor is done.
 #[derive(Debug)]
 pub struct DeliveryTurn {
     after: Option<oneshot::Receiver<()>>,
-    _done: oneshot::Sender<()>,
+    done: Option<oneshot::Sender<()>>,
 }
 
 impl DeliveryTurn {
@@ -65,6 +67,23 @@ impl DeliveryTurn {
             // An error only means the previous send's turn was dropped: it is done too.
             let _ = previous.await;
             self.after = None;
+        }
+    }
+}
+
+impl Drop for DeliveryTurn {
+    fn drop(&mut self) {
+        let (Some(previous), Some(done)) = (self.after.take(), self.done.take()) else {
+            return;
+        };
+        // This send never waited for its turn. Releasing the next one now would let it
+        // deliver before the sends still ahead of this one; release it when they are done.
+        // (Outside a runtime there is nothing left to order.)
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = previous.await;
+                drop(done);
+            });
         }
     }
 }
@@ -238,6 +257,8 @@ pub async fn history(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn names(list: &[&str]) -> Vec<Username> {
@@ -274,6 +295,27 @@ mod tests {
         assert!(futures_util::poll!(Box::pin(third.wait())).is_pending());
         drop(second);
         third.wait().await;
+    }
+
+    #[actix_web::test]
+    async fn a_send_that_fails_early_keeps_the_ones_after_it_waiting() {
+        let mut order = DeliveryOrder::default();
+        let mut first = order.next_turn();
+        let second = order.next_turn();
+        let mut third = order.next_turn();
+        first.wait().await;
+        // The second fails (say, a duplicate id) before its turn, while the first is
+        // still delivering.
+        drop(second);
+        let third_waits = tokio::time::timeout(Duration::from_millis(50), third.wait()).await;
+        assert!(
+            third_waits.is_err(),
+            "the third must not overtake the first"
+        );
+        drop(first);
+        tokio::time::timeout(Duration::from_secs(5), third.wait())
+            .await
+            .expect("the third goes once the first is done");
     }
 
     #[test]
