@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use shared::crypto::keys::Fingerprint;
 use shared::crypto::message::{seal_message, MessageBody};
-use shared::crypto::signing::{sign_key_rotation, sign_login};
+use shared::crypto::rotation::RotationCertificate;
+use shared::crypto::signing::sign_login;
 use shared::protocol::{
     ClientMsg, CreateRoom, FetchHistory, GetUserKey, Hello, HelloAck, JoinRoom, LeaveRoom,
     ListRooms, LoggedIn, LoginProof, LoginStart, Register, Reply, RoomList, RoomSnapshot,
@@ -191,9 +192,11 @@ impl Client {
         };
         let key = identity.private_key_arc();
         let username = identity.username().clone();
-        let signature =
-            tokio::task::spawn_blocking(move || sign_login(&key, &username, &challenge.nonce))
-                .await?;
+        let server_id = self.inner.server.server_id;
+        let signature = tokio::task::spawn_blocking(move || {
+            sign_login(&key, &username, &challenge.nonce, &server_id)
+        })
+        .await?;
         let reply = self
             .request(ClientMsg::LoginProof(LoginProof { signature }))
             .await?;
@@ -210,7 +213,9 @@ impl Client {
     /// # Errors
     /// `Unauthenticated` before login; connection errors.
     pub async fn list_rooms(&self) -> Result<RoomList, ClientError> {
-        let reply = self.request(ClientMsg::ListRooms(ListRooms {})).await?;
+        let reply = self
+            .request(ClientMsg::ListRooms(ListRooms::default()))
+            .await?;
         match reply {
             Reply::Rooms(list) => Ok(list),
             other => Err(ClientError::unexpected("Rooms", &other)),
@@ -310,6 +315,8 @@ impl Client {
                 room: room.clone(),
                 message_id,
                 sender: identity.username().clone(),
+                device: session.device(),
+                counter: session.next_counter(room),
                 sent_at_ms: now_ms(),
                 recipients: recipients.iter().map(|r| r.username.clone()).collect(),
                 text: text.to_owned(),
@@ -418,17 +425,15 @@ impl Client {
                 session: current.username().clone(),
             });
         }
-        let key = new_identity.private_key_arc();
+        let old_key = current.private_key_arc();
+        let new_key = new_identity.private_key_arc();
         let username = current.username().clone();
-        let der = new_identity.public_der().to_vec();
-        let (proof, der) =
-            tokio::task::spawn_blocking(move || (sign_key_rotation(&key, &username, &der), der))
-                .await?;
+        let certificate = tokio::task::spawn_blocking(move || {
+            RotationCertificate::issue(&username, &old_key, &new_key, now_ms(), Vec::new())
+        })
+        .await??;
         let reply = self
-            .request(ClientMsg::RotateKey(RotateKey {
-                new_public_key: der,
-                proof,
-            }))
+            .request(ClientMsg::RotateKey(RotateKey { certificate }))
             .await?;
         let Reply::KeyRotated(_) = reply else {
             return Err(ClientError::unexpected("KeyRotated", &reply));

@@ -154,5 +154,6 @@ fn reply_name(reply: &shared::protocol::Reply) -> &'static str {
         Reply::History(_) => "History",
         Reply::UserKey(_) => "UserKey",
         Reply::KeyRotated(_) => "KeyRotated",
+        Reply::KeyHistory(_) => "KeyHistory",
     }
 }

@@ -283,6 +283,8 @@ mod tests {
             room: room(room_name),
             message_id,
             sender: alice.clone(),
+            device: shared::DeviceId([1; 16]),
+            counter: seq,
             sent_at_ms: 1_700_000_000_000,
             recipients: vec![alice.clone(), bob.clone()],
             text: text.to_owned(),

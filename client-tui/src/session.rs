@@ -15,7 +15,7 @@ use shared::crypto::{RsaPrivateKey, RsaPublicKey};
 use shared::protocol::{
     ClientMsg, DeliveredMessage, GetUserKey, HistoryPage, MemberInfo, Reply, RoomSnapshot, SendAck,
 };
-use shared::{RoomName, Username};
+use shared::{DeviceId, RoomName, Username};
 use tokio::sync::mpsc;
 
 use crate::directory::{
@@ -44,6 +44,10 @@ struct State {
     directory: KeyDirectory,
     rooms: Rooms,
     inbox: Inbox,
+    /// This installation's device id.
+    device: DeviceId,
+    /// The last counter this device used per room (canonical name).
+    counters: std::collections::HashMap<String, u64>,
 }
 
 /// A delivered message that passed the duplicate check and has keys to verify it with.
@@ -64,6 +68,8 @@ impl Session {
                 directory: KeyDirectory::new(pins),
                 rooms: Rooms::default(),
                 inbox: Inbox::default(),
+                device: DeviceId::random(),
+                counters: std::collections::HashMap::new(),
             }),
         }
     }
@@ -128,6 +134,19 @@ impl Session {
             st.previous_keys.insert(0, old.private_key_arc());
         }
         Ok(())
+    }
+
+    /// This installation's device id.
+    pub(crate) fn device(&self) -> DeviceId {
+        self.lock().device
+    }
+
+    /// The next counter for a message to `room`.
+    pub(crate) fn next_counter(&self, room: &RoomName) -> u64 {
+        let mut st = self.lock();
+        let counter = st.counters.entry(room.canonical()).or_default();
+        *counter += 1;
+        *counter
     }
 
     // --- keys -----------------------------------------------------------------------

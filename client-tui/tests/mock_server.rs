@@ -19,7 +19,9 @@ use shared::protocol::{
     HistoryPage, LoggedIn, MemberInfo, Push, Reply, RoomSnapshot, SendAck, ServerMsg,
     PROTOCOL_VERSION,
 };
-use shared::{ErrorCode, ErrorDetail, MessageId, RequestId, RoomName, Username};
+use shared::{
+    DeviceId, ErrorCode, ErrorDetail, MessageId, RequestId, RoomName, ServerId, Username,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
@@ -53,6 +55,9 @@ fn member(name: &str, k: &RsaPrivateKey) -> MemberInfo {
     }
 }
 
+/// The mock server's identity.
+const MOCK_SERVER_ID: ServerId = ServerId([9; 16]);
+
 /// Seals `text` from `sender` to `recipients` and returns `to`'s delivered copy.
 fn delivered(
     room_name: &str,
@@ -67,6 +72,9 @@ fn delivered(
         room: room(room_name),
         message_id,
         sender: user(sender.0),
+        device: DeviceId([1; 16]),
+        // One message per seq in these scripts, so the seq is a fine counter.
+        counter: seq,
         sent_at_ms: 42,
         recipients: recipients.iter().map(|(n, _)| user(n)).collect(),
         text: text.to_owned(),
@@ -142,6 +150,7 @@ impl Peer {
             Reply::Hello(HelloAck {
                 protocol_version: PROTOCOL_VERSION,
                 server: "mock".into(),
+                server_id: MOCK_SERVER_ID,
                 max_frame_bytes: 1 << 20,
             }),
         )
@@ -168,8 +177,14 @@ impl Peer {
         let ClientMsg::LoginProof(proof) = frame.msg else {
             panic!("expected LoginProof")
         };
-        verify_login(&k.to_public_key(), &user(name), &nonce, &proof.signature)
-            .expect("login proof verifies");
+        verify_login(
+            &k.to_public_key(),
+            &user(name),
+            &nonce,
+            &MOCK_SERVER_ID,
+            &proof.signature,
+        )
+        .expect("login proof verifies");
         self.reply(
             frame.request_id,
             Reply::LoggedIn(LoggedIn {

@@ -251,6 +251,7 @@ fn lobby_lists_rooms_and_counts_and_join_dialog_sends_join() {
             },
         ],
         users_online: 3,
+        next_after: None,
     }));
     h.assert_shows("3 users online · 2 public rooms");
     h.assert_shows("town-square");

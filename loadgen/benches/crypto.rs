@@ -40,6 +40,8 @@ fn body(recipients: &[Recipient]) -> MessageBody {
         room: RoomName::parse("bench-room").expect("room"),
         message_id: MessageId([1; 16]),
         sender: Username::parse("bench0").expect("name"),
+        device: shared::DeviceId([0; 16]),
+        counter: 1,
         sent_at_ms: 0,
         recipients: recipients.iter().map(|r| r.username.clone()).collect(),
         text: "x".repeat(256),
@@ -92,7 +94,8 @@ fn single_ops(c: &mut Criterion) {
     let key = pool.key(0);
     let user = Username::parse("bench-user").expect("name");
     let nonce = [9u8; 32];
-    let sig = signing::sign_login(&key.private, &user, &nonce);
+    let server = shared::ServerId([3; 16]);
+    let sig = signing::sign_login(&key.private, &user, &nonce, &server);
     let mut group = c.benchmark_group("rsa3072");
     group
         .sample_size(20)
@@ -106,10 +109,12 @@ fn single_ops(c: &mut Criterion) {
         });
     });
     group.bench_function("pss_sign", |b| {
-        b.iter(|| signing::sign_login(&key.private, &user, &nonce));
+        b.iter(|| signing::sign_login(&key.private, &user, &nonce, &server));
     });
     group.bench_function("pss_verify_login", |b| {
-        b.iter(|| signing::verify_login(&key.public, &user, &nonce, &sig).expect("verifies"));
+        b.iter(|| {
+            signing::verify_login(&key.public, &user, &nonce, &server, &sig).expect("verifies")
+        });
     });
     group.finish();
 }

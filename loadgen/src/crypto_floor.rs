@@ -117,6 +117,8 @@ pub fn measure(
             room: room.clone(),
             message_id: MessageId([1; 16]),
             sender: sender.clone(),
+            device: shared::DeviceId([0; 16]),
+            counter: 1,
             sent_at_ms: 0,
             recipients: recipients.iter().map(|r| r.username.clone()).collect(),
             text: "x".repeat(256),

@@ -520,6 +520,8 @@ fn message_body(
         room: room.clone(),
         message_id: shared::MessageId([0; 16]),
         sender: sender.clone(),
+        device: shared::DeviceId([0; 16]),
+        counter: 1,
         sent_at_ms: 0,
         recipients: recipients.iter().map(|r| r.username.clone()).collect(),
         text,

@@ -13,7 +13,7 @@ use ring::signature::{RsaKeyPair, RSA_PSS_SHA256};
 use rsa::pkcs8::EncodePrivateKey;
 use shared::crypto::signing::{signing_input, Purpose};
 use shared::crypto::{keys, RsaPrivateKey, RsaPublicKey};
-use shared::Username;
+use shared::{ServerId, Username};
 
 /// One key in the forms the driver needs.
 #[derive(Debug, Clone)]
@@ -135,8 +135,16 @@ impl LoginSigner {
     ///
     /// # Errors
     /// When ring fails to sign (it does not for a key it accepted).
-    pub fn sign_login(&self, user: &Username, nonce: &[u8; 32]) -> anyhow::Result<Vec<u8>> {
-        let input = signing_input(Purpose::Login, &[user.canonical().as_bytes(), nonce]);
+    pub fn sign_login(
+        &self,
+        user: &Username,
+        nonce: &[u8; 32],
+        server: &ServerId,
+    ) -> anyhow::Result<Vec<u8>> {
+        let input = signing_input(
+            Purpose::Login,
+            &[user.canonical().as_bytes(), nonce, &server.0],
+        );
         let mut signature = vec![0; self.key.public().modulus_len()];
         self.key
             .sign(&RSA_PSS_SHA256, &self.rng, &input, &mut signature)
@@ -157,12 +165,21 @@ mod tests {
         let key = pool.key(0);
         let user = Username::parse("Alice").expect("valid");
         let nonce = [9u8; 32];
-        let proof = key.login_signer.sign_login(&user, &nonce).expect("signs");
-        signing::verify_login(&key.public, &user, &nonce, &proof).expect("verifies");
-        // Bound to the nonce, the user and the key, like the rsa crate's proofs.
-        assert!(signing::verify_login(&key.public, &user, &[8u8; 32], &proof).is_err());
+        let server = ServerId([5; 16]);
+        let proof = key
+            .login_signer
+            .sign_login(&user, &nonce, &server)
+            .expect("signs");
+        signing::verify_login(&key.public, &user, &nonce, &server, &proof).expect("verifies");
+        // Bound to the nonce, the server, the user and the key, like the rsa crate's proofs.
+        assert!(signing::verify_login(&key.public, &user, &[8u8; 32], &server, &proof).is_err());
+        assert!(
+            signing::verify_login(&key.public, &user, &nonce, &ServerId([6; 16]), &proof).is_err()
+        );
         let bob = Username::parse("bob").expect("valid");
-        assert!(signing::verify_login(&key.public, &bob, &nonce, &proof).is_err());
-        assert!(signing::verify_login(&pool.key(1).public, &user, &nonce, &proof).is_err());
+        assert!(signing::verify_login(&key.public, &bob, &nonce, &server, &proof).is_err());
+        assert!(
+            signing::verify_login(&pool.key(1).public, &user, &nonce, &server, &proof).is_err()
+        );
     }
 }

@@ -119,11 +119,12 @@ pub fn verify_rate(keys: &KeyPool, time: Duration) -> anyhow::Result<f64> {
     let key = keys.key(0);
     let user = Username::parse("floor-user")?;
     let nonce = [7u8; 32];
-    let sig = signing::sign_login(&key.private, &user, &nonce);
+    let server = shared::ServerId([7; 16]);
+    let sig = signing::sign_login(&key.private, &user, &nonce, &server);
     let started = Instant::now();
     let mut n = 0u64;
     while started.elapsed() < time || n == 0 {
-        signing::verify_login(&key.public, &user, &nonce, &sig)
+        signing::verify_login(&key.public, &user, &nonce, &server, &sig)
             .context("fixture signature does not verify")?;
         n += 1;
     }
@@ -141,7 +142,11 @@ pub fn sign_rate(keys: &KeyPool, time: Duration) -> anyhow::Result<f64> {
     let started = Instant::now();
     let mut n = 0u64;
     while started.elapsed() < time || n == 0 {
-        std::hint::black_box(key.login_signer.sign_login(&user, &[n as u8; 32])?);
+        std::hint::black_box(key.login_signer.sign_login(
+            &user,
+            &[n as u8; 32],
+            &shared::ServerId([7; 16]),
+        )?);
         n += 1;
     }
     Ok(n as f64 / started.elapsed().as_secs_f64())

@@ -197,6 +197,7 @@ fn handle(
         ClientMsg::Hello(_) => Reply::Hello(HelloAck {
             protocol_version: PROTOCOL_VERSION,
             server: "loadgen-bare-relay".into(),
+            server_id: shared::ServerId([0; 16]),
             max_frame_bytes: u32::try_from(MAX_FRAME_BYTES).unwrap_or(u32::MAX),
         }),
         ClientMsg::LoginStart(req) => {

@@ -24,7 +24,7 @@ use shared::protocol::{
     codec, ClientFrame, ClientMsg, CreateRoom, Envelope, Hello, JoinRoom, LoggedIn, LoginProof,
     LoginStart, Register, Reply, SendMessage, ServerMsg, PROTOCOL_VERSION,
 };
-use shared::{ErrorCode, MessageId, RequestId, RoomName, Username};
+use shared::{ErrorCode, MessageId, RequestId, RoomName, ServerId, Username};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
@@ -76,6 +76,8 @@ impl std::fmt::Display for Refusal {
 pub struct SetupConn {
     ws: Ws,
     next_id: u64,
+    /// The server's id from its `HelloAck`, which login proofs sign.
+    server_id: ServerId,
 }
 
 impl SetupConn {
@@ -87,13 +89,19 @@ impl SetupConn {
         let mut conn = Self {
             ws: connect(url, small_buffers).await?,
             next_id: 1,
+            server_id: ServerId([0; 16]),
         };
-        conn.request(ClientMsg::Hello(Hello {
-            protocol_version: PROTOCOL_VERSION,
-            client: concat!("loadgen/", env!("CARGO_PKG_VERSION")).to_owned(),
-        }))
-        .await?
-        .map_err(|r| anyhow!("hello refused: {r}"))?;
+        let ack = conn
+            .request(ClientMsg::Hello(Hello {
+                protocol_version: PROTOCOL_VERSION,
+                client: concat!("loadgen/", env!("CARGO_PKG_VERSION")).to_owned(),
+            }))
+            .await?
+            .map_err(|r| anyhow!("hello refused: {r}"))?;
+        let Reply::Hello(ack) = ack else {
+            bail!("expected a hello, got {ack:?}");
+        };
+        conn.server_id = ack.server_id;
         Ok(conn)
     }
 
@@ -179,9 +187,9 @@ impl SetupConn {
             Ok(other) => bail!("expected a challenge, got {other:?}"),
             Err(r) => bail!("login start for {user} refused: {r}"),
         };
-        let (key, name) = (key.clone(), user.clone());
+        let (key, name, server) = (key.clone(), user.clone(), self.server_id);
         let signature =
-            tokio::task::spawn_blocking(move || key.sign_login(&name, &nonce)).await??;
+            tokio::task::spawn_blocking(move || key.sign_login(&name, &nonce, &server)).await??;
         match self
             .request(ClientMsg::LoginProof(LoginProof { signature }))
             .await?

@@ -114,6 +114,7 @@ impl Application {
             store: Arc::clone(&store),
             hub: Arc::new(hub),
             challenge_ttl: config.challenge_ttl(),
+            server_id: shared::ServerId::random(),
         });
         let settings = SessionSettings {
             heartbeat: config.heartbeat(),

@@ -50,6 +50,9 @@ pub enum ErrorCode {
     Unavailable,
     /// Something failed inside the server; details are in its logs, never on the wire.
     Internal,
+    /// The server's storage is full or cannot be written now; nothing was stored. Retry
+    /// later. (Added in protocol 3; listed last so earlier codes keep their encoding.)
+    StorageUnavailable,
 }
 
 impl ErrorCode {
@@ -74,6 +77,7 @@ impl ErrorCode {
             Self::DuplicateMessage => 1401,
             Self::RateLimited => 1500,
             Self::Unavailable => 1501,
+            Self::StorageUnavailable => 1502,
             Self::Internal => 1599,
         }
     }

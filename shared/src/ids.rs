@@ -179,6 +179,48 @@ impl fmt::Display for MessageId {
     }
 }
 
+/// A server's identity: 16 random bytes the server generates once, when its store is
+/// first created, and announces in `HelloAck`. Every login proof signs it, so a proof made
+/// for one server never verifies on another; clients pin it per server address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ServerId(pub [u8; 16]);
+
+impl ServerId {
+    /// A fresh random id from the OS RNG.
+    pub fn random() -> Self {
+        let mut bytes = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        Self(bytes)
+    }
+}
+
+impl fmt::Display for ServerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+/// One installation of a client (a device) for one account: 16 random bytes the client
+/// generates once and keeps. A message's replay counter counts per (sender, device, room),
+/// so two devices of one account never reuse each other's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DeviceId(pub [u8; 16]);
+
+impl DeviceId {
+    /// A fresh random id from the OS RNG.
+    pub fn random() -> Self {
+        let mut bytes = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        Self(bytes)
+    }
+}
+
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
 /// A request identifier chosen by the client; every reply names the request it answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct RequestId(pub u64);

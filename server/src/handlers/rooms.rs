@@ -5,8 +5,8 @@
 //! them "no such room" and "wrong password" are the same error and take the same time.
 
 use shared::protocol::{
-    CreateRoom, HistoryPage, JoinRoom, LeaveRoom, Left, Push, Reply, RoomList, RoomSnapshot,
-    RoomSummary, MAX_HISTORY_PAGE,
+    CreateRoom, HistoryPage, JoinRoom, LeaveRoom, Left, ListRooms, Push, Reply, RoomList,
+    RoomSnapshot, RoomSummary, MAX_HISTORY_PAGE,
 };
 use shared::{RoomName, Username};
 
@@ -22,7 +22,11 @@ use crate::store::{RoomRecord, StoreError};
 ///
 /// # Errors
 /// Store failures.
-pub async fn list(state: &AppState, _user: &Username) -> Result<Reply, HandlerError> {
+pub async fn list(
+    state: &AppState,
+    _user: &Username,
+    _req: ListRooms,
+) -> Result<Reply, HandlerError> {
     let listings = state.store.list_public_rooms().await?;
     let groups = listings
         .iter()
@@ -42,6 +46,7 @@ pub async fn list(state: &AppState, _user: &Username) -> Result<Reply, HandlerEr
     Ok(Reply::Rooms(RoomList {
         rooms,
         users_online: counts.users_online,
+        next_after: None,
     }))
 }
 

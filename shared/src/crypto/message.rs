@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::envelope::{self, EnvelopeContext, WrappedKey};
 use super::signing::{self, Purpose};
 use super::CryptoError;
-use crate::ids::{MessageId, RoomName, Username};
+use crate::ids::{DeviceId, MessageId, RoomName, Username};
 use crate::protocol::{codec, Envelope};
 
 /// What the author signs.
@@ -34,6 +34,12 @@ pub struct MessageBody {
     pub message_id: MessageId,
     /// The author.
     pub sender: Username,
+    /// The author's device (installation) that sent it.
+    pub device: DeviceId,
+    /// The author's counter for (this device, this room): 1 for the first message, one
+    /// more for each after. Recipients refuse a counter they accepted before and report
+    /// skipped counters as withheld messages.
+    pub counter: u64,
     /// The author's clock when sending, milliseconds since the Unix epoch.
     pub sent_at_ms: u64,
     /// Everyone the author encrypted it for.
@@ -52,6 +58,10 @@ pub struct SignedMessage {
     pub message_id: MessageId,
     /// The author.
     pub sender: Username,
+    /// The author's device (installation) that sent it.
+    pub device: DeviceId,
+    /// The author's counter for (this device, this room).
+    pub counter: u64,
     /// The author's clock when sending, milliseconds since the Unix epoch.
     pub sent_at_ms: u64,
     /// The text.
@@ -70,6 +80,8 @@ impl SignedMessage {
             room: body.room.clone(),
             message_id: body.message_id,
             sender: body.sender.clone(),
+            device: body.device,
+            counter: body.counter,
             sent_at_ms: body.sent_at_ms,
             text: body.text.clone(),
             signature,
@@ -83,6 +95,8 @@ impl SignedMessage {
             room: self.room.clone(),
             message_id: self.message_id,
             sender: self.sender.clone(),
+            device: self.device,
+            counter: self.counter,
             sent_at_ms: self.sent_at_ms,
             recipients: recipients.to_vec(),
             text: self.text.clone(),

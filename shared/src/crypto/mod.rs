@@ -5,12 +5,14 @@
 //! - [`signing`]: domain-separated RSA-PSS signatures (one tag per purpose).
 //! - [`envelope`]: one recipient's hybrid-encrypted copy.
 //! - [`message`]: a whole message: sign once, seal one copy per recipient, open and verify.
+//! - [`rotation`]: key rotation certificates, signed by the old and the new key.
 //!
 //! Nothing here does I/O; nothing here is async.
 
 pub mod envelope;
 pub mod keys;
 pub mod message;
+pub mod rotation;
 pub mod signing;
 
 pub use rsa::{RsaPrivateKey, RsaPublicKey};

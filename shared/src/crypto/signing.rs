@@ -11,26 +11,31 @@ use rsa::{RsaPrivateKey, RsaPublicKey};
 use sha2::Sha256;
 
 use super::CryptoError;
-use crate::ids::Username;
+use crate::ids::{ServerId, Username};
 
 /// What a signature is for. Each purpose has its own tag in the signed bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
-    /// Answering a login challenge: fields are username and nonce.
+    /// Answering a login challenge: fields are username, nonce and the server's id.
     Login,
     /// Authoring a chat message: the field is the encoded message body.
     Message,
-    /// Proving possession of a new key: fields are username and the new key's DER.
+    /// A key rotation, signed by the *new* key (proof of possession): the fields are
+    /// those of [`crate::crypto::rotation::RotationCertificate::signed_fields`].
     KeyRotation,
+    /// A key rotation, signed by the *old* key (the old key hands over to the new one):
+    /// the same fields as [`Purpose::KeyRotation`], under a tag of its own.
+    KeyEndorsement,
 }
 
 impl Purpose {
     /// The domain-separation tag.
     pub fn tag(self) -> &'static [u8] {
         match self {
-            Self::Login => b"e2e-chat/v1/login",
-            Self::Message => b"e2e-chat/v1/message",
-            Self::KeyRotation => b"e2e-chat/v1/key-rotation",
+            Self::Login => b"e2e-chat/v3/login",
+            Self::Message => b"e2e-chat/v3/message",
+            Self::KeyRotation => b"e2e-chat/v3/key-rotation",
+            Self::KeyEndorsement => b"e2e-chat/v3/key-endorsement",
         }
     }
 }
@@ -79,16 +84,23 @@ pub fn verify(
         .map_err(|_| CryptoError::BadSignature)
 }
 
-/// The login proof: a signature over (username canonical form, nonce).
-pub fn sign_login(key: &RsaPrivateKey, username: &Username, nonce: &[u8; 32]) -> Vec<u8> {
+/// The login proof: a signature over (username canonical form, nonce, server id). The
+/// server id binds the proof to the server the client meant to log in to: a server that
+/// relays another server's challenge gets a proof that fails there.
+pub fn sign_login(
+    key: &RsaPrivateKey,
+    username: &Username,
+    nonce: &[u8; 32],
+    server: &ServerId,
+) -> Vec<u8> {
     sign(
         key,
         Purpose::Login,
-        &[username.canonical().as_bytes(), nonce],
+        &[username.canonical().as_bytes(), nonce, &server.0],
     )
 }
 
-/// Verifies a login proof.
+/// Verifies a login proof made for `server`.
 ///
 /// # Errors
 /// [`CryptoError::BadSignature`].
@@ -96,39 +108,13 @@ pub fn verify_login(
     key: &RsaPublicKey,
     username: &Username,
     nonce: &[u8; 32],
+    server: &ServerId,
     signature: &[u8],
 ) -> Result<(), CryptoError> {
     verify(
         key,
         Purpose::Login,
-        &[username.canonical().as_bytes(), nonce],
+        &[username.canonical().as_bytes(), nonce, &server.0],
         signature,
-    )
-}
-
-/// The key-rotation proof, made with the *new* key over (username, new key DER).
-pub fn sign_key_rotation(new_key: &RsaPrivateKey, username: &Username, new_der: &[u8]) -> Vec<u8> {
-    sign(
-        new_key,
-        Purpose::KeyRotation,
-        &[username.canonical().as_bytes(), new_der],
-    )
-}
-
-/// Verifies a key-rotation proof against the new key.
-///
-/// # Errors
-/// [`CryptoError::BadSignature`].
-pub fn verify_key_rotation(
-    new_key: &RsaPublicKey,
-    username: &Username,
-    new_der: &[u8],
-    proof: &[u8],
-) -> Result<(), CryptoError> {
-    verify(
-        new_key,
-        Purpose::KeyRotation,
-        &[username.canonical().as_bytes(), new_der],
-        proof,
     )
 }

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::Envelope;
+use crate::crypto::rotation::RotationCertificate;
 use crate::ids::{MessageId, RequestId, RoomName, Username};
 
 /// One client frame: a request and the id its reply will carry.
@@ -42,6 +43,8 @@ pub enum ClientMsg {
     GetUserKey(GetUserKey),
     /// Replace the logged-in user's public key.
     RotateKey(RotateKey),
+    /// Fetch the rotation certificates that lead to a user's current key.
+    GetKeyHistory(GetKeyHistory),
 }
 
 /// Opens the conversation. Reply: `Reply::Hello`; a different `protocol_version` gets
@@ -80,9 +83,18 @@ pub struct LoginProof {
     pub signature: Vec<u8>,
 }
 
-/// Reply: `Reply::Rooms`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ListRooms {}
+/// Reply: `Reply::Rooms`: one page of the public rooms in canonical-name order.
+/// `ListRooms::default()` asks for the first full page, unfiltered.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListRooms {
+    /// Only rooms whose canonical name sorts after this one (`RoomList::next_after` of the
+    /// previous page); `None` for the first page.
+    pub after: Option<RoomName>,
+    /// Only rooms whose name contains this text, ignoring case (at most 48 characters).
+    pub filter: Option<String>,
+    /// Page size (capped at `MAX_ROOM_LIST_PAGE`; 0 means the cap).
+    pub limit: u16,
+}
 
 /// Reply: `Reply::RoomCreated`, or `RoomExists` / `InvalidInput`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,14 +156,19 @@ pub struct GetUserKey {
     pub username: Username,
 }
 
-/// Reply: `Reply::KeyRotated`; members of the user's rooms get `Push::KeyChanged`.
+/// Reply: `Reply::KeyRotated`; members of the user's rooms get `Push::KeyChanged`, and the
+/// user's other sessions are closed with `CLOSE_KEY_ROTATED`. `AuthFailed` if the
+/// certificate's old key is not the account's current key or a signature does not verify.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RotateKey {
-    /// The new RSA public key, SubjectPublicKeyInfo DER.
-    #[serde(with = "serde_bytes")]
-    pub new_public_key: Vec<u8>,
-    /// RSA-PSS signature by the *new* key over the key-rotation context, proving
-    /// possession (see `crypto::signing`).
-    #[serde(with = "serde_bytes")]
-    pub proof: Vec<u8>,
+    /// The hand-over from the current key to the new one, signed by both
+    /// (see `crypto::rotation`).
+    pub certificate: RotationCertificate,
+}
+
+/// Reply: `Reply::KeyHistory`, or `UnknownUser`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetKeyHistory {
+    /// Whose rotations.
+    pub username: Username,
 }

@@ -16,16 +16,16 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{MessageId, RoomName, Username};
 
 pub use client::{
-    ClientFrame, ClientMsg, CreateRoom, FetchHistory, GetUserKey, Hello, JoinRoom, LeaveRoom,
-    ListRooms, LoginProof, LoginStart, Register, RotateKey, SendMessage,
+    ClientFrame, ClientMsg, CreateRoom, FetchHistory, GetKeyHistory, GetUserKey, Hello, JoinRoom,
+    LeaveRoom, ListRooms, LoginProof, LoginStart, Register, RotateKey, SendMessage,
 };
 pub use server::{
-    Challenge, HelloAck, HistoryPage, KeyRotated, Left, LoggedIn, Push, Registered, Reply,
-    RoomList, RoomSnapshot, RoomSummary, SendAck, ServerMsg,
+    Challenge, HelloAck, HistoryPage, KeyHistory, KeyRotated, Left, LoggedIn, Push, Registered,
+    Reply, RoomList, RoomSnapshot, RoomSummary, SendAck, ServerMsg,
 };
 
 /// The protocol version this crate speaks. A server refuses any other in `Hello`.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// The largest frame either side accepts, in bytes. Bounds memory per connection.
 pub const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
@@ -35,6 +35,19 @@ pub const MAX_ROOM_MEMBERS: usize = 256;
 
 /// The largest history page a server returns.
 pub const MAX_HISTORY_PAGE: u16 = 200;
+
+/// The largest page of a room listing a server returns.
+pub const MAX_ROOM_LIST_PAGE: u16 = 100;
+
+/// How many rotation certificates a server keeps per user (the newest ones).
+pub const MAX_KEY_HISTORY: usize = 16;
+
+/// The most counter marks one rotation certificate may carry.
+pub const MAX_ROTATION_MARKS: usize = 4096;
+
+/// The WebSocket close code a server uses when it ends a session because the user's key
+/// was rotated on another session: the old key no longer logs in.
+pub const CLOSE_KEY_ROTATED: u16 = 4001;
 
 /// One recipient's copy of a message: a fresh AES-256-GCM key wrapped with RSA-OAEP-SHA256
 /// for that recipient, and the payload encrypted under it. See `crypto::envelope`.

@@ -3,8 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::{DeliveredMessage, MemberInfo};
+use crate::crypto::rotation::RotationCertificate;
 use crate::error::{ErrorCode, ErrorDetail};
-use crate::ids::{MessageId, RequestId, RoomName, Username};
+use crate::ids::{MessageId, RequestId, RoomName, ServerId, Username};
 
 /// Every frame a server sends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +60,8 @@ pub enum Reply {
     UserKey(MemberInfo),
     /// To `RotateKey`.
     KeyRotated(KeyRotated),
+    /// To `GetKeyHistory`.
+    KeyHistory(KeyHistory),
 }
 
 /// Server pushes.
@@ -96,6 +99,9 @@ pub struct HelloAck {
     pub protocol_version: u16,
     /// Server software name and version.
     pub server: String,
+    /// The server's identity, fixed when its store was created. Login proofs sign it;
+    /// clients pin it per server address and refuse one that changes.
+    pub server_id: ServerId,
     /// The largest frame the server accepts.
     pub max_frame_bytes: u32,
 }
@@ -128,10 +134,12 @@ pub struct LoggedIn {
 /// The public rooms.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomList {
-    /// Public rooms, by name.
+    /// Public rooms, by canonical name.
     pub rooms: Vec<RoomSummary>,
     /// Distinct users with at least one logged-in connection on this server.
     pub users_online: u32,
+    /// Where the next page starts (pass it as `ListRooms::after`); `None` on the last page.
+    pub next_after: Option<RoomName>,
 }
 
 /// One public room in a listing.
@@ -200,4 +208,14 @@ pub struct HistoryPage {
 pub struct KeyRotated {
     /// The new key's fingerprint.
     pub fingerprint: String,
+}
+
+/// A user's stored rotation certificates, oldest first (at most `MAX_KEY_HISTORY`, the
+/// newest ones). A client that pinned an older key follows them to the current one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyHistory {
+    /// Whose.
+    pub username: Username,
+    /// The certificates, oldest first.
+    pub certificates: Vec<RotationCertificate>,
 }

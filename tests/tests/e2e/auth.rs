@@ -27,7 +27,7 @@ async fn register_then_login() {
     }
     // Logged in: room requests now work.
     assert!(matches!(
-        c.request(ClientMsg::ListRooms(ListRooms {})).await,
+        c.request(ClientMsg::ListRooms(ListRooms::default())).await,
         Ok(Reply::Rooms(_))
     ));
 }
@@ -69,7 +69,7 @@ async fn a_signature_by_another_key_is_rejected() {
     assert_eq!(err.code, ErrorCode::AuthFailed);
     // Still not logged in.
     let err = c
-        .request(ClientMsg::ListRooms(ListRooms {}))
+        .request(ClientMsg::ListRooms(ListRooms::default()))
         .await
         .expect_err("anon");
     assert_eq!(err.code, ErrorCode::Unauthenticated);
@@ -84,7 +84,7 @@ async fn a_replayed_proof_is_rejected() {
     // A legitimate login whose proof an eavesdropper records.
     let mut first = RawClient::greeted(&server.ws_url()).await;
     let nonce = first.challenge("dave").await.expect("challenge");
-    let proof = shared::crypto::signing::sign_login(&key, &name("dave"), &nonce);
+    let proof = shared::crypto::signing::sign_login(&key, &name("dave"), &nonce, &first.server_id);
     first
         .request(ClientMsg::LoginProof(LoginProof {
             signature: proof.clone(),
@@ -106,8 +106,9 @@ async fn a_replayed_proof_is_rejected() {
     // And a second use of one challenge is refused even with a valid proof: it is consumed.
     let mut twice = RawClient::greeted(&server.ws_url()).await;
     let nonce = twice.challenge("dave").await.expect("challenge");
-    let bad = shared::crypto::signing::sign_login(&test_key(6), &name("dave"), &nonce);
-    let good = shared::crypto::signing::sign_login(&key, &name("dave"), &nonce);
+    let server_id = twice.server_id;
+    let bad = shared::crypto::signing::sign_login(&test_key(6), &name("dave"), &nonce, &server_id);
+    let good = shared::crypto::signing::sign_login(&key, &name("dave"), &nonce, &server_id);
     twice
         .request(ClientMsg::LoginProof(LoginProof { signature: bad }))
         .await
@@ -130,7 +131,7 @@ async fn an_expired_challenge_is_rejected() {
     let mut c = RawClient::greeted(&server.ws_url()).await;
     let nonce = c.challenge("erin").await.expect("challenge");
     tokio::time::sleep(Duration::from_millis(1300)).await;
-    let proof = shared::crypto::signing::sign_login(&key, &name("erin"), &nonce);
+    let proof = shared::crypto::signing::sign_login(&key, &name("erin"), &nonce, &c.server_id);
     let err = c
         .request(ClientMsg::LoginProof(LoginProof { signature: proof }))
         .await
@@ -143,7 +144,7 @@ async fn nothing_but_register_and_login_before_login() {
     let server = TestServer::start().await;
     let mut c = RawClient::greeted(&server.ws_url()).await;
     for msg in [
-        ClientMsg::ListRooms(ListRooms {}),
+        ClientMsg::ListRooms(ListRooms::default()),
         ClientMsg::CreateRoom(shared::protocol::CreateRoom {
             name: tests::room("r"),
             password: None,
@@ -173,7 +174,7 @@ async fn hello_must_come_first_and_match_the_version() {
     let server = TestServer::start().await;
     let mut c = RawClient::connect(&server.ws_url()).await;
     let err = c
-        .request(ClientMsg::ListRooms(ListRooms {}))
+        .request(ClientMsg::ListRooms(ListRooms::default()))
         .await
         .expect_err("no hello");
     assert_eq!(err.code, ErrorCode::ProtocolVersion);

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use client_tui::{ClientError, ClientEvent};
-use shared::protocol::RotateKey;
 use tests::{name, room, test_key, CoreClient, RawClient, TestServer};
 
 #[tokio::test]
@@ -71,12 +70,12 @@ async fn a_changed_key_is_flagged_and_blocks_sending_until_accepted() {
     // server would look the same to Alice).
     let new_key = test_key(4);
     let new_der = tests::public_der(&new_key);
-    let proof = shared::crypto::signing::sign_key_rotation(&new_key, &name("bob"), &new_der);
     let mut raw = RawClient::logged_in(&url, "bob", &test_key(1)).await;
-    raw.request(shared::protocol::ClientMsg::RotateKey(RotateKey {
-        new_public_key: new_der.clone(),
-        proof,
-    }))
+    raw.request(shared::protocol::ClientMsg::RotateKey(tests::rotation(
+        "bob",
+        &test_key(1),
+        &new_key,
+    )))
     .await
     .expect("rotated");
 

@@ -26,7 +26,7 @@ async fn malformed_frames_get_errors_and_the_connection_goes_on() {
     // A valid frame with a trailing byte.
     let mut bytes = codec::encode_client(&ClientFrame {
         request_id: RequestId(77),
-        msg: ClientMsg::ListRooms(ListRooms {}),
+        msg: ClientMsg::ListRooms(ListRooms::default()),
     })
     .expect("encodes");
     bytes.push(0);
@@ -40,7 +40,7 @@ async fn malformed_frames_get_errors_and_the_connection_goes_on() {
     }
     // The same connection still works.
     assert!(matches!(
-        c.request(ClientMsg::ListRooms(ListRooms {})).await,
+        c.request(ClientMsg::ListRooms(ListRooms::default())).await,
         Ok(Reply::Rooms(_))
     ));
 }
@@ -63,7 +63,9 @@ async fn oversized_frames_are_refused_and_others_are_still_served() {
     }
     // Everyone else is served as before.
     assert!(matches!(
-        bystander.request(ClientMsg::ListRooms(ListRooms {})).await,
+        bystander
+            .request(ClientMsg::ListRooms(ListRooms::default()))
+            .await,
         Ok(Reply::Rooms(_))
     ));
     let mut fresh = RawClient::greeted(&url).await;
@@ -156,7 +158,7 @@ async fn a_flooding_connection_is_rate_limited_but_not_dropped() {
     let mut c = RawClient::registered(&server.ws_url(), "alice", &test_key(0)).await;
     let mut ids = Vec::new();
     for _ in 0..40 {
-        ids.push(c.send(ClientMsg::ListRooms(ListRooms {})).await);
+        ids.push(c.send(ClientMsg::ListRooms(ListRooms::default())).await);
     }
     let mut limited = 0;
     for id in ids {
@@ -170,7 +172,7 @@ async fn a_flooding_connection_is_rate_limited_but_not_dropped() {
     // After a pause the connection is served again.
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert!(matches!(
-        c.request(ClientMsg::ListRooms(ListRooms {})).await,
+        c.request(ClientMsg::ListRooms(ListRooms::default())).await,
         Ok(Reply::Rooms(_))
     ));
 }
@@ -188,7 +190,8 @@ async fn keepalive_drops_silent_peers_and_keeps_live_ones() {
     let mut dead = RawClient::registered(&url, "bob", &test_key(1)).await;
     live.expect_silence(Duration::from_millis(4500)).await;
     assert!(matches!(
-        live.request(ClientMsg::ListRooms(ListRooms {})).await,
+        live.request(ClientMsg::ListRooms(ListRooms::default()))
+            .await,
         Ok(Reply::Rooms(_))
     ));
     // The dead peer was closed by the server after three silent intervals.
@@ -246,7 +249,8 @@ async fn flood_a_client_that_stopped_reading(heartbeat_secs: u64) -> Firehose {
         }))
         .await
         .expect("the sender is never blocked by a slow reader");
-        if let Ok(Reply::Rooms(list)) = a.request(ClientMsg::ListRooms(ListRooms {})).await {
+        if let Ok(Reply::Rooms(list)) = a.request(ClientMsg::ListRooms(ListRooms::default())).await
+        {
             if list.users_online == 1 {
                 return Firehose {
                     _dir: dir,

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use shared::protocol::{
-    ClientMsg, CreateRoom, JoinRoom, LeaveRoom, ListRooms, Push, Reply, RoomSnapshot, RotateKey,
+    ClientMsg, CreateRoom, JoinRoom, LeaveRoom, ListRooms, Push, Reply, RoomSnapshot,
 };
 use shared::ErrorCode;
 use tests::{name, public_der, room, test_key, RawClient, TestServer};
@@ -42,7 +42,7 @@ async fn join(
 
 async fn list(c: &mut RawClient) -> shared::protocol::RoomList {
     match c
-        .request(ClientMsg::ListRooms(ListRooms {}))
+        .request(ClientMsg::ListRooms(ListRooms::default()))
         .await
         .expect("list")
     {
@@ -183,11 +183,11 @@ async fn joins_leaves_and_key_changes_are_broadcast() {
     // Bob rotates his key: Alice is told, with the new key.
     let new_key = test_key(3);
     let new_der = public_der(&new_key);
-    let proof = shared::crypto::signing::sign_key_rotation(&new_key, &name("bob"), &new_der);
-    b.request(ClientMsg::RotateKey(RotateKey {
-        new_public_key: new_der.clone(),
-        proof,
-    }))
+    b.request(ClientMsg::RotateKey(tests::rotation(
+        "bob",
+        &test_key(1),
+        &new_key,
+    )))
     .await
     .expect("rotated");
     match a.next_push().await {
@@ -219,18 +219,29 @@ async fn joins_leaves_and_key_changes_are_broadcast() {
 }
 
 #[tokio::test]
-async fn a_key_rotation_needs_proof_by_the_new_key() {
+async fn a_key_rotation_needs_proof_by_the_old_and_the_new_key() {
     let server = TestServer::start().await;
     let mut b = RawClient::registered(&server.ws_url(), "bob", &test_key(1)).await;
-    let new_der = public_der(&test_key(3));
-    let forged = shared::crypto::signing::sign_key_rotation(&test_key(4), &name("bob"), &new_der);
+    // Signed by a key that is not Bob's current one (what a server or thief without Bob's
+    // key could make).
     let err = b
-        .request(ClientMsg::RotateKey(RotateKey {
-            new_public_key: new_der,
-            proof: forged,
-        }))
+        .request(ClientMsg::RotateKey(tests::rotation(
+            "bob",
+            &test_key(4),
+            &test_key(3),
+        )))
         .await
-        .expect_err("forged proof");
+        .expect_err("not endorsed by the current key");
+    assert_eq!(err.code, ErrorCode::AuthFailed);
+    // The new key's signature forged: the endorsement is genuine, the possession proof not.
+    let mut req = tests::rotation("bob", &test_key(1), &test_key(3));
+    req.certificate.new_key_signature = tests::rotation("bob", &test_key(1), &test_key(4))
+        .certificate
+        .new_key_signature;
+    let err = b
+        .request(ClientMsg::RotateKey(req))
+        .await
+        .expect_err("forged proof of possession");
     assert_eq!(err.code, ErrorCode::AuthFailed);
     // The old key still logs in.
     RawClient::logged_in(&server.ws_url(), "bob", &test_key(1)).await;
