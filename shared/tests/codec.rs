@@ -6,15 +6,16 @@ mod common;
 use common::{room, user};
 use serde::Serialize;
 use shared::crypto::message::{MessageBody, SignedMessage};
+use shared::crypto::rotation::{CounterMark, RotationCertificate};
 use shared::protocol::codec::{self, CodecError};
 use shared::protocol::{
     Challenge, ClientFrame, ClientMsg, CreateRoom, DeliveredMessage, DeliveryHead, Envelope,
-    FetchHistory, GetUserKey, Hello, HelloAck, HistoryPage, JoinRoom, KeyRotated, LeaveRoom, Left,
-    ListRooms, LoggedIn, LoginProof, LoginStart, MemberInfo, Push, Register, Registered, Reply,
-    RoomList, RoomSnapshot, RoomSummary, RotateKey, SendAck, SendMessage, ServerMsg,
-    MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    FetchHistory, GetKeyHistory, GetUserKey, Hello, HelloAck, HistoryPage, JoinRoom, KeyHistory,
+    KeyRotated, LeaveRoom, Left, ListRooms, LoggedIn, LoginProof, LoginStart, MemberInfo, Push,
+    Register, Registered, Reply, RoomList, RoomSnapshot, RoomSummary, RotateKey, SendAck,
+    SendMessage, ServerMsg, MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
-use shared::{ErrorCode, ErrorDetail, MessageId, RequestId};
+use shared::{DeviceId, ErrorCode, ErrorDetail, MessageId, RequestId, ServerId};
 
 // ---------------------------------------------------------------------------------------
 // Sample values
@@ -34,6 +35,31 @@ fn member(name: &str) -> MemberInfo {
         username: user(name),
         public_key: vec![0x30, 0x82, 0x01, 0x22],
         fingerprint: "9e50 3983 8229 37f8".into(),
+    }
+}
+
+/// A certificate-shaped value: the codec does not care whether the keys and signatures
+/// are real (crypto.rs and interop.rs check real ones).
+fn certificate(n: u8) -> RotationCertificate {
+    RotationCertificate {
+        username: user("Alice"),
+        old_public_key: vec![0x30; 294],
+        new_public_key: vec![0x31; 422],
+        issued_at_ms: 1_700_000_000_000 + u64::from(n),
+        final_counters: vec![
+            CounterMark {
+                room: room("General"),
+                device: DeviceId([n; 16]),
+                last_counter: 70_000,
+            },
+            CounterMark {
+                room: room("random"),
+                device: DeviceId([0xff; 16]),
+                last_counter: u64::MAX,
+            },
+        ],
+        old_key_signature: vec![0x11; 256],
+        new_key_signature: vec![0x22; 384],
     }
 }
 
@@ -84,6 +110,7 @@ fn client_index(msg: &ClientMsg) -> u8 {
         ClientMsg::FetchHistory(_) => 9,
         ClientMsg::GetUserKey(_) => 10,
         ClientMsg::RotateKey(_) => 11,
+        ClientMsg::GetKeyHistory(_) => 12,
     }
 }
 
@@ -103,7 +130,11 @@ fn all_client_msgs() -> Vec<ClientMsg> {
         ClientMsg::LoginProof(LoginProof {
             signature: vec![0x5a; 384],
         }),
-        ClientMsg::ListRooms(ListRooms::default()),
+        ClientMsg::ListRooms(ListRooms {
+            after: Some(room("General")),
+            filter: Some("gen ✓".into()),
+            limit: 100,
+        }),
         ClientMsg::CreateRoom(CreateRoom {
             name: room("general.2"),
             password: Some("hunter2".into()),
@@ -129,8 +160,10 @@ fn all_client_msgs() -> Vec<ClientMsg> {
             username: user("carol"),
         }),
         ClientMsg::RotateKey(RotateKey {
-            new_public_key: vec![0x30; 422],
-            proof: vec![0x11; 384],
+            certificate: certificate(1),
+        }),
+        ClientMsg::GetKeyHistory(GetKeyHistory {
+            username: user("carol"),
         }),
     ]
 }
@@ -149,6 +182,7 @@ fn reply_index(reply: &Reply) -> u8 {
         Reply::History(_) => 9,
         Reply::UserKey(_) => 10,
         Reply::KeyRotated(_) => 11,
+        Reply::KeyHistory(_) => 12,
     }
 }
 
@@ -157,6 +191,7 @@ fn all_replies() -> Vec<Reply> {
         Reply::Hello(HelloAck {
             protocol_version: PROTOCOL_VERSION,
             server: "e2e-chat-server/0.1".into(),
+            server_id: ServerId(std::array::from_fn(|i| 0xf0 + i as u8)),
             max_frame_bytes: MAX_FRAME_BYTES as u32,
         }),
         Reply::Registered(Registered {
@@ -186,6 +221,7 @@ fn all_replies() -> Vec<Reply> {
                 },
             ],
             users_online: 70_000,
+            next_after: Some(room("locked")),
         }),
         Reply::RoomCreated(RoomSnapshot {
             members: vec![member("Alice")],
@@ -210,6 +246,10 @@ fn all_replies() -> Vec<Reply> {
         Reply::UserKey(member("carol")),
         Reply::KeyRotated(KeyRotated {
             fingerprint: "0000 1111 2222 3333".into(),
+        }),
+        Reply::KeyHistory(KeyHistory {
+            username: user("Alice"),
+            certificates: vec![certificate(1), certificate(2)],
         }),
     ]
 }
@@ -263,6 +303,7 @@ fn all_error_codes() -> Vec<(ErrorCode, u8, u16)> {
         ErrorCode::RateLimited,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
+        ErrorCode::StorageUnavailable,
     ];
     codes
         .into_iter()
@@ -288,6 +329,8 @@ fn all_error_codes() -> Vec<(ErrorCode, u8, u16)> {
                 ErrorCode::RateLimited => (16, 1500),
                 ErrorCode::Unavailable => (17, 1501),
                 ErrorCode::Internal => (18, 1599),
+                // Protocol 3: appended, so the codes before keep their indices.
+                ErrorCode::StorageUnavailable => (19, 1502),
             };
             (code, index, number)
         })
@@ -355,7 +398,7 @@ fn every_client_msg_round_trips_with_its_documented_index() {
     indices.sort_unstable();
     assert_eq!(
         indices,
-        (0..12).collect::<Vec<u8>>(),
+        (0..13).collect::<Vec<u8>>(),
         "one sample per variant"
     );
 
@@ -375,7 +418,7 @@ fn every_server_msg_round_trips_with_its_documented_index() {
     let replies = all_replies();
     let mut indices: Vec<u8> = replies.iter().map(reply_index).collect();
     indices.sort_unstable();
-    assert_eq!(indices, (0..12).collect::<Vec<u8>>());
+    assert_eq!(indices, (0..13).collect::<Vec<u8>>());
     let pushes = all_pushes();
     let mut indices: Vec<u8> = pushes.iter().map(push_index).collect();
     indices.sort_unstable();
@@ -429,6 +472,8 @@ fn payload_types_round_trip() {
         room: room("General"),
         message_id: MessageId([9; 16]),
         sender: user("Alice"),
+        device: DeviceId([0xde; 16]),
+        counter: 1 << 40,
         sent_at_ms: 1_700_000_000_000,
         recipients: vec![user("Alice"), user("bob")],
         text: "hello, 世界".into(),
@@ -441,6 +486,20 @@ fn payload_types_round_trip() {
     assert_eq!(decoded, signed);
     // A copy carries the body without its recipient list; putting the list back restores it.
     assert_eq!(decoded.body(&body.recipients), body);
+    assert_eq!(decoded.device, body.device);
+    assert_eq!(decoded.counter, body.counter);
+
+    let cert = certificate(7);
+    let bytes = codec::encode(&cert).expect("encodes");
+    assert_eq!(
+        codec::decode::<RotationCertificate>(&bytes).expect("decodes"),
+        cert
+    );
+    let marks = codec::encode(&cert.final_counters).expect("encodes");
+    assert_eq!(
+        codec::decode::<Vec<CounterMark>>(&marks).expect("decodes"),
+        cert.final_counters
+    );
 }
 
 #[test]
@@ -454,7 +513,7 @@ fn documented_hello_frame_bytes() {
         }),
     ))
     .expect("encodes");
-    assert_eq!(hex::encode(&bytes), "010002077475692f302e31");
+    assert_eq!(hex::encode(&bytes), "010003077475692f302e31");
 }
 
 #[test]
@@ -485,12 +544,16 @@ fn documented_example_bytes() {
         reply: Reply::Hello(HelloAck {
             protocol_version: PROTOCOL_VERSION,
             server: "e2e-chat/0.1".into(),
+            server_id: ServerId(std::array::from_fn(|i| i as u8)),
             max_frame_bytes: 4_194_304,
         }),
     };
     assert_eq!(
         hex::encode(codec::encode_server(&hello_ack).expect("encodes")),
-        "000100020c6532652d636861742f302e31fc00004000"
+        "00010003\
+         0c6532652d636861742f302e31\
+         000102030405060708090a0b0c0d0e0f\
+         fc00004000"
     );
     let error = ServerMsg::Error {
         request_id: Some(RequestId(2)),
@@ -507,6 +570,8 @@ fn documented_example_bytes() {
         room: room("General"),
         message_id: MessageId(std::array::from_fn(|i| i as u8)),
         sender: user("Alice"),
+        device: DeviceId(std::array::from_fn(|i| 0xd0 + i as u8)),
+        counter: 300,
         sent_at_ms: 1_700_000_000_000,
         recipients: vec![user("Alice"), user("bob")],
         text: "hi".into(),
@@ -516,9 +581,128 @@ fn documented_example_bytes() {
         "0747656e6572616c\
          000102030405060708090a0b0c0d0e0f\
          05416c696365\
+         d0d1d2d3d4d5d6d7d8d9dadbdcdddedf\
+         fb2c01\
          fd0068e5cf8b010000\
          0205416c69636503626f62\
          026869"
+    );
+}
+
+#[test]
+fn protocol_3_values_have_the_documented_layout() {
+    // Fields in declaration order, as everywhere else; the bytes written out by hand.
+    let first_page = frame(4, ClientMsg::ListRooms(ListRooms::default()));
+    assert_eq!(
+        hex::encode(codec::encode_client(&first_page).expect("encodes")),
+        "0404\
+         00\
+         00\
+         00",
+        "ListRooms {{ after: None, filter: None, limit: 0 }}"
+    );
+    let next_page = frame(
+        4,
+        ClientMsg::ListRooms(ListRooms {
+            after: Some(room("Gen")),
+            filter: Some("e".into()),
+            limit: 300,
+        }),
+    );
+    assert_eq!(
+        hex::encode(codec::encode_client(&next_page).expect("encodes")),
+        "0404\
+         010347656e\
+         010165\
+         fb2c01"
+    );
+    let history = frame(
+        5,
+        ClientMsg::GetKeyHistory(GetKeyHistory {
+            username: user("bob"),
+        }),
+    );
+    assert_eq!(
+        hex::encode(codec::encode_client(&history).expect("encodes")),
+        "050c03626f62",
+        "ClientMsg variant 12"
+    );
+
+    let rooms = ServerMsg::Reply {
+        request_id: RequestId(4),
+        reply: Reply::Rooms(RoomList {
+            rooms: vec![],
+            users_online: 2,
+            next_after: Some(room("m")),
+        }),
+    };
+    assert_eq!(
+        hex::encode(codec::encode_server(&rooms).expect("encodes")),
+        "000404\
+         00\
+         02\
+         01016d",
+        "next_after comes last"
+    );
+
+    let mark = CounterMark {
+        room: room("r"),
+        device: DeviceId([0xdd; 16]),
+        last_counter: 251,
+    };
+    assert_eq!(
+        hex::encode(codec::encode(&mark).expect("encodes")),
+        "0172\
+         dddddddddddddddddddddddddddddddd\
+         fbfb00"
+    );
+    let cert = RotationCertificate {
+        username: user("Bob"),
+        old_public_key: vec![1, 2],
+        new_public_key: vec![3],
+        issued_at_ms: 1_700_000_000_000,
+        final_counters: vec![mark],
+        old_key_signature: vec![4],
+        new_key_signature: vec![5, 6],
+    };
+    assert_eq!(
+        hex::encode(codec::encode(&cert).expect("encodes")),
+        "03426f62\
+         020102\
+         0103\
+         fd0068e5cf8b010000\
+         01\
+         0172\
+         dddddddddddddddddddddddddddddddd\
+         fbfb00\
+         0104\
+         020506"
+    );
+    // RotateKey is the certificate alone; KeyHistory the username, then the certificates.
+    let rotate = frame(
+        6,
+        ClientMsg::RotateKey(RotateKey {
+            certificate: cert.clone(),
+        }),
+    );
+    assert_eq!(
+        codec::encode_client(&rotate).expect("encodes"),
+        [&[6, 11][..], &codec::encode(&cert).expect("encodes")].concat()
+    );
+    let key_history = ServerMsg::Reply {
+        request_id: RequestId(7),
+        reply: Reply::KeyHistory(KeyHistory {
+            username: user("Bob"),
+            certificates: vec![cert.clone()],
+        }),
+    };
+    assert_eq!(
+        codec::encode_server(&key_history).expect("encodes"),
+        [
+            &[0, 7, 12, 3, b'B', b'o', b'b', 1][..],
+            &codec::encode(&cert).expect("encodes")
+        ]
+        .concat()
     );
 }
 
@@ -562,13 +746,14 @@ fn garbage_is_malformed() {
         &[0xff],
         &[0xff; 64],
         b"hello, this is not a frame",
-        &[0x01, 12],   // request 1, ClientMsg variant 12 does not exist
+        &[0x01, 13],   // request 1, ClientMsg variant 13 does not exist
         &[0x01, 0xfe], // variant index with the u128 marker
     ];
     for input in inputs {
         assert_malformed(codec::decode_client(input), &format!("client {input:?}"));
     }
-    let inputs: [&[u8]; 4] = [b"", &[3], &[2, 4], &[0, 1, 12]];
+    // ServerMsg variant 3, Push variant 4, Reply variant 13 do not exist.
+    let inputs: [&[u8]; 4] = [b"", &[3], &[2, 4], &[0, 1, 13]];
     for input in inputs {
         assert_malformed(codec::decode_server(input), &format!("server {input:?}"));
     }
