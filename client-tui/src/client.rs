@@ -19,16 +19,15 @@ use tokio::sync::mpsc;
 
 use crate::directory::{KeyChange, MemberView};
 use crate::error::ClientError;
-use crate::events::ClientEvent;
+use crate::events::{self, EventReceiver};
 use crate::identity::Identity;
+use crate::ledger::{ledger_path_for, Ledger};
+use crate::net::connection::INBOUND_QUEUE;
 use crate::net::{transport, Connection};
-use crate::pins::PinStore;
+use crate::pins::{PinStore, ServerCheck};
 use crate::pushes;
 use crate::rooms::{HistoryView, RoomView};
 use crate::session::Session;
-
-/// The receiving end of a client's events (see [`ClientEvent`] for why it is unbounded).
-pub type EventReceiver = mpsc::UnboundedReceiver<ClientEvent>;
 
 /// Connection settings. `ClientConfig::default()` suits interactive use.
 #[derive(Debug, Clone)]
@@ -72,14 +71,19 @@ struct Inner {
 
 impl Client {
     /// Connects to `url` (`ws://` or `wss://`) with default settings and performs the
-    /// `Hello` handshake. `pins` holds the user's trusted keys (see [`PinStore`]).
+    /// `Hello` handshake. `pins` holds the user's trusted keys and server ids (see
+    /// [`PinStore`]); the server's id is checked against the one pinned for `url` (pinned
+    /// on first contact), and the ledger for this account on this server is opened beside
+    /// the pin file (in memory for an in-memory pin store).
     ///
     /// Returns the client and the receiver of its [`ClientEvent`]s, which the caller must
     /// keep draining.
     ///
     /// # Errors
     /// [`ClientError::InvalidUrl`], [`ClientError::Transport`],
-    /// [`ClientError::ProtocolVersion`], or any request error.
+    /// [`ClientError::ProtocolVersion`], [`ClientError::ServerIdentityChanged`],
+    /// [`ClientError::ServerIdentityClaimed`], [`ClientError::Pins`],
+    /// [`ClientError::Ledger`], or any request error.
     pub async fn connect(url: &str, pins: PinStore) -> Result<(Self, EventReceiver), ClientError> {
         Self::connect_with(url, pins, ClientConfig::default()).await
     }
@@ -90,20 +94,13 @@ impl Client {
     /// As [`Client::connect`].
     pub async fn connect_with(
         url: &str,
-        pins: PinStore,
+        mut pins: PinStore,
         config: ClientConfig,
     ) -> Result<(Self, EventReceiver), ClientError> {
         let url = transport::parse_url(url)?;
         let stream = transport::open(&url, config.tls.clone()).await?;
-        let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
-        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (inbound_tx, inbound_rx) = mpsc::channel(INBOUND_QUEUE);
         let conn = Connection::start(stream, config.request_timeout, inbound_tx);
-        let session = Arc::new(Session::new(pins, events_tx));
-        tokio::spawn(pushes::run(
-            inbound_rx,
-            Arc::clone(&session),
-            conn.downgrade(),
-        ));
 
         let hello = ClientMsg::Hello(Hello {
             protocol_version: PROTOCOL_VERSION,
@@ -127,7 +124,38 @@ impl Client {
             }) => return Err(ClientError::ProtocolVersion { message }),
             Err(e) => return Err(e),
         };
-        tracing::debug!(server = %server.server, "connected");
+        tracing::debug!(server = %server.server, id = %server.server_id, "connected");
+        let address = url.to_string();
+        match pins.check_server(&address, &server.server_id) {
+            ServerCheck::Matches => {}
+            ServerCheck::FirstContact => pins.pin_server(&address, &server.server_id)?,
+            ServerCheck::Changed { pinned } => {
+                return Err(ClientError::ServerIdentityChanged {
+                    address,
+                    pinned,
+                    presented: server.server_id,
+                })
+            }
+            ServerCheck::PinnedElsewhere {
+                address: other_address,
+            } => {
+                return Err(ClientError::ServerIdentityClaimed {
+                    address,
+                    other_address,
+                })
+            }
+        }
+        let ledger = match pins.path() {
+            Some(path) => Ledger::open(ledger_path_for(path, &server.server_id))?,
+            None => Ledger::in_memory(),
+        };
+        let (events_tx, events_rx) = events::channel();
+        let session = Arc::new(Session::new(pins, ledger, events_tx, conn.downgrade()));
+        tokio::spawn(pushes::run(
+            inbound_rx,
+            Arc::clone(&session),
+            conn.downgrade(),
+        ));
         let client = Self {
             inner: Arc::new(Inner {
                 conn,
@@ -203,7 +231,9 @@ impl Client {
         let Reply::LoggedIn(logged_in) = reply else {
             return Err(ClientError::unexpected("LoggedIn", &reply));
         };
-        self.inner.session.logged_in(identity.clone())?;
+        self.inner
+            .session
+            .logged_in(identity.clone(), &logged_in.rooms)?;
         tracing::info!(user = %logged_in.username, rooms = logged_in.rooms.len(), "logged in");
         Ok(logged_in)
     }
@@ -291,9 +321,14 @@ impl Client {
     }
 
     /// Encrypts `text` for every current member of `room` (the user included, in member
-    /// order), signs it once, and sends it. If the server reports that the members
-    /// changed, the member list is refreshed (every new key pin-checked) and the message
-    /// re-encrypted and sent once more.
+    /// order), signs it once with this device's next counter for the room, and sends it.
+    ///
+    /// If the server reports that the members changed, every difference is reported as a
+    /// [`ClientEvent::MemberJoined`](crate::ClientEvent::MemberJoined) or `MemberLeft`
+    /// first. When members only left, the message is re-encrypted and sent once more at
+    /// once; when members were *added*, it is not: the call fails with
+    /// [`ClientError::MembersAdded`] so that the user sees who joined before anything is
+    /// encrypted to them (send again to include them).
     ///
     /// The server does not echo the message back to this connection: the returned ack
     /// (with its `seq`) is the confirmation.
@@ -301,13 +336,40 @@ impl Client {
     /// # Errors
     /// [`ClientError::NotLoggedIn`]; [`ClientError::RoomNotOpen`];
     /// [`ClientError::UntrustedKeys`] if a member's key changed and was not accepted;
-    /// [`ClientError::Server`] (`NotAMember`, `RecipientMismatch` twice in a row, …);
-    /// [`ClientError::Codec`] if the message is too large; connection errors.
+    /// [`ClientError::MembersAdded`]; [`ClientError::Server`] (`NotAMember`,
+    /// `RecipientMismatch` twice in a row, …); [`ClientError::Ledger`] if the counter
+    /// cannot be saved; [`ClientError::Codec`] if the message is too large; connection
+    /// errors.
     pub async fn send_text(&self, room: &RoomName, text: &str) -> Result<SendAck, ClientError> {
         let session = &self.inner.session;
         let identity = session.identity()?;
-        // One id for both attempts: the first was refused, so it was never stored.
+        // Fail before a counter is used when the room cannot be sent to at all.
+        session.recipients(room)?;
+        // One id and one counter for both attempts: the first was refused, so it was
+        // never stored.
         let message_id = MessageId::random();
+        let counter = session.next_counter(room)?;
+        let result = self
+            .send_sealed(room, text, &identity, message_id, counter)
+            .await;
+        match &result {
+            Ok(ack) => session.remember_sent(ack, counter),
+            Err(e) if refused_before_storing(e) => session.release_counter(room, counter),
+            // Unknown whether it was stored: the counter stays used.
+            Err(_) => {}
+        }
+        result
+    }
+
+    async fn send_sealed(
+        &self,
+        room: &RoomName,
+        text: &str,
+        identity: &Identity,
+        message_id: MessageId,
+        counter: u64,
+    ) -> Result<SendAck, ClientError> {
+        let session = &self.inner.session;
         let mut retried = false;
         loop {
             let recipients = session.recipients(room)?;
@@ -316,7 +378,7 @@ impl Client {
                 message_id,
                 sender: identity.username().clone(),
                 device: session.device(),
-                counter: session.next_counter(room),
+                counter,
                 sent_at_ms: now_ms(),
                 recipients: recipients.iter().map(|r| r.username.clone()).collect(),
                 text: text.to_owned(),
@@ -333,18 +395,23 @@ impl Client {
                 }))
                 .await;
             match result {
-                Ok(Reply::Sent(ack)) => {
-                    session.remember_sent(&ack);
-                    return Ok(ack);
-                }
+                Ok(Reply::Sent(ack)) => return Ok(ack),
                 Ok(other) => return Err(ClientError::unexpected("Sent", &other)),
                 Err(ClientError::Server {
                     code: ErrorCode::RecipientMismatch,
                     detail: Some(ErrorDetail::CurrentMembers(members)),
                     ..
                 }) if !retried => {
-                    tracing::debug!(room = %room, "members changed; re-encrypting");
-                    session.set_members(room, &members)?;
+                    let added = session
+                        .members_changed(&self.inner.conn, room, &members)
+                        .await?;
+                    if !added.is_empty() {
+                        return Err(ClientError::MembersAdded {
+                            room: room.clone(),
+                            added,
+                        });
+                    }
+                    tracing::debug!(room = %room, "members left; re-encrypting");
                     retried = true;
                 }
                 Err(e) => return Err(e),
@@ -403,16 +470,21 @@ impl Client {
         }
         self.inner
             .session
-            .observe(std::slice::from_ref(&info), &[])?
+            .observe(Some(&self.inner.conn), std::slice::from_ref(&info), &[])
+            .await?
             .into_iter()
             .next()
             .ok_or_else(|| ClientError::Task("observe returned no view".into()))
     }
 
-    /// Replaces the logged-in user's key with `new_identity`'s (same username), proving
-    /// possession with a signature by the new key. The old private key is kept in memory
+    /// Replaces the logged-in user's key with `new_identity`'s (same username). The
+    /// rotation certificate is signed by the current key (handing over to the new one)
+    /// and by the new key (proving possession), and names the last counter this device
+    /// signed in each room, so peers accept the old key only for messages up to there.
+    /// The server closes the user's other sessions. The old private key is kept in memory
     /// for this session so older messages still open; the caller should save the new key
-    /// (see [`keystore`](crate::keystore)) before or right after calling this.
+    /// (see [`keystore`](crate::keystore)) before or right after calling this, and keep
+    /// the old one (see [`Client::add_previous_key`]).
     ///
     /// # Errors
     /// [`ClientError::NotLoggedIn`]; [`ClientError::WrongIdentity`];
@@ -428,8 +500,9 @@ impl Client {
         let old_key = current.private_key_arc();
         let new_key = new_identity.private_key_arc();
         let username = current.username().clone();
+        let marks = self.inner.session.own_marks();
         let certificate = tokio::task::spawn_blocking(move || {
-            RotationCertificate::issue(&username, &old_key, &new_key, now_ms(), Vec::new())
+            RotationCertificate::issue(&username, &old_key, &new_key, now_ms(), marks)
         })
         .await??;
         let reply = self
@@ -452,6 +525,28 @@ impl Client {
     /// saved.
     pub fn accept_key(&self, username: &Username) -> Result<Fingerprint, ClientError> {
         self.inner.session.accept(username)
+    }
+
+    /// Marks `username`'s current key as verified, after the user compared its
+    /// fingerprint out of band (a change to a verified key is the strongest warning).
+    /// Returns the fingerprint marked.
+    ///
+    /// # Errors
+    /// [`ClientError::NoPendingKeyChange`] if the user has no trusted, pinned key in this
+    /// session; [`ClientError::Pins`] if the pin cannot be saved.
+    pub fn mark_verified(&self, username: &Username) -> Result<Fingerprint, ClientError> {
+        self.inner.session.mark_verified(username)
+    }
+
+    /// Adds a private key the user held before a rotation (e.g. loaded from its backup),
+    /// so that copies sealed to it still open.
+    pub fn add_previous_key(&self, key: Arc<shared::crypto::RsaPrivateKey>) {
+        self.inner.session.add_previous_key(key);
+    }
+
+    /// This installation's device id for the account on this server.
+    pub fn device(&self) -> shared::DeviceId {
+        self.inner.session.device()
     }
 
     /// Key changes waiting for [`Client::accept_key`].
@@ -482,7 +577,7 @@ impl Client {
 
     async fn open_snapshot(&self, snapshot: RoomSnapshot) -> Result<RoomView, ClientError> {
         let session = &self.inner.session;
-        let members = session.open_room(&snapshot)?;
+        let members = session.open_room(&self.inner.conn, &snapshot).await?;
         let history = session
             .receive_page(&self.inner.conn, snapshot.history)
             .await;
@@ -504,6 +599,26 @@ impl std::fmt::Debug for Client {
             .field("user", &self.username())
             .field("connected", &self.is_connected())
             .finish()
+    }
+}
+
+/// Whether a send failed with the server's answer that it stored nothing, so the counter
+/// can be used again. Anything else (a lost connection, a timeout, an internal error)
+/// leaves it unknown whether the message was stored.
+fn refused_before_storing(error: &ClientError) -> bool {
+    match error {
+        ClientError::MembersAdded { .. } | ClientError::UntrustedKeys { .. } => true,
+        ClientError::Server { code, .. } => matches!(
+            code,
+            ErrorCode::RecipientMismatch
+                | ErrorCode::NotAMember
+                | ErrorCode::InvalidInput
+                | ErrorCode::RateLimited
+                | ErrorCode::FrameTooLarge
+                | ErrorCode::Unauthenticated
+                | ErrorCode::StorageUnavailable
+        ),
+        _ => false,
     }
 }
 

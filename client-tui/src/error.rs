@@ -7,9 +7,10 @@
 
 use shared::crypto::CryptoError;
 use shared::protocol::codec::CodecError;
-use shared::{ErrorCode, ErrorDetail, RoomName, Username};
+use shared::{ErrorCode, ErrorDetail, RoomName, ServerId, Username};
 
 use crate::keystore::KeystoreError;
+use crate::ledger::LedgerError;
 use crate::pins::PinError;
 
 /// Why a client operation failed.
@@ -75,6 +76,37 @@ pub enum ClientError {
         /// The members whose current key is unaccepted or invalid.
         usernames: Vec<Username>,
     },
+    /// The send was refused because members were added to the room. The additions were
+    /// reported as [`ClientEvent::MemberJoined`](crate::ClientEvent::MemberJoined) first;
+    /// nothing was encrypted to the new members. Show them, then send again.
+    #[error("{room} has new members ({}); the message was not sent to them", list(.added))]
+    MembersAdded {
+        /// The room.
+        room: RoomName,
+        /// Who was added.
+        added: Vec<Username>,
+    },
+    /// The server at this address announced another identity than on first contact:
+    /// it may be another server. Login proofs would be signed for a server the user never
+    /// chose, so the client refuses to go on.
+    #[error("the server at {address} changed its identity (pinned {pinned}, now {presented})")]
+    ServerIdentityChanged {
+        /// The address dialled.
+        address: String,
+        /// The id pinned for it.
+        pinned: ServerId,
+        /// The id it announced now.
+        presented: ServerId,
+    },
+    /// The server at this address claims the identity pinned for another address: a proof
+    /// signed for it would log in there (a relay). The client refuses to go on.
+    #[error("the server at {address} claims to be the server at {other_address}")]
+    ServerIdentityClaimed {
+        /// The address dialled.
+        address: String,
+        /// The address the identity is pinned for.
+        other_address: String,
+    },
     /// `accept_key` was called for a user with no unaccepted key change.
     #[error("no unaccepted key change for {0}")]
     NoPendingKeyChange(Username),
@@ -92,6 +124,9 @@ pub enum ClientError {
     /// Reading or writing the pin store failed.
     #[error(transparent)]
     Pins(#[from] PinError),
+    /// Reading or writing the ledger (replay record, counters, members) failed.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
     /// Reading or writing a key file failed.
     #[error(transparent)]
     Keystore(#[from] KeystoreError),

@@ -1,24 +1,29 @@
 //! Receiving messages: turning a [`DeliveredMessage`] into a [`DecryptedMessage`] or a
 //! [`Rejection`], with no socket involved.
 //!
-//! Two independent checks, so the socket-free parts can be tested alone:
-//!
-//! - [`open_delivered`] decrypts the user's copy and verifies the author's signature with
-//!   the keys the caller trusts for the sender (through
-//!   `shared::crypto::message::open_message`, which also checks that the signed room, id and
-//!   sender match the server's metadata and that the user is a signed recipient).
-//! - [`Inbox`] remembers which message ids it has accepted in each room and at which
-//!   `seq`, and refuses a message id that comes back, so a server cannot replay a message
-//!   as new or under a different position.
+//! [`open_delivered`] decrypts the user's copy and verifies the author's signature with
+//! the keys the caller trusts for the sender (through
+//! `shared::crypto::message::open_message`, which also checks that the signed room, id and
+//! sender match the server's metadata and that the user is a signed recipient). A key the
+//! sender retired verifies only messages whose signed counter is within the limit recorded
+//! for it. Whether the message was accepted before is the [`Ledger`](crate::ledger)'s
+//! question, asked by the session.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use shared::crypto::message::{open_message, Received};
-use shared::crypto::{CryptoError, RsaPrivateKey, RsaPublicKey};
+use shared::crypto::message::{open_message, MessageBody, Received};
+use shared::crypto::{CryptoError, RsaPrivateKey};
 use shared::protocol::DeliveredMessage;
-use shared::{MessageId, RoomName, Username};
+use shared::{DeviceId, MessageId, RoomName, Username};
+
+use crate::directory::SenderKey;
+use crate::ledger::{Ledger, Replayed, Seen};
+
+/// How far the signed send time may differ from the server's time before the message is
+/// flagged: clocks drift, but minutes mean one of them is wrong or the server held the
+/// message back.
+pub const MAX_CLOCK_SKEW_MS: u64 = 5 * 60 * 1000;
 
 /// A message that decrypted and whose signature verified under the sender's trusted key.
 ///
@@ -33,15 +38,30 @@ pub struct DecryptedMessage {
     pub message_id: MessageId,
     /// The author (signed, and the signature verified under their pinned key).
     pub sender: Username,
+    /// The author's device (signed).
+    pub device: DeviceId,
+    /// The author's counter for this device and room (signed).
+    pub counter: u64,
     /// The author's clock when sending, milliseconds since the Unix epoch (signed, but only
-    /// as trustworthy as the author's clock).
+    /// as trustworthy as the author's clock). Show this time.
     pub sent_at_ms: u64,
     /// When the server stored it, milliseconds since the Unix epoch (not signed).
     pub server_time_ms: u64,
     /// Everyone the author encrypted it for (signed).
     pub recipients: Vec<Username>,
+    /// Signed recipients this client does not know as members of the room (checked for
+    /// live messages): someone the user was not shown may be reading along.
+    pub unknown_recipients: Vec<Username>,
     /// The text.
     pub text: String,
+}
+
+impl DecryptedMessage {
+    /// Whether the signed send time and the server's time differ by more than
+    /// [`MAX_CLOCK_SKEW_MS`].
+    pub fn time_disputed(&self) -> bool {
+        self.sent_at_ms.abs_diff(self.server_time_ms) > MAX_CLOCK_SKEW_MS
+    }
 }
 
 impl fmt::Debug for DecryptedMessage {
@@ -51,9 +71,11 @@ impl fmt::Debug for DecryptedMessage {
             .field("seq", &self.seq)
             .field("message_id", &self.message_id)
             .field("sender", &self.sender)
+            .field("counter", &self.counter)
             .field("sent_at_ms", &self.sent_at_ms)
             .field("server_time_ms", &self.server_time_ms)
             .field("recipients", &self.recipients.len())
+            .field("unknown_recipients", &self.unknown_recipients)
             .field("text", &format_args!("<{} bytes>", self.text.len()))
             .finish()
     }
@@ -101,12 +123,25 @@ pub enum RejectReason {
     /// signed recipient, or the signed payload is malformed.
     #[error("the signed contents do not match their label: {0}")]
     Mismatch(String),
-    /// This message id was already accepted in this room (at `first_seq`).
-    #[error("duplicate of the message already received at seq {first_seq}")]
+    /// The same message at the same position again, as a live push (nothing new).
+    #[error("already shown (at seq {first_seq})")]
     Duplicate {
         /// Where it was first seen.
         first_seq: u64,
     },
+    /// A message this client accepted before, delivered again at another position (or
+    /// out of its sender's order): a replay.
+    #[error("replayed: message {counter} from this sender was already received")]
+    Replayed {
+        /// The sender's counter.
+        counter: u64,
+    },
+    /// Signed with a key its owner retired, after the last message that key may vouch for.
+    #[error("signed with a retired key after its rotation")]
+    RetiredKey,
+    /// Pushed for a room the user is not a member of.
+    #[error("for a room you are not in")]
+    NotAMember,
     /// The sender's key changed and the change is not accepted yet, so nothing signed with
     /// the new key is trusted. Accept the key and fetch the history again to read it.
     #[error("the sender's key changed and has not been accepted")]
@@ -131,18 +166,19 @@ pub(crate) enum Origin {
 
 /// Decrypts `msg` with the first of `own_keys` that opens it (the current key first, then
 /// keys replaced by rotation) and verifies it under the first of `sender_keys` that matches
-/// (the sender's current trusted key first, then earlier trusted ones).
+/// (the sender's current trusted key first, then earlier ones; a retired key only within
+/// its limit).
 ///
 /// Pure and CPU-bound (one RSA decryption per own key tried): run it on the blocking pool.
 ///
 /// # Errors
-/// [`RejectReason::Undecryptable`], [`RejectReason::BadSignature`] or
-/// [`RejectReason::Mismatch`].
+/// [`RejectReason::Undecryptable`], [`RejectReason::BadSignature`],
+/// [`RejectReason::RetiredKey`] or [`RejectReason::Mismatch`].
 pub(crate) fn open_delivered(
     msg: &DeliveredMessage,
     own_name: &Username,
     own_keys: &[Arc<RsaPrivateKey>],
-    sender_keys: &[RsaPublicKey],
+    sender_keys: &[SenderKey],
 ) -> Result<DecryptedMessage, RejectReason> {
     let received = Received {
         room: &msg.room,
@@ -153,19 +189,9 @@ pub(crate) fn open_delivered(
     let mut verdict = RejectReason::Undecryptable;
     'own: for own_key in own_keys {
         for sender_key in sender_keys {
-            match open_message(received, own_name, own_key, &msg.envelope, sender_key) {
-                Ok(body) => {
-                    return Ok(DecryptedMessage {
-                        room: msg.room.clone(),
-                        seq: msg.seq,
-                        message_id: msg.message_id,
-                        sender: msg.sender.clone(),
-                        sent_at_ms: body.sent_at_ms,
-                        server_time_ms: msg.server_time_ms,
-                        recipients: body.recipients,
-                        text: body.text,
-                    })
-                }
+            match open_message(received, own_name, own_key, &msg.envelope, &sender_key.key) {
+                Ok(body) if within_limit(&body, sender_key) => return Ok(decrypted(msg, body)),
+                Ok(_) => return Err(RejectReason::RetiredKey),
                 // This own key does not open the copy; no sender key will change that.
                 Err(CryptoError::Decrypt) => continue 'own,
                 Err(CryptoError::BadSignature) => verdict = RejectReason::BadSignature,
@@ -180,60 +206,46 @@ pub(crate) fn open_delivered(
     Err(verdict)
 }
 
-/// Which message ids have been accepted, per room, and at which `seq`.
-///
-/// Memory grows by one small entry per accepted message for the life of the session.
-#[derive(Debug, Default)]
-pub(crate) struct Inbox {
-    /// Canonical room name → message id → seq where it was accepted.
-    seen: HashMap<String, HashMap<MessageId, u64>>,
+/// Whether a retired key may vouch for `body` (any key without a limit may).
+fn within_limit(body: &MessageBody, key: &SenderKey) -> bool {
+    key.limit.as_ref().is_none_or(|marks| {
+        marks.iter().any(|m| {
+            m.room.same_as(&body.room) && m.device == body.device && body.counter <= m.last_counter
+        })
+    })
 }
 
-impl Inbox {
-    /// Checks `msg` against what was accepted before, without recording it.
-    ///
-    /// # Errors
-    /// [`RejectReason::Duplicate`] if its id was accepted before in this room, unless it is
-    /// the same message at the same position in a history page.
-    pub(crate) fn check(&self, msg: &DeliveredMessage, origin: Origin) -> Result<(), RejectReason> {
-        let first = self
-            .seen
-            .get(&msg.room.canonical())
-            .and_then(|ids| ids.get(&msg.message_id));
-        match first {
-            None => Ok(()),
-            Some(&first_seq) if first_seq == msg.seq && origin == Origin::History => Ok(()),
-            Some(&first_seq) => Err(RejectReason::Duplicate { first_seq }),
-        }
+fn decrypted(msg: &DeliveredMessage, body: MessageBody) -> DecryptedMessage {
+    DecryptedMessage {
+        room: msg.room.clone(),
+        seq: msg.seq,
+        message_id: msg.message_id,
+        sender: msg.sender.clone(),
+        device: body.device,
+        counter: body.counter,
+        sent_at_ms: body.sent_at_ms,
+        server_time_ms: msg.server_time_ms,
+        recipients: body.recipients,
+        unknown_recipients: Vec::new(),
+        text: body.text,
     }
+}
 
-    /// Records `msg` as accepted, re-checking first (another task may have accepted the
-    /// same id while this one was decrypting).
-    ///
-    /// # Errors
-    /// As [`Inbox::check`].
-    pub(crate) fn record(
-        &mut self,
-        msg: &DeliveredMessage,
-        origin: Origin,
-    ) -> Result<(), RejectReason> {
-        self.check(msg, origin)?;
-        self.remember(&msg.room, msg.message_id, msg.seq);
-        Ok(())
-    }
-
-    /// Records a message id at `seq` without a delivered copy (the user's own sends, which
-    /// the server does not echo to the sending connection).
-    pub(crate) fn remember(&mut self, room: &RoomName, message_id: MessageId, seq: u64) {
-        self.seen
-            .entry(room.canonical())
-            .or_default()
-            .insert(message_id, seq);
-    }
-
-    /// Forgets a room (after leaving it).
-    pub(crate) fn forget_room(&mut self, room: &RoomName) {
-        self.seen.remove(&room.canonical());
+/// Records an opened message in the ledger, or says why it may not be shown.
+///
+/// # Errors
+/// [`RejectReason::Duplicate`] for a live push of a message already accepted at the same
+/// position; [`RejectReason::Replayed`] for a message accepted before at another position.
+pub(crate) fn admit(
+    ledger: &mut Ledger,
+    msg: &DecryptedMessage,
+    origin: Origin,
+) -> Result<(), RejectReason> {
+    match ledger.record(&msg.room, &msg.sender, &msg.device, msg.counter, msg.seq) {
+        Ok(Seen::New) => Ok(()),
+        Ok(Seen::Again) if origin == Origin::History => Ok(()),
+        Ok(Seen::Again) => Err(RejectReason::Duplicate { first_seq: msg.seq }),
+        Err(Replayed { counter }) => Err(RejectReason::Replayed { counter }),
     }
 }
 
@@ -316,21 +328,27 @@ mod tests {
         }
     }
 
-    /// What the session does: dedup check, decrypt and verify, record.
+    fn trusted(key: &RsaPrivateKey) -> SenderKey {
+        SenderKey {
+            key: key.to_public_key(),
+            limit: None,
+        }
+    }
+
+    /// What the session does: decrypt and verify, then admit to the ledger.
     fn receive(
-        inbox: &mut Inbox,
+        ledger: &mut Ledger,
         f: &Fixture,
         msg: &DeliveredMessage,
         origin: Origin,
     ) -> Result<DecryptedMessage, RejectReason> {
-        inbox.check(msg, origin)?;
         let out = open_delivered(
             msg,
             &user("bob"),
             &[Arc::clone(&f.bob)],
-            &[f.alice.to_public_key()],
+            &[trusted(&f.alice)],
         )?;
-        inbox.record(msg, origin)?;
+        admit(ledger, &out, origin)?;
         Ok(out)
     }
 
@@ -338,14 +356,16 @@ mod tests {
     fn valid_message_decrypts_with_signed_metadata() {
         let f = fixture();
         let msg = send(&f, "general", 7, "hello bob");
-        let mut inbox = Inbox::default();
-        let out = receive(&mut inbox, &f, &msg, Origin::Live).expect("accepted");
+        let mut ledger = Ledger::in_memory();
+        let out = receive(&mut ledger, &f, &msg, Origin::Live).expect("accepted");
         assert_eq!(out.text, "hello bob");
         assert_eq!(out.seq, 7);
         assert_eq!(out.sender, user("alice"));
         assert_eq!(out.sent_at_ms, 1_700_000_000_000);
         assert_eq!(out.server_time_ms, 1_700_000_000_500);
         assert_eq!(out.recipients.len(), 2);
+        assert_eq!(out.counter, 7);
+        assert!(!out.time_disputed(), "half a second apart");
         assert!(
             !format!("{out:?}").contains("hello bob"),
             "Debug leaks text"
@@ -356,10 +376,10 @@ mod tests {
     fn duplicate_push_is_rejected() {
         let f = fixture();
         let msg = send(&f, "general", 1, "once");
-        let mut inbox = Inbox::default();
-        receive(&mut inbox, &f, &msg, Origin::Live).expect("first copy accepted");
+        let mut ledger = Ledger::in_memory();
+        receive(&mut ledger, &f, &msg, Origin::Live).expect("first copy accepted");
         assert_eq!(
-            receive(&mut inbox, &f, &msg, Origin::Live),
+            receive(&mut ledger, &f, &msg, Origin::Live),
             Err(RejectReason::Duplicate { first_seq: 1 })
         );
     }
@@ -368,16 +388,20 @@ mod tests {
     fn replay_at_a_new_seq_is_rejected_even_in_history() {
         let f = fixture();
         let msg = send(&f, "general", 1, "once");
-        let mut inbox = Inbox::default();
-        receive(&mut inbox, &f, &msg, Origin::Live).expect("accepted");
+        let mut ledger = Ledger::in_memory();
+        receive(&mut ledger, &f, &msg, Origin::Live).expect("accepted");
         // Re-reading history at the same position is fine…
-        receive(&mut inbox, &f, &msg, Origin::History).expect("same position again");
+        receive(&mut ledger, &f, &msg, Origin::History).expect("same position again");
         // …but the same id at another position is a replay.
         let mut replay = msg.clone();
         replay.seq = 9;
         assert_eq!(
-            receive(&mut inbox, &f, &replay, Origin::History),
-            Err(RejectReason::Duplicate { first_seq: 1 })
+            receive(&mut ledger, &f, &replay, Origin::History),
+            Err(RejectReason::Replayed { counter: 1 })
+        );
+        assert_eq!(
+            receive(&mut ledger, &f, &replay, Origin::Live),
+            Err(RejectReason::Replayed { counter: 1 })
         );
     }
 
@@ -385,12 +409,12 @@ mod tests {
     fn same_id_in_another_room_is_not_a_duplicate_but_fails_crypto() {
         let f = fixture();
         let msg = send(&f, "general", 1, "for general only");
-        let mut inbox = Inbox::default();
-        receive(&mut inbox, &f, &msg, Origin::Live).expect("accepted");
+        let mut ledger = Ledger::in_memory();
+        receive(&mut ledger, &f, &msg, Origin::Live).expect("accepted");
         let mut moved = msg.clone();
         moved.room = room("random");
         assert_eq!(
-            receive(&mut inbox, &f, &moved, Origin::Live),
+            receive(&mut ledger, &f, &moved, Origin::Live),
             Err(RejectReason::Undecryptable),
             "the room is bound into the copy's associated data"
         );
@@ -402,13 +426,13 @@ mod tests {
         let mut msg = send(&f, "general", 1, "intact");
         msg.envelope.ciphertext[0] ^= 1;
         assert_eq!(
-            receive(&mut Inbox::default(), &f, &msg, Origin::Live),
+            receive(&mut Ledger::in_memory(), &f, &msg, Origin::Live),
             Err(RejectReason::Undecryptable)
         );
         let mut msg = send(&f, "general", 2, "intact");
         msg.envelope.wrapped_key[5] ^= 0x80;
         assert_eq!(
-            receive(&mut Inbox::default(), &f, &msg, Origin::Live),
+            receive(&mut Ledger::in_memory(), &f, &msg, Origin::Live),
             Err(RejectReason::Undecryptable)
         );
     }
@@ -418,11 +442,11 @@ mod tests {
         let f = fixture();
         let mut msg = send(&f, "general", 1, "from alice");
         msg.sender = user("mallory");
-        assert!(receive(&mut Inbox::default(), &f, &msg, Origin::Live).is_err());
+        assert!(receive(&mut Ledger::in_memory(), &f, &msg, Origin::Live).is_err());
         let mut msg = send(&f, "general", 1, "from alice");
         msg.message_id = MessageId::random();
         assert_eq!(
-            receive(&mut Inbox::default(), &f, &msg, Origin::Live),
+            receive(&mut Ledger::in_memory(), &f, &msg, Origin::Live),
             Err(RejectReason::Undecryptable)
         );
     }
@@ -436,7 +460,7 @@ mod tests {
             &msg,
             &user("bob"),
             &[Arc::clone(&f.bob)],
-            &[f.mallory.to_public_key()],
+            &[trusted(&f.mallory)],
         );
         assert_eq!(result, Err(RejectReason::BadSignature));
         // An earlier trusted key is tried after the current one.
@@ -444,7 +468,7 @@ mod tests {
             &msg,
             &user("bob"),
             &[Arc::clone(&f.bob)],
-            &[f.mallory.to_public_key(), f.alice.to_public_key()],
+            &[trusted(&f.mallory), trusted(&f.alice)],
         );
         assert!(result.is_ok());
     }
@@ -453,7 +477,7 @@ mod tests {
     fn copy_for_someone_else_is_rejected_and_old_own_keys_are_tried() {
         let f = fixture();
         let msg = send(&f, "general", 1, "for bob");
-        let alice_keys = [f.alice.to_public_key()];
+        let alice_keys = [trusted(&f.alice)];
         assert_eq!(
             open_delivered(
                 &msg,
@@ -471,5 +495,43 @@ mod tests {
             &alice_keys,
         );
         assert!(out.is_ok());
+    }
+
+    #[test]
+    fn a_retired_key_vouches_only_up_to_its_mark() {
+        let f = fixture();
+        let mark = |last_counter| SenderKey {
+            key: f.alice.to_public_key(),
+            limit: Some(vec![shared::crypto::rotation::CounterMark {
+                room: room("general"),
+                device: shared::DeviceId([1; 16]),
+                last_counter,
+            }]),
+        };
+        let msg = send(&f, "general", 5, "signed before the rotation");
+        let open = |key| open_delivered(&msg, &user("bob"), &[Arc::clone(&f.bob)], &[key]);
+        assert!(open(mark(5)).is_ok());
+        assert_eq!(open(mark(4)), Err(RejectReason::RetiredKey));
+        // A mark for another room does not cover it.
+        let mut other = mark(9);
+        if let Some(marks) = other.limit.as_mut() {
+            marks[0].room = room("random");
+        }
+        assert_eq!(open(other), Err(RejectReason::RetiredKey));
+    }
+
+    #[test]
+    fn a_time_far_from_the_servers_is_disputed() {
+        let f = fixture();
+        let msg = send(&f, "general", 1, "late");
+        let mut out = open_delivered(
+            &msg,
+            &user("bob"),
+            &[Arc::clone(&f.bob)],
+            &[trusted(&f.alice)],
+        )
+        .expect("opens");
+        out.server_time_ms = out.sent_at_ms + MAX_CLOCK_SKEW_MS + 1;
+        assert!(out.time_disputed());
     }
 }

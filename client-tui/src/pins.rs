@@ -5,11 +5,17 @@
 //! [`pins_path_for`]):
 //!
 //! ```json
-//! { "version": 1, "pins": { "alice": "3f2a91bc…(64 hex digits)" } }
+//! { "version": 2,
+//!   "pins": { "alice": { "fingerprint": "3f2a91bc…(64 hex digits)", "verified": true } },
+//!   "servers": { "wss://chat.example.org/ws": "9c1e…(32 hex digits)" } }
 //! ```
 //!
-//! Keys are canonical (lowercase) usernames; values are SHA-256 fingerprints of the
-//! SubjectPublicKeyInfo DER, as plain lowercase hex. Every change is written atomically
+//! Pin keys are canonical (lowercase) usernames; fingerprints are SHA-256 of the
+//! SubjectPublicKeyInfo DER, as plain lowercase hex. `verified` records that the user
+//! compared the fingerprint out of band (as opposed to trusting it on first use).
+//! `servers` pins each server address to the server id it announced on first contact
+//! (login proofs sign that id). Version 1 files (pins as plain fingerprint strings, no
+//! servers) are still read. Every change is written atomically
 //! (temporary file, fsync, rename), so a crash never leaves a half-written store. The
 //! store only records decisions; comparing keys and raising alarms is the job of the
 //! client core that uses it.
@@ -19,12 +25,15 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use shared::crypto::keys::Fingerprint;
-use shared::Username;
+use shared::{ServerId, Username};
 
 use crate::atomic_file;
 
-/// The file format version this code writes and understands.
-const FORMAT_VERSION: u32 = 1;
+/// The file format version this code writes.
+const FORMAT_VERSION: u32 = 2;
+
+/// The oldest format version this code still reads.
+const OLDEST_READABLE_VERSION: u32 = 1;
 
 /// Why the pin store could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -63,20 +72,59 @@ pub enum PinStatus {
     },
 }
 
+/// How a server's announced id compares with the pins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerCheck {
+    /// Nothing is pinned for this address, and no other address has this id.
+    FirstContact,
+    /// The id is the one pinned for this address.
+    Matches,
+    /// Another id is pinned for this address.
+    Changed {
+        /// The id pinned earlier.
+        pinned: ServerId,
+    },
+    /// This id is pinned for another address: a server claiming another server's identity
+    /// (a login proof for it would be valid there).
+    PinnedElsewhere {
+        /// The address it is pinned for.
+        address: String,
+    },
+}
+
+/// One pinned key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pin {
+    fingerprint: Fingerprint,
+    verified: bool,
+}
+
+/// A pin as stored: a bare fingerprint (version 1) or a fingerprint with its verification.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum StoredPin {
+    Full { fingerprint: String, verified: bool },
+    Bare(String),
+}
+
 /// The on-disk shape.
 #[derive(Serialize, Deserialize)]
 struct PinFile {
     version: u32,
-    pins: BTreeMap<String, String>,
+    pins: BTreeMap<String, StoredPin>,
+    #[serde(default)]
+    servers: BTreeMap<String, String>,
 }
 
-/// The pinned fingerprints, optionally backed by a file.
+/// The pinned fingerprints and server ids, optionally backed by a file.
 #[derive(Debug, Clone, Default)]
 pub struct PinStore {
     /// Where changes are persisted; `None` keeps pins in memory only (tests, load tools).
     path: Option<PathBuf>,
-    /// Canonical username → pinned fingerprint.
-    pins: BTreeMap<String, Fingerprint>,
+    /// Canonical username → pinned key.
+    pins: BTreeMap<String, Pin>,
+    /// Server address → the server id pinned for it.
+    servers: BTreeMap<String, ServerId>,
 }
 
 /// The conventional pin file for a key file: `<key path>.pins.json`.
@@ -104,18 +152,19 @@ impl PinStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Ok(Self {
                     path: Some(path),
-                    pins: BTreeMap::new(),
+                    ..Self::default()
                 })
             }
             Err(source) => return Err(PinError::Io { path, source }),
         };
-        let pins = parse(&text).map_err(|reason| PinError::Corrupt {
+        let (pins, servers) = parse(&text).map_err(|reason| PinError::Corrupt {
             path: path.clone(),
             reason,
         })?;
         Ok(Self {
             path: Some(path),
             pins,
+            servers,
         })
     }
 
@@ -126,7 +175,14 @@ impl PinStore {
 
     /// The fingerprint pinned for `username`, if any.
     pub fn get(&self, username: &Username) -> Option<Fingerprint> {
-        self.pins.get(&username.canonical()).copied()
+        self.pins.get(&username.canonical()).map(|p| p.fingerprint)
+    }
+
+    /// Whether the user marked `username`'s pinned key as verified (compared out of band).
+    pub fn is_verified(&self, username: &Username) -> bool {
+        self.pins
+            .get(&username.canonical())
+            .is_some_and(|p| p.verified)
     }
 
     /// Compares `fingerprint` with the pin for `username` without changing anything.
@@ -157,15 +213,93 @@ impl PinStore {
     }
 
     /// Pins `fingerprint` for `username`, replacing any earlier pin (the user accepted a
-    /// changed key, or rotated their own), and persists the store.
+    /// changed key, or rotated their own), and persists the store. The new pin is not
+    /// verified: a key accepted after a change is trusted, not verified.
     ///
     /// # Errors
     /// [`PinError::Io`] if the store cannot be persisted; the in-memory pins are then left
     /// as they were.
     pub fn pin(&mut self, username: &Username, fingerprint: &Fingerprint) -> Result<(), PinError> {
+        self.put(username, *fingerprint, false)
+    }
+
+    /// Moves the pin for `username` to `fingerprint` along a verified rotation chain: the
+    /// pinned key itself endorsed the new one, so a verified pin stays verified.
+    ///
+    /// # Errors
+    /// As [`PinStore::pin`].
+    pub fn pin_rotated(
+        &mut self,
+        username: &Username,
+        fingerprint: &Fingerprint,
+    ) -> Result<(), PinError> {
+        let verified = self.is_verified(username);
+        self.put(username, *fingerprint, verified)
+    }
+
+    /// Marks the pinned key of `username` as verified, if `fingerprint` is the pinned one.
+    /// Returns whether it was marked.
+    ///
+    /// # Errors
+    /// As [`PinStore::pin`].
+    pub fn set_verified(
+        &mut self,
+        username: &Username,
+        fingerprint: &Fingerprint,
+    ) -> Result<bool, PinError> {
+        if self.get(username) != Some(*fingerprint) {
+            return Ok(false);
+        }
+        self.put(username, *fingerprint, true)?;
+        Ok(true)
+    }
+
+    /// Compares the id a server announced at `address` with the server pins.
+    pub fn check_server(&self, address: &str, id: &ServerId) -> ServerCheck {
+        match self.servers.get(address) {
+            Some(pinned) if pinned == id => ServerCheck::Matches,
+            Some(pinned) => ServerCheck::Changed { pinned: *pinned },
+            None => match self.servers.iter().find(|(_, pinned)| *pinned == id) {
+                Some((other, _)) => ServerCheck::PinnedElsewhere {
+                    address: other.clone(),
+                },
+                None => ServerCheck::FirstContact,
+            },
+        }
+    }
+
+    /// Pins `id` for `address` (first contact).
+    ///
+    /// # Errors
+    /// [`PinError::Io`] if the store cannot be persisted (nothing is kept then).
+    pub fn pin_server(&mut self, address: &str, id: &ServerId) -> Result<(), PinError> {
+        let previous = self.servers.insert(address.to_owned(), *id);
+        if previous == Some(*id) {
+            return Ok(());
+        }
+        if let Err(e) = self.save() {
+            match previous {
+                Some(old) => self.servers.insert(address.to_owned(), old),
+                None => self.servers.remove(address),
+            };
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn put(
+        &mut self,
+        username: &Username,
+        fingerprint: Fingerprint,
+        verified: bool,
+    ) -> Result<(), PinError> {
         let key = username.canonical();
-        let previous = self.pins.insert(key.clone(), *fingerprint);
-        if previous == Some(*fingerprint) {
+        let pin = Pin {
+            fingerprint,
+            verified,
+        };
+        let previous = self.pins.insert(key.clone(), pin);
+        if previous == Some(pin) {
             return Ok(());
         }
         if let Err(e) = self.save() {
@@ -197,7 +331,7 @@ impl PinStore {
 
     /// All pins, as (canonical username, fingerprint), sorted by username.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Fingerprint)> {
-        self.pins.iter().map(|(k, v)| (k.as_str(), v))
+        self.pins.iter().map(|(k, v)| (k.as_str(), &v.fingerprint))
     }
 
     /// Writes the whole store atomically: a temporary file in the same directory, fsync,
@@ -215,6 +349,17 @@ impl PinStore {
             pins: self
                 .pins
                 .iter()
+                .map(|(k, v)| {
+                    let pin = StoredPin::Full {
+                        fingerprint: hex::encode(v.fingerprint.0),
+                        verified: v.verified,
+                    };
+                    (k.clone(), pin)
+                })
+                .collect(),
+            servers: self
+                .servers
+                .iter()
                 .map(|(k, v)| (k.clone(), hex::encode(v.0)))
                 .collect(),
         };
@@ -225,27 +370,59 @@ impl PinStore {
     }
 }
 
+/// The pins and server pins a file holds.
+type Parsed = (BTreeMap<String, Pin>, BTreeMap<String, ServerId>);
+
 /// Parses and validates the file contents.
-fn parse(text: &str) -> Result<BTreeMap<String, Fingerprint>, String> {
+fn parse(text: &str) -> Result<Parsed, String> {
     let file: PinFile = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    if file.version != FORMAT_VERSION {
+    if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&file.version) {
         return Err(format!("unsupported format version {}", file.version));
     }
     let mut pins = BTreeMap::new();
-    for (name, hex_fp) in file.pins {
+    for (name, stored) in file.pins {
         let username = Username::parse(&name).map_err(|e| format!("bad username {name:?}: {e}"))?;
         if username.canonical() != name {
             return Err(format!(
                 "username {name:?} is not in canonical (lowercase) form"
             ));
         }
-        let bytes = hex::decode(&hex_fp).map_err(|e| format!("bad fingerprint for {name}: {e}"))?;
-        let bytes: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| format!("fingerprint for {name} is not 32 bytes"))?;
-        pins.insert(name, Fingerprint(bytes));
+        let (hex_fp, verified) = match stored {
+            StoredPin::Full {
+                fingerprint,
+                verified,
+            } if file.version >= 2 => (fingerprint, verified),
+            StoredPin::Bare(fingerprint) if file.version == 1 => (fingerprint, false),
+            _ => {
+                return Err(format!(
+                    "pin for {name} does not match format {}",
+                    file.version
+                ))
+            }
+        };
+        let bytes: [u8; 32] =
+            decode_hex(&hex_fp).map_err(|e| format!("fingerprint for {name}: {e}"))?;
+        pins.insert(
+            name,
+            Pin {
+                fingerprint: Fingerprint(bytes),
+                verified,
+            },
+        );
     }
-    Ok(pins)
+    let mut servers = BTreeMap::new();
+    for (address, hex_id) in file.servers {
+        let bytes: [u8; 16] =
+            decode_hex(&hex_id).map_err(|e| format!("server id for {address}: {e}"))?;
+        servers.insert(address, ServerId(bytes));
+    }
+    Ok((pins, servers))
+}
+
+/// Decodes lowercase hex of exactly `N` bytes.
+fn decode_hex<const N: usize>(text: &str) -> Result<[u8; N], String> {
+    let bytes = hex::decode(text).map_err(|e| e.to_string())?;
+    bytes.try_into().map_err(|_| format!("expected {N} bytes"))
 }
 
 #[cfg(test)]
@@ -320,7 +497,9 @@ mod tests {
             r#"{"version": 1, "pins": {"bob": "zz"}}"#,
             r#"{"version": 1, "pins": {"bob": "0101"}}"#,
             r#"{"version": 1, "pins": {"Bob": "0000000000000000000000000000000000000000000000000000000000000000"}}"#,
-            r#"{"version": 2, "pins": {}}"#,
+            r#"{"version": 3, "pins": {}}"#,
+            r#"{"version": 2, "pins": {"bob": "0000000000000000000000000000000000000000000000000000000000000000"}}"#,
+            r#"{"version": 2, "pins": {}, "servers": {"ws://x/ws": "00"}}"#,
         ] {
             let path = dir.path().join("pins.json");
             std::fs::write(&path, bad).expect("write");
@@ -329,6 +508,62 @@ mod tests {
                 "accepted corrupt store {bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn version_1_files_are_read_and_verification_survives_reload() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("pins.json");
+        let v1 = format!(
+            r#"{{"version": 1, "pins": {{"bob": "{}"}}}}"#,
+            hex::encode([1u8; 32])
+        );
+        std::fs::write(&path, v1).expect("write");
+        let mut store = PinStore::open(&path).expect("reads version 1");
+        assert_eq!(store.get(&user("bob")), Some(fp(1)));
+        assert!(!store.is_verified(&user("bob")));
+        assert!(
+            !store.set_verified(&user("bob"), &fp(2)).expect("saves"),
+            "not the pinned key"
+        );
+        assert!(store.set_verified(&user("bob"), &fp(1)).expect("saves"));
+        let reloaded = PinStore::open(&path).expect("reloads");
+        assert!(reloaded.is_verified(&user("bob")));
+        // A rotation keeps the verification, an accepted change does not.
+        let mut store = reloaded;
+        store.pin_rotated(&user("bob"), &fp(3)).expect("moves");
+        assert!(store.is_verified(&user("bob")));
+        store.pin(&user("bob"), &fp(4)).expect("re-pins");
+        assert!(!store.is_verified(&user("bob")));
+    }
+
+    #[test]
+    fn server_ids_are_pinned_per_address_and_never_shared() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("pins.json");
+        let mut store = PinStore::open(&path).expect("opens");
+        let (a, b) = (ServerId([1; 16]), ServerId([2; 16]));
+        assert_eq!(
+            store.check_server("wss://a/ws", &a),
+            ServerCheck::FirstContact
+        );
+        store.pin_server("wss://a/ws", &a).expect("pins");
+        let store = PinStore::open(&path).expect("reloads");
+        assert_eq!(store.check_server("wss://a/ws", &a), ServerCheck::Matches);
+        assert_eq!(
+            store.check_server("wss://a/ws", &b),
+            ServerCheck::Changed { pinned: a }
+        );
+        assert_eq!(
+            store.check_server("wss://evil/ws", &a),
+            ServerCheck::PinnedElsewhere {
+                address: "wss://a/ws".into()
+            }
+        );
+        assert_eq!(
+            store.check_server("wss://b/ws", &b),
+            ServerCheck::FirstContact
+        );
     }
 
     #[test]

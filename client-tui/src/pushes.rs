@@ -11,7 +11,6 @@ use std::sync::Arc;
 use shared::protocol::Push;
 use tokio::sync::mpsc;
 
-use crate::directory::{KeyStatus, MemberView};
 use crate::events::ClientEvent;
 use crate::inbox::{Origin, RejectReason};
 use crate::net::{Inbound, WeakConnection};
@@ -19,7 +18,7 @@ use crate::session::Session;
 
 /// Processes inbound items until the connection closes.
 pub(crate) async fn run(
-    mut inbound: mpsc::UnboundedReceiver<Inbound>,
+    mut inbound: mpsc::Receiver<Inbound>,
     session: Arc<Session>,
     conn: WeakConnection,
 ) {
@@ -31,10 +30,14 @@ pub(crate) async fn run(
             }
             Inbound::Closed { reason } => {
                 session.emit(ClientEvent::Disconnected { reason });
-                break;
+                return;
             }
         }
     }
+    // The reader ended without a final item (its queue was full): say so anyway.
+    session.emit(ClientEvent::Disconnected {
+        reason: "connection closed".into(),
+    });
 }
 
 async fn handle_push(session: &Session, conn: &WeakConnection, push: Push) {
@@ -45,7 +48,7 @@ async fn handle_push(session: &Session, conn: &WeakConnection, push: Push) {
                 Ok(message) => session.emit(ClientEvent::Message(message)),
                 // The same message at the same position again (e.g. it was both in a join
                 // snapshot and pushed while joining): nothing new, nothing suspicious.
-                Err(r) if r.reason == (RejectReason::Duplicate { first_seq: r.seq }) => {
+                Err(r) if matches!(r.reason, RejectReason::Duplicate { .. }) => {
                     tracing::debug!(room = %r.room, seq = r.seq, "message delivered twice");
                 }
                 Err(rejection) => {
@@ -61,26 +64,18 @@ async fn handle_push(session: &Session, conn: &WeakConnection, push: Push) {
             }
         }
         Push::MemberJoined { room, member } => {
-            let view = session.member_joined(&room, &member).unwrap_or_else(|e| {
-                tracing::error!(error = %e, user = %member.username, "could not record key");
-                MemberView {
-                    username: member.username.clone(),
-                    fingerprint: shared::crypto::keys::Fingerprint::of_der(&member.public_key),
-                    status: KeyStatus::Invalid {
-                        reason: e.to_string(),
-                    },
-                }
-            });
-            session.emit(ClientEvent::MemberJoined { room, member: view });
+            let conn = conn.upgrade();
+            session.member_joined(conn.as_ref(), &room, &member).await;
         }
-        Push::MemberLeft { room, username } => {
-            session.member_left(&room, &username);
-            session.emit(ClientEvent::MemberLeft { room, username });
-        }
+        Push::MemberLeft { room, username } => session.member_left(&room, &username),
         Push::KeyChanged { member, rooms } => {
-            // A changed key raises `KeyChanged` from inside `observe`; a key seen for the
-            // first time is simply pinned.
-            if let Err(e) = session.observe(std::slice::from_ref(&member), &rooms) {
+            // A rotation with a valid chain moves the pin quietly; any other change raises
+            // `KeyChanged` from inside `observe`; a key seen for the first time is pinned.
+            let conn = conn.upgrade();
+            if let Err(e) = session
+                .observe(conn.as_ref(), std::slice::from_ref(&member), &rooms)
+                .await
+            {
                 tracing::error!(error = %e, user = %member.username, "could not record key");
             }
         }

@@ -7,69 +7,85 @@
 //! work on the blocking pool happen between sections), so one lock cannot deadlock and
 //! keeps the invariants between the parts simple.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use shared::crypto::keys::Fingerprint;
 use shared::crypto::message::Recipient;
-use shared::crypto::{RsaPrivateKey, RsaPublicKey};
+use shared::crypto::rotation::{follow_chain, RotationCertificate};
+use shared::crypto::RsaPrivateKey;
 use shared::protocol::{
-    ClientMsg, DeliveredMessage, GetUserKey, HistoryPage, MemberInfo, Reply, RoomSnapshot, SendAck,
+    ClientMsg, DeliveredMessage, GetKeyHistory, GetUserKey, HistoryPage, MemberInfo, Reply,
+    RoomSnapshot, SendAck, MAX_KEY_HISTORY,
 };
 use shared::{DeviceId, RoomName, Username};
-use tokio::sync::mpsc;
 
 use crate::directory::{
-    Alarm, KeyChange, KeyDirectory, KeyStatus, MemberView, NotUsable, SenderKeys,
+    Alarm, KeyChange, KeyDirectory, KeyStatus, MemberView, NotUsable, SenderKey, SenderKeys,
 };
 use crate::error::ClientError;
-use crate::events::ClientEvent;
+use crate::events::{ClientEvent, EventSender, MembershipSource};
 use crate::identity::Identity;
-use crate::inbox::{open_delivered, DecryptedMessage, Inbox, Origin, RejectReason, Rejection};
-use crate::net::Connection;
+use crate::inbox::{admit, open_delivered, DecryptedMessage, Origin, RejectReason, Rejection};
+use crate::ledger::{Ledger, RetiredKey};
+use crate::net::{Connection, WeakConnection};
 use crate::pins::{PinError, PinStore};
 use crate::rooms::{HistoryView, Rooms};
 
 /// Shared session state plus the event sender.
 pub(crate) struct Session {
-    events: mpsc::UnboundedSender<ClientEvent>,
+    events: EventSender,
+    /// The connection, to close it when the server floods the client.
+    conn: WeakConnection,
     state: Mutex<State>,
 }
 
 struct State {
     /// Set by a successful login (and replaced by a key rotation).
     identity: Option<Identity>,
-    /// The user's private keys from before rotations in this session, newest first, so
-    /// copies sealed to an old key still open.
+    /// The user's private keys from before rotations, newest first, so copies sealed to
+    /// an old key still open.
     previous_keys: Vec<Arc<RsaPrivateKey>>,
     directory: KeyDirectory,
     rooms: Rooms,
-    inbox: Inbox,
-    /// This installation's device id.
-    device: DeviceId,
-    /// The last counter this device used per room (canonical name).
-    counters: std::collections::HashMap<String, u64>,
+    ledger: Ledger,
+    /// Whether the last ledger save failed (reported once until one succeeds).
+    ledger_unsaved: bool,
+    /// Canonical names of the rooms the user is a member of: those listed at login,
+    /// joined or created since, not left.
+    member_of: HashSet<String>,
+    /// (room, sender, device) → the last counter accepted from a live push on this
+    /// connection: skipped counters between two live messages were withheld.
+    live: HashMap<(String, String, DeviceId), u64>,
 }
 
-/// A delivered message that passed the duplicate check and has keys to verify it with.
+/// A delivered message with keys to verify it with.
 struct Prepared {
     msg: DeliveredMessage,
-    sender_keys: Vec<RsaPublicKey>,
+    sender_keys: Vec<SenderKey>,
     /// The sender's current key is an unaccepted change.
     current_unaccepted: bool,
 }
 
 impl Session {
-    pub(crate) fn new(pins: PinStore, events: mpsc::UnboundedSender<ClientEvent>) -> Self {
+    pub(crate) fn new(
+        pins: PinStore,
+        ledger: Ledger,
+        events: EventSender,
+        conn: WeakConnection,
+    ) -> Self {
         Self {
             events,
+            conn,
             state: Mutex::new(State {
                 identity: None,
                 previous_keys: Vec::new(),
                 directory: KeyDirectory::new(pins),
                 rooms: Rooms::default(),
-                inbox: Inbox::default(),
-                device: DeviceId::random(),
-                counters: std::collections::HashMap::new(),
+                ledger,
+                ledger_unsaved: false,
+                member_of: HashSet::new(),
+                live: HashMap::new(),
             }),
         }
     }
@@ -82,9 +98,51 @@ impl Session {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Sends an event; if nobody listens any more, the event is simply dropped.
+    /// Sends an event. If the queue is full the server is flooding the client: the
+    /// connection is closed and the receiver told why.
     pub(crate) fn emit(&self, event: ClientEvent) {
-        let _ = self.events.send(event);
+        if self.events.send(event) {
+            return;
+        }
+        tracing::warn!("event queue full: the server floods this client");
+        self.events.flooded();
+        if let Some(conn) = self.conn.upgrade() {
+            tokio::spawn(async move { conn.close_flooded().await });
+        }
+    }
+
+    /// Saves the ledger, reporting a failure once until a save succeeds.
+    fn save_ledger(&self, st: &mut State) -> Option<ClientEvent> {
+        match st.ledger.save() {
+            Ok(()) => {
+                st.ledger_unsaved = false;
+                None
+            }
+            Err(e) if !st.ledger_unsaved => {
+                tracing::error!(error = %e, "could not save the ledger");
+                st.ledger_unsaved = true;
+                Some(ClientEvent::LocalStateError {
+                    reason: e.to_string(),
+                })
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Runs `f` on the state, saves the ledger, and emits what it returns.
+    fn update<T>(&self, f: impl FnOnce(&mut State) -> (T, Vec<ClientEvent>)) -> T {
+        let (out, mut events) = {
+            let mut st = self.lock();
+            let (out, events) = f(&mut st);
+            (out, events)
+        };
+        if let Some(problem) = self.save_ledger(&mut self.lock()) {
+            events.push(problem);
+        }
+        for event in events {
+            self.emit(event);
+        }
+        out
     }
 
     // --- identity -------------------------------------------------------------------
@@ -102,6 +160,11 @@ impl Session {
         self.lock().identity.as_ref().map(|i| i.username().clone())
     }
 
+    /// This installation's device id for the account on this server.
+    pub(crate) fn device(&self) -> DeviceId {
+        self.lock().ledger.device()
+    }
+
     /// Pins the user's own key (after registering): the client holds the private key, so
     /// this key is trusted regardless of earlier pins.
     ///
@@ -111,14 +174,15 @@ impl Session {
         self.lock().directory.set_own(identity)
     }
 
-    /// Records a successful login.
+    /// Records a successful login and the rooms the user is a member of.
     ///
     /// # Errors
     /// [`PinError`] if the own-key pin cannot be persisted.
-    pub(crate) fn logged_in(&self, identity: Identity) -> Result<(), PinError> {
+    pub(crate) fn logged_in(&self, identity: Identity, rooms: &[RoomName]) -> Result<(), PinError> {
         let mut st = self.lock();
         st.directory.set_own(&identity)?;
         st.identity = Some(identity);
+        st.member_of = rooms.iter().map(RoomName::canonical).collect();
         Ok(())
     }
 
@@ -136,55 +200,211 @@ impl Session {
         Ok(())
     }
 
-    /// This installation's device id.
-    pub(crate) fn device(&self) -> DeviceId {
-        self.lock().device
+    /// Adds a private key the user held before a rotation, to open copies sealed to it.
+    pub(crate) fn add_previous_key(&self, key: Arc<RsaPrivateKey>) {
+        self.lock().previous_keys.push(key);
     }
 
-    /// The next counter for a message to `room`.
-    pub(crate) fn next_counter(&self, room: &RoomName) -> u64 {
+    // --- counters ---------------------------------------------------------------------
+
+    /// The next counter for a message to `room`, saved before it is used.
+    ///
+    /// # Errors
+    /// [`ClientError::Ledger`] if it cannot be saved: a counter that could be handed out
+    /// again after a restart would make recipients refuse the later message as a replay.
+    pub(crate) fn next_counter(&self, room: &RoomName) -> Result<u64, ClientError> {
         let mut st = self.lock();
-        let counter = st.counters.entry(room.canonical()).or_default();
-        *counter += 1;
-        *counter
+        let counter = st.ledger.next_counter(room);
+        if let Err(e) = st.ledger.save() {
+            st.ledger.release_counter(room, counter);
+            return Err(e.into());
+        }
+        Ok(counter)
+    }
+
+    /// Gives a refused message's counter back (see [`Ledger::release_counter`]).
+    pub(crate) fn release_counter(&self, room: &RoomName, counter: u64) {
+        self.update(|st| (st.ledger.release_counter(room, counter), Vec::new()));
+    }
+
+    /// The last counter this device signed in each of the user's rooms.
+    pub(crate) fn own_marks(&self) -> Vec<shared::crypto::rotation::CounterMark> {
+        let st = self.lock();
+        let rooms: Vec<RoomName> = st
+            .ledger
+            .rooms()
+            .filter(|r| st.member_of.contains(*r))
+            .filter_map(|r| RoomName::parse(r).ok())
+            .collect();
+        st.ledger.own_marks(&rooms)
     }
 
     // --- keys -----------------------------------------------------------------------
 
-    /// Runs reported keys through pin checking, raising an event for each new alarm.
-    /// `rooms` is where the keys were seen, for the alarm.
+    /// Runs reported keys through pin checking. A key that differs from the pin is first
+    /// checked for a rotation chain from the pinned key (fetched with `GetKeyHistory`
+    /// over `conn`): a valid chain moves the pin with a calm [`ClientEvent::KeyRotated`];
+    /// otherwise the change raises [`ClientEvent::KeyChanged`]. `rooms` is where the keys
+    /// were seen.
     ///
     /// # Errors
-    /// [`ClientError::Pins`] if a first-sight pin cannot be persisted.
-    pub(crate) fn observe(
+    /// [`ClientError::Pins`] if a pin cannot be persisted.
+    pub(crate) async fn observe(
         &self,
+        conn: Option<&Connection>,
         infos: &[MemberInfo],
         rooms: &[RoomName],
     ) -> Result<Vec<MemberView>, ClientError> {
+        let changes: Vec<(Username, Fingerprint, Fingerprint)> = {
+            let st = self.lock();
+            infos
+                .iter()
+                .filter_map(|info| {
+                    let pinned = st.directory.unexplained_change(info)?;
+                    Some((
+                        info.username.clone(),
+                        pinned,
+                        Fingerprint::of_der(&info.public_key),
+                    ))
+                })
+                .collect()
+        };
+        let mut events = Vec::new();
+        for (username, pinned, presented) in changes {
+            let Some(path) = self.rotation_path(conn, &username, pinned, presented).await else {
+                continue;
+            };
+            let moved = self.update(|st| {
+                let moved = st.directory.rotated(&username, &presented);
+                if moved.is_ok() {
+                    for cert in path.iter().rev() {
+                        st.ledger.retire(
+                            &username,
+                            RetiredKey {
+                                public_key: cert.old_public_key.clone(),
+                                marks: cert.final_counters.clone(),
+                            },
+                        );
+                    }
+                    st.ledger
+                        .unretire(&username, &path[path.len() - 1].new_public_key);
+                }
+                (moved, Vec::new())
+            });
+            moved?;
+            tracing::info!(user = %username, "key rotation verified; pin moved");
+            events.push(ClientEvent::KeyRotated {
+                username,
+                old_fingerprint: pinned,
+                new_fingerprint: presented,
+                rooms: rooms.to_vec(),
+            });
+        }
         let mut views = Vec::with_capacity(infos.len());
-        let mut alarms = Vec::new();
         {
             let mut st = self.lock();
             for info in infos {
                 let (view, alarm) = st.directory.observe(info)?;
                 views.push(view);
-                alarms.extend(alarm);
+                events.extend(alarm.map(|a| alarm_event(a, rooms, &st)));
             }
         }
-        for alarm in alarms {
-            self.emit(alarm_event(alarm, rooms));
+        for event in events {
+            self.emit(event);
         }
         Ok(views)
     }
 
-    /// Accepts a changed key (re-pins it).
+    /// The verified rotation certificates from `pinned` to `presented`, if the server has
+    /// a chain that leads there.
+    async fn rotation_path(
+        &self,
+        conn: Option<&Connection>,
+        username: &Username,
+        pinned: Fingerprint,
+        presented: Fingerprint,
+    ) -> Option<Vec<RotationCertificate>> {
+        let reply = conn?
+            .request(ClientMsg::GetKeyHistory(GetKeyHistory {
+                username: username.clone(),
+            }))
+            .await;
+        let certificates = match reply {
+            // A server may keep at most MAX_KEY_HISTORY; a longer list is only work.
+            Ok(Reply::KeyHistory(history))
+                if history.username.same_as(username)
+                    && history.certificates.len() <= MAX_KEY_HISTORY =>
+            {
+                history.certificates
+            }
+            Ok(_) => return None,
+            Err(e) => {
+                tracing::debug!(error = %e, user = %username, "no key history");
+                return None;
+            }
+        };
+        let username = username.clone();
+        tokio::task::spawn_blocking(move || {
+            match follow_chain(&username, &pinned, &presented, &certificates) {
+                Ok(path) => Some(path.into_iter().cloned().collect::<Vec<_>>()),
+                Err(e) => {
+                    tracing::warn!(user = %username, error = %e, "key change without a valid rotation chain");
+                    None
+                }
+            }
+        })
+        .await
+        .ok()
+        .flatten()
+        .filter(|path| !path.is_empty())
+    }
+
+    /// Accepts a changed key (re-pins it). The keys it replaces are retired: they verify
+    /// only messages up to the counters accepted from the user so far.
     ///
     /// # Errors
     /// [`ClientError::NoPendingKeyChange`] or [`ClientError::Pins`].
     pub(crate) fn accept(&self, username: &Username) -> Result<Fingerprint, ClientError> {
+        let accepted = self.update(|st| {
+            let accepted = st.directory.accept(username);
+            if let Ok(Some((_, replaced))) = &accepted {
+                let rooms: Vec<RoomName> = st
+                    .ledger
+                    .rooms()
+                    .filter_map(|r| RoomName::parse(r).ok())
+                    .collect();
+                let marks: Vec<_> = rooms
+                    .iter()
+                    .flat_map(|r| st.ledger.last_counters(r, username))
+                    .collect();
+                for key in replaced {
+                    if let Ok(public_key) = shared::crypto::keys::public_to_der(key) {
+                        st.ledger.retire(
+                            username,
+                            RetiredKey {
+                                public_key,
+                                marks: marks.clone(),
+                            },
+                        );
+                    }
+                }
+            }
+            (accepted, Vec::new())
+        });
+        accepted?
+            .map(|(fingerprint, _)| fingerprint)
+            .ok_or_else(|| ClientError::NoPendingKeyChange(username.clone()))
+    }
+
+    /// Marks a user's current key as verified after the user compared fingerprints.
+    ///
+    /// # Errors
+    /// [`ClientError::NoPendingKeyChange`] if the key is not a trusted, pinned one;
+    /// [`ClientError::Pins`].
+    pub(crate) fn mark_verified(&self, username: &Username) -> Result<Fingerprint, ClientError> {
         self.lock()
             .directory
-            .accept(username)?
+            .mark_verified(username)?
             .ok_or_else(|| ClientError::NoPendingKeyChange(username.clone()))
     }
 
@@ -196,61 +416,147 @@ impl Session {
     // --- rooms ----------------------------------------------------------------------
 
     /// Opens a room from its snapshot (checking every member's key); returns the members.
+    /// Members that differ from the list last shown for the room are reported as joins
+    /// and leaves ([`MembershipSource::Reopened`]).
     ///
     /// # Errors
     /// [`ClientError::Pins`].
-    pub(crate) fn open_room(
+    pub(crate) async fn open_room(
         &self,
+        conn: &Connection,
         snapshot: &RoomSnapshot,
     ) -> Result<Vec<MemberView>, ClientError> {
-        let views = self.observe(&snapshot.members, std::slice::from_ref(&snapshot.room))?;
-        self.lock().rooms.open(snapshot);
+        let room = &snapshot.room;
+        let views = self
+            .observe(Some(conn), &snapshot.members, std::slice::from_ref(room))
+            .await?;
+        let names: Vec<Username> = snapshot
+            .members
+            .iter()
+            .map(|m| m.username.clone())
+            .collect();
+        self.update(|st| {
+            let mut events = Vec::new();
+            if let Some(before) = st.ledger.members(room) {
+                events = membership_diff(before, &views, room, MembershipSource::Reopened, st);
+            }
+            st.ledger.set_members(room, names);
+            st.rooms.open(snapshot);
+            if st.member_of.insert(room.canonical()) {
+                // A (re)join: messages sent while the user was not a member were not
+                // sealed for them, so counters seen before say nothing about gaps.
+                st.live.retain(|(r, _, _), _| *r != room.canonical());
+            }
+            ((), events)
+        });
         Ok(views)
     }
 
     /// Forgets a room the user left.
     pub(crate) fn close_room(&self, room: &RoomName) {
-        let mut st = self.lock();
-        st.rooms.close(room);
-        st.inbox.forget_room(room);
+        self.update(|st| {
+            st.rooms.close(room);
+            st.member_of.remove(&room.canonical());
+            st.ledger.clear_members(room);
+            ((), Vec::new())
+        });
     }
 
-    /// A member joined: check their key, list them.
-    ///
-    /// # Errors
-    /// [`ClientError::Pins`].
-    pub(crate) fn member_joined(
+    /// A member joined (a push): check their key, list them, tell the user.
+    pub(crate) async fn member_joined(
         &self,
+        conn: Option<&Connection>,
         room: &RoomName,
         member: &MemberInfo,
-    ) -> Result<MemberView, ClientError> {
-        let views = self.observe(std::slice::from_ref(member), std::slice::from_ref(room))?;
-        self.lock().rooms.add_member(room, &member.username);
-        views
-            .into_iter()
-            .next()
-            .ok_or_else(|| ClientError::Task("observe returned no view".into()))
+    ) {
+        let view = match self
+            .observe(
+                conn,
+                std::slice::from_ref(member),
+                std::slice::from_ref(room),
+            )
+            .await
+        {
+            Ok(mut views) if !views.is_empty() => views.remove(0),
+            result => {
+                let reason = match result {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "no view".into(),
+                };
+                tracing::error!(error = %reason, user = %member.username, "could not record key");
+                MemberView {
+                    username: member.username.clone(),
+                    fingerprint: Fingerprint::of_der(&member.public_key),
+                    status: KeyStatus::Invalid { reason },
+                    verified: false,
+                }
+            }
+        };
+        self.update(|st| {
+            st.rooms.add_member(room, &member.username);
+            st.ledger.add_member(room, &member.username);
+            let event = ClientEvent::MemberJoined {
+                room: room.clone(),
+                member: view,
+                source: MembershipSource::Push,
+            };
+            ((), vec![event])
+        });
     }
 
-    /// A member left.
+    /// A member left (a push).
     pub(crate) fn member_left(&self, room: &RoomName, username: &Username) {
-        self.lock().rooms.remove_member(room, username);
+        self.update(|st| {
+            st.rooms.remove_member(room, username);
+            st.ledger.remove_member(room, username);
+            if st
+                .identity
+                .as_ref()
+                .is_some_and(|i| i.username().same_as(username))
+            {
+                st.member_of.remove(&room.canonical());
+            }
+            let event = ClientEvent::MemberLeft {
+                room: room.clone(),
+                username: username.clone(),
+                source: MembershipSource::Push,
+            };
+            ((), vec![event])
+        });
     }
 
-    /// Replaces a room's member list with the server's current one (after a recipient
-    /// mismatch), checking every key.
+    /// The server refused a send and listed the current members: report every difference
+    /// as a join or leave ([`MembershipSource::SendRefused`]) and adopt the list. Returns
+    /// who was added.
     ///
     /// # Errors
     /// [`ClientError::Pins`].
-    pub(crate) fn set_members(
+    pub(crate) async fn members_changed(
         &self,
+        conn: &Connection,
         room: &RoomName,
         members: &[MemberInfo],
-    ) -> Result<(), ClientError> {
-        self.observe(members, std::slice::from_ref(room))?;
-        let names = members.iter().map(|m| m.username.clone()).collect();
-        self.lock().rooms.set_members(room, names);
-        Ok(())
+    ) -> Result<Vec<Username>, ClientError> {
+        let views = self
+            .observe(Some(conn), members, std::slice::from_ref(room))
+            .await?;
+        Ok(self.update(|st| {
+            let before = st
+                .rooms
+                .get(room)
+                .map(|r| r.members.clone())
+                .unwrap_or_default();
+            let added = views
+                .iter()
+                .filter(|v| !before.iter().any(|b| b.same_as(&v.username)))
+                .map(|v| v.username.clone())
+                .collect();
+            let events = membership_diff(&before, &views, room, MembershipSource::SendRefused, st);
+            let names: Vec<Username> = views.iter().map(|v| v.username.clone()).collect();
+            st.rooms.set_members(room, names.clone());
+            st.ledger.set_members(room, names);
+            (added, events)
+        }))
     }
 
     /// The room's members and their trusted keys, in member order, for sealing.
@@ -300,6 +606,7 @@ impl Session {
                         status: KeyStatus::Invalid {
                             reason: "key not seen".into(),
                         },
+                        verified: false,
                     })
                 })
                 .collect(),
@@ -311,11 +618,15 @@ impl Session {
         self.lock().rooms.names()
     }
 
-    /// Records the user's own sent message so a replay of its id is caught.
-    pub(crate) fn remember_sent(&self, ack: &SendAck) {
-        self.lock()
-            .inbox
-            .remember(&ack.room, ack.message_id, ack.seq);
+    /// Records the user's own sent message, so a replay of it is caught.
+    pub(crate) fn remember_sent(&self, ack: &SendAck, counter: u64) {
+        self.update(|st| {
+            if let Some(me) = st.identity.as_ref().map(|i| i.username().clone()) {
+                let device = st.ledger.device();
+                let _ = st.ledger.record(&ack.room, &me, &device, counter, ack.seq);
+            }
+            ((), Vec::new())
+        });
     }
 
     // --- receiving ------------------------------------------------------------------
@@ -329,7 +640,7 @@ impl Session {
         origin: Origin,
     ) -> Result<DecryptedMessage, Rejection> {
         let (own_name, own_keys) = self.own_keys().map_err(|r| Rejection::new(&msg, r))?;
-        let prepared = self.prepare(conn, msg, origin).await?;
+        let prepared = self.prepare(conn, msg).await?;
         // Only used if the blocking task panics or the runtime is shutting down.
         let failed = Rejection::new(
             &prepared.msg,
@@ -344,7 +655,13 @@ impl Session {
             tracing::error!(error = %e, "decryption task failed");
             failed
         })?;
-        self.finish(prepared, result, origin)
+        self.update(|st| (finish(st, prepared, result, origin), Vec::new()))
+            .map(|(message, withheld)| {
+                if let Some(event) = withheld {
+                    self.emit(event);
+                }
+                message
+            })
     }
 
     /// Decrypts a history page: keys are resolved first, then every message is opened in
@@ -369,7 +686,7 @@ impl Session {
         };
         let mut prepared = Vec::with_capacity(page.messages.len());
         for msg in page.messages {
-            match self.prepare(Some(conn), msg, Origin::History).await {
+            match self.prepare(Some(conn), msg).await {
                 Ok(p) => prepared.push(p),
                 Err(r) => view.rejected.push(r),
             }
@@ -385,14 +702,15 @@ impl Session {
         })
         .await;
         match opened {
-            Ok(opened) => {
+            Ok(opened) => self.update(|st| {
                 for (p, result) in opened {
-                    match self.finish(p, result, Origin::History) {
-                        Ok(m) => view.messages.push(m),
+                    match finish(st, p, result, Origin::History) {
+                        Ok((m, _)) => view.messages.push(m),
                         Err(r) => view.rejected.push(r),
                     }
                 }
-            }
+                ((), Vec::new())
+            }),
             Err(e) => tracing::error!(error = %e, "history decryption task failed"),
         }
         view.rejected.sort_by_key(|r| r.seq);
@@ -408,19 +726,19 @@ impl Session {
         Ok((identity.username().clone(), keys))
     }
 
-    /// Duplicate check and sender keys (fetched and pin-checked if never seen).
+    /// Membership check and sender keys (fetched and pin-checked if never seen).
     async fn prepare(
         &self,
         conn: Option<&Connection>,
         msg: DeliveredMessage,
-        origin: Origin,
     ) -> Result<Prepared, Rejection> {
         let known = {
             let st = self.lock();
-            if let Err(reason) = st.inbox.check(&msg, origin) {
-                return Err(Rejection::new(&msg, reason));
+            if !st.member_of.contains(&msg.room.canonical()) {
+                return Err(Rejection::new(&msg, RejectReason::NotAMember));
             }
-            st.directory.sender_keys(&msg.sender)
+            st.directory
+                .sender_keys(&msg.sender, st.ledger.retired(&msg.sender))
         };
         let known = match known {
             SenderKeys::Unknown => match self.fetch_key(conn, &msg).await {
@@ -468,32 +786,109 @@ impl Session {
         if !info.username.same_as(&msg.sender) {
             return Err("the server returned another user's key".into());
         }
-        self.observe(std::slice::from_ref(&info), std::slice::from_ref(&msg.room))
-            .map_err(|e| e.to_string())?;
-        Ok(self.lock().directory.sender_keys(&msg.sender))
+        self.observe(
+            Some(conn),
+            std::slice::from_ref(&info),
+            std::slice::from_ref(&msg.room),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let st = self.lock();
+        Ok(st
+            .directory
+            .sender_keys(&msg.sender, st.ledger.retired(&msg.sender)))
     }
+}
 
-    /// Records an opened message as accepted (re-checking for duplicates).
-    fn finish(
-        &self,
-        prepared: Prepared,
-        result: Result<DecryptedMessage, RejectReason>,
-        origin: Origin,
-    ) -> Result<DecryptedMessage, Rejection> {
-        let reason = match result {
-            Ok(message) => match self.lock().inbox.record(&prepared.msg, origin) {
-                Ok(()) => return Ok(message),
-                Err(reason) => reason,
-            },
-            // A signature that fails under the old trusted keys while the current key is
-            // an unaccepted change is most likely signed with that new key.
-            Err(RejectReason::BadSignature) if prepared.current_unaccepted => {
-                RejectReason::UntrustedSenderKey
-            }
-            Err(reason) => reason,
-        };
-        Err(Rejection::new(&prepared.msg, reason))
+/// Records an opened message as accepted in the ledger; for a live message also checks
+/// the signed recipients against the known members and the sender's counter against the
+/// last live one (a skipped counter is a withheld message).
+fn finish(
+    st: &mut State,
+    prepared: Prepared,
+    result: Result<DecryptedMessage, RejectReason>,
+    origin: Origin,
+) -> Result<(DecryptedMessage, Option<ClientEvent>), Rejection> {
+    let mut message = match result {
+        Ok(message) => message,
+        // A signature that fails under the old trusted keys while the current key is
+        // an unaccepted change is most likely signed with that new key.
+        Err(RejectReason::BadSignature) if prepared.current_unaccepted => {
+            return Err(Rejection::new(
+                &prepared.msg,
+                RejectReason::UntrustedSenderKey,
+            ))
+        }
+        Err(reason) => return Err(Rejection::new(&prepared.msg, reason)),
+    };
+    admit(&mut st.ledger, &message, origin).map_err(|r| Rejection::new(&prepared.msg, r))?;
+    if origin != Origin::Live {
+        return Ok((message, None));
     }
+    let known: Vec<Username> = match st.rooms.get(&message.room) {
+        Some(room) => room.members.clone(),
+        None => st
+            .ledger
+            .members(&message.room)
+            .map(<[Username]>::to_vec)
+            .unwrap_or_default(),
+    };
+    if !known.is_empty() {
+        message.unknown_recipients = message
+            .recipients
+            .iter()
+            .filter(|r| !known.iter().any(|k| k.same_as(r)))
+            .cloned()
+            .collect();
+    }
+    let key = (
+        message.room.canonical(),
+        message.sender.canonical(),
+        message.device,
+    );
+    let withheld = match st.live.get(&key) {
+        Some(&last) if message.counter > last + 1 => Some(ClientEvent::MessagesWithheld {
+            room: message.room.clone(),
+            sender: message.sender.clone(),
+            missing: message.counter - last - 1,
+        }),
+        _ => None,
+    };
+    let last = st.live.entry(key).or_insert(0);
+    *last = (*last).max(message.counter);
+    Ok((message, withheld))
+}
+
+/// Join and leave events for the differences between `before` and `after`.
+fn membership_diff(
+    before: &[Username],
+    after: &[MemberView],
+    room: &RoomName,
+    source: MembershipSource,
+    st: &State,
+) -> Vec<ClientEvent> {
+    let mut events: Vec<ClientEvent> = after
+        .iter()
+        .filter(|v| !before.iter().any(|b| b.same_as(&v.username)))
+        .map(|v| ClientEvent::MemberJoined {
+            room: room.clone(),
+            member: v.clone(),
+            source,
+        })
+        .collect();
+    let me = st.identity.as_ref().map(|i| i.username().clone());
+    events.extend(
+        before
+            .iter()
+            .filter(|b| !after.iter().any(|v| v.username.same_as(b)))
+            .filter(|b| me.as_ref().is_none_or(|m| !m.same_as(b)))
+            .map(|b| ClientEvent::MemberLeft {
+                room: room.clone(),
+                username: b.clone(),
+                source,
+            }),
+    );
+    events
 }
 
 fn open_prepared(
@@ -504,25 +899,37 @@ fn open_prepared(
     open_delivered(&prepared.msg, own_name, own_keys, &prepared.sender_keys)
 }
 
-fn alarm_event(alarm: Alarm, rooms: &[RoomName]) -> ClientEvent {
+fn alarm_event(alarm: Alarm, rooms: &[RoomName], st: &State) -> ClientEvent {
     match alarm {
         Alarm::Changed(change) => {
             tracing::warn!(
                 user = %change.username,
                 pinned = %change.pinned_fingerprint,
                 new = %change.new_fingerprint,
+                verified = change.verified,
                 "key differs from the pinned one"
             );
             ClientEvent::KeyChanged {
                 username: change.username,
                 pinned_fingerprint: change.pinned_fingerprint,
                 new_fingerprint: change.new_fingerprint,
+                verified: change.verified,
                 rooms: rooms.to_vec(),
             }
         }
         Alarm::Invalid { username, reason } => {
             tracing::warn!(user = %username, %reason, "server presented an unusable key");
             ClientEvent::InvalidKey { username, reason }
+        }
+        Alarm::OwnKey { presented } => {
+            tracing::error!(presented = %presented, "the server presents another key for this user");
+            ClientEvent::OwnKeyMismatch {
+                presented_fingerprint: presented,
+                own_fingerprint: st
+                    .identity
+                    .as_ref()
+                    .map_or(Fingerprint([0; 32]), Identity::fingerprint),
+            }
         }
     }
 }

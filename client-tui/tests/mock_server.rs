@@ -6,17 +6,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use client_tui::{
-    Client, ClientConfig, ClientError, ClientEvent, EventReceiver, Identity, KeyStatus, PinStore,
-    RejectReason,
+    Client, ClientConfig, ClientError, ClientEvent, EventReceiver, Identity, KeyStatus,
+    MembershipSource, PinStore, RejectReason,
 };
 use futures_util::{SinkExt, StreamExt};
 use shared::crypto::keys::{self, Fingerprint};
 use shared::crypto::message::{open_message, seal_message, MessageBody, Received, Recipient};
+use shared::crypto::rotation::RotationCertificate;
 use shared::crypto::signing::verify_login;
 use shared::crypto::RsaPrivateKey;
 use shared::protocol::{
     codec, recipients_of, Challenge, ClientFrame, ClientMsg, DeliveredMessage, HelloAck,
-    HistoryPage, LoggedIn, MemberInfo, Push, Reply, RoomSnapshot, SendAck, ServerMsg,
+    HistoryPage, KeyHistory, LoggedIn, MemberInfo, Push, Reply, RoomSnapshot, SendAck, ServerMsg,
     PROTOCOL_VERSION,
 };
 use shared::{
@@ -195,6 +196,23 @@ impl Peer {
         .await;
     }
 
+    /// Answers a `GetKeyHistory` for `name` with `certificates`.
+    async fn key_history(&mut self, name: &str, certificates: Vec<RotationCertificate>) {
+        let frame = self.recv().await;
+        let ClientMsg::GetKeyHistory(get) = frame.msg else {
+            panic!("expected GetKeyHistory, got {:?}", frame.msg)
+        };
+        assert!(get.username.same_as(&user(name)));
+        self.reply(
+            frame.request_id,
+            Reply::KeyHistory(KeyHistory {
+                username: user(name),
+                certificates,
+            }),
+        )
+        .await;
+    }
+
     /// Answers a `JoinRoom` for `general` with `members` and `history`.
     async fn joined(&mut self, members: Vec<MemberInfo>, history: Vec<DeliveredMessage>) {
         let frame = self.recv().await;
@@ -326,12 +344,14 @@ async fn login_join_history_and_send_with_member_refresh() {
         })
         .await;
 
-        // Retry: same id, now including carol, and carol can read her copy.
+        // Carol's addition was shown to the user before anything was encrypted to her:
+        // the client does not retry on its own. The user's next send includes her, with
+        // the counter the refused attempt gave back.
         let frame = peer.recv().await;
         let ClientMsg::SendMessage(retry) = frame.msg else {
-            panic!("expected the retried SendMessage")
+            panic!("expected the second SendMessage")
         };
-        assert_eq!(retry.message_id, send.message_id);
+        assert_ne!(retry.message_id, send.message_id, "a new send by the user");
         let names: Vec<_> = retry
             .envelopes
             .iter()
@@ -357,6 +377,7 @@ async fn login_join_history_and_send_with_member_refresh() {
         )
         .expect("carol opens her copy");
         assert_eq!(body.text, "hello everyone");
+        assert_eq!(body.counter, 1, "the refused attempt's counter is reused");
         peer.reply(
             frame.request_id,
             Reply::Sent(SendAck {
@@ -411,12 +432,24 @@ async fn login_join_history_and_send_with_member_refresh() {
     assert_eq!(view.history.messages[0].sender, user("bob"));
     assert!(view.history.rejected.is_empty());
 
+    let refused = client.send_text(&room("general"), "hello everyone").await;
+    assert!(
+        matches!(refused, Err(ClientError::MembersAdded { ref added, .. }) if added == &[user("carol")]),
+        "got {refused:?}"
+    );
+    match next_event(&mut events).await {
+        ClientEvent::MemberJoined { member, source, .. } => {
+            assert_eq!(member.username, user("carol"));
+            assert_eq!(source, MembershipSource::SendRefused);
+        }
+        other => panic!("expected carol's join to be shown, got {other:?}"),
+    }
+    assert_eq!(client.members(&room("general")).map(|m| m.len()), Some(3));
     let ack = client
         .send_text(&room("general"), "hello everyone")
         .await
-        .expect("sends after refreshing members");
+        .expect("sends once the addition was shown");
     assert_eq!(ack.seq, 2);
-    assert_eq!(client.members(&room("general")).map(|m| m.len()), Some(3));
 
     match next_event(&mut events).await {
         ClientEvent::Message(m) => {
@@ -429,7 +462,7 @@ async fn login_join_history_and_send_with_member_refresh() {
     match next_event(&mut events).await {
         ClientEvent::Rejected(r) => {
             assert_eq!(r.seq, 4);
-            assert_eq!(r.reason, RejectReason::Duplicate { first_seq: 3 });
+            assert_eq!(r.reason, RejectReason::Replayed { counter: 3 });
         }
         other => panic!("expected the replay to be rejected, got {other:?}"),
     }
@@ -486,12 +519,13 @@ async fn changed_key_blocks_sending_until_accepted() {
         peer.login("alice", &sa).await;
         peer.joined(vec![member("alice", &sa), member("bob", &sb1)], vec![])
             .await;
-        // The server claims bob has a new key.
+        // The server claims bob has a new key, with no rotation certificate for it.
         peer.push(Push::KeyChanged {
             member: member("bob", &sb2),
             rooms: vec![room("general")],
         })
         .await;
+        peer.key_history("bob", vec![]).await;
         // A message signed with the new key.
         let msg = delivered(
             "general",
@@ -552,8 +586,10 @@ async fn changed_key_blocks_sending_until_accepted() {
             username,
             pinned_fingerprint,
             new_fingerprint,
+            verified,
             rooms,
         } => {
+            assert!(!verified);
             assert_eq!(username, user("bob"));
             assert_eq!(pinned_fingerprint, Fingerprint::of_der(&der(&b1)));
             assert_eq!(new_fingerprint, Fingerprint::of_der(&der(&b2)));

@@ -301,7 +301,7 @@ async fn tui_registers_joins_a_hidden_room_and_chats_end_to_end() {
     tmux.wait_for(&format!("#{HIDDEN_ROOM} (hidden, password)"))
         .await;
     wait_event(&mut bob_events, "the TUI user joining", |e| {
-        matches!(e, ClientEvent::MemberJoined { room: r, member }
+        matches!(e, ClientEvent::MemberJoined { room: r, member, .. }
             if r.same_as(&room(HIDDEN_ROOM)) && member.username.same_as(&name(TUI_USER)))
     })
     .await;

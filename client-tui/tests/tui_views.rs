@@ -11,14 +11,16 @@ use client_tui::tui::event::{ConnectionState, Me, UiEvent};
 use client_tui::tui::network::CommandSender;
 use client_tui::tui::profile::Start;
 use client_tui::tui::state::AppState;
-use client_tui::{ClientEvent, DecryptedMessage, HistoryView, KeyStatus, MemberView, RoomView};
+use client_tui::{
+    ClientEvent, DecryptedMessage, HistoryView, KeyStatus, MemberView, MembershipSource, RoomView,
+};
 use cursive::backends::puppet::observed::ObservedScreen;
 use cursive::backends::puppet::Backend;
 use cursive::event::{Event, Key};
 use cursive::{Cursive, CursiveRunner, Vec2};
 use shared::crypto::keys::Fingerprint;
 use shared::protocol::{RoomList, RoomSummary, SendAck};
-use shared::{MessageId, RoomName, Username};
+use shared::{DeviceId, MessageId, RoomName, Username};
 use tokio::sync::mpsc;
 
 struct Harness {
@@ -146,6 +148,7 @@ fn member(n: &str, byte: u8) -> MemberView {
         username: name(n),
         fingerprint: Fingerprint([byte; 32]),
         status: KeyStatus::Trusted,
+        verified: false,
     }
 }
 
@@ -155,9 +158,12 @@ fn message(r: &str, seq: u64, sender: &str, text: &str) -> DecryptedMessage {
         seq,
         message_id: MessageId([seq as u8; 16]),
         sender: name(sender),
+        device: DeviceId([1; 16]),
+        counter: seq,
         sent_at_ms: 1_700_000_000_000 + seq,
         server_time_ms: 1_700_000_000_000 + seq,
         recipients: vec![name("alice"), name(sender)],
+        unknown_recipients: Vec::new(),
         text: text.into(),
     }
 }
@@ -315,12 +321,14 @@ fn chat_shows_messages_members_and_sends_from_the_input_line() {
     h.event(UiEvent::Client(ClientEvent::MemberJoined {
         room: room("den"),
         member: member("carol", 0x77),
+        source: MembershipSource::Push,
     }));
     h.assert_shows("→ carol joined · key 7777 7777…");
     h.assert_shows("3 members");
     h.event(UiEvent::Client(ClientEvent::MemberLeft {
         room: room("den"),
         username: name("carol"),
+        source: MembershipSource::Push,
     }));
     h.assert_shows("← carol left");
     h.assert_shows("2 members");
@@ -338,6 +346,7 @@ fn a_changed_key_must_be_acknowledged_and_can_be_accepted() {
         username: name("bob"),
         pinned_fingerprint: Fingerprint([0x3f; 32]),
         new_fingerprint: Fingerprint([0x99; 32]),
+        verified: false,
         rooms: vec![room("den")],
     }));
     h.assert_shows("Key changed: bob");

@@ -990,12 +990,10 @@ fn follow_chain_through_a_cycle_terminates_with_an_error() {
 
 /// Alice rotates away from her first key, back to it (say, restored from a backup), and
 /// on to a third: every certificate is genuine and a path from the first key to the
-/// current one exists (0 -> 2). Ignored because `follow_chain` takes the first certificate
-/// leading on from each key and never backtracks, so it walks 0 -> 1, finds only the way
-/// back to the visited key 0, and reports `Broken(1)`. Reported to the owners of
-/// shared/src/crypto/rotation.rs; un-ignore once the walk searches instead.
+/// current one exists (0 -> 2). A walk that takes the first certificate leading on from
+/// each key goes 0 -> 1, finds only the way back to the visited key 0, and gives up; the
+/// search backs out of that dead end.
 #[test]
-#[ignore = "follow_chain does not backtrack out of a dead end (shared/src/crypto/rotation.rs)"]
 fn follow_chain_finds_the_way_on_after_a_rotation_back() {
     let chain = [rotate(0, 1), rotate(1, 0), rotate(0, 2)];
     let path = follow_in_time(afp(0), afp(2), chain.to_vec()).expect("a path exists");

@@ -12,10 +12,11 @@
 //! - When the socket closes, every waiting request fails with a typed error and a final
 //!   [`Inbound::Closed`] is sent.
 //!
-//! The `Inbound` channel is unbounded on purpose: replies and pushes share the reader, so
-//! if the reader could block on a full push queue, a consumer that awaits a request while
-//! pushes pile up would deadlock itself. The server bounds what it sends per connection
-//! (it disconnects slow consumers), which bounds this queue in practice.
+//! The `Inbound` channel is bounded ([`INBOUND_QUEUE`]) but the reader never waits on it:
+//! replies and pushes share the reader, so if it could block on a full push queue, a
+//! consumer that awaits a request while pushes pile up would deadlock itself. A server
+//! that fills the queue is flooding the client: the reader closes the connection (1008)
+//! and reports [`FLOOD_REASON`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +33,14 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::transport::WsStream;
 use crate::error::ClientError;
+use crate::events::FLOOD_REASON;
+
+/// Pushes queued between the reader and the push processor before the client treats the
+/// server as flooding it.
+pub(crate) const INBOUND_QUEUE: usize = 1024;
+
+/// The write half, shared by requesters and (to close on a flood) the reader.
+type Sink = Arc<tokio::sync::Mutex<SplitSink<WsStream, Message>>>;
 
 /// What the reader hands to the rest of the client, in arrival order.
 #[derive(Debug)]
@@ -94,7 +103,7 @@ pub(crate) struct WeakConnection {
 
 struct Inner {
     /// The write half; a tokio mutex because writing awaits.
-    sink: tokio::sync::Mutex<SplitSink<WsStream, Message>>,
+    sink: Sink,
     /// Waiting requests and the closed flag, shared with the reader.
     pending: SharedPending,
     /// Source of request ids; ids are never reused within a connection.
@@ -117,14 +126,20 @@ impl Connection {
     pub(crate) fn start(
         stream: WsStream,
         timeout: Duration,
-        inbound: mpsc::UnboundedSender<Inbound>,
+        inbound: mpsc::Sender<Inbound>,
     ) -> Self {
         let (sink, stream) = stream.split();
+        let sink: Sink = Arc::new(tokio::sync::Mutex::new(sink));
         let pending = SharedPending::default();
-        let reader = tokio::spawn(read_loop(stream, Arc::clone(&pending), inbound));
+        let reader = tokio::spawn(read_loop(
+            stream,
+            Arc::clone(&pending),
+            inbound,
+            Arc::clone(&sink),
+        ));
         Self {
             inner: Arc::new(Inner {
-                sink: tokio::sync::Mutex::new(sink),
+                sink,
                 pending,
                 next_id: AtomicU64::new(1),
                 timeout,
@@ -204,6 +219,11 @@ impl Connection {
         // Already closed or broken: nothing more to do.
         let _ = sink.send(Message::Close(None)).await;
     }
+
+    /// Closes the connection because the server floods the client (1008, policy).
+    pub(crate) async fn close_flooded(&self) {
+        close_flooded(&self.inner.sink).await;
+    }
 }
 
 impl WeakConnection {
@@ -225,16 +245,34 @@ impl Drop for PendingGuard<'_> {
     }
 }
 
+/// Sends a policy-violation Close frame (the server flooded the client).
+async fn close_flooded(sink: &Sink) {
+    use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame};
+    let frame = CloseFrame {
+        code: CloseCode::Policy,
+        reason: "client flooded".into(),
+    };
+    // Already closed or broken: nothing more to do.
+    let _ = sink.lock().await.send(Message::Close(Some(frame))).await;
+}
+
 /// The reader task: routes replies, forwards pushes, and reports the close.
 async fn read_loop(
     mut stream: SplitStream<WsStream>,
     pending: SharedPending,
-    inbound: mpsc::UnboundedSender<Inbound>,
+    inbound: mpsc::Sender<Inbound>,
+    sink: Sink,
 ) {
     let reason = loop {
         match stream.next().await {
             Some(Ok(Message::Binary(bytes))) => match codec::decode_server(&bytes) {
-                Ok(msg) => route(msg, &pending, &inbound),
+                Ok(msg) => {
+                    if route(msg, &pending, &inbound).is_err() {
+                        tracing::warn!("push queue full: the server floods this client");
+                        close_flooded(&sink).await;
+                        break FLOOD_REASON.to_owned();
+                    }
+                }
                 // Skip it: a request it answered will time out rather than hang.
                 Err(e) => tracing::warn!(error = %e, "undecodable frame from server"),
             },
@@ -252,7 +290,9 @@ async fn read_loop(
     };
     tracing::debug!(%reason, "connection reader stopped");
     fail_all(&pending, reason.clone());
-    let _ = inbound.send(Inbound::Closed { reason });
+    // If the queue is full the processor still learns of the end: this sender is the
+    // last, and dropping it closes the queue once it is drained.
+    let _ = inbound.try_send(Inbound::Closed { reason });
 }
 
 /// Marks the connection closed and fails every waiting request.
@@ -277,23 +317,37 @@ fn fail_all(pending: &SharedPending, reason: String) {
     }
 }
 
-fn route(msg: ServerMsg, pending: &SharedPending, inbound: &mpsc::UnboundedSender<Inbound>) {
-    match msg {
-        ServerMsg::Reply { request_id, reply } => complete(pending, request_id, Ok(reply)),
+/// Completes a waiting request or queues what is not a reply.
+///
+/// # Errors
+/// `Err(())` if the inbound queue is full (a flood).
+fn route(
+    msg: ServerMsg,
+    pending: &SharedPending,
+    inbound: &mpsc::Sender<Inbound>,
+) -> Result<(), ()> {
+    let item = match msg {
+        ServerMsg::Reply { request_id, reply } => {
+            complete(pending, request_id, Ok(reply));
+            return Ok(());
+        }
         ServerMsg::Error {
             request_id: Some(request_id),
             code,
             message,
             detail,
-        } => complete(
-            pending,
-            request_id,
-            Err(ClientError::Server {
-                code,
-                message,
-                detail,
-            }),
-        ),
+        } => {
+            complete(
+                pending,
+                request_id,
+                Err(ClientError::Server {
+                    code,
+                    message,
+                    detail,
+                }),
+            );
+            return Ok(());
+        }
         ServerMsg::Error {
             request_id: None,
             code,
@@ -302,12 +356,14 @@ fn route(msg: ServerMsg, pending: &SharedPending, inbound: &mpsc::UnboundedSende
         } => {
             tracing::warn!(?code, %message, "server reported an error");
             lock(pending).last_error = Some((code, message.clone(), detail));
-            let _ = inbound.send(Inbound::ServerError { code, message });
+            Inbound::ServerError { code, message }
         }
-        ServerMsg::Push(push) => {
-            // The receiver is gone only when the client is shutting down.
-            let _ = inbound.send(Inbound::Push(push));
-        }
+        ServerMsg::Push(push) => Inbound::Push(push),
+    };
+    match inbound.try_send(item) {
+        // A closed receiver means the client is shutting down.
+        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
+        Err(mpsc::error::TrySendError::Full(_)) => Err(()),
     }
 }
 

@@ -20,7 +20,7 @@ use super::command::{Action, Command};
 use super::event::{ConnectionState, Me, UiEvent};
 use super::profile::Start;
 use crate::directory::{KeyStatus, MemberView};
-use crate::events::ClientEvent;
+use crate::events::{ClientEvent, MembershipSource};
 use crate::inbox::{DecryptedMessage, Rejection};
 use crate::rooms::HistoryView;
 
@@ -943,10 +943,21 @@ impl AppState {
                 );
                 Vec::new()
             }
-            ClientEvent::MemberJoined { room, member } => {
+            ClientEvent::MemberJoined {
+                room,
+                member,
+                source,
+            } => {
                 if let Some(buffer) = self.room_mut(&room) {
+                    let how = match source {
+                        MembershipSource::Push => "joined",
+                        MembershipSource::Reopened => "joined while you were away",
+                        MembershipSource::SendRefused => {
+                            "was added (your message waits until you have seen this)"
+                        }
+                    };
                     let text = format!(
-                        "→ {} joined · key {}",
+                        "→ {} {how} · key {}",
                         member.username,
                         short_fingerprint(&member.fingerprint)
                     );
@@ -958,19 +969,93 @@ impl AppState {
                 }
                 Vec::new()
             }
-            ClientEvent::MemberLeft { room, username } => {
+            ClientEvent::MemberLeft {
+                room,
+                username,
+                source,
+            } => {
                 if let Some(buffer) = self.room_mut(&room) {
+                    let how = match source {
+                        MembershipSource::Push | MembershipSource::SendRefused => "left",
+                        MembershipSource::Reopened => "left while you were away",
+                    };
                     buffer.members.retain(|m| !m.username.same_as(&username));
                     buffer
                         .timeline
-                        .push_notice(format!("← {username} left"), Level::Info);
+                        .push_notice(format!("← {username} {how}"), Level::Info);
                 }
+                Vec::new()
+            }
+            ClientEvent::KeyRotated {
+                username,
+                old_fingerprint,
+                new_fingerprint,
+                ..
+            } => {
+                for buffer in &mut self.rooms {
+                    if !buffer.has_member(&username) {
+                        continue;
+                    }
+                    for m in &mut buffer.members {
+                        if m.username.same_as(&username) {
+                            m.fingerprint = new_fingerprint;
+                            m.status = KeyStatus::Trusted;
+                        }
+                    }
+                    buffer.timeline.push_notice(
+                        format!(
+                            "{username} rotated their key: {} → {} (signed by their previous key)",
+                            short_fingerprint(&old_fingerprint),
+                            short_fingerprint(&new_fingerprint)
+                        ),
+                        Level::Info,
+                    );
+                }
+                Vec::new()
+            }
+            ClientEvent::OwnKeyMismatch {
+                presented_fingerprint,
+                own_fingerprint,
+            } => {
+                let text = format!(
+                    "⚠ The server presents a different key for YOU ({}, yours is {}). \
+                     Your messages are still encrypted with your own key; someone may be \
+                     trying to read them.",
+                    short_fingerprint(&presented_fingerprint),
+                    short_fingerprint(&own_fingerprint)
+                );
+                for buffer in &mut self.rooms {
+                    buffer.timeline.push_notice(text.clone(), Level::Error);
+                }
+                self.set_status(text, Level::Error);
+                Vec::new()
+            }
+            ClientEvent::MessagesWithheld {
+                room,
+                sender,
+                missing,
+            } => {
+                let text = format!(
+                    "⚠ {} from {sender} did not arrive: the server may be withholding them",
+                    plural(usize::try_from(missing).unwrap_or(usize::MAX), "message")
+                );
+                self.room_or_insert(&room)
+                    .timeline
+                    .push_notice(text, Level::Warning);
+                Vec::new()
+            }
+            ClientEvent::LocalStateError { reason } => {
+                self.set_status(
+                    format!("Could not save local state: {reason}"),
+                    Level::Error,
+                );
                 Vec::new()
             }
             ClientEvent::KeyChanged {
                 username,
                 pinned_fingerprint,
                 new_fingerprint,
+                verified,
                 rooms,
             } => {
                 let alert = KeyAlert {
@@ -992,10 +1077,12 @@ impl AppState {
                             };
                         }
                     }
+                    let was = if verified { "VERIFIED key" } else { "key" };
                     buffer.timeline.push_notice(
                         format!(
-                            "⚠ {username}'s key CHANGED: {} → {}. Their new messages stay \
-                             hidden and nothing is encrypted to them until you accept (F3).",
+                            "⚠ {username}'s {was} CHANGED without a rotation signed by the old \
+                             key: {} → {}. Their new messages stay hidden and nothing is \
+                             encrypted to them until you accept (F3).",
                             short_fingerprint(&pinned_fingerprint),
                             short_fingerprint(&new_fingerprint)
                         ),
@@ -1084,9 +1171,12 @@ mod tests {
             seq,
             message_id: MessageId([seq as u8; 16]),
             sender: name(sender),
+            device: shared::DeviceId([1; 16]),
+            counter: seq,
             sent_at_ms: 1_000 + seq,
             server_time_ms: 1_000 + seq,
             recipients: vec![name("alice"), name(sender)],
+            unknown_recipients: Vec::new(),
             text: text.into(),
         }
     }
@@ -1107,6 +1197,7 @@ mod tests {
             username: name(n),
             fingerprint: Fingerprint([byte; 32]),
             status: KeyStatus::Trusted,
+            verified: false,
         }
     }
 
@@ -1350,6 +1441,7 @@ mod tests {
             username: name("bob"),
             pinned_fingerprint: Fingerprint([2; 32]),
             new_fingerprint: Fingerprint([9; 32]),
+            verified: false,
             rooms: vec![room("a")],
         }));
         assert!(matches!(

@@ -174,10 +174,14 @@ pub enum ChainError {
 }
 
 /// The certificates that lead from `pinned` to `current` for `username`, in order, each
-/// verified. `chain` may hold certificates in any order, and unrelated ones.
+/// verified. `chain` may hold certificates in any order, unrelated ones, invalid ones and
+/// cycles (a malicious server chooses it): the search tries every certificate that leads
+/// on from a key, never visits a key twice, and ends after at most `chain.len()` steps
+/// per path.
 ///
 /// # Errors
-/// [`ChainError`] if no verified path exists.
+/// [`ChainError`] if no verified path exists: the reason met on the way (a certificate
+/// for another user, an invalid one), or [`ChainError::Broken`] at the last key reached.
 pub fn follow_chain<'a>(
     username: &Username,
     pinned: &Fingerprint,
@@ -186,21 +190,58 @@ pub fn follow_chain<'a>(
 ) -> Result<Vec<&'a RotationCertificate>, ChainError> {
     let mut path = Vec::new();
     let mut visited = vec![*pinned];
-    let mut at = *pinned;
-    while at != *current {
-        // Each step moves to a key not visited before, so the walk ends even if the
-        // server sends a cycle.
-        let next = chain
-            .iter()
-            .find(|c| c.old_fingerprint() == at && !visited.contains(&c.new_fingerprint()))
-            .ok_or(ChainError::Broken(at))?;
-        if !next.username.same_as(username) {
-            return Err(ChainError::WrongUser);
-        }
-        next.verify().map_err(ChainError::Invalid)?;
-        at = next.new_fingerprint();
-        visited.push(at);
-        path.push(next);
+    let mut failure = ChainError::Broken(*pinned);
+    if search(
+        username,
+        *pinned,
+        current,
+        chain,
+        &mut visited,
+        &mut path,
+        &mut failure,
+    ) {
+        Ok(path)
+    } else {
+        Err(failure)
     }
-    Ok(path)
+}
+
+/// Depth-first search for [`follow_chain`]: extends `path` from `at` to `current`.
+fn search<'a>(
+    username: &Username,
+    at: Fingerprint,
+    current: &Fingerprint,
+    chain: &'a [RotationCertificate],
+    visited: &mut Vec<Fingerprint>,
+    path: &mut Vec<&'a RotationCertificate>,
+    failure: &mut ChainError,
+) -> bool {
+    if at == *current {
+        return true;
+    }
+    if matches!(failure, ChainError::Broken(_)) {
+        // The deepest key reached so far, unless a worse reason was met on the way.
+        *failure = ChainError::Broken(at);
+    }
+    for cert in chain.iter().filter(|c| c.old_fingerprint() == at) {
+        let next = cert.new_fingerprint();
+        if visited.contains(&next) {
+            continue;
+        }
+        if !cert.username.same_as(username) {
+            *failure = ChainError::WrongUser;
+            continue;
+        }
+        if let Err(e) = cert.verify() {
+            *failure = ChainError::Invalid(e);
+            continue;
+        }
+        visited.push(next);
+        path.push(cert);
+        if search(username, next, current, chain, visited, path, failure) {
+            return true;
+        }
+        path.pop();
+    }
+    false
 }
