@@ -141,6 +141,8 @@ pub(crate) struct Ledger {
     /// `None` keeps it in memory only (tests, tools).
     path: Option<PathBuf>,
     data: LedgerFile,
+    /// Changed since the last save (saving an unchanged ledger writes nothing).
+    dirty: bool,
 }
 
 /// The ledger file for the pin store at `pins_path` and the server `server`.
@@ -163,6 +165,7 @@ impl Ledger {
         Self {
             path: None,
             data: LedgerFile::fresh(),
+            dirty: false,
         }
     }
 
@@ -184,6 +187,8 @@ impl Ledger {
         Ok(Self {
             path: Some(path),
             data,
+            // A fresh ledger's device id must reach the disk before it signs anything.
+            dirty: true,
         })
     }
 
@@ -192,14 +197,18 @@ impl Ledger {
         DeviceId(self.data.device)
     }
 
-    /// Writes the ledger atomically (nothing for an in-memory ledger).
+    /// Writes the ledger atomically if it changed since the last save (nothing for an
+    /// in-memory ledger).
     ///
     /// # Errors
-    /// [`LedgerError::Io`].
-    pub(crate) fn save(&self) -> Result<(), LedgerError> {
+    /// [`LedgerError::Io`]; the ledger stays marked as changed.
+    pub(crate) fn save(&mut self) -> Result<(), LedgerError> {
         let Some(path) = &self.path else {
             return Ok(());
         };
+        if !self.dirty {
+            return Ok(());
+        }
         let io = |source| LedgerError::Io {
             path: path.clone(),
             source,
@@ -248,6 +257,7 @@ impl Ledger {
         if seen == Seen::Again {
             return Ok(seen);
         }
+        self.dirty = true;
         let record = self.room_mut(room);
         record.latest_seq = record.latest_seq.max(seq);
         let key = sender_key(sender, device);
@@ -290,6 +300,7 @@ impl Ledger {
 
     /// The next counter for a message from this device to `room` (recorded at once).
     pub(crate) fn next_counter(&mut self, room: &RoomName) -> u64 {
+        self.dirty = true;
         let record = self.room_mut(room);
         record.own_counter += 1;
         record.own_counter
@@ -302,6 +313,7 @@ impl Ledger {
         let record = self.room_mut(room);
         if record.own_counter == counter && counter > 0 {
             record.own_counter -= 1;
+            self.dirty = true;
             true
         } else {
             false
@@ -336,7 +348,11 @@ impl Ledger {
 
     /// Records the member list shown for `room`.
     pub(crate) fn set_members(&mut self, room: &RoomName, members: Vec<Username>) {
-        self.room_mut(room).members = Some(members);
+        let record = self.room_mut(room);
+        if record.members.as_ref() != Some(&members) {
+            record.members = Some(members);
+            self.dirty = true;
+        }
     }
 
     /// Adds a member to `room`'s list, if the room was opened and they are not listed.
@@ -344,6 +360,7 @@ impl Ledger {
         if let Some(members) = self.room_members_mut(room) {
             if !members.iter().any(|m| m.same_as(user)) {
                 members.push(user.clone());
+                self.dirty = true;
             }
         }
     }
@@ -351,14 +368,20 @@ impl Ledger {
     /// Removes a member from `room`'s list, if the room was opened.
     pub(crate) fn remove_member(&mut self, room: &RoomName, user: &Username) {
         if let Some(members) = self.room_members_mut(room) {
+            let before = members.len();
             members.retain(|m| !m.same_as(user));
+            if members.len() != before {
+                self.dirty = true;
+            }
         }
     }
 
     /// Forgets `room`'s member list (the user left; a later join starts afresh).
     pub(crate) fn clear_members(&mut self, room: &RoomName) {
         if let Some(record) = self.data.rooms.get_mut(&room.canonical()) {
-            record.members = None;
+            if record.members.take().is_some() {
+                self.dirty = true;
+            }
         }
     }
 
@@ -382,6 +405,7 @@ impl Ledger {
     /// Records a retired key of `user` (replacing an earlier record of the same key),
     /// keeping the newest [`MAX_RETIRED`].
     pub(crate) fn retire(&mut self, user: &Username, key: RetiredKey) {
+        self.dirty = true;
         let list = self.data.retired.entry(user.canonical()).or_default();
         list.retain(|k| k.public_key != key.public_key);
         list.insert(0, key);
@@ -391,15 +415,22 @@ impl Ledger {
     /// Forgets a retired key of `user` (it is current again).
     pub(crate) fn unretire(&mut self, user: &Username, public_key: &[u8]) {
         if let Some(list) = self.data.retired.get_mut(&user.canonical()) {
+            let before = list.len();
             list.retain(|k| k.public_key != public_key);
+            if list.len() != before {
+                self.dirty = true;
+            }
         }
     }
 
     fn room_mut(&mut self, room: &RoomName) -> &mut RoomRecord {
         let rooms = &mut self.data.rooms;
         let key = room.canonical();
-        if !rooms.contains_key(&key) && rooms.len() >= MAX_ROOMS {
-            forget_oldest(rooms, |r| r.latest_seq);
+        if !rooms.contains_key(&key) {
+            self.dirty = true;
+            if rooms.len() >= MAX_ROOMS {
+                forget_oldest(rooms, |r| r.latest_seq);
+            }
         }
         rooms.entry(key).or_default()
     }

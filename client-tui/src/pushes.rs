@@ -34,10 +34,12 @@ pub(crate) async fn run(
             }
         }
     }
-    // The reader ended without a final item (its queue was full): say so anyway.
-    session.emit(ClientEvent::Disconnected {
-        reason: "connection closed".into(),
-    });
+    // The reader ended without a final item (its queue was full): say why anyway.
+    let reason = conn
+        .upgrade()
+        .and_then(|c| c.closed_reason())
+        .unwrap_or_else(|| "connection closed".into());
+    session.emit(ClientEvent::Disconnected { reason });
 }
 
 async fn handle_push(session: &Session, conn: &WeakConnection, push: Push) {

@@ -693,3 +693,64 @@ async fn wss_failure_is_a_typed_error_not_a_panic() {
     );
     server.await.expect("server task");
 }
+
+#[tokio::test]
+async fn a_message_sealed_for_someone_not_shown_as_a_member_is_flagged() {
+    let (a, b, e) = (key(0), key(1), key(3));
+    let (sa, sb, se) = (a.clone(), b.clone(), e.clone());
+    let (url, server) = serve(move |mut peer| async move {
+        peer.greet().await;
+        peer.login("alice", &sa).await;
+        peer.joined(vec![member("alice", &sa), member("bob", &sb)], vec![])
+            .await;
+        // Bob's client was told eve is in the room (the server lied to him, not to
+        // alice): his signed recipient list names her.
+        let msg = delivered(
+            "general",
+            1,
+            ("bob", &sb),
+            &[("alice", &sa), ("bob", &sb), ("eve", &se)],
+            "alice",
+            "between us",
+        );
+        peer.push(Push::Message(msg)).await;
+        // A message whose signed recipients omit alice cannot be hers.
+        let mut other = delivered(
+            "general",
+            2,
+            ("bob", &sb),
+            &[("alice", &sa), ("bob", &sb)],
+            "alice",
+            "for bob only",
+        );
+        other.recipients.retain(|r| !r.same_as(&user("alice")));
+        peer.push(Push::Message(other)).await;
+        while peer.ws.next().await.is_some() {}
+    })
+    .await;
+    let (client, mut events) = connect(&url).await;
+    client.login(&alice()).await.expect("logs in");
+    client
+        .join_room(&room("general"), None)
+        .await
+        .expect("joins");
+    match next_event(&mut events).await {
+        ClientEvent::Message(m) => {
+            assert_eq!(m.text, "between us");
+            assert_eq!(m.unknown_recipients, vec![user("eve")]);
+        }
+        other => panic!("expected the flagged message, got {other:?}"),
+    }
+    match next_event(&mut events).await {
+        ClientEvent::Rejected(r) => assert!(
+            matches!(
+                r.reason,
+                RejectReason::Mismatch(_) | RejectReason::BadSignature
+            ),
+            "{r:?}"
+        ),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    drop(client);
+    server.await.expect("server script");
+}

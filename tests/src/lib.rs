@@ -3,6 +3,8 @@
 //! directly ([`RawClient`]) where a test needs to send what a well-behaved client never
 //! would.
 
+pub mod tamper;
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -160,6 +160,11 @@ impl Connection {
         lock(&self.inner.pending).closed.is_none()
     }
 
+    /// Why the connection closed, once it has.
+    pub(crate) fn closed_reason(&self) -> Option<String> {
+        lock(&self.inner.pending).closed.clone()
+    }
+
     /// Sends `msg` and waits for its reply.
     ///
     /// # Errors

@@ -2,6 +2,7 @@
 //! directory, ephemeral port) and talks to it over WebSockets as clients do. One test
 //! binary, several modules.
 
+mod adversary;
 mod auth;
 mod client_core;
 mod messaging;
