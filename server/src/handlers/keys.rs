@@ -5,7 +5,8 @@
 //! the old key (the hand-over) and the new key (proof of possession); the server keeps the
 //! newest certificates, so a client that pinned an older key can follow the chain to the
 //! current one instead of taking the server's word. A rotation is announced to everyone
-//! who shares a room with the user.
+//! who shares a room with the user and ends the user's other sessions, which logged in
+//! with the retired key.
 
 use std::collections::BTreeMap;
 
@@ -20,7 +21,7 @@ use shared::{RoomName, Username};
 
 use super::{encode_push, hub_gone, member_info, AppState};
 use crate::error::HandlerError;
-use crate::hub::ConnId;
+use crate::hub::{ConnId, Eviction};
 use crate::store::{StoreError, UserRecord};
 
 /// Room a `KeyHistory` reply keeps for everything but the certificates (frame tags, the
@@ -52,8 +53,9 @@ pub async fn get(
 /// - The key is replaced only if it is still the one the certificate retires (the store
 ///   compares and swaps): of two concurrent rotations, one wins and the other gets
 ///   `AuthFailed`. The certificate joins the user's key history.
-/// - Everyone sharing a room with the user (and the user's other connections) gets
-///   `KeyChanged` naming the shared rooms.
+/// - The user's other logged-in connections are closed with `CLOSE_KEY_ROTATED`; this one
+///   stays.
+/// - Everyone sharing a room with the user gets `KeyChanged` naming the shared rooms.
 ///
 /// # Errors
 /// [`HandlerError::InvalidInput`] (too many marks, an unacceptable new key),
@@ -90,6 +92,13 @@ pub async fn rotate(
         Err(e) => return Err(e.into()),
     }
     tracing::info!(user = %user, "key rotated");
+    // The other sessions logged in with the retired key: they end first, so none of them
+    // acts on the new state.
+    state
+        .hub
+        .evict(user.canonical(), Some(conn), Eviction::KeyRotated)
+        .await
+        .map_err(hub_gone)?;
 
     // Who shares which rooms with the user.
     let mut shared_rooms: BTreeMap<String, Vec<RoomName>> = BTreeMap::new();
