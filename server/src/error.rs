@@ -39,6 +39,11 @@ pub enum HandlerError {
     /// The login proof failed, or no challenge was outstanding.
     #[error("authentication failed")]
     AuthFailed,
+    /// The account's key was rotated while this login was in progress: the proof was made
+    /// with a retired key. (On the wire it is `AuthFailed`; the session then closes with
+    /// `CLOSE_KEY_ROTATED`.)
+    #[error("the account's key was rotated during this login; log in with the new key")]
+    KeyRotated,
     /// The challenge expired.
     #[error("the login challenge expired; ask for a new one")]
     ChallengeExpired,
@@ -83,7 +88,7 @@ impl HandlerError {
             Self::InvalidInput(_) => ErrorCode::InvalidInput,
             Self::UsernameTaken => ErrorCode::UsernameTaken,
             Self::UnknownUser => ErrorCode::UnknownUser,
-            Self::AuthFailed => ErrorCode::AuthFailed,
+            Self::AuthFailed | Self::KeyRotated => ErrorCode::AuthFailed,
             Self::ChallengeExpired => ErrorCode::ChallengeExpired,
             Self::RoomExists => ErrorCode::RoomExists,
             Self::RoomUnavailable => ErrorCode::RoomUnavailable,

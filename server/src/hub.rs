@@ -2,16 +2,18 @@
 //! them.
 //!
 //! The hub owns its state outright (no locks): a map from user (canonical name) to that
-//! user's live connections, each with the sending half of the connection's bounded
-//! outbound queue. Everything else talks to it through a cloneable [`HubHandle`].
+//! user's live connections, each with its [`Registration`]: the sending half of the
+//! connection's bounded outbound queue, and where to say why the hub ends the connection.
+//! Everything else talks to it through a cloneable [`HubHandle`].
 //!
 //! It never waits for a client: frames are pushed with `try_send`, and a connection whose
 //! queue is full is dropped from the hub, which closes its queue; the connection's task
-//! sees that and disconnects the slow client. Membership is not kept here — the store
-//! owns it — so callers name the recipients.
+//! is told ([`Eviction::TooSlow`]) and disconnects the slow client. A key rotation ends
+//! the user's other connections the same way ([`Eviction::KeyRotated`]). Membership is not
+//! kept here — the store owns it — so callers name the recipients.
 //!
-//! Handlers see delivery only through the [`Fanout`] trait (connect, disconnect, deliver,
-//! count who is online). [`HubHandle`] is its single-instance implementation; the trait is
+//! Handlers see delivery only through the [`Fanout`] trait (connect, disconnect, evict,
+//! deliver, count who is online). [`HubHandle`] is its single-instance implementation; the trait is
 //! the seam where a multi-instance fan-out over MongoDB change streams plugs in
 //! (docs/SCALING.md).
 
@@ -72,6 +74,26 @@ impl From<Bytes> for PushFrame {
     }
 }
 
+/// Why the hub ended a connection; the connection's task closes the socket accordingly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Eviction {
+    /// Its push queue was full: the client does not keep up.
+    TooSlow,
+    /// The user's key was rotated on another connection, so this login's key is retired.
+    KeyRotated,
+}
+
+/// What the hub holds for one logged-in connection. Made by the connection's task, kept
+/// by it until login, then handed to the hub, which from then on holds the only push
+/// sender: the push queue closes exactly when the hub lets the connection go.
+#[derive(Debug)]
+pub struct Registration {
+    /// The connection's bounded push queue.
+    pub pushes: mpsc::Sender<PushFrame>,
+    /// Told why when the hub ends the connection (dropped unused on a plain disconnect).
+    pub evicted: oneshot::Sender<Eviction>,
+}
+
 /// Why the hub could not be reached.
 #[derive(Debug, thiserror::Error)]
 #[error("the hub has stopped")]
@@ -81,11 +103,16 @@ enum Command {
     Connect {
         conn: ConnId,
         user: String,
-        tx: mpsc::Sender<PushFrame>,
+        registration: Registration,
     },
     Disconnect {
         conn: ConnId,
         user: String,
+    },
+    Evict {
+        user: String,
+        except: Option<ConnId>,
+        why: Eviction,
     },
     Deliver {
         frames: Vec<(String, PushFrame)>,
@@ -109,7 +136,7 @@ pub struct OnlineCounts {
 /// How handlers reach connections: everything they know about delivery.
 #[async_trait]
 pub trait Fanout: Send + Sync + 'static {
-    /// Registers a logged-in connection of `user` (canonical name) and its outbound queue.
+    /// Registers a logged-in connection of `user` (canonical name).
     ///
     /// # Errors
     /// [`HubStopped`] if delivery has shut down.
@@ -117,7 +144,7 @@ pub trait Fanout: Send + Sync + 'static {
         &self,
         conn: ConnId,
         user: String,
-        tx: mpsc::Sender<PushFrame>,
+        registration: Registration,
     ) -> Result<(), HubStopped>;
 
     /// Forgets a connection.
@@ -125,6 +152,19 @@ pub trait Fanout: Send + Sync + 'static {
     /// # Errors
     /// [`HubStopped`] if delivery has shut down.
     async fn disconnect(&self, conn: ConnId, user: String) -> Result<(), HubStopped>;
+
+    /// Ends every connection of `user` (canonical name) but `except`: each is told `why`
+    /// and forgotten, so it gets no further pushes. Requests are applied in order, so a
+    /// connection registered before this call is ended by it.
+    ///
+    /// # Errors
+    /// [`HubStopped`] if delivery has shut down.
+    async fn evict(
+        &self,
+        user: String,
+        except: Option<ConnId>,
+        why: Eviction,
+    ) -> Result<(), HubStopped>;
 
     /// Sends each `(user, frame)` pair to every online connection of that user, except
     /// connection `except`.
@@ -188,13 +228,27 @@ impl Fanout for HubHandle {
         &self,
         conn: ConnId,
         user: String,
-        tx: mpsc::Sender<PushFrame>,
+        registration: Registration,
     ) -> Result<(), HubStopped> {
-        self.send(Command::Connect { conn, user, tx }).await
+        self.send(Command::Connect {
+            conn,
+            user,
+            registration,
+        })
+        .await
     }
 
     async fn disconnect(&self, conn: ConnId, user: String) -> Result<(), HubStopped> {
         self.send(Command::Disconnect { conn, user }).await
+    }
+
+    async fn evict(
+        &self,
+        user: String,
+        except: Option<ConnId>,
+        why: Eviction,
+    ) -> Result<(), HubStopped> {
+        self.send(Command::Evict { user, except, why }).await
     }
 
     async fn deliver(
@@ -214,7 +268,7 @@ impl Fanout for HubHandle {
 
 #[derive(Default)]
 struct Hub {
-    online: HashMap<String, HashMap<ConnId, mpsc::Sender<PushFrame>>>,
+    online: HashMap<String, HashMap<ConnId, Registration>>,
 }
 
 impl Hub {
@@ -226,21 +280,45 @@ impl Hub {
 
     fn apply(&mut self, cmd: Command) {
         match cmd {
-            Command::Connect { conn, user, tx } => {
-                self.online.entry(user).or_default().insert(conn, tx);
+            Command::Connect {
+                conn,
+                user,
+                registration,
+            } => {
+                self.online
+                    .entry(user)
+                    .or_default()
+                    .insert(conn, registration);
             }
-            Command::Disconnect { conn, user } => self.remove(&user, conn),
+            Command::Disconnect { conn, user } => {
+                self.remove(&user, conn);
+            }
+            Command::Evict { user, except, why } => {
+                let Some(conns) = self.online.get(&user) else {
+                    return;
+                };
+                let ending: Vec<ConnId> = conns
+                    .keys()
+                    .copied()
+                    .filter(|&conn| Some(conn) != except)
+                    .collect();
+                for conn in ending {
+                    tracing::info!(conn, user, ?why, "ending connection");
+                    self.evict(&user, conn, why);
+                }
+            }
             Command::Deliver { frames, except } => {
                 let mut too_slow = Vec::new();
                 for (user, frame) in frames {
                     let Some(conns) = self.online.get(&user) else {
                         continue;
                     };
-                    for (&conn, tx) in conns {
+                    for (&conn, registration) in conns {
                         if Some(conn) == except {
                             continue;
                         }
-                        if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(frame.clone())
+                        if let Err(mpsc::error::TrySendError::Full(_)) =
+                            registration.pushes.try_send(frame.clone())
                         {
                             too_slow.push((user.clone(), conn));
                         }
@@ -248,7 +326,7 @@ impl Hub {
                 }
                 for (user, conn) in too_slow {
                     tracing::warn!(conn, user, "outbound queue full; dropping slow connection");
-                    self.remove(&user, conn);
+                    self.evict(&user, conn, Eviction::TooSlow);
                 }
             }
             Command::Online { groups, reply } => {
@@ -268,14 +346,23 @@ impl Hub {
         }
     }
 
-    /// Dropping the sender closes the connection's queue once nothing else holds it.
-    fn remove(&mut self, user: &str, conn: ConnId) {
-        if let Some(conns) = self.online.get_mut(user) {
-            conns.remove(&conn);
-            if conns.is_empty() {
-                self.online.remove(user);
-            }
+    /// Forgets a connection and tells it why.
+    fn evict(&mut self, user: &str, conn: ConnId, why: Eviction) {
+        if let Some(registration) = self.remove(user, conn) {
+            // The connection may have ended meanwhile; then no one is left to tell.
+            let _ = registration.evicted.send(why);
         }
+    }
+
+    /// Forgets a connection and returns its registration. Dropping that closes the
+    /// connection's push queue (the hub holds its only sender).
+    fn remove(&mut self, user: &str, conn: ConnId) -> Option<Registration> {
+        let conns = self.online.get_mut(user)?;
+        let registration = conns.remove(&conn);
+        if conns.is_empty() {
+            self.online.remove(user);
+        }
+        registration
     }
 }
 
@@ -283,12 +370,25 @@ impl Hub {
 mod tests {
     use super::*;
 
+    /// A registration with a push queue of `capacity`, and its receiving ends.
+    fn registration(
+        capacity: usize,
+    ) -> (
+        Registration,
+        mpsc::Receiver<PushFrame>,
+        oneshot::Receiver<Eviction>,
+    ) {
+        let (pushes, pushes_rx) = mpsc::channel(capacity);
+        let (evicted, evicted_rx) = oneshot::channel();
+        (Registration { pushes, evicted }, pushes_rx, evicted_rx)
+    }
+
     #[tokio::test]
     async fn delivers_only_to_named_users_and_skips_the_origin() {
         let (hub, _task) = HubHandle::spawn();
-        let (a1, mut a1_rx) = mpsc::channel(4);
-        let (a2, mut a2_rx) = mpsc::channel(4);
-        let (b, mut b_rx) = mpsc::channel(4);
+        let (a1, mut a1_rx, _) = registration(4);
+        let (a2, mut a2_rx, _) = registration(4);
+        let (b, mut b_rx, _) = registration(4);
         hub.connect(1, "alice".into(), a1).await.expect("hub");
         hub.connect(2, "alice".into(), a2).await.expect("hub");
         hub.connect(3, "bob".into(), b).await.expect("hub");
@@ -328,9 +428,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn evicting_a_user_ends_all_but_one_connection_and_says_why() {
+        let (hub, _task) = HubHandle::spawn();
+        let (a1, mut a1_rx, mut a1_why) = registration(4);
+        let (a2, mut a2_rx, a2_why) = registration(4);
+        let (a3, mut a3_rx, a3_why) = registration(4);
+        let (b, mut b_rx, mut b_why) = registration(4);
+        hub.connect(1, "alice".into(), a1).await.expect("hub");
+        hub.connect(2, "alice".into(), a2).await.expect("hub");
+        hub.connect(3, "alice".into(), a3).await.expect("hub");
+        hub.connect(4, "bob".into(), b).await.expect("hub");
+        hub.evict("alice".into(), Some(1), Eviction::KeyRotated)
+            .await
+            .expect("hub");
+        assert_eq!(a2_why.await, Ok(Eviction::KeyRotated));
+        assert_eq!(a3_why.await, Ok(Eviction::KeyRotated));
+        assert!(a2_rx.recv().await.is_none(), "its push queue is closed");
+        assert!(a3_rx.recv().await.is_none(), "its push queue is closed");
+
+        hub.broadcast(
+            vec!["alice".into(), "bob".into()],
+            Bytes::from_static(b"after"),
+            None,
+        )
+        .await
+        .expect("hub");
+        let after = PushFrame::from(Bytes::from_static(b"after"));
+        assert_eq!(a1_rx.recv().await, Some(after.clone()), "the kept one");
+        assert_eq!(b_rx.recv().await, Some(after), "other users untouched");
+        assert!(a1_why.try_recv().is_err() && b_why.try_recv().is_err());
+        let counts = hub.online(vec![vec!["alice".into()]]).await.expect("hub");
+        assert_eq!(counts.per_group, vec![1]);
+    }
+
+    #[tokio::test]
     async fn a_full_queue_drops_the_connection() {
         let (hub, _task) = HubHandle::spawn();
-        let (tx, mut rx) = mpsc::channel(1);
+        let (tx, mut rx, why) = registration(1);
         hub.connect(7, "slow".into(), tx).await.expect("hub");
         for _ in 0..3 {
             hub.broadcast(vec!["slow".to_owned()], Bytes::from_static(b"f"), None)
@@ -344,5 +478,6 @@ mod tests {
             "the frame that fit is still delivered"
         );
         assert!(rx.recv().await.is_none(), "then the queue is closed");
+        assert_eq!(why.await, Ok(Eviction::TooSlow));
     }
 }

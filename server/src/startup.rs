@@ -95,16 +95,21 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         config.validate()?;
         let store = open_store(&config).await?;
-        Self::build_with_store(config, store)
+        Self::build_with_store(config, store).await
     }
 
     /// Like [`Application::build`] with a store the caller opened (tests use this to run the
     /// same server over either adapter).
     ///
     /// # Errors
-    /// Invalid configuration or a port that cannot be bound.
-    pub fn build_with_store(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Self> {
+    /// Invalid configuration, a store whose server id cannot be read, or a port that
+    /// cannot be bound.
+    pub async fn build_with_store(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Self> {
         config.validate()?;
+        let server_id = store
+            .server_id()
+            .await
+            .context("cannot read the server id from the store")?;
         let listener = TcpListener::bind((config.bind, config.port))
             .with_context(|| format!("cannot bind {}:{}", config.bind, config.port))?;
         let port = listener.local_addr()?.port();
@@ -114,7 +119,7 @@ impl Application {
             store: Arc::clone(&store),
             hub: Arc::new(hub),
             challenge_ttl: config.challenge_ttl(),
-            server_id: shared::ServerId::random(),
+            server_id,
         });
         let settings = SessionSettings {
             heartbeat: config.heartbeat(),
@@ -153,7 +158,7 @@ impl Application {
             server = server.workers(config.workers);
         }
         let server = server.listen(listener)?.run();
-        tracing::info!(port, store = backend, "server bound");
+        tracing::info!(port, store = backend, %server_id, "server bound");
         Ok(Self {
             port,
             server,

@@ -1,10 +1,17 @@
 //! The handshake and authentication.
 //!
 //! Login is challenge-response: the server sends 32 random bytes from the OS RNG; the
-//! client signs them (RSA-PSS-SHA256, domain-separated, bound to the username) with its
-//! private key. The client never decrypts anything the server chose, so a malicious server
-//! cannot use login to turn clients into decryption oracles. A challenge is single-use
-//! (consumed by the first proof, right or wrong) and expires after the configured TTL.
+//! client signs them (RSA-PSS-SHA256, domain-separated, bound to the username and to this
+//! server's [`ServerId`](shared::ServerId)) with its private key. The client never decrypts
+//! anything the server chose, so a malicious server cannot use login to turn clients into
+//! decryption oracles, and a proof made for one server fails on every other, so a server
+//! cannot relay another's challenge and log in there as its client. A challenge is
+//! single-use (consumed by the first proof, right or wrong) and expires after the
+//! configured TTL.
+//!
+//! A login ends with the key it was proven with still current: a key rotation between
+//! the challenge and the proof fails the proof, and one that races the login's
+//! registration with the hub ends the new session as it ends the user's others.
 
 use std::time::Instant;
 
@@ -111,12 +118,19 @@ pub async fn login_start(
 /// # LoginProof
 /// - Consumes the outstanding challenge whatever the outcome, so a proof can never be
 ///   tried twice against one nonce.
+/// - The proof must sign (username, nonce, this server's id) with the account's key as it
+///   was when the challenge was issued, and that key must still be current once the
+///   connection is registered: registering first and reading the key after means a
+///   rotation either shows up in that read or comes after the registration, and then
+///   ends this connection with the user's others.
 /// - On success the connection is registered with the hub and receives pushes for every
 ///   room the user is a member of.
 ///
 /// # Errors
 /// [`HandlerError::AuthFailed`] (no challenge, or bad signature),
-/// [`HandlerError::ChallengeExpired`], [`HandlerError::InvalidState`], store failures.
+/// [`HandlerError::KeyRotated`] (the key was rotated during the login; the session then
+/// closes), [`HandlerError::ChallengeExpired`], [`HandlerError::InvalidState`], store
+/// failures.
 pub async fn login_proof(
     state: &AppState,
     conn: &mut Connection,
@@ -152,15 +166,26 @@ pub async fn login_proof(
         return Err(HandlerError::AuthFailed);
     }
     let rooms = state.store.rooms_of(&user.username).await?;
-    let outbound = conn
-        .outbound
+    let registration = conn
+        .registration
         .take()
         .ok_or_else(|| HandlerError::Internal("outbound queue already handed over".into()))?;
     state
         .hub
-        .connect(conn.id, user.username.canonical(), outbound)
+        .connect(conn.id, user.username.canonical(), registration)
         .await
         .map_err(hub_gone)?;
+    let current = state.store.find_user(&user.username).await?;
+    if current.is_none_or(|current| current.public_key != user.public_key) {
+        tracing::info!(user = %user.username, "key rotated during login; proof refused");
+        // No registration is left for a later login on this connection: it closes.
+        state
+            .hub
+            .disconnect(conn.id, user.username.canonical())
+            .await
+            .map_err(hub_gone)?;
+        return Err(HandlerError::KeyRotated);
+    }
     tracing::info!(user = %user.username, conn = conn.id, "logged in");
     conn.auth = Auth::Authenticated {
         user: user.username.clone(),

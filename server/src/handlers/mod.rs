@@ -7,7 +7,7 @@
 //! - [`auth`] — hello, register, login challenge and proof.
 //! - [`rooms`] — list, create, join, leave.
 //! - [`messages`] — send (queued, then completed once durable) and history.
-//! - [`keys`] — look up and rotate public keys.
+//! - [`keys`] — look up and rotate public keys, and the rotation history.
 
 pub mod auth;
 pub mod keys;
@@ -21,10 +21,9 @@ use bytes::Bytes;
 use shared::crypto::keys::Fingerprint;
 use shared::protocol::{codec, ClientMsg, MemberInfo, Push, Reply, ServerMsg};
 use shared::{ServerId, Username};
-use tokio::sync::mpsc;
 
 use crate::error::HandlerError;
-use crate::hub::{ConnId, Fanout, PushFrame};
+use crate::hub::{ConnId, Fanout, Registration};
 use crate::store::{Store, UserRecord};
 
 /// What every connection shares: the store, the hub and the settings handlers need.
@@ -69,22 +68,22 @@ pub struct Connection {
     pub greeted: bool,
     /// Login progress.
     pub auth: Auth,
-    /// The sending half of this connection's outbound queue until login, when it is
-    /// handed to the hub. From then on the hub holds the only sender, so the queue closes
-    /// exactly when the hub evicts the connection.
-    pub outbound: Option<mpsc::Sender<PushFrame>>,
+    /// What the hub needs to reach this connection, held until login, when it is handed
+    /// to the hub. From then on the hub holds the only push sender, so the push queue
+    /// closes exactly when the hub lets the connection go.
+    pub registration: Option<Registration>,
     /// The order in which this connection's sends deliver.
     pub deliveries: messages::DeliveryOrder,
 }
 
 impl Connection {
     /// A fresh, unauthenticated connection.
-    pub fn new(id: ConnId, outbound: mpsc::Sender<PushFrame>) -> Self {
+    pub fn new(id: ConnId, registration: Registration) -> Self {
         Self {
             id,
             greeted: false,
             auth: Auth::Anonymous,
-            outbound: Some(outbound),
+            registration: Some(registration),
             deliveries: messages::DeliveryOrder::default(),
         }
     }

@@ -6,7 +6,7 @@
 
 use shared::protocol::{
     CreateRoom, HistoryPage, JoinRoom, LeaveRoom, Left, ListRooms, Push, Reply, RoomList,
-    RoomSnapshot, RoomSummary, MAX_HISTORY_PAGE,
+    RoomSnapshot, RoomSummary, MAX_HISTORY_PAGE, MAX_ROOM_LIST_PAGE,
 };
 use shared::{RoomName, Username};
 
@@ -14,26 +14,57 @@ use super::{encode_push, hub_gone, member_info, now_ms, AppState};
 use crate::error::HandlerError;
 use crate::hub::ConnId;
 use crate::passwords;
-use crate::store::{RoomRecord, StoreError};
+use crate::store::{RoomFilter, RoomQuery, RoomRecord, StoreError};
 
 /// # ListRooms
-/// Public rooms by name, each with member and online-member counts, and the number of
-/// users online.
+/// One page of the public rooms in canonical-name order, each with member and
+/// online-member counts, and the number of users online.
+/// - `after`: only rooms whose canonical name sorts after it (it need not name a room).
+/// - `filter`: only rooms whose name contains it, ignoring case (at most 48 characters;
+///   empty means no filter).
+/// - `limit`: the page size, capped at `MAX_ROOM_LIST_PAGE`; 0 means the cap.
+/// - `next_after` is the page's last name when more rooms follow, `None` otherwise.
+///
+/// A page holds at most `MAX_ROOM_LIST_PAGE` short summaries, so the reply always fits in
+/// a frame.
 ///
 /// # Errors
-/// Store failures.
+/// [`HandlerError::InvalidInput`] for a longer filter, store failures.
 pub async fn list(
     state: &AppState,
     _user: &Username,
-    _req: ListRooms,
+    req: ListRooms,
 ) -> Result<Reply, HandlerError> {
-    let listings = state.store.list_public_rooms().await?;
-    let groups = listings
+    let filter = match req.filter.as_deref() {
+        Some(text) => {
+            RoomFilter::new(text).map_err(|e| HandlerError::InvalidInput(e.to_string()))?
+        }
+        None => None,
+    };
+    let limit = match req.limit {
+        0 => MAX_ROOM_LIST_PAGE,
+        n => n.min(MAX_ROOM_LIST_PAGE),
+    };
+    let page = state
+        .store
+        .list_public_rooms(&RoomQuery {
+            after: req.after,
+            filter,
+            limit: usize::from(limit),
+        })
+        .await?;
+    let groups = page
+        .rooms
         .iter()
         .map(|l| l.members.iter().map(Username::canonical).collect())
         .collect();
     let counts = state.hub.online(groups).await.map_err(hub_gone)?;
-    let rooms = listings
+    let next_after = page
+        .more
+        .then(|| page.rooms.last().map(|l| l.room.name.clone()))
+        .flatten();
+    let rooms = page
+        .rooms
         .into_iter()
         .zip(counts.per_group)
         .map(|(l, online)| RoomSummary {
@@ -46,7 +77,7 @@ pub async fn list(
     Ok(Reply::Rooms(RoomList {
         rooms,
         users_online: counts.users_online,
-        next_after: None,
+        next_after,
     }))
 }
 

@@ -1,10 +1,11 @@
 //! The store conformance suite: every behaviour the server relies on, written once and run
 //! against every adapter, so the embedded store and MongoDB cannot drift apart.
 //!
-//! Each case is a `pub async fn` taking a fresh, empty `&dyn Store`. An adapter provides a
-//! [`Harness`] (how to make and clean up an isolated store) and invokes
-//! [`conformance_tests!`](crate::conformance_tests), which generates one named
-//! `#[tokio::test]` per case:
+//! Most cases are a `pub async fn` taking a fresh, empty `&dyn Store`; the few that need
+//! more than one store, or to reopen one, are generic over the [`Harness`] and make their
+//! own. An adapter provides a [`Harness`] (how to make, reopen and clean up an isolated
+//! store) and invokes [`conformance_tests!`](crate::conformance_tests), which generates
+//! one named `#[tokio::test]` per case:
 //!
 //! ```ignore
 //! crate::conformance_tests!(EmbeddedHarness);
@@ -15,10 +16,11 @@
 
 use async_trait::async_trait;
 use futures_util::future::join_all;
-use shared::protocol::{Envelope, MAX_ROOM_MEMBERS};
-use shared::{MessageId, RoomName, Username};
+use shared::crypto::rotation::{CounterMark, RotationCertificate};
+use shared::protocol::{Envelope, MAX_KEY_HISTORY, MAX_ROOM_MEMBERS, MAX_ROTATION_MARKS};
+use shared::{DeviceId, MessageId, RoomName, Username};
 
-use super::{NewMessage, RoomRecord, Store, StoreError, UserRecord};
+use super::{NewMessage, RoomFilter, RoomQuery, RoomRecord, Store, StoreError, UserRecord};
 
 #[doc(inline)]
 pub use crate::conformance_tests;
@@ -32,6 +34,10 @@ pub trait Harness: Sized + Send {
 
     /// The store under test.
     fn store(&self) -> &dyn Store;
+
+    /// Closes the store and opens it again on the same data (the same directory, the same
+    /// database), as a restarted server does. Panics if it cannot.
+    async fn reopen(&mut self);
 
     /// Closes the store and removes everything [`Harness::start`] created.
     async fn finish(self);
@@ -59,17 +65,34 @@ macro_rules! conformance_tests {
             $crate::store::conformance::Harness::finish(harness).await;
         }
     };
+    (@harness_cases $attrs:tt $harness:ty; $($case:ident),* $(,)?) => {
+        $( $crate::conformance_tests!(@harness_case $attrs $harness; $case); )*
+    };
+    (@harness_case [$(#[$attr:meta])*] $harness:ty; $case:ident) => {
+        #[::tokio::test]
+        $(#[$attr])*
+        async fn $case() {
+            $crate::store::conformance::$case::<$harness>().await;
+        }
+    };
     ($(#[$attr:meta])* $harness:ty) => {
         $crate::conformance_tests!(@cases [$(#[$attr])*] $harness;
             ping_succeeds,
             create_and_find_user,
             duplicate_username_rejected,
-            set_public_key_replaces_key,
-            set_public_key_unknown_user,
+            rotate_key_replaces_key_and_records_certificate,
+            rotate_key_unknown_user,
+            rotate_key_from_a_stale_key_conflicts,
+            concurrent_rotations_one_wins,
+            key_history_keeps_the_newest,
+            key_history_holds_large_certificates,
+            key_history_of_unknown_user_not_found,
             create_room_makes_owner_member,
             duplicate_room_name_rejected,
             find_room_ignores_case,
             public_listing_hides_hidden_rooms_and_sorts,
+            room_listing_pages_after_a_name,
+            room_listing_filters_ignoring_case,
             add_member_reports_outcomes,
             add_member_room_full,
             remove_member_reports_membership,
@@ -88,6 +111,10 @@ macro_rules! conformance_tests {
             concurrent_appends_get_distinct_seqs,
             queued_messages_keep_their_order,
             concurrent_create_user_one_wins,
+        );
+        $crate::conformance_tests!(@harness_cases [$(#[$attr])*] $harness;
+            server_id_survives_reopening,
+            server_ids_differ_between_stores,
         );
     };
 }
@@ -211,27 +238,222 @@ pub async fn duplicate_username_rejected(store: &dyn Store) {
     assert_eq!(found, Some(user("Alice", b"original")));
 }
 
-/// `set_public_key` replaces the key, whatever case the name is given in.
-pub async fn set_public_key_replaces_key(store: &dyn Store) {
-    create_users(store, &["Alice", "Bob"]).await;
-    store
-        .set_public_key(&name("ALICE"), b"rotated".to_vec())
-        .await
-        .expect("set key");
-    let alice = store.find_user(&name("alice")).await.expect("find");
-    assert_eq!(alice, Some(user("Alice", b"rotated")));
-    let bob = store.find_user(&name("bob")).await.expect("find");
-    assert_eq!(bob, Some(user("Bob", b"Bob")), "other accounts untouched");
+/// A certificate moving `username` from key `old` to key `new`. The store never checks
+/// signatures, so these are placeholders; `issued_at_ms` tells certificates apart.
+fn cert(username: &str, old: &[u8], new: &[u8], issued_at_ms: u64) -> RotationCertificate {
+    RotationCertificate {
+        username: name(username),
+        old_public_key: old.to_vec(),
+        new_public_key: new.to_vec(),
+        issued_at_ms,
+        final_counters: Vec::new(),
+        old_key_signature: b"old-signature".to_vec(),
+        new_key_signature: b"new-signature".to_vec(),
+    }
 }
 
-/// `set_public_key` for an unknown user is `NotFound` and creates nothing.
-pub async fn set_public_key_unknown_user(store: &dyn Store) {
+fn issued(history: &[RotationCertificate]) -> Vec<u64> {
+    history.iter().map(|c| c.issued_at_ms).collect()
+}
+
+/// The server id is the same after the store is closed and opened again.
+pub async fn server_id_survives_reopening<H: Harness>() {
+    let mut h = H::start().await;
+    let first = h.store().server_id().await.expect("server id");
+    assert_eq!(
+        h.store().server_id().await.expect("server id"),
+        first,
+        "stable while open"
+    );
+    h.reopen().await;
+    assert_eq!(
+        h.store()
+            .server_id()
+            .await
+            .expect("server id after reopening"),
+        first
+    );
+    h.finish().await;
+}
+
+/// Two fresh stores have different server ids.
+pub async fn server_ids_differ_between_stores<H: Harness>() {
+    let (a, b) = (H::start().await, H::start().await);
+    let (id_a, id_b) = (
+        a.store().server_id().await.expect("server id"),
+        b.store().server_id().await.expect("server id"),
+    );
+    assert_ne!(id_a, id_b);
+    assert_ne!(id_a.0, [0; 16]);
+    a.finish().await;
+    b.finish().await;
+}
+
+/// A rotation replaces the key, whatever case the name is given in, and records the
+/// certificate; other accounts are untouched.
+pub async fn rotate_key_replaces_key_and_records_certificate(store: &dyn Store) {
+    create_users(store, &["Alice", "Bob"]).await;
+    assert!(store
+        .key_history(&name("alice"))
+        .await
+        .expect("history")
+        .is_empty());
+    let first = cert("alice", b"Alice", b"rotated", 1);
+    store
+        .rotate_key(&name("ALICE"), &first)
+        .await
+        .expect("rotate");
+    let alice = store.find_user(&name("alice")).await.expect("find");
+    assert_eq!(alice, Some(user("Alice", b"rotated")));
+    assert_eq!(
+        store.key_history(&name("Alice")).await.expect("history"),
+        std::slice::from_ref(&first)
+    );
+    let second = cert("alice", b"rotated", b"again", 2);
+    store
+        .rotate_key(&name("alice"), &second)
+        .await
+        .expect("rotate again");
+    assert_eq!(
+        store.key_history(&name("alice")).await.expect("history"),
+        [first, second],
+        "oldest first"
+    );
+    let bob = store.find_user(&name("bob")).await.expect("find");
+    assert_eq!(bob, Some(user("Bob", b"Bob")), "other accounts untouched");
+    assert!(store
+        .key_history(&name("bob"))
+        .await
+        .expect("history")
+        .is_empty());
+}
+
+/// A rotation for an unknown user is `NotFound` and creates nothing.
+pub async fn rotate_key_unknown_user(store: &dyn Store) {
     let err = store
-        .set_public_key(&name("ghost"), b"k".to_vec())
+        .rotate_key(&name("ghost"), &cert("ghost", b"k", b"k2", 1))
         .await
         .expect_err("unknown user");
     assert!(matches!(err, StoreError::NotFound), "{err:?}");
     assert_eq!(store.find_user(&name("ghost")).await.expect("find"), None);
+}
+
+/// A rotation whose certificate retires a key that is not the current one is a
+/// `Conflict` and writes nothing.
+pub async fn rotate_key_from_a_stale_key_conflicts(store: &dyn Store) {
+    create_users(store, &["alice"]).await;
+    store
+        .rotate_key(&name("alice"), &cert("alice", b"alice", b"k2", 1))
+        .await
+        .expect("rotate");
+    // Retires the original key again, which is no longer current.
+    let err = store
+        .rotate_key(&name("alice"), &cert("alice", b"alice", b"k3", 2))
+        .await
+        .expect_err("stale key");
+    assert!(matches!(err, StoreError::Conflict), "{err:?}");
+    let alice = store.find_user(&name("alice")).await.expect("find");
+    assert_eq!(alice, Some(user("alice", b"k2")));
+    assert_eq!(
+        issued(&store.key_history(&name("alice")).await.expect("history")),
+        [1]
+    );
+}
+
+/// Of many simultaneous rotations from the same key, exactly one wins; the others are
+/// `Conflict`, and only the winner's certificate is kept.
+pub async fn concurrent_rotations_one_wins(store: &dyn Store) {
+    create_users(store, &["racer"]).await;
+    let certs: Vec<RotationCertificate> = (1..=8u8)
+        .map(|i| cert("racer", b"racer", &[b'n', i], u64::from(i)))
+        .collect();
+    let racer = name("racer");
+    let results = join_all(certs.iter().map(|c| store.rotate_key(&racer, c))).await;
+    let mut winner = None;
+    for (c, result) in certs.iter().zip(results) {
+        match result {
+            Ok(()) => {
+                assert!(winner.is_none(), "two rotations succeeded");
+                winner = Some(c.clone());
+            }
+            Err(StoreError::Conflict) => {}
+            Err(other) => panic!("unexpected error: {other:?}"),
+        }
+    }
+    let winner = winner.expect("one rotation succeeded");
+    let racer = store.find_user(&name("racer")).await.expect("find");
+    assert_eq!(racer, Some(user("racer", &winner.new_public_key)));
+    assert_eq!(
+        store.key_history(&name("racer")).await.expect("history"),
+        [winner]
+    );
+}
+
+/// The history keeps the newest `MAX_KEY_HISTORY` certificates, oldest first.
+pub async fn key_history_keeps_the_newest(store: &dyn Store) {
+    create_users(store, &["alice"]).await;
+    let total = MAX_KEY_HISTORY as u64 + 3;
+    let key = |i: u64| format!("key-{i}").into_bytes();
+    let mut current = b"alice".to_vec();
+    for i in 1..=total {
+        store
+            .rotate_key(&name("alice"), &cert("alice", &current, &key(i), i))
+            .await
+            .expect("rotate");
+        current = key(i);
+    }
+    let history = store.key_history(&name("alice")).await.expect("history");
+    assert_eq!(issued(&history), (4..=total).collect::<Vec<_>>());
+    assert_eq!(
+        history.last().map(|c| c.new_public_key.clone()),
+        Some(current.clone())
+    );
+    // Consecutive: each certificate retires the key the previous one introduced.
+    for pair in history.windows(2) {
+        assert_eq!(pair[0].new_public_key, pair[1].old_public_key);
+    }
+    let alice = store.find_user(&name("alice")).await.expect("find");
+    assert_eq!(alice, Some(user("alice", &current)));
+}
+
+/// A certificate with the most counter marks a rotation may carry is stored and read
+/// back whole.
+pub async fn key_history_holds_large_certificates(store: &dyn Store) {
+    create_users(store, &["alice"]).await;
+    let marks = (0..MAX_ROTATION_MARKS)
+        .map(|i| {
+            let device = u8::try_from(i % 251).expect("below 251");
+            CounterMark {
+                room: room_name(&format!("room-{i:0>43}")),
+                device: DeviceId([device; 16]),
+                last_counter: u64::MAX - i as u64,
+            }
+        })
+        .collect();
+    let big = RotationCertificate {
+        final_counters: marks,
+        ..cert("alice", b"alice", b"k2", 1)
+    };
+    store
+        .rotate_key(&name("alice"), &big)
+        .await
+        .expect("rotate");
+    assert_eq!(
+        store.key_history(&name("alice")).await.expect("history"),
+        [big]
+    );
+    // Account reads do not carry the history along.
+    let alice = store.find_user(&name("alice")).await.expect("find");
+    assert_eq!(alice, Some(user("alice", b"k2")));
+}
+
+/// The history of an unknown user is `NotFound`.
+pub async fn key_history_of_unknown_user_not_found(store: &dyn Store) {
+    let err = store
+        .key_history(&name("ghost"))
+        .await
+        .expect_err("unknown user");
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
 }
 
 /// Creating a room makes its owner a member in the same step.
@@ -311,7 +533,12 @@ pub async fn public_listing_hides_hidden_rooms_and_sorts(store: &dyn Store) {
         .await
         .expect("join"));
 
-    let listing = store.list_public_rooms().await.expect("list");
+    let page = store
+        .list_public_rooms(&query(None, None, 10))
+        .await
+        .expect("list");
+    assert!(!page.more);
+    let listing = page.rooms;
     let names: Vec<&str> = listing.iter().map(|l| l.room.name.as_str()).collect();
     assert_eq!(names, ["Alpha", "beta", "zeta"]);
     assert_eq!(listing[0].room, room("Alpha", "Bob", false));
@@ -328,6 +555,115 @@ pub async fn public_listing_hides_hidden_rooms_and_sorts(store: &dyn Store) {
         .await
         .expect("find")
         .is_some());
+}
+
+fn query(after: Option<&str>, filter: Option<&str>, limit: usize) -> RoomQuery {
+    RoomQuery {
+        after: after.map(room_name),
+        filter: filter.and_then(|f| RoomFilter::new(f).expect("filter is short enough")),
+        limit,
+    }
+}
+
+/// The names on one page of the listing, and whether more follow.
+async fn page_names(store: &dyn Store, query: RoomQuery) -> (Vec<String>, bool) {
+    let page = store.list_public_rooms(&query).await.expect("list");
+    let names = page
+        .rooms
+        .iter()
+        .map(|l| l.room.name.as_str().to_owned())
+        .collect();
+    (names, page.more)
+}
+
+/// Pages are windows of the public rooms in canonical-name order after a name, which need
+/// not exist; hidden rooms never count towards a page.
+pub async fn room_listing_pages_after_a_name(store: &dyn Store) {
+    create_users(store, &["alice"]).await;
+    for r in ["r1", "R2", "r3", "r4", "R5", "r6", "r7"] {
+        create_room(store, r, "alice").await;
+    }
+    for hidden in ["r25", "r45", "r8"] {
+        store
+            .create_room(room(hidden, "alice", true))
+            .await
+            .expect("create hidden");
+    }
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let (names, more) = page_names(store, query(after.as_deref(), None, 3)).await;
+        pages += 1;
+        assert!(names.len() <= 3);
+        seen.extend(names.iter().cloned());
+        if !more {
+            break;
+        }
+        after = names.last().cloned();
+        assert!(pages < 10, "paging does not end");
+    }
+    assert_eq!(seen, ["r1", "R2", "r3", "r4", "R5", "r6", "r7"]);
+    assert_eq!(pages, 3);
+    // A full last page says no more: the hidden `r8` after it does not count.
+    assert_eq!(
+        page_names(store, query(Some("r4"), None, 3)).await,
+        (
+            vec!["R5".to_owned(), "r6".to_owned(), "r7".to_owned()],
+            false
+        )
+    );
+    // `after` compares canonical names and need not name a room.
+    assert_eq!(
+        page_names(store, query(Some("R35"), None, 2)).await,
+        (vec!["r4".to_owned(), "R5".to_owned()], true)
+    );
+    assert_eq!(
+        page_names(store, query(Some("zzz"), None, 3)).await,
+        (Vec::new(), false)
+    );
+}
+
+/// The filter is a case-insensitive substring of the name, combines with paging, and a
+/// filter no room name can contain matches nothing.
+pub async fn room_listing_filters_ignoring_case(store: &dyn Store) {
+    create_users(store, &["alice"]).await;
+    for r in ["Cab.Team", "abc", "xyz", "tab-abacus", "ZAB", "a.b"] {
+        create_room(store, r, "alice").await;
+    }
+    store
+        .create_room(room("hidden-ab", "alice", true))
+        .await
+        .expect("create hidden");
+    assert_eq!(
+        page_names(store, query(None, Some("AB"), 10)).await.0,
+        ["abc", "Cab.Team", "tab-abacus", "ZAB"]
+    );
+    let (first, more) = page_names(store, query(None, Some("ab"), 2)).await;
+    assert_eq!(
+        (first, more),
+        (vec!["abc".to_owned(), "Cab.Team".to_owned()], true)
+    );
+    assert_eq!(
+        page_names(store, query(Some("cab.team"), Some("ab"), 2)).await,
+        (vec!["tab-abacus".to_owned(), "ZAB".to_owned()], false)
+    );
+    // `.` is literal, not "any character".
+    assert_eq!(
+        page_names(store, query(None, Some("a.b"), 10)).await.0,
+        ["a.b"]
+    );
+    assert_eq!(
+        page_names(store, query(None, Some("b.t"), 10)).await.0,
+        ["Cab.Team"]
+    );
+    for nothing in ["a b", "a*", "ab$", "é", "[a]"] {
+        assert_eq!(
+            page_names(store, query(None, Some(nothing), 10)).await,
+            (Vec::new(), false),
+            "{nothing}"
+        );
+    }
 }
 
 /// `add_member` says whether the user was new, ignores case and needs the room to exist.
@@ -439,7 +775,7 @@ pub async fn members_have_current_keys_sorted(store: &dyn Store) {
             .expect("join");
     }
     store
-        .set_public_key(&name("bob"), b"bob-rotated".to_vec())
+        .rotate_key(&name("bob"), &cert("Bob", b"Bob", b"bob-rotated", 1))
         .await
         .expect("rotate");
     let members = store.members(&room_name("TEAM")).await.expect("members");

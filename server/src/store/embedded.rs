@@ -25,6 +25,7 @@
 //! | table          | key                              | value                              |
 //! |----------------|----------------------------------|------------------------------------|
 //! | `meta`         | `&str` setting                   | `u64` (`schema_version`)           |
+//! | `identity`     | `"server_id"`                    | the [`ServerId`]'s 16 bytes        |
 //! | `users`        | user                             | [`UserRecord`]                     |
 //! | `rooms`        | room                             | [`RoomRecord`]                     |
 //! | `room_members` | (room, user)                     | the member's display [`Username`]  |
@@ -32,6 +33,15 @@
 //! | `message_ids`  | (room, message id bytes)         | `u64` seq (per-room id uniqueness) |
 //! | `messages`     | (room, seq)                      | id, sender, server time and every copy |
 //! | `member_first_seq` | (room, user)                 | first seq the member can hold      |
+//! | `key_history`  | (user, rotation number)          | an encoded [`RotationCertificate`] |
+//!
+//! The server id is generated in the transaction that creates the tables, so a data
+//! directory has one id from its first open on (a directory made by an older version gets
+//! one the first time this version opens it). A key rotation is one write transaction that
+//! checks the current key, replaces it, appends the certificate under the user's next
+//! rotation number and deletes the numbers that fell out of the newest
+//! [`MAX_KEY_HISTORY`]. The room listing walks `rooms` in key order from the page's lower
+//! bound and stops once it has one room more than the page holds.
 //!
 //! A room's last sequence number is the last key of its `messages` range, so there is no
 //! separate counter to drift. A message and all its copies are one value, appended at the
@@ -54,12 +64,14 @@ use redb::{
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use shared::protocol::{codec, DeliveredMessage, Envelope, MAX_ROOM_MEMBERS};
-use shared::{MessageId, RoomName, Username};
+use shared::crypto::rotation::RotationCertificate;
+use shared::protocol::{codec, DeliveredMessage, Envelope, MAX_KEY_HISTORY, MAX_ROOM_MEMBERS};
+use shared::{MessageId, RoomName, ServerId, Username};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    HistorySlice, NewMessage, PendingAppend, RoomListing, RoomRecord, Store, StoreError, UserRecord,
+    HistorySlice, NewMessage, PendingAppend, RoomListing, RoomPage, RoomQuery, RoomRecord, Store,
+    StoreError, UserRecord,
 };
 
 /// The adapter's name in errors, logs and `/health`.
@@ -71,8 +83,10 @@ const DB_FILE: &str = "chat.redb";
 /// The layout this code reads and writes; bumped on incompatible changes.
 const SCHEMA_VERSION: u64 = 3;
 const SCHEMA_KEY: &str = "schema_version";
+const SERVER_ID_KEY: &str = "server_id";
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const IDENTITY: TableDefinition<&str, [u8; 16]> = TableDefinition::new("identity");
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 const ROOMS: TableDefinition<&str, &[u8]> = TableDefinition::new("rooms");
 const ROOM_MEMBERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("room_members");
@@ -80,6 +94,7 @@ const USER_ROOMS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("u
 const MESSAGE_IDS: TableDefinition<(&str, &[u8; 16]), u64> = TableDefinition::new("message_ids");
 const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
 const FIRST_SEQ: TableDefinition<(&str, &str), u64> = TableDefinition::new("member_first_seq");
+const KEY_HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("key_history");
 
 /// A message as `messages` stores it: its metadata and every recipient's copy.
 #[derive(Serialize)]
@@ -191,6 +206,13 @@ impl EmbeddedStore {
                     )))
                 }
             }
+            // The server id: made once, in the same transaction as the tables.
+            let mut identity = txn.open_table(IDENTITY).map_err(backend)?;
+            if identity.get(SERVER_ID_KEY).map_err(backend)?.is_none() {
+                identity
+                    .insert(SERVER_ID_KEY, ServerId::random().0)
+                    .map_err(backend)?;
+            }
             // Create every table up front, so read transactions never meet a missing one.
             txn.open_table(USERS).map_err(backend)?;
             txn.open_table(ROOMS).map_err(backend)?;
@@ -199,6 +221,7 @@ impl EmbeddedStore {
             txn.open_table(MESSAGE_IDS).map_err(backend)?;
             txn.open_table(MESSAGES).map_err(backend)?;
             txn.open_table(FIRST_SEQ).map_err(backend)?;
+            txn.open_table(KEY_HISTORY).map_err(backend)?;
             Ok(())
         })?;
         let db = Arc::new(db);
@@ -326,6 +349,16 @@ impl Store for EmbeddedStore {
         STORE
     }
 
+    async fn server_id(&self) -> Result<ServerId, StoreError> {
+        self.read_now(|txn| {
+            let identity = txn.open_table(IDENTITY).map_err(backend)?;
+            let found = identity.get(SERVER_ID_KEY).map_err(backend)?;
+            found
+                .map(|v| ServerId(v.value()))
+                .ok_or_else(|| backend(format!("{DB_FILE} has no server id")))
+        })
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.read(|txn| {
             txn.open_table(META).map_err(backend)?;
@@ -363,23 +396,77 @@ impl Store for EmbeddedStore {
         })
     }
 
-    async fn set_public_key(
+    async fn rotate_key(
         &self,
         username: &Username,
-        public_key: Vec<u8>,
+        certificate: &RotationCertificate,
     ) -> Result<(), StoreError> {
         let key = username.canonical();
+        let stored = encode(certificate)?;
+        let (expected, new_key) = (
+            certificate.old_public_key.clone(),
+            certificate.new_public_key.clone(),
+        );
         self.write(move |txn| {
+            let key = key.as_str();
             let mut users = txn.open_table(USERS).map_err(backend)?;
-            let mut user: UserRecord = match users.get(key.as_str()).map_err(backend)? {
+            let mut user: UserRecord = match users.get(key).map_err(backend)? {
                 Some(v) => decode(v.value())?,
                 None => return Err(StoreError::NotFound),
             };
-            user.public_key = public_key;
+            if user.public_key != expected {
+                return Err(StoreError::Conflict);
+            }
+            user.public_key = new_key;
             users
-                .insert(key.as_str(), encode(&user)?.as_slice())
+                .insert(key, encode(&user)?.as_slice())
                 .map_err(backend)?;
+            let mut history = txn.open_table(KEY_HISTORY).map_err(backend)?;
+            let last = history
+                .range((key, 0)..=(key, u64::MAX))
+                .map_err(backend)?
+                .next_back()
+                .transpose()
+                .map_err(backend)?
+                .map_or(0, |(k, _)| k.value().1);
+            let number = last
+                .checked_add(1)
+                .ok_or_else(|| backend("rotation numbers exhausted"))?;
+            history
+                .insert((key, number), stored.as_slice())
+                .map_err(backend)?;
+            // Keep the newest MAX_KEY_HISTORY: numbers up to `number - MAX_KEY_HISTORY` go.
+            let keep = u64::try_from(MAX_KEY_HISTORY).unwrap_or(u64::MAX);
+            if let Some(oldest_dropped) = number.checked_sub(keep) {
+                history
+                    .retain_in((key, 0)..=(key, oldest_dropped), |_, _| false)
+                    .map_err(backend)?;
+            }
             Ok(())
+        })
+        .await
+    }
+
+    async fn key_history(
+        &self,
+        username: &Username,
+    ) -> Result<Vec<RotationCertificate>, StoreError> {
+        let key = username.canonical();
+        // Up to MAX_KEY_HISTORY certificates of a few hundred kilobytes at most: not a
+        // small read, so it goes to the blocking pool.
+        self.read(move |txn| {
+            let key = key.as_str();
+            let users = txn.open_table(USERS).map_err(backend)?;
+            if users.get(key).map_err(backend)?.is_none() {
+                return Err(StoreError::NotFound);
+            }
+            let history = txn.open_table(KEY_HISTORY).map_err(backend)?;
+            let mut out = Vec::new();
+            for entry in history.range((key, 0)..=(key, u64::MAX)).map_err(backend)? {
+                let (_, value) = entry.map_err(backend)?;
+                out.push(decode(value.value())?);
+            }
+            Ok(out)
         })
         .await
     }
@@ -412,24 +499,49 @@ impl Store for EmbeddedStore {
         })
     }
 
-    async fn list_public_rooms(&self) -> Result<Vec<RoomListing>, StoreError> {
-        self.read(|txn| {
+    async fn list_public_rooms(&self, query: &RoomQuery) -> Result<RoomPage, StoreError> {
+        if query.filter.as_ref().is_some_and(|f| !f.can_match()) {
+            return Ok(RoomPage {
+                rooms: Vec::new(),
+                more: false,
+            });
+        }
+        let after = query.after.as_ref().map(RoomName::canonical);
+        let filter = query.filter.clone();
+        let limit = query.limit;
+        self.read(move |txn| {
             let rooms = txn.open_table(ROOMS).map_err(backend)?;
             let members = txn.open_table(ROOM_MEMBERS).map_err(backend)?;
-            let mut out = Vec::new();
-            for entry in rooms.iter().map_err(backend)? {
+            let lower = match &after {
+                Some(after) => Bound::Excluded(after.as_str()),
+                None => Bound::Unbounded,
+            };
+            let mut page = Vec::new();
+            let mut more = false;
+            for entry in rooms
+                .range::<&str>((lower, Bound::Unbounded))
+                .map_err(backend)?
+            {
                 let (key, value) = entry.map_err(backend)?;
+                let key = key.value();
+                if filter.as_ref().is_some_and(|f| !f.matches(key)) {
+                    continue;
+                }
                 let room: RoomRecord = decode(value.value())?;
                 if room.hidden {
                     continue;
                 }
-                let members = scan_pairs::<Username, _>(&members, key.value())?
+                if page.len() == limit {
+                    more = true;
+                    break;
+                }
+                let members = scan_pairs::<Username, _>(&members, key)?
                     .into_iter()
                     .map(|(_, name)| name)
                     .collect();
-                out.push(RoomListing { room, members });
+                page.push(RoomListing { room, members });
             }
-            Ok(out)
+            Ok(RoomPage { rooms: page, more })
         })
         .await
     }
@@ -830,8 +942,15 @@ mod tests {
 
     /// A fresh store in its own temporary directory, deleted by `finish`.
     struct EmbeddedHarness {
-        store: EmbeddedStore,
+        /// `None` only while `reopen` has closed it and not yet opened it again.
+        store: Option<EmbeddedStore>,
         dir: TempDir,
+    }
+
+    impl EmbeddedHarness {
+        fn embedded(&self) -> &EmbeddedStore {
+            self.store.as_ref().expect("the store is open")
+        }
     }
 
     #[async_trait]
@@ -839,11 +958,20 @@ mod tests {
         async fn start() -> Self {
             let dir = TempDir::new().expect("temp dir");
             let store = EmbeddedStore::open(dir.path()).expect("open store");
-            Self { store, dir }
+            Self {
+                store: Some(store),
+                dir,
+            }
         }
 
         fn store(&self) -> &dyn Store {
-            &self.store
+            self.embedded()
+        }
+
+        async fn reopen(&mut self) {
+            // The file is locked while open: close it first.
+            drop(self.store.take());
+            self.store = Some(EmbeddedStore::open(self.dir.path()).expect("reopen store"));
         }
 
         async fn finish(self) {
@@ -1122,7 +1250,7 @@ mod tests {
         // ciphertext bytes verbatim, so a search for a marker would find it if it leaked.
         let h = EmbeddedHarness::start().await;
         let marker = b"opaque-marker-7f3a9c";
-        h.store
+        h.embedded()
             .create_room(RoomRecord {
                 name: room("r"),
                 owner: name("alice"),
@@ -1132,7 +1260,7 @@ mod tests {
             })
             .await
             .expect("create room");
-        h.store
+        h.embedded()
             .append_message(NewMessage {
                 room: room("r"),
                 message_id: MessageId([5; 16]),
@@ -1142,7 +1270,7 @@ mod tests {
             })
             .await
             .expect("append");
-        let bytes = std::fs::read(h.store.path()).expect("read db file");
+        let bytes = std::fs::read(h.embedded().path()).expect("read db file");
         assert!(bytes.windows(marker.len()).any(|w| w == marker));
         h.finish().await;
     }

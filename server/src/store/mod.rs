@@ -7,8 +7,9 @@
 //!
 //! Uniqueness (usernames and room names, case-insensitively; message ids per room) and
 //! atomicity (a room is created together with its owner's membership; a message gets its
-//! sequence number and all its copies in one write) are the store's job, never a
-//! read-modify-write in a handler. Records are document-shaped so both adapters store them
+//! sequence number and all its copies in one write; a key rotation replaces the key only if
+//! it is still the one the certificate retires, and records the certificate in the same
+//! write) are the store's job, never a read-modify-write in a handler. Records are document-shaped so both adapters store them
 //! naturally. Every behaviour is pinned down by [`conformance`], which both adapters run.
 
 #[cfg(any(test, feature = "test-util"))]
@@ -21,8 +22,9 @@ use std::pin::Pin;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use shared::crypto::rotation::RotationCertificate;
 use shared::protocol::{DeliveredMessage, Envelope};
-use shared::{MessageId, RoomName, Username};
+use shared::{MessageId, RoomName, ServerId, Username};
 
 /// A registered account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +59,73 @@ pub struct RoomListing {
     pub room: RoomRecord,
     /// Its members.
     pub members: Vec<Username>,
+}
+
+/// Which public rooms a listing page holds: a window of the rooms in canonical-name order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomQuery {
+    /// Only rooms whose canonical name sorts strictly after this one's; from the first
+    /// room when `None`.
+    pub after: Option<RoomName>,
+    /// Only rooms whose name contains this text, ignoring case.
+    pub filter: Option<RoomFilter>,
+    /// The most rooms to return. The caller bounds it (the protocol's
+    /// `MAX_ROOM_LIST_PAGE`); a store reads about this many rooms' entries, never all.
+    pub limit: usize,
+}
+
+/// One page of public rooms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomPage {
+    /// At most [`RoomQuery::limit`] rooms, by canonical name, with their members.
+    pub rooms: Vec<RoomListing>,
+    /// Whether more matching rooms follow the last one here.
+    pub more: bool,
+}
+
+/// The longest room-name filter, in characters: a room name's own maximum length (a longer
+/// text can match no room).
+pub const MAX_ROOM_FILTER_CHARS: usize = 48;
+
+/// A case-insensitive substring filter on room names: the text in lowercase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomFilter(String);
+
+/// A filter text longer than [`MAX_ROOM_FILTER_CHARS`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the room filter is longer than {MAX_ROOM_FILTER_CHARS} characters")]
+pub struct FilterTooLong;
+
+impl RoomFilter {
+    /// The filter for `text`; `None` when `text` is empty (it matches every room).
+    ///
+    /// # Errors
+    /// [`FilterTooLong`] past [`MAX_ROOM_FILTER_CHARS`] characters.
+    pub fn new(text: &str) -> Result<Option<Self>, FilterTooLong> {
+        if text.chars().count() > MAX_ROOM_FILTER_CHARS {
+            return Err(FilterTooLong);
+        }
+        Ok((!text.is_empty()).then(|| Self(text.to_lowercase())))
+    }
+
+    /// The text in lowercase, as canonical names are written.
+    pub fn as_lowercase(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether the filter can match any room at all: room names are ASCII letters, digits
+    /// and `_-.`, so a text with any other character matches none (a store can answer
+    /// such a query without reading anything).
+    pub fn can_match(&self) -> bool {
+        self.0
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    }
+
+    /// Whether the room with this canonical (lowercase) name matches.
+    pub fn matches(&self, canonical: &str) -> bool {
+        canonical.contains(self.0.as_str())
+    }
 }
 
 /// A message to store: metadata plus one envelope per recipient.
@@ -95,6 +164,11 @@ pub enum StoreError {
     /// The user, room or membership the operation needs does not exist.
     #[error("not found")]
     NotFound,
+    /// A conditional write found the record changed: a key rotation whose certificate
+    /// retires a key that is no longer the account's current key (another rotation got
+    /// there first).
+    #[error("the record changed since it was read")]
+    Conflict,
     /// A unique key (username, room name, message id in a room) is already taken.
     #[error("already exists")]
     AlreadyExists,
@@ -127,6 +201,15 @@ pub trait Store: Send + Sync + 'static {
     /// The adapter's name, for logs and `/health`.
     fn backend(&self) -> &'static str;
 
+    /// This deployment's [`ServerId`]: generated at random when the store was first
+    /// created (the first open of a data directory, the first connect to a database) and
+    /// never changed after. Every server instance sharing the store announces the same id,
+    /// and two stores never share one.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Backend`] if it cannot be read.
+    async fn server_id(&self) -> Result<ServerId, StoreError>;
+
     /// Checks that the backend is reachable.
     ///
     /// # Errors
@@ -143,15 +226,31 @@ pub trait Store: Send + Sync + 'static {
     /// Looks an account up by username, ignoring case.
     async fn find_user(&self, username: &Username) -> Result<Option<UserRecord>, StoreError>;
 
-    /// Replaces an account's public key.
+    /// Rotates an account's key, atomically: if the account's current key is still
+    /// `certificate.old_public_key`, it becomes `certificate.new_public_key` and the
+    /// certificate is appended to the account's key history, which keeps the newest
+    /// [`MAX_KEY_HISTORY`](shared::protocol::MAX_KEY_HISTORY) certificates. Of concurrent
+    /// rotations from the same key, exactly one succeeds. The store does not check the
+    /// certificate's signatures; the caller has.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if there is no such account; [`StoreError::Conflict`] if
+    /// its current key is not `certificate.old_public_key` (nothing is written then).
+    async fn rotate_key(
+        &self,
+        username: &Username,
+        certificate: &RotationCertificate,
+    ) -> Result<(), StoreError>;
+
+    /// The account's stored rotation certificates, oldest first (at most
+    /// [`MAX_KEY_HISTORY`](shared::protocol::MAX_KEY_HISTORY), the newest ones).
     ///
     /// # Errors
     /// [`StoreError::NotFound`] if there is no such account.
-    async fn set_public_key(
+    async fn key_history(
         &self,
         username: &Username,
-        public_key: Vec<u8>,
-    ) -> Result<(), StoreError>;
+    ) -> Result<Vec<RotationCertificate>, StoreError>;
 
     /// Creates a room and makes its owner the first member, atomically.
     ///
@@ -162,8 +261,11 @@ pub trait Store: Send + Sync + 'static {
     /// Looks a room up by name, ignoring case.
     async fn find_room(&self, name: &RoomName) -> Result<Option<RoomRecord>, StoreError>;
 
-    /// Every room that is not hidden, with its members, ordered by canonical name.
-    async fn list_public_rooms(&self) -> Result<Vec<RoomListing>, StoreError>;
+    /// One page of the rooms that are not hidden, with their members, ordered by canonical
+    /// name (see [`RoomQuery`]). A store walks its rooms in name order from
+    /// [`RoomQuery::after`] and stops after `limit + 1` matches, so the cost follows the
+    /// page, not the number of rooms (apart from rooms skipped as hidden or not matching).
+    async fn list_public_rooms(&self, query: &RoomQuery) -> Result<RoomPage, StoreError>;
 
     /// Makes `user` a member of `room`. Returns `true` if they were not a member before.
     ///

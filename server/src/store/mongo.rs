@@ -7,7 +7,8 @@
 //! display case is kept in a separate field.
 //!
 //! ```text
-//! users     { _id: "alice", username: "Alice", public_key: BinData, created_at: ISODate }
+//! users     { _id: "alice", username: "Alice", public_key: BinData, created_at: ISODate,
+//!             key_history?: [ BinData, … ] }
 //! rooms     { _id: "general", name: "General", owner: "Alice", password_hash?: "$argon2id$…",
 //!             hidden: false, created_at: ISODate,
 //!             members: [ { user: "alice", username: "Alice", joined_at: ISODate }, … ] }
@@ -15,7 +16,13 @@
 //!             message_id: BinData(16 bytes), sender: "Alice", server_time: ISODate,
 //!             copies: [ { recipient: "bob", recipient_name: "Bob", wrapped_key: BinData,
 //!                         nonce: BinData(12 bytes), ciphertext: BinData }, … ] }
+//! meta      { _id: "server_id", server_id: BinData(16 bytes) }
 //! ```
+//!
+//! `key_history` holds the user's rotation certificates, oldest first, each the protocol
+//! encoding ([`codec`]) of a [`RotationCertificate`]: signed artefacts the server hands
+//! back as they came and never queries into. Account reads that do not need them
+//! (`find_user`, `members`) project them out.
 //!
 //! A message is one document holding every recipient's copy. A history page filters on
 //! `copies.recipient` and projects `copies` through `$elemMatch`, so only the asking
@@ -28,7 +35,7 @@
 //! | `users`    | `_id_`                  | `_id` (canonical username)               | unique username, ignoring case |
 //! | `users`    | `username_ci_unique`    | `username`, collation `en` strength 2    | the same rule, visible on the display field |
 //! | `rooms`    | `name_ci_unique`        | `name`, collation `en` strength 2        | unique room name, ignoring case (besides `_id`) |
-//! | `rooms`    | `public_by_name`        | `hidden, _id`                            | `list_public_rooms` |
+//! | `rooms`    | `public_by_name`        | `hidden, _id`                            | `list_public_rooms`: a page is an `_id` range after the last name, in order |
 //! | `rooms`    | `members_user`          | `members.user, _id`                      | `rooms_of` (multikey) |
 //! | `messages` | `room_seq_unique`       | `room, seq` (unique)                     | history by room and time; the next sequence number |
 //! | `messages` | `room_message_id_unique`| `room, message_id` (unique)              | one message per sender-chosen id per room |
@@ -51,6 +58,16 @@
 //!   a failed or interrupted insert can never leave a gap, so a room's sequence is always
 //!   1, 2, 3, … as the contract promises. The message and all its copies are one document
 //!   (at most 256 copies of a frame-limited payload, well below the 16 MiB document limit).
+//! - **A key rotation is one conditional update** of the user document: its filter names
+//!   the key the certificate retires, and the update sets the new key and `$push`es the
+//!   certificate with `$slice: -MAX_KEY_HISTORY`. Of two concurrent rotations from one key
+//!   only one matches; the other finds the account with another key and reports
+//!   [`StoreError::Conflict`]. (At most [`MAX_KEY_HISTORY`] certificates of at most one
+//!   frame each: the document stays below the 16 MiB limit.)
+//! - **The server id is inserted if absent**: [`MongoStore::connect`] inserts a random id
+//!   under the fixed `_id` `"server_id"`; the unique `_id` index lets exactly one insert
+//!   win, so every instance that connects to the database, even at the same moment, then
+//!   reads the same id.
 //!
 //! # Durability
 //! Every collection handle writes with `{ w: "majority", j: true, wtimeout: 10 s }`,
@@ -83,11 +100,13 @@ use mongodb::options::{
     ReadPreference, SelectionCriteria, WriteConcern,
 };
 use mongodb::{Client, Collection, Database, IndexModel};
-use shared::protocol::{DeliveredMessage, Envelope, MAX_ROOM_MEMBERS};
-use shared::{MessageId, RoomName, Username};
+use shared::crypto::rotation::RotationCertificate;
+use shared::protocol::{codec, DeliveredMessage, Envelope, MAX_KEY_HISTORY, MAX_ROOM_MEMBERS};
+use shared::{MessageId, RoomName, ServerId, Username};
 
 use super::{
-    HistorySlice, NewMessage, PendingAppend, RoomListing, RoomRecord, Store, StoreError, UserRecord,
+    HistorySlice, NewMessage, PendingAppend, RoomListing, RoomPage, RoomQuery, RoomRecord, Store,
+    StoreError, UserRecord,
 };
 
 /// The adapter's name in errors, logs and `/health`.
@@ -117,6 +136,10 @@ const MAX_MEMBER_ATTEMPTS: usize = 8;
 const USERS: &str = "users";
 const ROOMS: &str = "rooms";
 const MESSAGES: &str = "messages";
+const META: &str = "meta";
+
+/// The `_id` of the `meta` document that holds the server id.
+const SERVER_ID_DOC: &str = "server_id";
 
 /// Server error codes for a duplicate key (11001 is the pre-2.6 spelling).
 const DUPLICATE_KEY_CODES: [i32; 2] = [11000, 11001];
@@ -136,6 +159,7 @@ pub struct MongoStore {
     users: Collection<Document>,
     rooms: Collection<Document>,
     messages: Collection<Document>,
+    meta: Collection<Document>,
 }
 
 impl fmt::Debug for MongoStore {
@@ -254,6 +278,10 @@ impl MongoStore {
             .create_indexes()
             .await
             .map_err(step_error("index creation"))?;
+        store
+            .ensure_server_id()
+            .await
+            .map_err(step_error("server id creation"))?;
         tracing::info!(hosts, database, "connected to MongoDB");
         Ok(store)
     }
@@ -281,6 +309,7 @@ impl MongoStore {
             users: db.collection_with_options(USERS, options()),
             rooms: db.collection_with_options(ROOMS, options()),
             messages: db.collection_with_options(MESSAGES, options()),
+            meta: db.collection_with_options(META, options()),
             db,
         }
     }
@@ -291,6 +320,24 @@ impl MongoStore {
             .selection_criteria(SelectionCriteria::ReadPreference(ReadPreference::Primary))
             .await?;
         Ok(())
+    }
+
+    /// Gives the database a server id unless it has one: a random id inserted under the
+    /// fixed `_id`, so of concurrent first connections exactly one insert wins (the others
+    /// get a duplicate key, which is the expected outcome here).
+    async fn ensure_server_id(&self) -> Result<(), DriverError> {
+        let inserted = self
+            .meta
+            .insert_one(doc! {
+                "_id": SERVER_ID_DOC,
+                "server_id": binary(ServerId::random().0.to_vec()),
+            })
+            .await;
+        match inserted {
+            Ok(_) => Ok(()),
+            Err(e) if is_duplicate_key(&e) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     async fn create_indexes(&self) -> Result<(), DriverError> {
@@ -436,6 +483,27 @@ impl Store for MongoStore {
         STORE
     }
 
+    async fn server_id(&self) -> Result<ServerId, StoreError> {
+        let d = self
+            .meta
+            .find_one(doc! { "_id": SERVER_ID_DOC })
+            .await
+            .map_err(map_err)?
+            .ok_or_else(|| {
+                backend(MalformedDocument {
+                    collection: META,
+                    field: "server_id",
+                    problem: "is missing (the meta document is gone)".into(),
+                })
+            })?;
+        let f = Fields::new(META, &d);
+        let bytes: [u8; 16] = f
+            .bytes("server_id")?
+            .try_into()
+            .map_err(|_| f.malformed("server_id", "is not 16 bytes"))?;
+        Ok(ServerId(bytes))
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.ping_primary().await.map_err(|e| match map_err(e) {
             StoreError::Backend { store, source } => StoreError::Unavailable { store, source },
@@ -454,29 +522,80 @@ impl Store for MongoStore {
     async fn find_user(&self, username: &Username) -> Result<Option<UserRecord>, StoreError> {
         self.users
             .find_one(doc! { "_id": username.canonical() })
+            .projection(doc! { "key_history": 0 })
             .await
             .map_err(map_err)?
             .map(|d| user_from_doc(&d))
             .transpose()
     }
 
-    async fn set_public_key(
+    async fn rotate_key(
         &self,
         username: &Username,
-        public_key: Vec<u8>,
+        certificate: &RotationCertificate,
     ) -> Result<(), StoreError> {
+        let user_key = username.canonical();
+        let stored = codec::encode(certificate).map_err(backend)?;
+        let keep = -to_i64(
+            u64::try_from(MAX_KEY_HISTORY).unwrap_or(u64::MAX),
+            "key history length",
+        )?;
         let result = self
             .users
             .update_one(
-                doc! { "_id": username.canonical() },
-                doc! { "$set": { "public_key": binary(public_key) } },
+                doc! {
+                    "_id": &user_key,
+                    "public_key": binary(certificate.old_public_key.clone()),
+                },
+                doc! {
+                    "$set": { "public_key": binary(certificate.new_public_key.clone()) },
+                    "$push": { "key_history": { "$each": [binary(stored)], "$slice": keep } },
+                },
             )
             .await
             .map_err(map_err)?;
-        if result.matched_count == 0 {
-            return Err(StoreError::NotFound);
+        if result.matched_count == 1 {
+            return Ok(());
         }
-        Ok(())
+        // Nothing matched: no such account, or its key is not the one being retired.
+        let exists = self
+            .users
+            .find_one(doc! { "_id": &user_key })
+            .projection(doc! { "_id": 1 })
+            .await
+            .map_err(map_err)?;
+        Err(match exists {
+            Some(_) => StoreError::Conflict,
+            None => StoreError::NotFound,
+        })
+    }
+
+    async fn key_history(
+        &self,
+        username: &Username,
+    ) -> Result<Vec<RotationCertificate>, StoreError> {
+        let d = self
+            .users
+            .find_one(doc! { "_id": username.canonical() })
+            .projection(doc! { "key_history": 1 })
+            .await
+            .map_err(map_err)?
+            .ok_or(StoreError::NotFound)?;
+        let f = Fields::new(USERS, &d);
+        let entries = match d.get("key_history") {
+            None => return Ok(Vec::new()),
+            Some(Bson::Array(entries)) => entries,
+            Some(_) => return Err(f.malformed("key_history", "is not an array")),
+        };
+        entries
+            .iter()
+            .map(|entry| match entry {
+                Bson::Binary(b) => codec::decode(&b.bytes).map_err(|e| {
+                    f.malformed("key_history", format!("holds a bad certificate: {e}"))
+                }),
+                _ => Err(f.malformed("key_history", "holds a non-binary entry")),
+            })
+            .collect()
     }
 
     async fn create_room(&self, room: RoomRecord) -> Result<(), StoreError> {
@@ -498,17 +617,42 @@ impl Store for MongoStore {
             .transpose()
     }
 
-    async fn list_public_rooms(&self) -> Result<Vec<RoomListing>, StoreError> {
+    async fn list_public_rooms(&self, query: &RoomQuery) -> Result<RoomPage, StoreError> {
+        let mut name = Document::new();
+        if let Some(after) = &query.after {
+            name.insert("$gt", after.canonical());
+        }
+        if let Some(filter) = &query.filter {
+            if !filter.can_match() {
+                return Ok(RoomPage {
+                    rooms: Vec::new(),
+                    more: false,
+                });
+            }
+            name.insert("$regex", literal_regex(filter.as_lowercase()));
+        }
+        let mut selector = doc! { "hidden": false };
+        if !name.is_empty() {
+            selector.insert("_id", name);
+        }
+        // One room more than the page tells whether more follow.
+        let fetch = i64::try_from(query.limit)
+            .unwrap_or(i64::MAX - 1)
+            .saturating_add(1);
         let docs: Vec<Document> = self
             .rooms
-            .find(doc! { "hidden": false })
+            .find(selector)
             .sort(doc! { "_id": 1 })
+            .limit(fetch)
             .await
             .map_err(map_err)?
             .try_collect()
             .await
             .map_err(map_err)?;
-        docs.iter()
+        let more = docs.len() > query.limit;
+        let rooms = docs
+            .iter()
+            .take(query.limit)
             .map(|d| {
                 Ok(RoomListing {
                     room: room_from_doc(d)?,
@@ -518,7 +662,8 @@ impl Store for MongoStore {
                         .collect(),
                 })
             })
-            .collect()
+            .collect::<Result<_, StoreError>>()?;
+        Ok(RoomPage { rooms, more })
     }
 
     async fn add_member(&self, room: &RoomName, user: &Username) -> Result<bool, StoreError> {
@@ -583,6 +728,7 @@ impl Store for MongoStore {
         let users: Vec<Document> = self
             .users
             .find(doc! { "_id": { "$in": keys } })
+            .projection(doc! { "key_history": 0 })
             .sort(doc! { "_id": 1 })
             .await
             .map_err(map_err)?
@@ -730,6 +876,19 @@ fn case_insensitive() -> Collation {
         .locale("en")
         .strength(CollationStrength::Secondary)
         .build()
+}
+
+/// A regular expression matching `text` literally: every character that is not an ASCII
+/// letter or digit is escaped (an escaped punctuation character is always itself).
+fn literal_regex(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() * 2);
+    for c in text.chars() {
+        if !c.is_ascii_alphanumeric() {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern
 }
 
 fn index(keys: Document, name: &str, unique: bool, collation: Option<Collation>) -> IndexModel {
@@ -1048,6 +1207,7 @@ impl<'a> Fields<'a> {
 mod tests {
     use std::time::Instant;
 
+    use futures_util::future::join_all;
     use mongodb::bson::from_document;
     use mongodb::error::{CommandError, WriteConcernError, WriteError};
 
@@ -1101,6 +1261,12 @@ mod tests {
 
         fn store(&self) -> &dyn Store {
             &self.store
+        }
+
+        async fn reopen(&mut self) {
+            self.store = MongoStore::connect(&self.uri, &self.database)
+                .await
+                .unwrap_or_else(|e| panic!("reconnecting to {URI_VAR} failed: {e:?}"));
         }
 
         async fn finish(mut self) {
@@ -1171,6 +1337,31 @@ mod tests {
         expected.sort_unstable();
         assert_eq!(names, expected);
         h.finish().await;
+    }
+
+    /// Server instances that connect to a new database at the same moment all end up
+    /// with the same server id: one insert wins, the others read it.
+    #[tokio::test]
+    #[ignore = "needs TEST_MONGODB_URI (run .ci/mongo-conformance)"]
+    async fn mongo_concurrent_first_connects_agree_on_the_server_id() {
+        let uri = test_uri();
+        let database = unique_database_name();
+        let stores = join_all((0..4).map(|_| MongoStore::connect(&uri, &database))).await;
+        let mut ids = Vec::new();
+        for store in &stores {
+            let store = store.as_ref().expect("connect");
+            ids.push(store.server_id().await.expect("server id"));
+        }
+        let cleanup = stores
+            .into_iter()
+            .next()
+            .expect("a store")
+            .expect("connect");
+        cleanup
+            .drop_database()
+            .await
+            .expect("drop the test database");
+        assert!(ids.windows(2).all(|w| w[0] == w[1]), "{ids:?}");
     }
 
     /// The stored message document is the shape the module docs describe: one document
@@ -1280,7 +1471,7 @@ mod tests {
             .expect("parse");
         let client = Client::with_options(options).expect("client");
         let store = MongoStore::with_client(&client, "e2e_chat");
-        for coll in [&store.users, &store.rooms, &store.messages] {
+        for coll in [&store.users, &store.rooms, &store.messages, &store.meta] {
             let wc = coll.write_concern().expect("write concern set");
             assert_eq!(wc.w, Some(Acknowledgment::Majority), "{}", coll.name());
             assert_eq!(wc.journal, Some(true));
@@ -1360,6 +1551,13 @@ mod tests {
             );
             assert!(started.elapsed() < Duration::from_secs(1));
         }
+    }
+
+    #[test]
+    fn literal_regex_escapes_everything_but_letters_and_digits() {
+        assert_eq!(literal_regex("ab9"), "ab9");
+        assert_eq!(literal_regex("a.b-c_d"), r"a\.b\-c\_d");
+        assert_eq!(literal_regex(".*[x]$"), r"\.\*\[x\]\$");
     }
 
     #[test]

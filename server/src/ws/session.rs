@@ -1,6 +1,6 @@
 //! One connection's task. It reads the socket and runs a single `select!` over:
-//! inbound frames, a heartbeat interval, the server's shutdown token, and the signal that
-//! the hub evicted the connection. What it writes (replies, pings, pongs, the close) goes
+//! inbound frames, a heartbeat interval, the server's shutdown token, and the signals that
+//! the hub ended the connection (its word why, and its push queue closing). What it writes (replies, pings, pongs, the close) goes
 //! through the connection's [`Outbound`]; pushes routed by the hub go straight from their
 //! bounded queue into the response body ([`super::outbound`]), so they keep flowing while
 //! a request is being handled (a send waits for a durable commit); otherwise a client that
@@ -17,6 +17,9 @@
 //! - A peer silent for three heartbeat intervals is dropped.
 //! - If the hub drops the connection because its queue is full, the client is closed with
 //!   a policy-violation close ("too slow").
+//! - If the hub ends it because the user's key was rotated on another connection, the
+//!   client is closed with `CLOSE_KEY_ROTATED` (4001), at once: the loop reads no further
+//!   request of a login whose key is retired.
 //! - On shutdown the client gets a 1001 "going away" close.
 
 use std::num::NonZeroU32;
@@ -28,15 +31,15 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use governor::clock::QuantaClock;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use shared::protocol::{codec, codec::CodecError, Reply, ServerMsg};
+use shared::protocol::{codec, codec::CodecError, Reply, ServerMsg, CLOSE_KEY_ROTATED};
 use shared::{ErrorCode, RequestId};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::error::HandlerError;
 use crate::handlers::{self, AppState, Connection, Handled};
-use crate::hub::{ConnId, PushFrame};
+use crate::hub::{ConnId, Eviction, PushFrame, Registration};
 use crate::ws::outbound::Outbound;
 
 /// Settings a session needs from the configuration.
@@ -72,6 +75,17 @@ fn close(code: CloseCode, description: &str) -> Exit {
     })
 }
 
+/// The close for a connection the hub ended.
+fn evicted_close(why: Eviction) -> Exit {
+    match why {
+        Eviction::TooSlow => close(CloseCode::Policy, "too slow"),
+        Eviction::KeyRotated => close(
+            CloseCode::Other(CLOSE_KEY_ROTATED),
+            "key rotated on another session",
+        ),
+    }
+}
+
 /// A new connection's ends, as the WebSocket upgrade made them.
 #[derive(Debug)]
 pub struct Ends {
@@ -100,7 +114,16 @@ pub async fn run(
         pushes,
         evicted,
     } = ends;
-    let mut conn = Connection::new(conn_id, pushes);
+    let (told, mut why) = oneshot::channel();
+    let mut conn = Connection::new(
+        conn_id,
+        Registration {
+            pushes,
+            evicted: told,
+        },
+    );
+    // Whether `why` has resolved (a resolved receiver must not be polled again).
+    let mut why_heard = false;
     let burst = settings
         .requests_per_sec
         .saturating_mul(NonZeroU32::MIN.saturating_add(1));
@@ -121,6 +144,14 @@ pub async fn run(
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break close(CloseCode::Away, "server shutting down"),
+            // Before inbound frames: once the hub has ended the login, no request of it runs.
+            told = &mut why, if !why_heard => {
+                why_heard = true;
+                // Without a word (the hub stopped), the queue's closing below ends it.
+                if let Ok(told) = told {
+                    break evicted_close(told);
+                }
+            }
             inbound = stream.next() => {
                 last_heard = Instant::now();
                 match inbound {
@@ -212,10 +243,15 @@ async fn handle_frame(
             tracing::Span::current().record("user", tracing::field::display(user));
         }
     }
-    let fatal = matches!(
-        result,
-        Err(HandlerError::ProtocolVersion(_) | HandlerError::HelloFirst)
-    );
+    // Errors after which the connection cannot go on: the reply is sent, then the close.
+    let ending = match &result {
+        Err(HandlerError::ProtocolVersion(_) | HandlerError::HelloFirst) => Some(close(
+            CloseCode::Protocol,
+            "protocol version or handshake error",
+        )),
+        Err(HandlerError::KeyRotated) => Some(evicted_close(Eviction::KeyRotated)),
+        _ => None,
+    };
     let result = match result {
         Ok(Handled::Queued(queued)) => {
             let (state, outbound, conn_id) = (Arc::clone(state), outbound.clone(), conn.id);
@@ -235,7 +271,7 @@ async fn handle_frame(
     if let Some(exit) = send(outbound, reply_frame(request_id, result)).await.err() {
         return Some(exit);
     }
-    fatal.then(|| close(CloseCode::Protocol, "protocol version or handshake error"))
+    ending
 }
 
 /// The frame answering `request_id`: the reply, or the error (logged by its kind).

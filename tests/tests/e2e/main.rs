@@ -9,3 +9,5 @@ mod messaging;
 mod persistence;
 mod robustness;
 mod rooms;
+mod rotation;
+mod server_id;

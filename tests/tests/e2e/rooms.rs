@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use shared::protocol::{
     ClientMsg, CreateRoom, JoinRoom, LeaveRoom, ListRooms, Push, Reply, RoomSnapshot,
+    MAX_ROOM_LIST_PAGE,
 };
 use shared::ErrorCode;
 use tests::{name, public_der, room, test_key, RawClient, TestServer};
@@ -245,4 +246,122 @@ async fn a_key_rotation_needs_proof_by_the_old_and_the_new_key() {
     assert_eq!(err.code, ErrorCode::AuthFailed);
     // The old key still logs in.
     RawClient::logged_in(&server.ws_url(), "bob", &test_key(1)).await;
+}
+
+async fn list_page(
+    c: &mut RawClient,
+    after: Option<&str>,
+    filter: Option<&str>,
+    limit: u16,
+) -> Result<shared::protocol::RoomList, tests::WireError> {
+    c.request(ClientMsg::ListRooms(ListRooms {
+        after: after.map(room),
+        filter: filter.map(str::to_owned),
+        limit,
+    }))
+    .await
+    .map(|reply| match reply {
+        Reply::Rooms(l) => l,
+        other => panic!("unexpected {other:?}"),
+    })
+}
+
+/// Walks every page of the listing with `limit` and `filter`; returns the names in order
+/// and the number of pages.
+async fn walk(c: &mut RawClient, filter: Option<&str>, limit: u16) -> (Vec<String>, usize) {
+    let mut names = Vec::new();
+    let mut after: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let page = list_page(c, after.as_deref(), filter, limit)
+            .await
+            .expect("list");
+        pages += 1;
+        assert!(page.rooms.len() <= usize::from(MAX_ROOM_LIST_PAGE));
+        names.extend(page.rooms.iter().map(|r| r.name.as_str().to_owned()));
+        match page.next_after {
+            Some(next) => {
+                assert_eq!(
+                    page.rooms.last().map(|r| &r.name),
+                    Some(&next),
+                    "next_after is the page's last name"
+                );
+                after = Some(next.as_str().to_owned());
+            }
+            None => return (names, pages),
+        }
+        assert!(pages <= 200, "the listing does not end");
+    }
+}
+
+#[tokio::test]
+async fn the_room_list_pages_through_every_public_room_once() {
+    let server = TestServer::start().await;
+    let url = server.ws_url();
+    let mut owner = RawClient::registered(&url, "owner", &test_key(0)).await;
+    let public: Vec<String> = (0..usize::from(MAX_ROOM_LIST_PAGE) + 5)
+        .map(|i| format!("Room-{i:03}"))
+        .collect();
+    let hidden = ["room-000a", "room-050-hidden", "zz-hidden"];
+    // Pipelined: all requests first, then the answers in order.
+    let mut requests = Vec::new();
+    for (n, is_hidden) in public
+        .iter()
+        .map(|n| (n.as_str(), false))
+        .chain(hidden.iter().map(|n| (*n, true)))
+    {
+        requests.push(
+            owner
+                .send(ClientMsg::CreateRoom(CreateRoom {
+                    name: room(n),
+                    password: None,
+                    hidden: is_hidden,
+                }))
+                .await,
+        );
+    }
+    for id in requests {
+        owner.answer(id).await.expect("room created");
+    }
+
+    let mut guest = RawClient::registered(&url, "guest", &test_key(1)).await;
+    // The default page is the cap; a larger limit is capped too.
+    for limit in [0, u16::MAX] {
+        let first = list_page(&mut guest, None, None, limit)
+            .await
+            .expect("list");
+        assert_eq!(first.rooms.len(), usize::from(MAX_ROOM_LIST_PAGE));
+        assert_eq!(
+            first.next_after.as_ref().map(|n| n.as_str()),
+            Some(public[usize::from(MAX_ROOM_LIST_PAGE) - 1].as_str())
+        );
+        assert_eq!(first.rooms[0].members, 1);
+    }
+    // Every public room exactly once, in order, no hidden one, whatever the page size.
+    for (limit, pages) in [(0, 2), (40, 3), (7, 15)] {
+        let (names, walked) = walk(&mut guest, None, limit).await;
+        assert_eq!(names, public, "limit {limit}");
+        assert_eq!(walked, pages, "limit {limit}");
+    }
+
+    // The filter ignores case and pages the same way.
+    let tens: Vec<String> = (10..20).map(|i| format!("Room-{i:03}")).collect();
+    assert_eq!(
+        walk(&mut guest, Some("ROOM-01"), 0).await,
+        (tens.clone(), 1)
+    );
+    assert_eq!(walk(&mut guest, Some("oom-01"), 3).await, (tens, 4));
+    assert_eq!(
+        walk(&mut guest, Some("hidden"), 0).await,
+        (Vec::new(), 1),
+        "hidden rooms match no filter"
+    );
+    let err = list_page(&mut guest, None, Some(&"x".repeat(49)), 0)
+        .await
+        .expect_err("filter too long");
+    assert_eq!(err.code, ErrorCode::InvalidInput);
+    list_page(&mut guest, None, Some(&"x".repeat(48)), 0)
+        .await
+        .expect("48 characters are allowed");
+    server.shutdown().await;
 }
