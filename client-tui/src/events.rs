@@ -130,6 +130,10 @@ pub enum ClientEvent {
         /// What is wrong with it.
         reason: String,
     },
+    /// The account's key was rotated on another session: the server closed this one, and
+    /// the key this client holds no longer logs in. Reconnecting with it is pointless;
+    /// the user needs the new key (import it from the other device).
+    KeyRotatedElsewhere,
     /// The server reported an error that answers no request (e.g. it could not decode a
     /// frame). It usually closes the connection next.
     ServerError {

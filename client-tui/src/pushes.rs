@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use shared::protocol::Push;
+use shared::protocol::{Push, CLOSE_KEY_ROTATED};
 use tokio::sync::mpsc;
 
 use crate::events::ClientEvent;
@@ -28,7 +28,10 @@ pub(crate) async fn run(
             Inbound::ServerError { code, message } => {
                 session.emit(ClientEvent::ServerError { code, message });
             }
-            Inbound::Closed { reason } => {
+            Inbound::Closed { reason, code } => {
+                if code == Some(CLOSE_KEY_ROTATED) {
+                    session.emit(ClientEvent::KeyRotatedElsewhere);
+                }
                 session.emit(ClientEvent::Disconnected { reason });
                 return;
             }

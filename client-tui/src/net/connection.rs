@@ -58,6 +58,8 @@ pub(crate) enum Inbound {
     Closed {
         /// What closed it.
         reason: String,
+        /// The close code the server sent, if it sent a Close frame with one.
+        code: Option<u16>,
     },
 }
 
@@ -268,6 +270,8 @@ async fn read_loop(
     inbound: mpsc::Sender<Inbound>,
     sink: Sink,
 ) {
+    let mut close_code = None;
+    let mut server_reason = None;
     let reason = loop {
         match stream.next().await {
             Some(Ok(Message::Binary(bytes))) => match codec::decode_server(&bytes) {
@@ -286,6 +290,12 @@ async fn read_loop(
             }
             Some(Ok(Message::Close(frame))) => {
                 tracing::debug!(?frame, "server closed the connection");
+                if let Some(frame) = frame {
+                    close_code = Some(u16::from(frame.code));
+                    if !frame.reason.is_empty() {
+                        server_reason = Some(format!("closed by the server: {}", frame.reason));
+                    }
+                }
                 // Keep reading: the stream ends once the close handshake completes.
             }
             Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
@@ -293,11 +303,15 @@ async fn read_loop(
             None => break "connection closed".to_owned(),
         }
     };
+    let reason = server_reason.unwrap_or(reason);
     tracing::debug!(%reason, "connection reader stopped");
     fail_all(&pending, reason.clone());
     // If the queue is full the processor still learns of the end: this sender is the
     // last, and dropping it closes the queue once it is drained.
-    let _ = inbound.try_send(Inbound::Closed { reason });
+    let _ = inbound.try_send(Inbound::Closed {
+        reason,
+        code: close_code,
+    });
 }
 
 /// Marks the connection closed and fails every waiting request.

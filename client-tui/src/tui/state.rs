@@ -1044,6 +1044,14 @@ impl AppState {
                     .push_notice(text, Level::Warning);
                 Vec::new()
             }
+            ClientEvent::KeyRotatedElsewhere => {
+                self.set_status(
+                    "Your key was rotated on another device: this key no longer logs in. \
+                     Import the new key (--import) to use this account here.",
+                    Level::Error,
+                );
+                Vec::new()
+            }
             ClientEvent::LocalStateError { reason } => {
                 self.set_status(
                     format!("Could not save local state: {reason}"),

@@ -149,3 +149,27 @@ async fn an_offline_core_client_catches_up_from_history() {
     assert_eq!(texts, vec!["note 0", "note 1", "note 2", "note 3"]);
     assert!(view.history.rejected.is_empty());
 }
+
+#[tokio::test]
+async fn a_session_closed_by_a_rotation_elsewhere_says_so() {
+    let server = TestServer::start().await;
+    let url = server.ws_url();
+    let mut first = CoreClient::register(&url, "bob", 1).await;
+    let second = CoreClient::login(&url, "bob", 1).await;
+    let new = client_tui::Identity::new(name("bob"), (*test_key(4)).clone()).expect("identity");
+    second.client.rotate_key(&new).await.expect("rotates");
+    let mut saw_rotation = false;
+    loop {
+        match first.next_event().await {
+            ClientEvent::KeyRotatedElsewhere => saw_rotation = true,
+            ClientEvent::Disconnected { reason } => {
+                assert!(reason.contains("key rotated"), "{reason}");
+                break;
+            }
+            _ => continue,
+        }
+    }
+    assert!(saw_rotation, "the session learns why it was closed");
+    // The rotating session goes on.
+    second.client.list_rooms().await.expect("still logged in");
+}
