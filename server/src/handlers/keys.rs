@@ -38,12 +38,9 @@ pub async fn get(
     _user: &Username,
     req: GetUserKey,
 ) -> Result<Reply, HandlerError> {
-    let record = state
-        .store
-        .find_user(&req.username)
-        .await?
-        .ok_or(HandlerError::UnknownUser)?;
-    Ok(Reply::UserKey(member_info(&record)))
+    Ok(Reply::UserKey(member_info(
+        &known_user(state, &req.username).await?,
+    )))
 }
 
 /// # RotateKey
@@ -72,11 +69,7 @@ pub async fn rotate(
             "a rotation certificate carries at most {MAX_ROTATION_MARKS} counter marks"
         )));
     }
-    let current = state
-        .store
-        .find_user(user)
-        .await?
-        .ok_or(HandlerError::UnknownUser)?;
+    let current = known_user(state, user).await?;
     if !cert.username.same_as(user) || cert.old_public_key != current.public_key {
         return Err(HandlerError::AuthFailed);
     }
@@ -144,11 +137,7 @@ pub async fn history(
     _user: &Username,
     req: GetKeyHistory,
 ) -> Result<Reply, HandlerError> {
-    let record = state
-        .store
-        .find_user(&req.username)
-        .await?
-        .ok_or(HandlerError::UnknownUser)?;
+    let record = known_user(state, &req.username).await?;
     let certificates = match state.store.key_history(&req.username).await {
         Ok(certificates) => certificates,
         Err(StoreError::NotFound) => return Err(HandlerError::UnknownUser),
@@ -182,6 +171,18 @@ fn newest_that_fit(
         keep += 1;
     }
     Ok(certificates.split_off(certificates.len() - keep))
+}
+
+/// The account named `username`.
+///
+/// # Errors
+/// [`HandlerError::UnknownUser`], store failures.
+async fn known_user(state: &AppState, username: &Username) -> Result<UserRecord, HandlerError> {
+    state
+        .store
+        .find_user(username)
+        .await?
+        .ok_or(HandlerError::UnknownUser)
 }
 
 #[cfg(test)]

@@ -21,7 +21,8 @@ use shared::crypto::message::{seal_message, MessageBody, Recipient};
 use shared::crypto::rotation::RotationCertificate;
 use shared::crypto::signing::{self, Purpose};
 use shared::protocol::{
-    recipients_of, ClientMsg, DeliveredMessage, LoginProof, MemberInfo, Push, Reply, ServerMsg,
+    recipients_of, ClientMsg, DeliveredMessage, LoginProof, MemberInfo, Push, Reply, SendAck,
+    ServerMsg,
 };
 use shared::{ErrorCode, ErrorDetail, MessageId};
 use tests::tamper::TamperingProxy;
@@ -164,16 +165,27 @@ impl User {
     }
 }
 
-/// The live copy for the proxied user among everything the server sent through it.
-fn recorded_message(proxy: &TamperingProxy, text_seq: u64) -> DeliveredMessage {
-    proxy
+/// Bob sends `text` to room `r`; once Alice has it, returns the ack and Alice's copy as
+/// it went through the proxy (for replaying).
+async fn bob_says(
+    bob: &CoreClient,
+    alice: &mut User,
+    proxy: &TamperingProxy,
+    text: &str,
+) -> (SendAck, DeliveredMessage) {
+    let ack = bob.client.send_text(&room("r"), text).await.expect("sent");
+    alice
+        .until("bob's message", |e| matches!(e, ClientEvent::Message(_)))
+        .await;
+    let copy = proxy
         .recorded()
         .into_iter()
         .find_map(|m| match m {
-            ServerMsg::Push(Push::Message(d)) if d.seq == text_seq => Some(d),
+            ServerMsg::Push(Push::Message(d)) if d.seq == ack.seq => Some(d),
             _ => None,
         })
-        .expect("the message went through the proxy")
+        .expect("the message went through the proxy");
+    (ack, copy)
 }
 
 /// A member as the server describes them.
@@ -216,14 +228,7 @@ async fn a_message_replayed_after_a_reconnect_and_a_restart_is_refused() {
     let proxy = TamperingProxy::start(&server.ws_url()).await;
     let alice = Device::new("alice", 0);
     let (mut a, bob) = alice_and_bob(&server, &proxy, &alice).await;
-    let ack = bob
-        .client
-        .send_text(&room("r"), "pay carol 10")
-        .await
-        .expect("sent");
-    a.until("bob's message", |e| matches!(e, ClientEvent::Message(_)))
-        .await;
-    let original = recorded_message(&proxy, ack.seq);
+    let (ack, original) = bob_says(&bob, &mut a, &proxy, "pay carol 10").await;
 
     // The client restarts (a new process: only its files remain) and reconnects.
     a.client.close().await;
@@ -270,14 +275,7 @@ async fn a_message_replayed_after_leaving_and_rejoining_is_refused() {
     let proxy = TamperingProxy::start(&server.ws_url()).await;
     let alice = Device::new("alice", 0);
     let (mut a, bob) = alice_and_bob(&server, &proxy, &alice).await;
-    let ack = bob
-        .client
-        .send_text(&room("r"), "the plan")
-        .await
-        .expect("sent");
-    a.until("bob's message", |e| matches!(e, ClientEvent::Message(_)))
-        .await;
-    let original = recorded_message(&proxy, ack.seq);
+    let (ack, original) = bob_says(&bob, &mut a, &proxy, "the plan").await;
 
     // Alice leaves: a push for the room is no longer opened.
     a.client.leave_room(&room("r")).await.expect("leaves");
