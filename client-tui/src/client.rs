@@ -76,7 +76,7 @@ impl Client {
     /// on first contact), and the ledger for this account on this server is opened beside
     /// the pin file (in memory for an in-memory pin store).
     ///
-    /// Returns the client and the receiver of its [`ClientEvent`]s, which the caller must
+    /// Returns the client and the receiver of its [`ClientEvent`](crate::ClientEvent)s, which the caller must
     /// keep draining.
     ///
     /// # Errors
@@ -277,10 +277,10 @@ impl Client {
 
     /// Joins a room (or re-opens one the user is already in; members need no password)
     /// and opens it: every member's key is checked against the pins (raising
-    /// [`ClientEvent::KeyChanged`] on a mismatch) and the newest history is decrypted.
+    /// [`ClientEvent::KeyChanged`](crate::ClientEvent::KeyChanged) on a mismatch) and the newest history is decrypted.
     ///
-    /// History may repeat messages already delivered as events; identify messages by
-    /// `(room, seq)`.
+    /// History may repeat messages already delivered as events (the same message id at
+    /// the same `seq`); identify messages by their id.
     ///
     /// # Errors
     /// [`ClientError::Server`] with `RoomUnavailable` or `WrongPassword`; connection
@@ -449,7 +449,7 @@ impl Client {
     }
 
     /// Fetches a user's current key and runs it through pin checking (raising
-    /// [`ClientEvent::KeyChanged`] on a mismatch). Useful to show a fingerprint to compare.
+    /// [`ClientEvent::KeyChanged`](crate::ClientEvent::KeyChanged) on a mismatch). Useful to show a fingerprint to compare.
     ///
     /// # Errors
     /// [`ClientError::Server`] with `UnknownUser`; connection errors; [`ClientError::Pins`].
@@ -565,7 +565,7 @@ impl Client {
         self.inner.session.open_rooms()
     }
 
-    /// Closes the connection cleanly. [`ClientEvent::Disconnected`] follows once the
+    /// Closes the connection cleanly. [`ClientEvent::Disconnected`](crate::ClientEvent::Disconnected) follows once the
     /// server acknowledges; requests in flight fail.
     pub async fn close(&self) {
         self.inner.conn.close().await;

@@ -11,8 +11,12 @@
 //! - [`identity`]: [`Identity`], a username and its private key.
 //! - [`keystore`]: saving and loading private keys (encrypted PKCS#8, mode 0600) and the
 //!   default paths.
-//! - [`pins`]: [`PinStore`], the trust-on-first-use fingerprint file.
-//! - [`inbox`]: decrypting and verifying delivered messages, and duplicate detection.
+//! - [`pins`]: [`PinStore`], the trust-on-first-use fingerprint file (with verified
+//!   contacts and the server id pinned per address).
+//! - [`ledger`]: what the client remembers per account and server so the server cannot
+//!   make it forget: accepted counters (replays), its own counters, members last shown,
+//!   retired keys.
+//! - [`inbox`]: decrypting and verifying delivered messages.
 //! - [`directory`]: the session's view of everyone's keys, checked against the pins.
 //! - [`rooms`]: open rooms and the [`RoomView`]/[`HistoryView`] results.
 //! - `session`, `pushes`, `net`: internal: shared session state, the push processor, and
@@ -20,10 +24,12 @@
 //!
 //! # Trust model
 //! The server is trusted to deliver, never to vouch for keys. Every key it reports is
-//! re-fingerprinted locally and compared with the pins; a changed key raises
-//! [`ClientEvent::KeyChanged`] and is neither encrypted to nor believed until
-//! [`Client::accept_key`]. Every message is checked against its sender's pinned key, its
-//! signed room/id/sender, and the ids already seen.
+//! re-fingerprinted locally and compared with the pins; a change that a rotation
+//! certificate chain from the pin explains moves the pin ([`ClientEvent::KeyRotated`]),
+//! any other raises [`ClientEvent::KeyChanged`] and is neither encrypted to nor believed
+//! until [`Client::accept_key`]. Every message is checked against its sender's pinned key,
+//! its signed room/id/sender, and the ledger's record of what was accepted before; every
+//! change to a room's members is reported before anything is encrypted to a new member.
 //!
 //! # Example
 //! ```no_run
