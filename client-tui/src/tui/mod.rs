@@ -67,7 +67,8 @@ pub fn run(options: LaunchOptions) -> anyhow::Result<()> {
 
     let mut siv = Cursive::new();
     let (commands, command_rx) = CommandSender::channel();
-    let config = NetworkConfig::new(options.server_url.clone(), options.config_dir.clone());
+    let mut config = NetworkConfig::new(options.server_url.clone(), options.config_dir.clone());
+    config.key_bits = options.key_bits;
     let network = runtime.spawn(network::run(
         config,
         command_rx,
