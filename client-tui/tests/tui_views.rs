@@ -357,7 +357,18 @@ fn a_changed_key_must_be_acknowledged_and_can_be_accepted() {
     h.press(Key::F7);
     h.assert_shows("Key changed: bob");
     assert!(!h.screen().contains("Join a room by name"));
-    // The first button accepts.
+    // Enter picks the focused, harmless button: decide later.
+    h.press(Key::Enter);
+    assert!(h.drain().is_empty(), "a stray Enter must not accept a key");
+    assert!(!h.screen().contains("Key changed: bob"));
+    h.assert_shows("bob's key CHANGED");
+    h.assert_shows("!  bob");
+    // Accepting is a deliberate choice: F3, then its "Accept bob" button.
+    h.press(Key::F3);
+    h.assert_shows("Changed keys waiting for your decision");
+    h.assert_shows("<Accept bob>");
+    h.press(Key::Tab);
+    h.press(Key::Right);
     h.press(Key::Enter);
     assert_eq!(
         h.drain(),
@@ -365,9 +376,177 @@ fn a_changed_key_must_be_acknowledged_and_can_be_accepted() {
             username: name("bob")
         }]
     );
-    assert!(!h.screen().contains("Key changed: bob"));
-    h.assert_shows("bob's key CHANGED");
-    h.assert_shows("! bob");
+
+    // The same alert accepted from the dialog itself needs a move to "Accept new key".
+    h.event(UiEvent::Client(ClientEvent::KeyChanged {
+        username: name("bob"),
+        pinned_fingerprint: Fingerprint([0x3f; 32]),
+        new_fingerprint: Fingerprint([0x98; 32]),
+        verified: false,
+        rooms: vec![room("den")],
+    }));
+    h.press(Key::Left);
+    h.press(Key::Enter);
+    assert_eq!(
+        h.drain(),
+        vec![Command::AcceptKey {
+            username: name("bob")
+        }]
+    );
+}
+
+#[test]
+fn a_verified_key_change_uses_the_strongest_words_and_a_rotation_closes_an_alert() {
+    let mut h = Harness::logged_in();
+    h.event(opened(
+        "den",
+        vec![member("alice", 0xab), member("bob", 0x3f)],
+        Vec::new(),
+    ));
+    h.event(UiEvent::Client(ClientEvent::KeyChanged {
+        username: name("bob"),
+        pinned_fingerprint: Fingerprint([0x3f; 32]),
+        new_fingerprint: Fingerprint([0x99; 32]),
+        verified: true,
+        rooms: vec![room("den")],
+    }));
+    h.assert_shows("VERIFIED key replaced: bob");
+    h.assert_shows("Treat this as an attack");
+    h.assert_shows("<Accept anyway>");
+    // A rotation signed by the pinned key settles it: the alert closes by itself.
+    h.event(UiEvent::Client(ClientEvent::KeyRotated {
+        username: name("bob"),
+        old_fingerprint: Fingerprint([0x3f; 32]),
+        new_fingerprint: Fingerprint([0x44; 32]),
+        rooms: vec![room("den")],
+    }));
+    assert!(
+        !h.screen().contains("VERIFIED key replaced"),
+        "{}",
+        h.screen()
+    );
+    h.assert_shows("bob rotated their key: 3f3f 3f3f… → 4444 4444… (signed by the old key)");
+    assert!(h.drain().is_empty());
+}
+
+#[test]
+fn the_own_key_alarm_can_only_be_dismissed() {
+    let mut h = Harness::logged_in();
+    h.event(opened("den", vec![member("alice", 0xab)], Vec::new()));
+    h.event(UiEvent::Client(ClientEvent::OwnKeyMismatch {
+        presented_fingerprint: Fingerprint([0x66; 32]),
+        own_fingerprint: Fingerprint([0xab; 32]),
+    }));
+    h.assert_shows("The server presents another key for YOU");
+    h.assert_shows("6666 6666 6666 6666 6666 6666 6666 6666");
+    h.assert_shows("<Dismiss>");
+    assert!(!h.screen().contains("Accept"), "{}", h.screen());
+    h.press(Key::Esc);
+    h.assert_shows("<Dismiss>");
+    h.press(Key::Enter);
+    assert!(!h.screen().contains("<Dismiss>"));
+    assert!(h.drain().is_empty());
+    h.assert_shows("different key for YOU");
+}
+
+#[test]
+fn members_are_verified_from_f3_or_verify_after_a_confirmation() {
+    let mut h = Harness::logged_in();
+    h.event(opened(
+        "den",
+        vec![member("alice", 0xab), member("bob", 0x3f)],
+        Vec::new(),
+    ));
+    h.assert_shows("✓  bob");
+    h.press(Key::F3);
+    h.assert_shows("bob (trusted on first use)");
+    h.press(Key::Down);
+    h.assert_shows("bob · trusted on first use");
+    h.press(Key::Tab);
+    h.press(Key::Enter);
+    h.assert_shows("Verify bob's key");
+    h.assert_shows("3f3f 3f3f 3f3f 3f3f 3f3f 3f3f 3f3f 3f3f");
+    // Cancel is focused.
+    h.press(Key::Enter);
+    assert!(h.drain().is_empty());
+    assert!(!h.screen().contains("Verify bob's key"));
+
+    h.type_text("/verify bob");
+    h.press(Key::Enter);
+    h.assert_shows("Verify bob's key");
+    h.press(Key::Left);
+    h.press(Key::Enter);
+    assert_eq!(
+        h.drain(),
+        vec![Command::MarkVerified {
+            username: name("bob")
+        }]
+    );
+    h.event(UiEvent::Verified {
+        username: name("bob"),
+        fingerprint: Fingerprint([0x3f; 32]),
+    });
+    h.assert_shows("✓✓ bob");
+    h.assert_shows("You verified bob's key");
+    h.press(Key::F1);
+    h.assert_shows("/verify USER");
+    h.assert_shows("/rotate-key");
+}
+
+#[test]
+fn rotating_the_key_asks_first_and_shows_progress() {
+    let mut h = Harness::logged_in();
+    h.event(opened("den", vec![member("alice", 0xab)], Vec::new()));
+    h.press(Key::F2);
+    h.assert_shows("<Rotate my key…>");
+    // "Close" is focused.
+    h.press(Key::Enter);
+    assert!(!h.screen().contains("Your fingerprint"));
+    h.press(Key::F2);
+    h.press(Key::Left);
+    h.press(Key::Enter);
+    h.assert_shows("Replace your key with a new one?");
+    h.press(Key::Enter);
+    assert!(h.drain().is_empty(), "Cancel is focused");
+
+    h.type_text("/rotate-key");
+    h.press(Key::Enter);
+    h.assert_shows("Replace your key with a new one?");
+    h.press(Key::Left);
+    h.press(Key::Enter);
+    assert_eq!(h.drain(), vec![Command::RotateKey]);
+    h.assert_shows("Please wait");
+    h.event(UiEvent::Progress {
+        title: "Generating your new RSA-3072 key".into(),
+        elapsed: Duration::from_millis(700),
+    });
+    h.assert_shows("Generating your new RSA-3072 key… 0.7 s");
+    h.event(UiEvent::OwnKeyRotated {
+        old: Fingerprint([0xab; 32]),
+        new: Fingerprint([0x5e; 32]),
+        backup: Some(PathBuf::from("/cfg/keys/alice.pem.retired-1")),
+    });
+    assert!(!h.screen().contains("Please wait"));
+    h.assert_shows("You rotated your key: abab abab… → 5e5e 5e5e…");
+    h.press(Key::F2);
+    h.assert_shows("5e5e 5e5e 5e5e 5e5e 5e5e 5e5e 5e5e 5e5e");
+}
+
+#[test]
+fn disputed_times_and_unknown_recipients_are_marked() {
+    let mut h = Harness::logged_in();
+    let mut late = message("den", 3, "bob", "held back");
+    late.server_time_ms = late.sent_at_ms + 3_600_000;
+    let mut wide = message("den", 4, "bob", "who reads this");
+    wide.unknown_recipients = vec![name("mallory")];
+    h.event(opened(
+        "den",
+        vec![member("alice", 0xab), member("bob", 0x3f)],
+        vec![late, wide],
+    ));
+    h.assert_shows("bob ✓ ⏱ held back");
+    h.assert_shows("(⏱ signed at");
+    h.assert_shows("also sent to mallory, who is not");
 }
 
 #[test]
@@ -382,6 +561,12 @@ fn own_fingerprint_is_one_key_away_and_leaving_asks_first() {
     h.event(opened("den", vec![member("alice", 0xab)], Vec::new()));
     h.press(Key::F8);
     h.assert_shows("Leave #den?");
+    // Cancel is focused: Enter keeps the user in the room.
+    h.press(Key::Enter);
+    assert!(h.drain().is_empty());
+    assert!(!h.screen().contains("Leave #den?"));
+    h.press(Key::F8);
+    h.press(Key::Left);
     h.press(Key::Enter);
     assert_eq!(h.drain(), vec![Command::Leave { room: room("den") }]);
     h.event(UiEvent::Left(room("den")));

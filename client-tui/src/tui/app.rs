@@ -146,6 +146,12 @@ fn run_effects(siv: &mut Cursive, effects: Vec<Effect>) {
                     let _ = siv.focus_name(views::INPUT);
                 }
             }
+            Effect::CloseKeyAlert(user) => {
+                let name = dialogs::key_alert_name(&user);
+                if let Some(position) = siv.screen_mut().find_layer_from_name(&name) {
+                    siv.screen_mut().remove_layer(position);
+                }
+            }
             Effect::Quit => siv.quit(),
         }
     }
@@ -158,6 +164,7 @@ pub fn render(siv: &mut Cursive) {
         Phase::Main => {
             chat::render(siv, &app.state);
             lobby::render(siv, &app.state);
+            views::render_busy(siv, app.state.busy.as_ref());
         }
     });
 }

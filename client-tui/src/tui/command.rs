@@ -136,6 +136,15 @@ pub enum Command {
         /// Whose key.
         username: Username,
     },
+    /// Mark a member's current key verified after comparing fingerprints out of band.
+    MarkVerified {
+        /// Whose key.
+        username: Username,
+    },
+    /// Replace the user's own key: generate a new one, save it beside the key file, have
+    /// the server switch to it, then keep the old file as a backup (see
+    /// [`super::keyfile`]).
+    RotateKey,
     /// Close the connection and stop.
     Quit,
 }
@@ -189,6 +198,14 @@ pub enum Action {
     OpenCreate,
     /// Accept a changed key.
     AcceptKey(Username),
+    /// Ask to mark a member's key verified (a confirmation showing the fingerprint first).
+    AskVerify(Username),
+    /// Mark a member's key verified (confirmed).
+    Verify(Username),
+    /// Ask to rotate the user's own key (a confirmation first).
+    AskRotateKey,
+    /// Rotate the user's own key (confirmed).
+    RotateKey,
     /// Quit.
     Quit,
 }
@@ -247,6 +264,14 @@ pub fn parse_input(line: &str) -> Result<Option<Action>, String> {
         "older" | "more" => Action::LoadOlder,
         "fp" | "fingerprint" | "whoami" => Action::ShowFingerprint,
         "keys" | "members" => Action::ShowKeys,
+        "verify" => {
+            let [user] = args.as_slice() else {
+                return Err("usage: /verify USER".into());
+            };
+            let user = Username::parse(user.trim_start_matches('@')).map_err(|e| format!("{e}"))?;
+            Action::AskVerify(user)
+        }
+        "rotate-key" => Action::AskRotateKey,
         "help" | "?" => Action::ShowHelp,
         "quit" | "exit" | "q" => Action::Quit,
         other => return Err(format!("unknown command /{other} (press F1 for the list)")),
@@ -294,6 +319,15 @@ mod tests {
         );
         assert_eq!(parse_input("/leave"), Ok(Some(Action::LeaveCurrent)));
         assert_eq!(parse_input("/QUIT"), Ok(Some(Action::Quit)));
+        assert_eq!(
+            parse_input("/verify bob"),
+            Ok(Some(Action::AskVerify(
+                Username::parse("bob").expect("valid")
+            )))
+        );
+        assert!(parse_input("/verify").is_err());
+        assert!(parse_input("/verify bob carol").is_err());
+        assert_eq!(parse_input("/rotate-key"), Ok(Some(Action::AskRotateKey)));
         assert!(parse_input("/join").is_err());
         assert!(parse_input("/join bad! pw").is_err());
         assert!(parse_input("/join a b c").is_err());

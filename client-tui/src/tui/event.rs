@@ -119,6 +119,40 @@ pub enum UiEvent {
         /// Its fingerprint.
         fingerprint: Fingerprint,
     },
+    /// A member's key is now marked verified.
+    Verified {
+        /// Whose key.
+        username: Username,
+        /// The fingerprint marked.
+        fingerprint: Fingerprint,
+    },
+    /// The send of a pending message was refused because members were added to the room;
+    /// nothing was sent. The additions are shown, then the message is sent once more.
+    MembersAdded {
+        /// The room.
+        room: RoomName,
+        /// The UI's id for the pending line.
+        local_id: u64,
+        /// Who was added.
+        added: Vec<Username>,
+    },
+    /// The user's own key was rotated: the server uses the new key.
+    OwnKeyRotated {
+        /// The fingerprint before.
+        old: Fingerprint,
+        /// The new fingerprint.
+        new: Fingerprint,
+        /// Where the old key file is kept (`None` if the new key could not be put in
+        /// place; a [`UiEvent::Failed`] follows saying what to do).
+        backup: Option<PathBuf>,
+    },
+    /// Rotating the user's own key failed.
+    RotationFailed {
+        /// Why, in plain words, and what became of the files.
+        message: String,
+    },
+    /// Something worth a warning on the status line (e.g. an old key that did not load).
+    Warning(String),
     /// Something the client core reported on its own.
     Client(ClientEvent),
     /// A request failed; shown as a dialog.
@@ -159,15 +193,62 @@ pub fn describe(err: &ClientError) -> String {
                 names.join(", ")
             )
         }
-        ClientError::NoPendingKeyChange(user) => format!("{user}'s key has no pending change."),
+        ClientError::MembersAdded { room, added } => format!(
+            "Not sent: {} joined #{room}; the message was not encrypted to them.",
+            list(added)
+        ),
+        ClientError::ServerIdentityChanged { address, .. } => format!(
+            "The server at {address} is not the one this client talked to before: it presents \
+             another server identity. It may be an impostor, so the client will not log in \
+             there. If its operator confirms that the server was reinstalled, remove its entry \
+             under \"servers\" in your trusted-keys file (<key file>.pins.json)."
+        ),
+        ClientError::ServerIdentityClaimed {
+            address,
+            other_address,
+        } => format!(
+            "The server at {address} claims to be the server at {other_address}. A login \
+             there could be relayed to the other server, so the client will not log in."
+        ),
+        ClientError::NoPendingKeyChange(user) => {
+            format!("{user}'s key has no pending change, or is not trusted yet.")
+        }
         ClientError::WrongIdentity { .. } => "That key belongs to another account.".into(),
         ClientError::Crypto(e) => format!("A cryptographic operation failed: {e}."),
         ClientError::Pins(e) => format!("The trusted-keys file could not be used: {e}."),
+        ClientError::Ledger(e) => format!(
+            "The record of messages already received could not be used: {e}. Protection \
+             against replayed messages needs it."
+        ),
         ClientError::Keystore(e) => describe_keystore(e),
         ClientError::Task(_) => "An internal task failed; see the log file.".into(),
         // The core may grow variants; its own message is the best fallback.
         #[allow(unreachable_patterns)]
         other => other.to_string(),
+    }
+}
+
+/// Why the connection closed, in plain words: a flood (see
+/// [`FLOOD_REASON`](crate::events::FLOOD_REASON)) is said so, other reasons pass through.
+pub fn describe_disconnect(reason: &str) -> String {
+    if reason == crate::events::FLOOD_REASON {
+        "The server sent far more than this client can process, so the client closed the \
+         connection to protect itself (the server may be misbehaving)"
+            .to_owned()
+    } else {
+        reason.to_owned()
+    }
+}
+
+/// `carol`, `carol and dave`, `carol, dave and erin`.
+pub fn list(names: &[Username]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [init @ .., last] => {
+            let init: Vec<&str> = init.iter().map(Username::as_str).collect();
+            format!("{} and {last}", init.join(", "))
+        }
     }
 }
 
@@ -233,5 +314,38 @@ mod tests {
         );
         let err = ClientError::Timeout(Duration::from_secs(30));
         assert!(describe(&err).contains("30 s"));
+    }
+
+    #[test]
+    fn server_identity_and_flood_failures_are_plain_words() {
+        let changed = ClientError::ServerIdentityChanged {
+            address: "ws://chat/ws".into(),
+            pinned: shared::ServerId([1; 16]),
+            presented: shared::ServerId([2; 16]),
+        };
+        let text = describe(&changed);
+        assert!(
+            text.contains("ws://chat/ws") && text.contains("impostor"),
+            "{text}"
+        );
+        assert!(!text.contains("ServerId"), "no Debug output: {text}");
+        let claimed = ClientError::ServerIdentityClaimed {
+            address: "ws://evil/ws".into(),
+            other_address: "ws://chat/ws".into(),
+        };
+        assert!(describe(&claimed).contains("claims to be the server at ws://chat/ws"));
+        let flood = describe_disconnect(crate::events::FLOOD_REASON);
+        assert!(flood.contains("to protect itself"), "{flood}");
+        assert_eq!(
+            describe_disconnect("connection closed"),
+            "connection closed"
+        );
+        let names = [
+            Username::parse("carol").expect("valid"),
+            Username::parse("dave").expect("valid"),
+            Username::parse("erin").expect("valid"),
+        ];
+        assert_eq!(list(&names), "carol, dave and erin");
+        assert_eq!(list(&names[..1]), "carol");
     }
 }

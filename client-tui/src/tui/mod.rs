@@ -10,6 +10,7 @@
 //!   `act(action)` and `apply(event)` return [`Effect`](state::Effect)s.
 //! - [`network`]: the tokio task that owns the [`Client`](crate::Client), runs commands one
 //!   after another off the UI thread, forwards client events, and reconnects with back-off.
+//! - [`keyfile`]: the key file around a rotation of the own key, and the retired keys.
 //! - [`profile`]: the remembered account and which onboarding form a start-up needs.
 //! - [`app`]: the glue: cursive user data, key bindings, effects, rendering.
 //! - [`views`]: the widgets, one module per screen (onboarding, lobby, chat, dialogs, help).
@@ -24,6 +25,7 @@
 pub mod app;
 pub mod command;
 pub mod event;
+pub mod keyfile;
 pub mod network;
 pub mod profile;
 pub mod state;
@@ -65,7 +67,8 @@ pub fn run(options: LaunchOptions) -> anyhow::Result<()> {
 
     let mut siv = Cursive::new();
     let (commands, command_rx) = CommandSender::channel();
-    let config = NetworkConfig::new(options.server_url.clone(), options.config_dir.clone());
+    let mut config = NetworkConfig::new(options.server_url.clone(), options.config_dir.clone());
+    config.key_bits = options.key_bits;
     let network = runtime.spawn(network::run(
         config,
         command_rx,

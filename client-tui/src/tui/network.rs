@@ -20,16 +20,19 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use shared::crypto::keys;
+use shared::crypto::{keys, RsaPrivateKey};
 use shared::protocol::LoggedIn;
 use shared::{ErrorCode, RoomName};
 use tokio::sync::mpsc;
 
 use super::command::{Command, KeySource, NewAccount, Secret, Unlock};
-use super::event::{describe, describe_keystore, ConnectionState, Me, UiEvent};
+use super::event::{
+    describe, describe_disconnect, describe_keystore, ConnectionState, Me, UiEvent,
+};
+use super::keyfile;
 use super::profile::{save_profile, Profile};
 use crate::client::{Client, ClientConfig};
 use crate::error::ClientError;
@@ -89,6 +92,8 @@ pub struct NetworkConfig {
     pub backoff: Backoff,
     /// Where to remember the account after onboarding (`None`: nowhere).
     pub config_dir: Option<PathBuf>,
+    /// Size of a generated key (a new account's, or a rotation's).
+    pub key_bits: usize,
 }
 
 impl NetworkConfig {
@@ -99,6 +104,7 @@ impl NetworkConfig {
             client: ClientConfig::default(),
             backoff: Backoff::default(),
             config_dir,
+            key_bits: keys::DEFAULT_KEY_BITS,
         }
     }
 }
@@ -163,10 +169,39 @@ impl CommandSender {
 }
 
 /// The unlocked account.
+#[derive(Clone)]
 struct Account {
     identity: Identity,
     key_path: PathBuf,
+    /// What the key file is encrypted with, to encrypt a rotated key the same way. Kept
+    /// for the session (zeroed on drop); the unlocked private key is in memory anyway.
+    passphrase: Option<Secret>,
+    /// Keys replaced by rotations (loaded from the retired backups), newest first, so
+    /// messages sealed to them still open.
+    previous_keys: Vec<Arc<RsaPrivateKey>>,
 }
+
+/// The account, shared with the executor, which changes it when the key is rotated.
+type SharedAccount = Arc<Mutex<Account>>;
+
+/// A copy of the account as it is now.
+fn current(account: &SharedAccount) -> Account {
+    account
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+}
+
+/// What the executor needs besides the client: the account (a rotation changes it) and
+/// the size of a generated key.
+struct Context {
+    account: SharedAccount,
+    key_bits: usize,
+}
+
+/// Onboarding's result: the account, its first connection (if the server was reachable)
+/// and warnings to show once the main screen is up.
+type Onboarded = (Account, Option<Connected>, Vec<String>);
 
 /// A logged-in connection.
 struct Connected {
@@ -178,7 +213,8 @@ struct Connected {
 /// Runs the network side of the terminal client until [`Command::Quit`] arrives or the
 /// command channel closes.
 pub async fn run(config: NetworkConfig, mut commands: mpsc::Receiver<Command>, ui: UiSink) {
-    let Some((account, mut connected)) = onboarding(&config, &mut commands, &ui).await else {
+    let Some((account, mut connected, warnings)) = onboarding(&config, &mut commands, &ui).await
+    else {
         return;
     };
     if let Some(dir) = &config.config_dir {
@@ -195,6 +231,10 @@ pub async fn run(config: NetworkConfig, mut commands: mpsc::Receiver<Command>, u
         fingerprint: account.identity.fingerprint(),
         key_path: account.key_path.clone(),
     }));
+    for warning in warnings {
+        ui.send(UiEvent::Warning(warning));
+    }
+    let account: SharedAccount = Arc::new(Mutex::new(account));
 
     let mut failures = 0u32;
     loop {
@@ -202,7 +242,7 @@ pub async fn run(config: NetworkConfig, mut commands: mpsc::Receiver<Command>, u
             Some(conn) => conn,
             None => {
                 ui.send(UiEvent::Connection(ConnectionState::Connecting));
-                match connect_and_login(&config, &account).await {
+                match connect_and_login(&config, &current(&account)).await {
                     Ok(conn) => conn,
                     Err(e) if is_fatal(&e) => {
                         let reason = describe(&e);
@@ -235,7 +275,11 @@ pub async fn run(config: NetworkConfig, mut commands: mpsc::Receiver<Command>, u
             }
         };
         ui.send(UiEvent::Connection(ConnectionState::Online));
-        match session(conn, &mut commands, &ui).await {
+        let ctx = Context {
+            account: Arc::clone(&account),
+            key_bits: config.key_bits,
+        };
+        match session(conn, &mut commands, &ui, ctx).await {
             SessionEnd::Quit(client) => {
                 client.close().await;
                 return;
@@ -245,7 +289,7 @@ pub async fn run(config: NetworkConfig, mut commands: mpsc::Receiver<Command>, u
                 let retry_in = config.backoff.delay(0);
                 failures = 1;
                 ui.send(UiEvent::Connection(ConnectionState::Offline {
-                    reason: format!("{reason}."),
+                    reason: format!("{}.", describe_disconnect(&reason)),
                     retry_in,
                     attempt: 0,
                 }));
@@ -265,6 +309,8 @@ fn is_fatal(e: &ClientError) -> bool {
     ) || matches!(
         e,
         ClientError::InvalidUrl(_)
+            | ClientError::ServerIdentityChanged { .. }
+            | ClientError::ServerIdentityClaimed { .. }
             | ClientError::Pins(_)
             | ClientError::Keystore(_)
             | ClientError::Crypto(_)
@@ -276,7 +322,7 @@ async fn onboarding(
     config: &NetworkConfig,
     commands: &mut mpsc::Receiver<Command>,
     ui: &UiSink,
-) -> Option<(Account, Option<Connected>)> {
+) -> Option<Onboarded> {
     while let Some(command) = commands.recv().await {
         let result = match command {
             Command::Quit => return None,
@@ -323,7 +369,7 @@ async fn create_account(
     config: &NetworkConfig,
     new: NewAccount,
     ui: &UiSink,
-) -> Result<(Account, Option<Connected>), String> {
+) -> Result<Onboarded, String> {
     let NewAccount {
         username,
         passphrase,
@@ -362,11 +408,12 @@ async fn create_account(
     // Save before registering: an account whose key was never saved would be lost.
     let saved = identity.clone();
     let path = key_path.clone();
+    let secret = passphrase.clone();
     with_progress(
         ui,
         "Encrypting and saving your key",
         blocking(move || {
-            keystore::save_private_key(&path, saved.private_key(), Some(passphrase.expose()))
+            keystore::save_private_key(&path, saved.private_key(), Some(secret.expose()))
         }),
     )
     .await?
@@ -409,35 +456,57 @@ async fn create_account(
         }
     };
     tracing::info!(user = %logged_in.username, restoring, "account ready");
-    Ok((
-        Account { identity, key_path },
-        Some(Connected {
-            client,
-            events,
-            logged_in,
-        }),
-    ))
+    let account = Account {
+        identity,
+        key_path,
+        passphrase: Some(passphrase),
+        previous_keys: Vec::new(),
+    };
+    let connected = Connected {
+        client,
+        events,
+        logged_in,
+    };
+    Ok((account, Some(connected), Vec::new()))
 }
 
 async fn unlock_account(
     config: &NetworkConfig,
     unlock: Unlock,
     ui: &UiSink,
-) -> Result<(Account, Option<Connected>), String> {
+) -> Result<Onboarded, String> {
     let Unlock {
         username,
         key_path,
         passphrase,
     } = unlock;
     let path = key_path.clone();
-    let identity = with_progress(
+    let secret = passphrase.clone();
+    let (identity, retired, unreadable) = with_progress(
         ui,
         "Unlocking your key",
-        blocking(move || Identity::load(username, &path, passphrase.as_ref().map(Secret::expose))),
+        blocking(move || {
+            let secret = secret.as_ref().map(Secret::expose);
+            let identity = Identity::load(username, &path, secret)?;
+            // Keys replaced by rotations, so that messages sealed to them still open.
+            let (retired, unreadable) = keyfile::load_retired(&path, secret);
+            Ok::<_, keystore::KeystoreError>((identity, retired, unreadable))
+        }),
     )
     .await?
     .map_err(|e| describe_keystore(&e))?;
-    let account = Account { identity, key_path };
+    let warnings: Vec<String> = unreadable
+        .into_iter()
+        .map(|why| {
+            format!("An old key kept from a rotation could not be opened ({why}); messages sealed to it stay unreadable.")
+        })
+        .collect();
+    let account = Account {
+        identity,
+        key_path,
+        passphrase,
+        previous_keys: retired.into_iter().map(Arc::new).collect(),
+    };
     ui.send(UiEvent::Connection(ConnectionState::Connecting));
     match with_progress(
         ui,
@@ -446,12 +515,12 @@ async fn unlock_account(
     )
     .await
     {
-        Ok(conn) => Ok((account, Some(conn))),
+        Ok(conn) => Ok((account, Some(conn), warnings)),
         Err(e) if is_fatal(&e) => Err(describe(&e)),
         // The server is unreachable: open the main screen and keep retrying there.
         Err(e) => {
             tracing::info!(error = %e, "server unreachable at start-up");
-            Ok((account, None))
+            Ok((account, None, warnings))
         }
     }
 }
@@ -470,6 +539,9 @@ async fn connect_and_login(
 ) -> Result<Connected, ClientError> {
     let attempt = async {
         let (client, events) = connect(config, &account.key_path).await?;
+        for key in &account.previous_keys {
+            client.add_previous_key(Arc::clone(key));
+        }
         let logged_in = client.login(&account.identity).await?;
         Ok(Connected {
             client,
@@ -520,6 +592,9 @@ fn refuse_offline(command: Command, ui: &UiSink) {
             local_id,
             reason: OFFLINE.into(),
         }),
+        Command::RotateKey => ui.send(UiEvent::RotationFailed {
+            message: format!("Your key was not changed: {OFFLINE}"),
+        }),
         Command::RefreshRooms | Command::CreateAccount(_) | Command::Unlock(_) | Command::Quit => {}
         other => ui.send(UiEvent::Failed {
             action: action_name(&other),
@@ -540,6 +615,8 @@ fn action_name(command: &Command) -> String {
         Command::LoadOlder { room, .. } => format!("Loading older messages of #{room}"),
         Command::Leave { room } => format!("Leaving #{room}"),
         Command::AcceptKey { username } => format!("Accepting {username}'s key"),
+        Command::MarkVerified { username } => format!("Marking {username}'s key verified"),
+        Command::RotateKey => "Replacing your key".into(),
         Command::Quit => "Quitting".into(),
     }
 }
@@ -565,6 +642,7 @@ async fn session(
     conn: Connected,
     commands: &mut mpsc::Receiver<Command>,
     ui: &UiSink,
+    ctx: Context,
 ) -> SessionEnd {
     let Connected {
         client,
@@ -579,7 +657,7 @@ async fn session(
     for job in initial {
         let _ = jobs.send(job);
     }
-    let executor = tokio::spawn(execute_all(client.clone(), job_rx, ui.clone()));
+    let executor = tokio::spawn(execute_all(client.clone(), job_rx, ui.clone(), ctx));
     let end = loop {
         tokio::select! {
             event = events.recv() => match event {
@@ -605,9 +683,14 @@ async fn session(
     end
 }
 
-async fn execute_all(client: Client, mut jobs: mpsc::UnboundedReceiver<Job>, ui: UiSink) {
+async fn execute_all(
+    client: Client,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    ui: UiSink,
+    ctx: Context,
+) {
     while let Some(job) = jobs.recv().await {
-        execute(&client, job, &ui).await;
+        execute(&client, job, &ui, &ctx).await;
     }
 }
 
@@ -624,7 +707,7 @@ fn report(ui: &UiSink, action: String, error: &ClientError) {
     });
 }
 
-async fn execute(client: &Client, job: Job, ui: &UiSink) {
+async fn execute(client: &Client, job: Job, ui: &UiSink, ctx: &Context) {
     let command = match job {
         Job::Reopen(room) => {
             match client.join_room(&room, None).await {
@@ -690,6 +773,12 @@ async fn execute(client: &Client, job: Job, ui: &UiSink) {
                 local_id,
                 ack,
             }),
+            // Nothing was sent: the UI shows who was added, then sends once more.
+            Err(ClientError::MembersAdded { added, .. }) => ui.send(UiEvent::MembersAdded {
+                room,
+                local_id,
+                added,
+            }),
             Err(e) => {
                 tracing::info!(%room, error = %e, "send failed");
                 ui.send(UiEvent::SendFailed {
@@ -738,8 +827,187 @@ async fn execute(client: &Client, job: Job, ui: &UiSink) {
             }
             Err(e) => report(ui, action, &e),
         },
+        Command::MarkVerified { username } => match client.mark_verified(&username) {
+            Ok(fingerprint) => ui.send(UiEvent::Verified {
+                username,
+                fingerprint,
+            }),
+            Err(e) => report(ui, action, &e),
+        },
+        Command::RotateKey => rotate_own_key(client, &ctx.account, ctx.key_bits, ui).await,
         Command::CreateAccount(_) | Command::Unlock(_) | Command::Quit => {}
     }
+}
+
+/// What a failed `Client::rotate_key` means for the new key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RotationOutcome {
+    /// The server did not switch (it refused, or nothing was sent): delete the new key.
+    Refused,
+    /// The server switched, but the client could not record it locally: keep the new key.
+    Switched,
+    /// No answer (the connection dropped, a timeout): the server may have switched, so the
+    /// new key must be kept.
+    Unknown,
+}
+
+fn rotation_outcome(error: &ClientError) -> RotationOutcome {
+    match error {
+        ClientError::Server { .. }
+        | ClientError::NotLoggedIn
+        | ClientError::WrongIdentity { .. }
+        | ClientError::Crypto(_)
+        | ClientError::Codec(_)
+        | ClientError::Task(_) => RotationOutcome::Refused,
+        // Only saving the new own-key pin, after the server's confirmation, fails this way.
+        ClientError::Pins(_) => RotationOutcome::Switched,
+        _ => RotationOutcome::Unknown,
+    }
+}
+
+/// Seconds since the Unix epoch (0 before it), for naming a retired key file.
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Rotates the user's key (see [`keyfile`] for the order the files change in), reporting
+/// progress and the outcome.
+async fn rotate_own_key(client: &Client, account: &SharedAccount, bits: usize, ui: &UiSink) {
+    let Account {
+        identity: old,
+        key_path,
+        passphrase,
+        ..
+    } = current(account);
+    let fail = |message: String| ui.send(UiEvent::RotationFailed { message });
+
+    let generated = with_progress(
+        ui,
+        &format!("Generating your new RSA-{bits} key"),
+        blocking(move || keys::generate(bits)),
+    )
+    .await;
+    let key = match generated {
+        Ok(Ok(key)) => key,
+        Ok(Err(e)) => return fail(format!("Key generation failed: {e}.")),
+        Err(message) => return fail(message),
+    };
+    let new = match Identity::new(old.username().clone(), key) {
+        Ok(identity) => identity,
+        Err(e) => return fail(format!("The new key cannot be used: {e}.")),
+    };
+    let (to_save, path) = (new.clone(), key_path.clone());
+    let secret = passphrase.clone();
+    let written = with_progress(
+        ui,
+        "Encrypting and saving the new key",
+        blocking(move || {
+            keyfile::write_pending(
+                &path,
+                to_save.private_key(),
+                secret.as_ref().map(Secret::expose),
+            )
+        }),
+    )
+    .await;
+    let pending = match written {
+        Ok(Ok(pending)) => pending,
+        Ok(Err(e)) => {
+            return fail(format!(
+                "Your key was not changed: {}",
+                describe_keystore(&e)
+            ))
+        }
+        Err(message) => return fail(message),
+    };
+
+    let switched = with_progress(
+        ui,
+        "Asking the server to switch to the new key",
+        client.rotate_key(&new),
+    )
+    .await;
+    let problem = match switched {
+        Ok(_) => None,
+        Err(e) => match rotation_outcome(&e) {
+            RotationOutcome::Refused => {
+                tracing::info!(error = %e, "key rotation refused");
+                let kept = match keyfile::discard(&pending) {
+                    Ok(()) => String::new(),
+                    Err(io) => format!(
+                        " The unused new key could not be deleted ({io}); delete {} yourself.",
+                        pending.display()
+                    ),
+                };
+                return fail(format!("Your key was not changed: {}{kept}", describe(&e)));
+            }
+            RotationOutcome::Unknown => {
+                tracing::warn!(error = %e, "key rotation outcome unknown");
+                return fail(format!(
+                    "It is not known whether the server switched to your new key: {} The new \
+                     key is kept in {}. If logging in with your current key fails from now \
+                     on, rename that file to {} (keep the old file under another name).",
+                    describe(&e),
+                    pending.display(),
+                    key_path.display()
+                ));
+            }
+            RotationOutcome::Switched => Some(describe(&e)),
+        },
+    };
+
+    // The server uses the new key now: from here on, the new key must never be lost.
+    {
+        let mut account = account
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        account.identity = new.clone();
+        account.previous_keys.insert(0, old.private_key_arc());
+    }
+    let (path, from) = (key_path.clone(), pending.clone());
+    let installed = blocking(move || keyfile::install(&path, &from, unix_now())).await;
+    let backup = match installed {
+        Ok(Ok(backup)) => Some(backup),
+        Ok(Err(e)) => {
+            report_unsaved(ui, &pending, &key_path, &e.to_string());
+            None
+        }
+        Err(message) => {
+            report_unsaved(ui, &pending, &key_path, &message);
+            None
+        }
+    };
+    ui.send(UiEvent::OwnKeyRotated {
+        old: old.fingerprint(),
+        new: new.fingerprint(),
+        backup,
+    });
+    if let Some(why) = problem {
+        ui.send(UiEvent::Failed {
+            action: "Recording your new key".into(),
+            message: format!(
+                "The server uses your new key, but this client could not record it: {why} \
+                 Restart the client."
+            ),
+        });
+    }
+}
+
+/// The server switched to the new key but it could not replace the key file.
+fn report_unsaved(ui: &UiSink, pending: &std::path::Path, key_path: &std::path::Path, why: &str) {
+    tracing::error!(%why, "the new key could not be put in place");
+    ui.send(UiEvent::Failed {
+        action: "Saving your new key".into(),
+        message: format!(
+            "The server uses your new key, but it could not replace your key file ({why}). \
+             The new key is in {}: before quitting, rename your key file {} to keep it, then \
+             rename the new key to that name. Without it you cannot log in again.",
+            pending.display(),
+            key_path.display()
+        ),
+    });
 }
 
 #[cfg(test)]
@@ -752,5 +1020,40 @@ mod tests {
         let secs: Vec<u64> = (0..8).map(|n| b.delay(n).as_secs()).collect();
         assert_eq!(secs, vec![1, 2, 4, 8, 16, 30, 30, 30]);
         assert_eq!(b.delay(u32::MAX), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn a_rotation_keeps_the_new_key_unless_the_server_surely_refused() {
+        let refused = ClientError::Server {
+            code: ErrorCode::InvalidInput,
+            message: "bad certificate".into(),
+            detail: None,
+        };
+        assert_eq!(rotation_outcome(&refused), RotationOutcome::Refused);
+        assert_eq!(
+            rotation_outcome(&ClientError::NotLoggedIn),
+            RotationOutcome::Refused
+        );
+        assert_eq!(
+            rotation_outcome(&ClientError::Timeout(Duration::from_secs(30))),
+            RotationOutcome::Unknown,
+            "the server may have switched: the new key must be kept"
+        );
+        let pins = ClientError::Pins(crate::pins::PinError::Corrupt {
+            path: PathBuf::from("/p"),
+            reason: "x".into(),
+        });
+        assert_eq!(rotation_outcome(&pins), RotationOutcome::Switched);
+    }
+
+    #[test]
+    fn identity_failures_of_the_server_stop_reconnecting() {
+        let changed = ClientError::ServerIdentityChanged {
+            address: "ws://x/ws".into(),
+            pinned: shared::ServerId([1; 16]),
+            presented: shared::ServerId([2; 16]),
+        };
+        assert!(is_fatal(&changed));
+        assert!(!is_fatal(&ClientError::Timeout(Duration::from_secs(1))));
     }
 }

@@ -9,19 +9,19 @@
 //! Views are re-rendered from the state after each call, so the logic here is tested
 //! without a terminal (see the tests at the bottom and `tests/tui_views.rs`).
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use shared::crypto::keys::Fingerprint;
-use shared::protocol::RoomSummary;
-use shared::{RoomName, Username};
+use shared::protocol::{RoomSummary, SendAck};
+use shared::{MessageId, RoomName, Username};
 
 use super::command::{Action, Command};
-use super::event::{ConnectionState, Me, UiEvent};
+use super::event::{describe_disconnect, list, ConnectionState, Me, UiEvent};
 use super::profile::Start;
 use crate::directory::{KeyStatus, MemberView};
 use crate::events::{ClientEvent, MembershipSource};
-use crate::inbox::{DecryptedMessage, Rejection};
+use crate::inbox::{DecryptedMessage, RejectReason, Rejection};
 use crate::rooms::HistoryView;
 
 /// How loud a notice or status line is.
@@ -65,6 +65,9 @@ pub enum EntryKind {
         seq: Option<u64>,
         /// The UI's id of the user's own pending message.
         local_id: Option<u64>,
+        /// The author's id for it (signed), to show each message once whatever its `seq`
+        /// (`None` while the user's own message is pending).
+        message_id: Option<MessageId>,
         /// The author.
         sender: Username,
         /// The text.
@@ -73,6 +76,12 @@ pub enum EntryKind {
         delivery: Delivery,
         /// Whether the user wrote it.
         own: bool,
+        /// The server's time, when it differs from the signed send time by more than
+        /// clocks drift (the author's clock is wrong, or the server held it back).
+        disputed_server_time: Option<u64>,
+        /// Signed recipients not shown as members of the room: someone the user was not
+        /// shown may be reading along.
+        unknown_recipients: Vec<Username>,
     },
     /// A message the client refused to show.
     Rejected {
@@ -95,7 +104,8 @@ pub enum EntryKind {
 /// A timeline line with its time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    /// Milliseconds since the Unix epoch (the server's time for messages).
+    /// Milliseconds since the Unix epoch: for messages the author's signed send time (the
+    /// user's own clock for their own lines), for notices when they happened.
     pub time_ms: u64,
     /// What it is.
     pub kind: EntryKind,
@@ -134,30 +144,46 @@ impl Timeline {
         self.entries.iter().filter_map(Entry::seq).max()
     }
 
-    /// Inserts a decrypted message in `seq` order. A message already shown is skipped; a
-    /// refusal at the same position is replaced (the key was accepted since). Returns
-    /// whether the timeline changed.
+    /// Inserts a decrypted message in `seq` order, shown at its signed send time. A
+    /// message already shown (by position or by message id) is skipped; a refusal at the
+    /// same position is replaced (the key was accepted since). Returns whether the
+    /// timeline changed.
     pub fn insert_message(&mut self, msg: &DecryptedMessage, own: bool) -> bool {
         let entry = Entry {
-            time_ms: msg.server_time_ms,
+            time_ms: msg.sent_at_ms,
             kind: EntryKind::Message {
                 seq: Some(msg.seq),
                 local_id: None,
+                message_id: Some(msg.message_id),
                 sender: msg.sender.clone(),
                 text: msg.text.clone(),
                 delivery: Delivery::Verified,
                 own,
+                disputed_server_time: msg.time_disputed().then_some(msg.server_time_ms),
+                unknown_recipients: msg.unknown_recipients.clone(),
             },
         };
-        if let Some(i) = self.position_of(msg.seq) {
-            if matches!(self.entries[i].kind, EntryKind::Rejected { .. }) {
-                self.entries[i] = entry;
-                return true;
+        let at_seq = self.position_of(msg.seq);
+        if let Some(i) = at_seq {
+            if !matches!(self.entries[i].kind, EntryKind::Rejected { .. }) {
+                return false;
             }
+        }
+        if self.has_message_id(&msg.message_id) {
             return false;
         }
-        self.insert_ordered(msg.seq, entry);
+        match at_seq {
+            Some(i) => self.entries[i] = entry,
+            None => self.insert_ordered(msg.seq, msg.server_time_ms, entry),
+        }
         true
+    }
+
+    /// Whether a message with this id is shown.
+    pub fn has_message_id(&self, id: &MessageId) -> bool {
+        self.entries
+            .iter()
+            .any(|e| matches!(&e.kind, EntryKind::Message { message_id: Some(m), .. } if m == id))
     }
 
     /// Inserts a refusal in `seq` order unless something is already shown there.
@@ -165,15 +191,16 @@ impl Timeline {
         if self.position_of(rejection.seq).is_some() {
             return false;
         }
+        let now = now_ms();
         let entry = Entry {
-            time_ms: now_ms(),
+            time_ms: now,
             kind: EntryKind::Rejected {
                 seq: rejection.seq,
                 sender: rejection.sender.clone(),
-                reason: rejection.reason.to_string(),
+                reason: rejection_words(&rejection.reason),
             },
         };
-        self.insert_ordered(rejection.seq, entry);
+        self.insert_ordered(rejection.seq, now, entry);
         true
     }
 
@@ -188,6 +215,24 @@ impl Timeline {
         });
     }
 
+    /// Replaces the newest notice reading `old` with `new`. Returns whether one was found.
+    pub fn replace_notice(&mut self, old: &str, new: String) -> bool {
+        let found = self
+            .entries
+            .iter_mut()
+            .rev()
+            .find(|e| matches!(&e.kind, EntryKind::Notice { text, .. } if text == old));
+        match found {
+            Some(entry) => {
+                if let EntryKind::Notice { text, .. } = &mut entry.kind {
+                    *text = new;
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Appends the user's own message while it is being sent.
     pub fn push_pending(&mut self, local_id: u64, sender: Username, text: String) {
         self.entries.push(Entry {
@@ -195,18 +240,31 @@ impl Timeline {
             kind: EntryKind::Message {
                 seq: None,
                 local_id: Some(local_id),
+                message_id: None,
                 sender,
                 text,
                 delivery: Delivery::Sending,
                 own: true,
+                disputed_server_time: None,
+                unknown_recipients: Vec::new(),
             },
         });
     }
 
-    /// Marks a pending message as stored at `seq`. If that position is already shown (the
-    /// same message arrived through history first), the pending line is dropped.
-    pub fn confirm(&mut self, local_id: u64, seq: u64, server_time_ms: u64) {
-        let duplicate = self.position_of(seq).is_some();
+    /// The text of a pending message.
+    pub fn pending_text(&self, local_id: u64) -> Option<&str> {
+        let i = self.pending_index(local_id)?;
+        match &self.entries[i].kind {
+            EntryKind::Message { text, .. } => Some(text),
+            _ => None,
+        }
+    }
+
+    /// Marks a pending message as stored. If that position or message id is already shown
+    /// (the same message arrived through history first), the pending line is dropped. The
+    /// line keeps the time it was typed at: the user's own clock, as the signed time is.
+    pub fn confirm(&mut self, local_id: u64, ack: &SendAck) {
+        let duplicate = self.position_of(ack.seq).is_some() || self.has_message_id(&ack.message_id);
         let Some(i) = self.pending_index(local_id) else {
             return;
         };
@@ -214,17 +272,17 @@ impl Timeline {
             self.entries.remove(i);
             return;
         }
-        let entry = &mut self.entries[i];
-        entry.time_ms = server_time_ms;
         if let EntryKind::Message {
-            seq: s,
+            seq,
             local_id: l,
+            message_id,
             delivery,
             ..
-        } = &mut entry.kind
+        } = &mut self.entries[i].kind
         {
-            *s = Some(seq);
+            *seq = Some(ack.seq);
             *l = None;
+            *message_id = Some(ack.message_id);
             *delivery = Delivery::Verified;
         }
     }
@@ -248,8 +306,10 @@ impl Timeline {
         self.entries.iter().position(|e| e.seq() == Some(seq))
     }
 
-    /// Before the first line with a larger `seq`, and before notices newer than the line.
-    fn insert_ordered(&mut self, seq: u64, entry: Entry) {
+    /// Before the first line with a larger `seq`, and before notices newer than
+    /// `order_ms` (the server's time, which unlike the signed time is the same clock as
+    /// the notices').
+    fn insert_ordered(&mut self, seq: u64, order_ms: u64, entry: Entry) {
         let mut pos = self
             .entries
             .iter()
@@ -257,7 +317,7 @@ impl Timeline {
             .unwrap_or(self.entries.len());
         while pos > 0
             && matches!(self.entries[pos - 1].kind, EntryKind::Notice { .. })
-            && self.entries[pos - 1].time_ms > entry.time_ms
+            && self.entries[pos - 1].time_ms > order_ms
         {
             pos -= 1;
         }
@@ -290,6 +350,9 @@ pub struct RoomBuffer {
     /// fetched backwards from the re-opened room's newest page until they reach it, so
     /// messages that arrived while offline are never left in a gap.
     pub gap_floor: Option<u64>,
+    /// Canonical names whose addition was shown from a refused send before the client's
+    /// `MemberJoined` arrived; that event then completes the line instead of adding one.
+    pub announced_joins: Vec<String>,
 }
 
 impl RoomBuffer {
@@ -305,6 +368,7 @@ impl RoomBuffer {
             has_more: false,
             loading_older: false,
             gap_floor: None,
+            announced_joins: Vec::new(),
         }
     }
 
@@ -381,6 +445,8 @@ pub struct KeyAlert {
     pub pinned: Fingerprint,
     /// The fingerprint the server now presents.
     pub new: Fingerprint,
+    /// The user had verified the pinned key out of band: the strongest warning.
+    pub verified: bool,
     /// Rooms where the change was seen.
     pub rooms: Vec<RoomName>,
 }
@@ -436,6 +502,26 @@ pub enum DialogKind {
     },
     /// A changed key that must be acknowledged.
     KeyAlert(KeyAlert),
+    /// The server presents another key for the user themself: an alarm that can only be
+    /// dismissed (there is nothing to accept).
+    OwnKeyAlarm {
+        /// The fingerprint the server presented.
+        presented: Fingerprint,
+        /// The user's real fingerprint.
+        own: Fingerprint,
+    },
+    /// "Did you compare bob's fingerprint out of band?" before marking it verified.
+    ConfirmVerify {
+        /// Whose key.
+        username: Username,
+        /// The fingerprint to compare.
+        fingerprint: Fingerprint,
+    },
+    /// "Replace your key?" before rotating it.
+    ConfirmRotate {
+        /// The user's current fingerprint.
+        current: Fingerprint,
+    },
     /// A failure.
     Error {
         /// What was being done.
@@ -458,6 +544,9 @@ pub enum Effect {
     FocusInput,
     /// Put the cursor in the lobby's room list.
     FocusLobby,
+    /// Close the key-change dialog for this user if it is open (the change was settled,
+    /// e.g. by a verified rotation).
+    CloseKeyAlert(Username),
     /// Quit the application.
     Quit,
 }
@@ -483,6 +572,13 @@ pub struct AppState {
     pub status: Option<StatusLine>,
     /// Changed keys not accepted yet.
     pub key_changes: VecDeque<KeyAlert>,
+    /// A slow task on the main screen (rotating the key): what, and for how long.
+    pub busy: Option<(String, Duration)>,
+    /// The key the server presented for the user, once the alarm was raised for it (the
+    /// alarm dialog opens once per presented key, not once per room).
+    pub own_key_alarm: Option<Fingerprint>,
+    /// Pending messages already re-sent once after members were added.
+    resent: HashSet<u64>,
     /// The next id for a pending message.
     next_local_id: u64,
 }
@@ -504,6 +600,9 @@ impl AppState {
             focus: Focus::Lobby,
             status: None,
             key_changes: VecDeque::new(),
+            busy: None,
+            own_key_alarm: None,
+            resent: HashSet::new(),
             next_local_id: 1,
         }
     }
@@ -681,7 +780,99 @@ impl AppState {
             Action::AcceptKey(username) => {
                 vec![Effect::Command(Command::AcceptKey { username })]
             }
+            Action::AskVerify(username) => self.ask_verify(&username),
+            Action::Verify(username) => {
+                self.set_status(format!("Marking {username}'s key verified…"), Level::Info);
+                vec![Effect::Command(Command::MarkVerified { username })]
+            }
+            Action::AskRotateKey => self.ask_rotate(),
+            Action::RotateKey => {
+                if self.busy.is_some() {
+                    return Vec::new();
+                }
+                self.busy = Some(("Generating your new key".to_owned(), Duration::ZERO));
+                vec![Effect::Command(Command::RotateKey)]
+            }
             Action::Quit => vec![Effect::Quit],
+        }
+    }
+
+    /// A member's view, from the current room first, then any joined room.
+    fn member_view(&self, username: &Username) -> Option<MemberView> {
+        self.current_room()
+            .into_iter()
+            .chain(self.rooms.iter())
+            .flat_map(|r| r.members.iter())
+            .find(|m| m.username.same_as(username))
+            .cloned()
+    }
+
+    /// Opens the "compare fingerprints" confirmation, or says why it cannot be marked.
+    fn ask_verify(&mut self, username: &Username) -> Vec<Effect> {
+        if self.my_name().is_some_and(|me| me.same_as(username)) {
+            self.set_status(
+                "That is you: read your fingerprint (F2) to the others so they can verify it.",
+                Level::Info,
+            );
+            return Vec::new();
+        }
+        let Some(member) = self.member_view(username) else {
+            self.set_status(
+                format!("{username} is not a member of your open rooms; open a room they are in."),
+                Level::Warning,
+            );
+            return Vec::new();
+        };
+        match member.status {
+            KeyStatus::Trusted if member.verified => {
+                self.set_status(
+                    format!("{username}'s key is already verified."),
+                    Level::Info,
+                );
+                Vec::new()
+            }
+            KeyStatus::Trusted => vec![Effect::Dialog(DialogKind::ConfirmVerify {
+                username: member.username,
+                fingerprint: member.fingerprint,
+            })],
+            KeyStatus::Unaccepted { .. } => {
+                self.set_status(
+                    format!(
+                        "{username}'s key changed and is not accepted: compare the new \
+                         fingerprint and accept it (F3) before marking it verified."
+                    ),
+                    Level::Warning,
+                );
+                Vec::new()
+            }
+            KeyStatus::Invalid { .. } => {
+                self.set_status(
+                    format!("{username}'s key is unusable and cannot be verified."),
+                    Level::Warning,
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    /// Opens the "replace your key?" confirmation, or says why not now.
+    fn ask_rotate(&mut self) -> Vec<Effect> {
+        if self.busy.is_some() {
+            self.set_status("Your key is being replaced already.", Level::Info);
+            return Vec::new();
+        }
+        if self.connection != ConnectionState::Online {
+            self.set_status(
+                "Replacing your key needs the server: wait until you are online.",
+                Level::Warning,
+            );
+            return Vec::new();
+        }
+        match &self.me {
+            Some(me) => vec![Effect::Dialog(DialogKind::ConfirmRotate {
+                current: me.fingerprint,
+            })],
+            None => Vec::new(),
         }
     }
 
@@ -713,8 +904,9 @@ impl AppState {
     pub fn apply(&mut self, event: UiEvent) -> Vec<Effect> {
         match event {
             UiEvent::Progress { title, elapsed } => {
-                if let Phase::Onboarding(o) = &mut self.phase {
-                    o.busy = Some((title, elapsed));
+                match &mut self.phase {
+                    Phase::Onboarding(o) => o.busy = Some((title, elapsed)),
+                    Phase::Main => self.busy = Some((title, elapsed)),
                 }
                 Vec::new()
             }
@@ -815,10 +1007,9 @@ impl AppState {
                 local_id,
                 ack,
             } => {
+                self.resent.remove(&local_id);
                 if let Some(buffer) = self.room_mut(&room) {
-                    buffer
-                        .timeline
-                        .confirm(local_id, ack.seq, ack.server_time_ms);
+                    buffer.timeline.confirm(local_id, &ack);
                 }
                 Vec::new()
             }
@@ -827,6 +1018,7 @@ impl AppState {
                 local_id,
                 reason,
             } => {
+                self.resent.remove(&local_id);
                 if let Some(buffer) = self.room_mut(&room) {
                     buffer.timeline.fail(local_id, &reason);
                 }
@@ -868,6 +1060,87 @@ impl AppState {
                     }
                 }
                 self.set_status(format!("{username}'s new key is trusted."), Level::Info);
+                Vec::new()
+            }
+            UiEvent::Verified {
+                username,
+                fingerprint,
+            } => {
+                for buffer in &mut self.rooms {
+                    let mut listed = false;
+                    for m in &mut buffer.members {
+                        if m.username.same_as(&username) && m.fingerprint == fingerprint {
+                            m.verified = true;
+                            listed = true;
+                        }
+                    }
+                    if listed {
+                        buffer.timeline.push_notice(
+                            format!(
+                                "✓✓ You verified {username}'s key {}.",
+                                short_fingerprint(&fingerprint)
+                            ),
+                            Level::Info,
+                        );
+                    }
+                }
+                self.set_status(
+                    format!("{username}'s key is verified: a change to it will be a loud alarm."),
+                    Level::Info,
+                );
+                Vec::new()
+            }
+            UiEvent::MembersAdded {
+                room,
+                local_id,
+                added,
+            } => self.members_added(&room, local_id, &added),
+            UiEvent::OwnKeyRotated { old, new, backup } => {
+                self.busy = None;
+                let me = self.me.as_mut().map(|me| {
+                    me.fingerprint = new;
+                    me.username.clone()
+                });
+                let kept = match &backup {
+                    Some(path) => format!(" The old key is kept in {}.", path.display()),
+                    None => String::new(),
+                };
+                for buffer in &mut self.rooms {
+                    for m in &mut buffer.members {
+                        if me.as_ref().is_some_and(|me| me.same_as(&m.username)) {
+                            m.fingerprint = new;
+                            m.status = KeyStatus::Trusted;
+                        }
+                    }
+                    buffer.timeline.push_notice(
+                        format!(
+                            "You rotated your key: {} → {}. Others see the change signed by \
+                             your old key.",
+                            short_fingerprint(&old),
+                            short_fingerprint(&new)
+                        ),
+                        Level::Info,
+                    );
+                }
+                self.set_status(
+                    format!("Your new key is in use: {}.{kept}", short_fingerprint(&new)),
+                    Level::Info,
+                );
+                Vec::new()
+            }
+            UiEvent::RotationFailed { message } => {
+                self.busy = None;
+                self.set_status(
+                    format!("Your key was not replaced: {message}"),
+                    Level::Error,
+                );
+                vec![Effect::Dialog(DialogKind::Error {
+                    title: "Replacing your key".into(),
+                    message,
+                })]
+            }
+            UiEvent::Warning(text) => {
+                self.set_status(text, Level::Warning);
                 Vec::new()
             }
             UiEvent::Client(event) => self.client_event(event),
@@ -919,6 +1192,49 @@ impl AppState {
         self.connection = state;
     }
 
+    /// A send refused because members were added: shows the additions the client's
+    /// events have not shown yet, then sends the pending message once more (a second
+    /// refusal fails it: it is never sent twice, and never silently dropped).
+    fn members_added(&mut self, room: &RoomName, local_id: u64, added: &[Username]) -> Vec<Effect> {
+        let first_refusal = !self.resent.contains(&local_id);
+        let Some(buffer) = self.room_mut(room) else {
+            return Vec::new();
+        };
+        for user in added {
+            let key = user.canonical();
+            if buffer.has_member(user) || buffer.announced_joins.contains(&key) {
+                continue;
+            }
+            buffer
+                .timeline
+                .push_notice(join_line(user, "was added", None), Level::Info);
+            buffer.announced_joins.push(key);
+        }
+        let Some(text) = buffer.timeline.pending_text(local_id).map(str::to_owned) else {
+            return Vec::new();
+        };
+        if !first_refusal {
+            let reason = "more members were added while sending; send it again to include them";
+            buffer.timeline.fail(local_id, reason);
+            self.resent.remove(&local_id);
+            self.set_status(format!("Not sent to #{room}: {reason}."), Level::Warning);
+            return Vec::new();
+        }
+        self.resent.insert(local_id);
+        self.set_status(
+            format!(
+                "{} joined #{room}: your message is being sent again, now also to them.",
+                list(added)
+            ),
+            Level::Info,
+        );
+        vec![Effect::Command(Command::Send {
+            room: room.clone(),
+            text,
+            local_id,
+        })]
+    }
+
     fn client_event(&mut self, event: ClientEvent) -> Vec<Effect> {
         match event {
             ClientEvent::Message(msg) => {
@@ -928,12 +1244,23 @@ impl AppState {
                 if buffer.timeline.insert_message(&msg, own) && !focused && !own {
                     buffer.unread += 1;
                 }
+                if !msg.unknown_recipients.is_empty() {
+                    self.set_status(
+                        format!(
+                            "{}'s message in #{} was also sent to {}, not shown as a member.",
+                            msg.sender,
+                            msg.room,
+                            list(&msg.unknown_recipients)
+                        ),
+                        Level::Warning,
+                    );
+                }
                 Vec::new()
             }
             ClientEvent::Rejected(rejection) => {
                 let room = rejection.room.clone();
                 let sender = rejection.sender.clone();
-                let reason = rejection.reason.to_string();
+                let reason = rejection_words(&rejection.reason);
                 self.room_or_insert(&room)
                     .timeline
                     .insert_rejection(&rejection);
@@ -952,20 +1279,23 @@ impl AppState {
                     let how = match source {
                         MembershipSource::Push => "joined",
                         MembershipSource::Reopened => "joined while you were away",
-                        MembershipSource::SendRefused => {
-                            "was added (your message waits until you have seen this)"
-                        }
+                        MembershipSource::SendRefused => "was added",
                     };
-                    let text = format!(
-                        "→ {} {how} · key {}",
-                        member.username,
-                        short_fingerprint(&member.fingerprint)
-                    );
+                    let text = join_line(&member.username, how, Some(&member.fingerprint));
+                    let key = member.username.canonical();
+                    let announced = buffer.announced_joins.iter().position(|k| *k == key);
+                    let replaced = announced.is_some_and(|i| {
+                        buffer.announced_joins.remove(i);
+                        let earlier = join_line(&member.username, "was added", None);
+                        buffer.timeline.replace_notice(&earlier, text.clone())
+                    });
+                    if !replaced {
+                        buffer.timeline.push_notice(text, Level::Info);
+                    }
                     buffer
                         .members
                         .retain(|m| !m.username.same_as(&member.username));
                     buffer.members.push(member);
-                    buffer.timeline.push_notice(text, Level::Info);
                 }
                 Vec::new()
             }
@@ -976,10 +1306,14 @@ impl AppState {
             } => {
                 if let Some(buffer) = self.room_mut(&room) {
                     let how = match source {
-                        MembershipSource::Push | MembershipSource::SendRefused => "left",
+                        MembershipSource::Push => "left",
                         MembershipSource::Reopened => "left while you were away",
+                        MembershipSource::SendRefused => "is no longer a member",
                     };
                     buffer.members.retain(|m| !m.username.same_as(&username));
+                    buffer
+                        .announced_joins
+                        .retain(|k| *k != username.canonical());
                     buffer
                         .timeline
                         .push_notice(format!("← {username} {how}"), Level::Info);
@@ -990,10 +1324,16 @@ impl AppState {
                 username,
                 old_fingerprint,
                 new_fingerprint,
-                ..
+                rooms,
             } => {
+                let text = format!(
+                    "{username} rotated their key: {} → {} (signed by the old key)",
+                    short_fingerprint(&old_fingerprint),
+                    short_fingerprint(&new_fingerprint)
+                );
                 for buffer in &mut self.rooms {
-                    if !buffer.has_member(&username) {
+                    let listed = rooms.iter().any(|r| r.same_as(&buffer.name));
+                    if !(listed || buffer.has_member(&username)) {
                         continue;
                     }
                     for m in &mut buffer.members {
@@ -1002,25 +1342,28 @@ impl AppState {
                             m.status = KeyStatus::Trusted;
                         }
                     }
-                    buffer.timeline.push_notice(
-                        format!(
-                            "{username} rotated their key: {} → {} (signed by their previous key)",
-                            short_fingerprint(&old_fingerprint),
-                            short_fingerprint(&new_fingerprint)
-                        ),
-                        Level::Info,
-                    );
+                    buffer.timeline.push_notice(text.clone(), Level::Info);
                 }
-                Vec::new()
+                let had_alert = self
+                    .key_changes
+                    .iter()
+                    .any(|k| k.username.same_as(&username));
+                self.key_changes.retain(|k| !k.username.same_as(&username));
+                self.set_status(text, Level::Info);
+                if had_alert {
+                    vec![Effect::CloseKeyAlert(username)]
+                } else {
+                    Vec::new()
+                }
             }
             ClientEvent::OwnKeyMismatch {
                 presented_fingerprint,
                 own_fingerprint,
             } => {
                 let text = format!(
-                    "⚠ The server presents a different key for YOU ({}, yours is {}). \
-                     Your messages are still encrypted with your own key; someone may be \
-                     trying to read them.",
+                    "⚠ The server presents a different key for YOU ({}; yours is {}). Your \
+                     client keeps using your own key, but someone may be trying to read your \
+                     messages.",
                     short_fingerprint(&presented_fingerprint),
                     short_fingerprint(&own_fingerprint)
                 );
@@ -1028,7 +1371,14 @@ impl AppState {
                     buffer.timeline.push_notice(text.clone(), Level::Error);
                 }
                 self.set_status(text, Level::Error);
-                Vec::new()
+                if self.own_key_alarm == Some(presented_fingerprint) {
+                    return Vec::new();
+                }
+                self.own_key_alarm = Some(presented_fingerprint);
+                vec![Effect::Dialog(DialogKind::OwnKeyAlarm {
+                    presented: presented_fingerprint,
+                    own: own_fingerprint,
+                })]
             }
             ClientEvent::MessagesWithheld {
                 room,
@@ -1036,12 +1386,13 @@ impl AppState {
                 missing,
             } => {
                 let text = format!(
-                    "⚠ {} from {sender} did not arrive: the server may be withholding them",
+                    "⚠ {} from {sender} did not arrive: the server may be withholding them.",
                     plural(usize::try_from(missing).unwrap_or(usize::MAX), "message")
                 );
                 self.room_or_insert(&room)
                     .timeline
-                    .push_notice(text, Level::Warning);
+                    .push_notice(text.clone(), Level::Warning);
+                self.set_status(format!("#{room}: {text}"), Level::Warning);
                 Vec::new()
             }
             ClientEvent::KeyRotatedElsewhere => {
@@ -1054,7 +1405,10 @@ impl AppState {
             }
             ClientEvent::LocalStateError { reason } => {
                 self.set_status(
-                    format!("Could not save local state: {reason}"),
+                    format!(
+                        "Could not save what this client must remember ({reason}); replayed \
+                         messages may not be recognised after a restart until it can."
+                    ),
                     Level::Error,
                 );
                 Vec::new()
@@ -1070,7 +1424,26 @@ impl AppState {
                     username: username.clone(),
                     pinned: pinned_fingerprint,
                     new: new_fingerprint,
+                    verified,
                     rooms: rooms.clone(),
+                };
+                let text = if verified {
+                    format!(
+                        "⚠⚠ {username}'s VERIFIED key was REPLACED without a rotation signed by \
+                         the verified key: {} → {}. Treat this as an attack unless {username} \
+                         confirms it in person. Nothing is encrypted to the new key and its \
+                         messages stay hidden.",
+                        short_fingerprint(&pinned_fingerprint),
+                        short_fingerprint(&new_fingerprint)
+                    )
+                } else {
+                    format!(
+                        "⚠ {username}'s key CHANGED without a rotation signed by the old key: \
+                         {} → {}. Their new messages stay hidden and nothing is encrypted to \
+                         them until you accept (F3).",
+                        short_fingerprint(&pinned_fingerprint),
+                        short_fingerprint(&new_fingerprint)
+                    )
                 };
                 for buffer in &mut self.rooms {
                     let listed = rooms.iter().any(|r| r.same_as(&buffer.name));
@@ -1083,26 +1456,32 @@ impl AppState {
                             m.status = KeyStatus::Unaccepted {
                                 pinned: pinned_fingerprint,
                             };
+                            m.verified = false;
                         }
                     }
-                    let was = if verified { "VERIFIED key" } else { "key" };
-                    buffer.timeline.push_notice(
-                        format!(
-                            "⚠ {username}'s {was} CHANGED without a rotation signed by the old \
-                             key: {} → {}. Their new messages stay hidden and nothing is \
-                             encrypted to them until you accept (F3).",
-                            short_fingerprint(&pinned_fingerprint),
-                            short_fingerprint(&new_fingerprint)
-                        ),
-                        Level::Warning,
-                    );
+                    let level = if verified {
+                        Level::Error
+                    } else {
+                        Level::Warning
+                    };
+                    buffer.timeline.push_notice(text.clone(), level);
                 }
                 self.key_changes.retain(|k| !k.username.same_as(&username));
                 self.key_changes.push_back(alert.clone());
-                self.set_status(
-                    format!("{username}'s key changed: compare fingerprints before accepting."),
-                    Level::Warning,
-                );
+                if verified {
+                    self.set_status(
+                        format!(
+                            "{username}'s VERIFIED key was replaced: do not accept it unless \
+                             {username} confirms the new fingerprint in person."
+                        ),
+                        Level::Error,
+                    );
+                } else {
+                    self.set_status(
+                        format!("{username}'s key changed: compare fingerprints before accepting."),
+                        Level::Warning,
+                    );
+                }
                 vec![Effect::Dialog(DialogKind::KeyAlert(alert))]
             }
             ClientEvent::InvalidKey { username, reason } => {
@@ -1125,10 +1504,49 @@ impl AppState {
                 Vec::new()
             }
             ClientEvent::Disconnected { reason } => {
-                self.set_status(format!("Disconnected: {reason}"), Level::Warning);
+                self.set_status(
+                    format!("Disconnected: {}.", describe_disconnect(&reason)),
+                    Level::Warning,
+                );
                 Vec::new()
             }
         }
+    }
+}
+
+/// `→ carol joined · key 7777 7777…` (the key once it is known).
+fn join_line(user: &Username, how: &str, fingerprint: Option<&Fingerprint>) -> String {
+    match fingerprint {
+        Some(fp) => format!("→ {user} {how} · key {}", short_fingerprint(fp)),
+        None => format!("→ {user} {how}"),
+    }
+}
+
+/// Why a message was refused, in plain words for the timeline.
+pub fn rejection_words(reason: &RejectReason) -> String {
+    match reason {
+        RejectReason::Undecryptable => {
+            "it does not decrypt: tampered with, or not meant for you".into()
+        }
+        RejectReason::BadSignature => {
+            "its signature does not match the sender's key: it may be forged".into()
+        }
+        RejectReason::Mismatch(_) => {
+            "what the sender signed does not match what the server says (room, sender or \
+             recipients)"
+                .into()
+        }
+        RejectReason::Duplicate { .. } => "already shown".into(),
+        RejectReason::Replayed { counter } => {
+            format!("replayed: this message (number {counter} from its sender) was received before")
+        }
+        RejectReason::RetiredKey => "signed with a retired key, after its owner replaced it".into(),
+        RejectReason::NotAMember => "sent for a room you are not in".into(),
+        RejectReason::UntrustedSenderKey => {
+            "the sender's key changed and you have not accepted it (F3)".into()
+        }
+        RejectReason::UnknownSender(_) => "the sender's key could not be obtained".into(),
+        RejectReason::NotLoggedIn => "it arrived before you were logged in".into(),
     }
 }
 
@@ -1186,6 +1604,15 @@ mod tests {
             recipients: vec![name("alice"), name(sender)],
             unknown_recipients: Vec::new(),
             text: text.into(),
+        }
+    }
+
+    fn ack(r: &str, seq: u64, id: u8) -> SendAck {
+        SendAck {
+            room: room(r),
+            message_id: MessageId([id; 16]),
+            seq,
+            server_time_ms: 5_000,
         }
     }
 
@@ -1340,7 +1767,7 @@ mod tests {
         let mut t = Timeline::default();
         t.push_pending(1, name("alice"), "mine".into());
         t.push_pending(2, name("alice"), "lost".into());
-        t.confirm(1, 10, 5_000);
+        t.confirm(1, &ack("r", 10, 100));
         t.fail(2, "offline");
         let kinds: Vec<(Option<u64>, Delivery)> = t
             .entries()
@@ -1361,7 +1788,7 @@ mod tests {
         let mut t = Timeline::default();
         t.push_pending(3, name("alice"), "mine".into());
         t.insert_message(&msg("r", 11, "alice", "mine"), true);
-        t.confirm(3, 11, 5_000);
+        t.confirm(3, &ack("r", 11, 200));
         assert_eq!(texts(&t), ["mine"]);
     }
 
@@ -1523,5 +1950,478 @@ mod tests {
         let notices = texts(&state.room(&room("a")).expect("open").timeline);
         assert!(notices.iter().any(|t| t.contains("Connection lost")));
         assert!(notices.iter().any(|t| t.contains("Reconnected")));
+    }
+
+    fn joined(r: &str, who: &str, byte: u8, source: MembershipSource) -> UiEvent {
+        UiEvent::Client(ClientEvent::MemberJoined {
+            room: room(r),
+            member: member(who, byte),
+            source,
+        })
+    }
+
+    fn notices(state: &AppState, r: &str) -> Vec<String> {
+        state
+            .room(&room(r))
+            .map(|b| {
+                b.timeline
+                    .entries()
+                    .iter()
+                    .filter_map(|e| match &e.kind {
+                        EntryKind::Notice { text, .. } => Some(text.clone()),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn send_pending(state: &mut AppState, text: &str) -> u64 {
+        match state.act(Action::Send(text.into())).as_slice() {
+            [Effect::Command(Command::Send { local_id, .. })] => *local_id,
+            other => panic!("expected a Send, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn joins_and_leaves_say_how_the_client_learned_of_them() {
+        let mut state = logged_in();
+        open(&mut state, "a", true, Vec::new());
+        state.apply(joined("a", "carol", 7, MembershipSource::Push));
+        state.apply(joined("a", "dave", 8, MembershipSource::Reopened));
+        state.apply(joined("a", "erin", 9, MembershipSource::SendRefused));
+        state.apply(UiEvent::Client(ClientEvent::MemberLeft {
+            room: room("a"),
+            username: name("dave"),
+            source: MembershipSource::Reopened,
+        }));
+        let lines = notices(&state, "a");
+        assert!(
+            lines.contains(&"→ carol joined · key 0707 0707…".to_owned()),
+            "{lines:?}"
+        );
+        assert!(lines.contains(&"→ dave joined while you were away · key 0808 0808…".to_owned()));
+        assert!(lines.contains(&"→ erin was added · key 0909 0909…".to_owned()));
+        assert!(lines.contains(&"← dave left while you were away".to_owned()));
+        let members: Vec<String> = state
+            .room(&room("a"))
+            .map(|b| b.members.iter().map(|m| m.username.to_string()).collect())
+            .unwrap_or_default();
+        assert_eq!(members, ["alice", "bob", "carol", "erin"]);
+    }
+
+    #[test]
+    fn a_send_refused_for_added_members_shows_them_and_is_resent_once() {
+        let mut state = logged_in();
+        open(&mut state, "a", true, Vec::new());
+        let id = send_pending(&mut state, "hello all");
+        // The error arrives before the client's MemberJoined event.
+        let effects = state.apply(UiEvent::MembersAdded {
+            room: room("a"),
+            local_id: id,
+            added: vec![name("carol")],
+        });
+        assert_eq!(
+            effects,
+            vec![Effect::Command(Command::Send {
+                room: room("a"),
+                text: "hello all".into(),
+                local_id: id,
+            })],
+            "re-sent once, with the same line"
+        );
+        assert!(notices(&state, "a").contains(&"→ carol was added".to_owned()));
+        let pending = |s: &AppState| {
+            s.room(&room("a"))
+                .and_then(|b| b.timeline.pending_text(id).map(str::to_owned))
+        };
+        assert_eq!(
+            pending(&state).as_deref(),
+            Some("hello all"),
+            "the line stays"
+        );
+        // The event completes the same line instead of adding a second one.
+        state.apply(joined("a", "carol", 7, MembershipSource::SendRefused));
+        let carol: Vec<String> = notices(&state, "a")
+            .into_iter()
+            .filter(|t| t.contains("carol"))
+            .collect();
+        assert_eq!(carol, ["→ carol was added · key 0707 0707…"]);
+        // A second refusal is never re-sent automatically: the line fails, visibly.
+        let effects = state.apply(UiEvent::MembersAdded {
+            room: room("a"),
+            local_id: id,
+            added: vec![name("dave")],
+        });
+        assert!(effects.is_empty(), "{effects:?}");
+        let failed = state.room(&room("a")).and_then(|b| {
+            b.timeline.entries().iter().find_map(|e| match &e.kind {
+                EntryKind::Message {
+                    delivery: Delivery::Failed(why),
+                    text,
+                    ..
+                } if text == "hello all" => Some(why.clone()),
+                _ => None,
+            })
+        });
+        assert!(failed.is_some_and(|why| why.contains("send it again")));
+        assert!(notices(&state, "a").contains(&"→ dave was added".to_owned()));
+
+        // When the event came first, the error adds no second line, and the ack confirms.
+        let id = send_pending(&mut state, "again");
+        state.apply(joined("a", "erin", 9, MembershipSource::SendRefused));
+        let effects = state.apply(UiEvent::MembersAdded {
+            room: room("a"),
+            local_id: id,
+            added: vec![name("erin")],
+        });
+        assert_eq!(effects.len(), 1);
+        let erin = notices(&state, "a")
+            .into_iter()
+            .filter(|t| t.contains("erin"))
+            .count();
+        assert_eq!(erin, 1);
+        state.apply(UiEvent::Sent {
+            room: room("a"),
+            local_id: id,
+            ack: ack("a", 30, 30),
+        });
+        assert_eq!(
+            state.room(&room("a")).and_then(|b| b.timeline.newest_seq()),
+            Some(30)
+        );
+        assert!(state.resent.is_empty());
+    }
+
+    #[test]
+    fn a_verified_rotation_is_a_calm_line_and_settles_a_pending_alert() {
+        let mut state = logged_in();
+        open(&mut state, "a", true, Vec::new());
+        open(&mut state, "b", false, Vec::new());
+        state.apply(UiEvent::Client(ClientEvent::KeyChanged {
+            username: name("bob"),
+            pinned_fingerprint: Fingerprint([2; 32]),
+            new_fingerprint: Fingerprint([0xaa; 32]),
+            verified: false,
+            rooms: vec![room("a")],
+        }));
+        assert_eq!(state.key_changes.len(), 1);
+        let effects = state.apply(UiEvent::Client(ClientEvent::KeyRotated {
+            username: name("bob"),
+            old_fingerprint: Fingerprint([0xaa; 32]),
+            new_fingerprint: Fingerprint([0xcd; 32]),
+            rooms: Vec::new(),
+        }));
+        assert_eq!(effects, vec![Effect::CloseKeyAlert(name("bob"))]);
+        assert!(state.key_changes.is_empty());
+        let line = "bob rotated their key: aaaa aaaa… → cdcd cdcd… (signed by the old key)";
+        for r in ["a", "b"] {
+            assert!(notices(&state, r).contains(&line.to_owned()), "{r}");
+            let bob = state
+                .room(&room(r))
+                .and_then(|b| {
+                    b.members
+                        .iter()
+                        .find(|m| m.username == name("bob"))
+                        .cloned()
+                })
+                .expect("bob listed");
+            assert_eq!(bob.fingerprint, Fingerprint([0xcd; 32]));
+            assert_eq!(bob.status, KeyStatus::Trusted);
+        }
+        assert_eq!(state.status.as_ref().map(|s| s.level), Some(Level::Info));
+        // A verified key that endorsed its successor stays verified; no alert to close.
+        state.apply(UiEvent::Verified {
+            username: name("bob"),
+            fingerprint: Fingerprint([0xcd; 32]),
+        });
+        let effects = state.apply(UiEvent::Client(ClientEvent::KeyRotated {
+            username: name("bob"),
+            old_fingerprint: Fingerprint([0xcd; 32]),
+            new_fingerprint: Fingerprint([0xef; 32]),
+            rooms: vec![room("b")],
+        }));
+        assert!(effects.is_empty());
+        let bob = state
+            .room(&room("b"))
+            .and_then(|b| {
+                b.members
+                    .iter()
+                    .find(|m| m.username == name("bob"))
+                    .cloned()
+            })
+            .expect("bob listed");
+        assert!(bob.verified && bob.fingerprint == Fingerprint([0xef; 32]));
+    }
+
+    #[test]
+    fn a_changed_verified_key_is_the_strongest_warning() {
+        let mut state = logged_in();
+        open(&mut state, "a", true, Vec::new());
+        let effects = state.apply(UiEvent::Client(ClientEvent::KeyChanged {
+            username: name("bob"),
+            pinned_fingerprint: Fingerprint([2; 32]),
+            new_fingerprint: Fingerprint([9; 32]),
+            verified: true,
+            rooms: vec![room("a")],
+        }));
+        assert!(matches!(
+            effects.as_slice(),
+            [Effect::Dialog(DialogKind::KeyAlert(KeyAlert {
+                verified: true,
+                ..
+            }))]
+        ));
+        assert_eq!(state.status.as_ref().map(|s| s.level), Some(Level::Error));
+        assert!(notices(&state, "a")
+            .iter()
+            .any(|t| t.contains("VERIFIED key was REPLACED")));
+        let bob = state
+            .room(&room("a"))
+            .and_then(|b| {
+                b.members
+                    .iter()
+                    .find(|m| m.username == name("bob"))
+                    .cloned()
+            })
+            .expect("bob listed");
+        assert!(!bob.verified && matches!(bob.status, KeyStatus::Unaccepted { .. }));
+    }
+
+    #[test]
+    fn the_server_presenting_another_own_key_raises_one_alarm() {
+        let mut state = logged_in();
+        open(&mut state, "a", true, Vec::new());
+        open(&mut state, "b", false, Vec::new());
+        let mismatch = || {
+            UiEvent::Client(ClientEvent::OwnKeyMismatch {
+                presented_fingerprint: Fingerprint([6; 32]),
+                own_fingerprint: Fingerprint([1; 32]),
+            })
+        };
+        assert_eq!(
+            state.apply(mismatch()),
+            vec![Effect::Dialog(DialogKind::OwnKeyAlarm {
+                presented: Fingerprint([6; 32]),
+                own: Fingerprint([1; 32]),
+            })]
+        );
+        assert!(state.apply(mismatch()).is_empty(), "one dialog per key");
+        for r in ["a", "b"] {
+            assert!(notices(&state, r)
+                .iter()
+                .any(|t| t.contains("different key for YOU")));
+        }
+        assert_eq!(state.status.as_ref().map(|s| s.level), Some(Level::Error));
+        assert!(state.key_changes.is_empty(), "nothing to accept");
+    }
+
+    #[test]
+    fn messages_show_the_signed_time_and_flag_disputes_and_unknown_readers() {
+        let mut t = Timeline::default();
+        let mut m = msg("r", 1, "bob", "late");
+        m.sent_at_ms = 1_000;
+        m.server_time_ms = 1_000 + crate::inbox::MAX_CLOCK_SKEW_MS + 1;
+        m.unknown_recipients = vec![name("carol")];
+        assert!(t.insert_message(&m, false));
+        let entry = t.entries()[0].clone();
+        assert_eq!(entry.time_ms, 1_000, "the signed time is shown");
+        let EntryKind::Message {
+            disputed_server_time,
+            unknown_recipients,
+            ..
+        } = entry.kind
+        else {
+            panic!("a message");
+        };
+        assert_eq!(disputed_server_time, Some(m.server_time_ms));
+        assert_eq!(unknown_recipients, vec![name("carol")]);
+
+        // The same message id at another position is shown once.
+        let mut again = msg("r", 5, "bob", "late");
+        again.message_id = m.message_id;
+        assert!(!t.insert_message(&again, false));
+        assert_eq!(texts(&t), ["late"]);
+        // An own message that history brought already is not shown twice.
+        t.push_pending(1, name("alice"), "mine".into());
+        let mut mine = msg("r", 7, "alice", "mine");
+        mine.message_id = MessageId([0x77; 16]);
+        t.insert_message(&mine, true);
+        t.confirm(
+            1,
+            &SendAck {
+                room: room("r"),
+                message_id: MessageId([0x77; 16]),
+                seq: 7,
+                server_time_ms: 2_000,
+            },
+        );
+        assert_eq!(texts(&t), ["late", "mine"]);
+
+        let mut state = logged_in();
+        open(&mut state, "a", true, Vec::new());
+        let mut m = msg("a", 3, "bob", "hi");
+        m.unknown_recipients = vec![name("mallory")];
+        state.apply(UiEvent::Client(ClientEvent::Message(m)));
+        assert!(state
+            .status
+            .as_ref()
+            .is_some_and(|s| s.level == Level::Warning && s.text.contains("mallory")));
+    }
+
+    #[test]
+    fn refusals_and_withheld_messages_are_plain_words() {
+        assert_eq!(
+            rejection_words(&RejectReason::Replayed { counter: 4 }),
+            "replayed: this message (number 4 from its sender) was received before"
+        );
+        assert_eq!(
+            rejection_words(&RejectReason::RetiredKey),
+            "signed with a retired key, after its owner replaced it"
+        );
+        assert_eq!(
+            rejection_words(&RejectReason::NotAMember),
+            "sent for a room you are not in"
+        );
+        let mut state = logged_in();
+        open(&mut state, "a", true, Vec::new());
+        state.apply(UiEvent::Client(ClientEvent::Rejected(Rejection {
+            room: room("a"),
+            seq: 4,
+            message_id: MessageId([4; 16]),
+            sender: name("bob"),
+            reason: RejectReason::Replayed { counter: 2 },
+        })));
+        let shown = state.room(&room("a")).and_then(|b| {
+            b.timeline.entries().iter().find_map(|e| match &e.kind {
+                EntryKind::Rejected { reason, .. } => Some(reason.clone()),
+                _ => None,
+            })
+        });
+        assert!(shown.is_some_and(|r| r.starts_with("replayed")));
+        state.apply(UiEvent::Client(ClientEvent::MessagesWithheld {
+            room: room("a"),
+            sender: name("bob"),
+            missing: 3,
+        }));
+        assert!(notices(&state, "a").contains(
+            &"⚠ 3 messages from bob did not arrive: the server may be withholding them.".to_owned()
+        ));
+        assert_eq!(state.status.as_ref().map(|s| s.level), Some(Level::Warning));
+        state.apply(UiEvent::Client(ClientEvent::Disconnected {
+            reason: crate::events::FLOOD_REASON.into(),
+        }));
+        assert!(state
+            .status
+            .as_ref()
+            .is_some_and(|s| s.text.contains("to protect itself")));
+    }
+
+    #[test]
+    fn verifying_asks_with_the_fingerprint_or_says_why_not() {
+        let mut state = logged_in();
+        open(&mut state, "a", true, Vec::new());
+        assert_eq!(
+            state.act(Action::AskVerify(name("Bob"))),
+            vec![Effect::Dialog(DialogKind::ConfirmVerify {
+                username: name("bob"),
+                fingerprint: Fingerprint([2; 32]),
+            })]
+        );
+        for who in ["alice", "zed"] {
+            assert!(state.act(Action::AskVerify(name(who))).is_empty(), "{who}");
+        }
+        assert_eq!(
+            state.act(Action::Verify(name("bob"))),
+            vec![Effect::Command(Command::MarkVerified {
+                username: name("bob")
+            })]
+        );
+        state.apply(UiEvent::Verified {
+            username: name("bob"),
+            fingerprint: Fingerprint([2; 32]),
+        });
+        let bob = state
+            .room(&room("a"))
+            .and_then(|b| {
+                b.members
+                    .iter()
+                    .find(|m| m.username == name("bob"))
+                    .cloned()
+            })
+            .expect("bob listed");
+        assert!(bob.verified);
+        assert!(notices(&state, "a")
+            .iter()
+            .any(|t| t.starts_with("✓✓ You verified bob's key")));
+        assert!(
+            state.act(Action::AskVerify(name("bob"))).is_empty(),
+            "already"
+        );
+    }
+
+    #[test]
+    fn rotating_asks_first_shows_progress_and_updates_the_fingerprint() {
+        let mut state = logged_in();
+        open(&mut state, "a", true, Vec::new());
+        assert_eq!(
+            state.act(Action::AskRotateKey),
+            vec![Effect::Dialog(DialogKind::ConfirmRotate {
+                current: Fingerprint([1; 32])
+            })]
+        );
+        assert_eq!(
+            state.act(Action::RotateKey),
+            vec![Effect::Command(Command::RotateKey)]
+        );
+        assert!(state.busy.is_some());
+        assert!(state.act(Action::RotateKey).is_empty(), "once at a time");
+        state.apply(UiEvent::Progress {
+            title: "Asking the server to switch to the new key".into(),
+            elapsed: Duration::from_millis(300),
+        });
+        assert_eq!(
+            state.busy.as_ref().map(|b| b.0.as_str()),
+            Some("Asking the server to switch to the new key")
+        );
+        state.apply(UiEvent::OwnKeyRotated {
+            old: Fingerprint([1; 32]),
+            new: Fingerprint([0x5e; 32]),
+            backup: Some(PathBuf::from("/k.pem.retired-1")),
+        });
+        assert!(state.busy.is_none());
+        assert_eq!(
+            state.me.as_ref().map(|m| m.fingerprint),
+            Some(Fingerprint([0x5e; 32]))
+        );
+        let alice = state
+            .room(&room("a"))
+            .and_then(|b| {
+                b.members
+                    .iter()
+                    .find(|m| m.username == name("alice"))
+                    .cloned()
+            })
+            .expect("listed");
+        assert_eq!(alice.fingerprint, Fingerprint([0x5e; 32]));
+        assert!(notices(&state, "a")
+            .iter()
+            .any(|t| t.starts_with("You rotated your key: 0101 0101… → 5e5e 5e5e…")));
+
+        // A failure clears the progress box and says why.
+        state.act(Action::RotateKey);
+        let effects = state.apply(UiEvent::RotationFailed {
+            message: "Your key was not changed: the server refused.".into(),
+        });
+        assert!(state.busy.is_none());
+        assert!(matches!(
+            effects.as_slice(),
+            [Effect::Dialog(DialogKind::Error { .. })]
+        ));
+        // Offline, it is not even offered.
+        state.apply(UiEvent::Connection(ConnectionState::Stopped {
+            reason: "x".into(),
+        }));
+        assert!(state.act(Action::AskRotateKey).is_empty());
     }
 }

@@ -32,8 +32,7 @@ use super::super::event::ConnectionState;
 use super::super::state::{
     short_fingerprint, AppState, Delivery, Entry, EntryKind, Focus, Level, RoomBuffer,
 };
-use super::{help, level_style, lobby, name_style};
-use crate::directory::KeyStatus;
+use super::{help, level_style, lobby, name_style, trust_mark};
 
 /// The narrowest screen that still shows the member pane.
 const MEMBERS_MIN_SCREEN: usize = 90;
@@ -370,6 +369,8 @@ fn append_entry(out: &mut StyledString, entry: &Entry, width: usize) {
             text,
             delivery,
             own,
+            disputed_server_time,
+            unknown_recipients,
             ..
         } => {
             out.append_styled(
@@ -387,9 +388,35 @@ fn append_entry(out: &mut StyledString, entry: &Entry, width: usize) {
                 Delivery::Failed(_) => (" ✗ ", level_style(Level::Error)),
             };
             out.append_styled(mark, style);
+            if disputed_server_time.is_some() {
+                out.append_styled("⏱ ", level_style(Level::Warning));
+            }
             out.append_plain(text.as_str());
             if let Delivery::Failed(reason) = delivery {
                 out.append_styled(format!("  (not sent: {reason})"), level_style(Level::Error));
+            }
+            if let Some(server) = disputed_server_time {
+                out.append_styled(
+                    format!(
+                        "  (⏱ signed at {}, stored by the server at {}: a clock is wrong, or \
+                         it was held back)",
+                        local_time(entry.time_ms),
+                        local_time(*server)
+                    ),
+                    level_style(Level::Warning),
+                );
+            }
+            if !unknown_recipients.is_empty() {
+                let names = super::super::event::list(unknown_recipients);
+                let who = if unknown_recipients.len() == 1 {
+                    "who is"
+                } else {
+                    "who are"
+                };
+                out.append_styled(
+                    format!("  (⚠ also sent to {names}, {who} not shown as a member)"),
+                    level_style(Level::Warning),
+                );
             }
         }
         EntryKind::Rejected {
@@ -432,17 +459,14 @@ pub fn members(room: &RoomBuffer, state: &AppState) -> StyledString {
             .me
             .as_ref()
             .is_some_and(|me| me.username.same_as(&m.username));
-        let (mark, style) = match &m.status {
-            KeyStatus::Trusted => (
-                "✓",
-                Style::from(cursive::style::Color::Dark(
-                    cursive::style::BaseColor::Green,
-                )),
-            ),
-            KeyStatus::Unaccepted { .. } => ("!", level_style(Level::Warning)),
-            KeyStatus::Invalid { .. } => ("✗", level_style(Level::Error)),
+        let (mark, _, level) = trust_mark(m);
+        let style = match level {
+            Level::Info => Style::from(cursive::style::Color::Dark(
+                cursive::style::BaseColor::Green,
+            )),
+            other => level_style(other),
         };
-        out.append_styled(mark, style);
+        out.append_styled(format!("{mark:<2}"), style);
         out.append_plain(" ");
         out.append_styled(m.username.as_str(), name_style(m.username.as_str(), own));
         if own {
@@ -455,7 +479,10 @@ pub fn members(room: &RoomBuffer, state: &AppState) -> StyledString {
         out.append_styled(short_fingerprint(&m.fingerprint), level_style(Level::Info));
         out.append_plain("\n");
     }
-    out.append_styled("\n* owner · F3 details", level_style(Level::Info));
+    out.append_styled(
+        "\n✓✓ verified\n✓ trusted on first use\n* owner · F3 verify keys",
+        level_style(Level::Info),
+    );
     out
 }
 

@@ -1,19 +1,25 @@
 //! Dialogs: forms (join, create, password), confirmations, the fingerprint and key views,
-//! the key-change alarm and error messages. [`open`] builds the one a
+//! the key-change and own-key alarms and error messages. [`open`] builds the one a
 //! [`DialogKind`] asks for.
+//!
+//! Every dialog that can do something hard to undo (accept a changed key, mark a key
+//! verified, replace the user's key, leave a room) opens with the harmless button focused,
+//! so a stray Enter never decides for the user.
 
 use cursive::traits::{Nameable, Resizable, Scrollable};
-use cursive::views::{Checkbox, Dialog, EditView, LinearLayout, ListView, TextView};
+use cursive::views::{
+    Checkbox, Dialog, DialogFocus, EditView, LinearLayout, ListView, SelectView, TextView,
+};
 use cursive::Cursive;
 use shared::crypto::keys::Fingerprint;
-use shared::RoomName;
+use shared::{RoomName, Username};
 
 use super::super::app::dispatch;
 use super::super::command::{Action, Secret};
-use super::super::state::{DialogKind, KeyAlert};
+use super::super::state::{DialogKind, KeyAlert, Level};
 use super::chat::closable;
-use super::help;
-use crate::directory::KeyStatus;
+use super::{help, level_style, trust_mark};
+use crate::directory::{KeyStatus, MemberView};
 
 const JOIN_NAME: &str = "join_name";
 const JOIN_PASSWORD: &str = "join_password";
@@ -22,6 +28,21 @@ const CREATE_PASSWORD: &str = "create_password";
 const CREATE_HIDDEN: &str = "create_hidden";
 const ROOM_PASSWORD: &str = "room_password";
 const FORM_ERROR: &str = "form_error";
+const KEYS_LIST: &str = "keys_list";
+const KEYS_DETAIL: &str = "keys_detail";
+
+/// The name of the key-change dialog for `user`, so it can be closed when the change is
+/// settled otherwise (a verified rotation).
+pub fn key_alert_name(user: &Username) -> String {
+    format!("key_alert:{}", user.canonical())
+}
+
+/// `dialog` with button `index` focused: the harmless choice of a dialog that decides
+/// something.
+fn focused(mut dialog: Dialog, index: usize) -> Dialog {
+    dialog.set_focus(DialogFocus::Button(index));
+    dialog
+}
 
 /// Opens the dialog `kind` asks for.
 pub fn open(siv: &mut Cursive, kind: DialogKind) {
@@ -31,19 +52,25 @@ pub fn open(siv: &mut Cursive, kind: DialogKind) {
                 .title("Help")
                 .dismiss_button("Close"),
         )),
-        DialogKind::Fingerprint(me) => siv.add_layer(closable(
-            Dialog::around(TextView::new(format!(
+        DialogKind::Fingerprint(me) => {
+            let dialog = Dialog::around(TextView::new(format!(
                 "You are {}. Your key fingerprint:\n\n{}\n\nRead it to the people you talk \
                  to over another channel (in person, by phone). Their client shows it next \
-                 to your name (F3); if the two differ, someone is in between.\n\nKey file: {}",
+                 to your name (F3); if the two differ, someone is in between.\n\nKey file: {}\n\n\
+                 \"Rotate my key\" replaces your key with a new one (e.g. if this one may have \
+                 leaked); your contacts' clients follow the change without a warning.",
                 me.username,
                 fingerprint_block(&me.fingerprint),
                 me.key_path.display()
             )))
             .title("Your fingerprint")
-            .dismiss_button("Close")
-            .max_width(76),
-        )),
+            .button("Rotate my key…", |s| {
+                s.pop_layer();
+                dispatch(s, Action::AskRotateKey);
+            })
+            .dismiss_button("Close");
+            siv.add_layer(closable(focused(dialog, 1).max_width(76)));
+        }
         DialogKind::Keys {
             room,
             members,
@@ -53,19 +80,41 @@ pub fn open(siv: &mut Cursive, kind: DialogKind) {
         DialogKind::Create => open_create(siv),
         DialogKind::ConfirmLeave(room) => {
             let target = room.clone();
-            siv.add_layer(closable(
-                Dialog::text(format!(
-                    "Leave #{room}? You stop receiving its messages; joining again may need \
-                     its password."
-                ))
-                .title("Leave room")
-                .button("Leave", move |s| {
-                    s.pop_layer();
-                    dispatch(s, Action::Leave(target.clone()));
-                })
-                .dismiss_button("Cancel")
-                .max_width(60),
-            ));
+            let dialog = Dialog::text(format!(
+                "Leave #{room}? You stop receiving its messages; joining again may need its \
+                 password."
+            ))
+            .title("Leave room")
+            .button("Leave", move |s| {
+                s.pop_layer();
+                dispatch(s, Action::Leave(target.clone()));
+            })
+            .dismiss_button("Cancel");
+            siv.add_layer(closable(focused(dialog, 1).max_width(60)));
+        }
+        DialogKind::OwnKeyAlarm { presented, own } => open_own_key_alarm(siv, presented, own),
+        DialogKind::ConfirmVerify {
+            username,
+            fingerprint,
+        } => open_confirm_verify(siv, username, fingerprint),
+        DialogKind::ConfirmRotate { current } => {
+            let dialog = Dialog::text(format!(
+                "Replace your key with a new one?\n\nYour current fingerprint:\n{}\n\nA new \
+                 key is generated and saved, encrypted with your passphrase, in place of your \
+                 key file; the old key file is kept beside it (<key>.retired-<time>) so older \
+                 messages still open. The server is told with a certificate signed by both \
+                 keys, so your contacts' clients follow the change without a warning. Your \
+                 other sessions are logged out. People who verified your fingerprint should \
+                 compare the new one (F2) again.",
+                fingerprint_block(&current)
+            ))
+            .title("Rotate my key")
+            .button("Replace my key", |s| {
+                s.pop_layer();
+                dispatch(s, Action::RotateKey);
+            })
+            .dismiss_button("Cancel");
+            siv.add_layer(closable(focused(dialog, 1).max_width(76)));
         }
         DialogKind::Password { room, wrong } => open_password(siv, room, wrong),
         DialogKind::KeyAlert(alert) => open_key_alert(siv, alert),
@@ -250,42 +299,68 @@ fn open_password(siv: &mut Cursive, room: RoomName, wrong: bool) {
 fn open_keys(
     siv: &mut Cursive,
     room: Option<RoomName>,
-    members: Vec<crate::directory::MemberView>,
+    members: Vec<MemberView>,
     pending: Vec<KeyAlert>,
 ) {
-    let mut text = String::new();
+    let mut content = LinearLayout::vertical();
+    let mut can_verify = false;
     match &room {
         Some(room) => {
-            text.push_str(&format!("Members of #{room} and their key fingerprints:\n"));
+            content.add_child(TextView::new(format!(
+                "Members of #{room}. Select one to see the full fingerprint. Compare it with \
+                 the one they read to you from their own screen (F2), in person or over a \
+                 call you trust; if it matches, choose \"Mark verified\".\n"
+            )));
+            let mut list = SelectView::<Username>::new()
+                .on_select(|s, user: &Username| show_member_detail(s, user));
             for m in &members {
-                let status = match &m.status {
-                    KeyStatus::Trusted => "trusted".to_owned(),
-                    KeyStatus::Unaccepted { .. } => "CHANGED, not accepted".to_owned(),
-                    KeyStatus::Invalid { reason } => format!("unusable: {reason}"),
-                };
-                text.push_str(&format!(
-                    "\n{} ({status})\n{}\n",
-                    m.username,
-                    fingerprint_block(&m.fingerprint)
-                ));
+                let (mark, words, _) = trust_mark(m);
+                list.add_item(
+                    format!("{mark:<2} {} ({words})", m.username),
+                    m.username.clone(),
+                );
             }
+            content.add_child(list.with_name(KEYS_LIST));
+            let first = members.first().map(member_detail).unwrap_or_default();
+            content.add_child(TextView::new(first).with_name(KEYS_DETAIL));
+            can_verify = !members.is_empty();
         }
-        None => text.push_str("Open a room to see its members' fingerprints.\n"),
+        None => content.add_child(TextView::new(
+            "Open a room to see its members' fingerprints and verify them.",
+        )),
     }
+    let mut pending_text = String::new();
     if pending.is_empty() {
-        text.push_str("\nNo changed keys are waiting for you.");
+        pending_text.push_str("\nNo changed keys are waiting for you.");
     } else {
-        text.push_str("\nChanged keys waiting for your decision:\n");
+        pending_text.push_str("\nChanged keys waiting for your decision:\n");
         for alert in &pending {
-            text.push_str(&format!(
-                "\n{}\n  before:\n{}\n  now:\n{}\n",
+            let was = if alert.verified {
+                "  VERIFIED before:"
+            } else {
+                "  before:"
+            };
+            pending_text.push_str(&format!(
+                "\n{}\n{was}\n{}\n  now:\n{}\n",
                 alert.username,
                 fingerprint_block(&alert.pinned),
                 fingerprint_block(&alert.new)
             ));
         }
     }
-    let mut dialog = Dialog::around(TextView::new(text).scrollable()).title("Keys");
+    content.add_child(TextView::new(pending_text));
+    let mut dialog = Dialog::around(content.scrollable()).title("Keys");
+    if can_verify {
+        dialog.add_button("Mark verified…", |s| {
+            let selected = s
+                .call_on_name(KEYS_LIST, |v: &mut SelectView<Username>| v.selection())
+                .flatten();
+            if let Some(user) = selected {
+                s.pop_layer();
+                dispatch(s, Action::AskVerify((*user).clone()));
+            }
+        });
+    }
     for alert in pending {
         let user = alert.username.clone();
         dialog.add_button(format!("Accept {user}"), move |s| {
@@ -296,6 +371,79 @@ fn open_keys(
     siv.add_layer(closable(dialog.dismiss_button("Close").max_width(76)));
 }
 
+/// The selected member's full fingerprint and what their mark means.
+fn member_detail(m: &MemberView) -> String {
+    let (_, words, _) = trust_mark(m);
+    let meaning = match &m.status {
+        KeyStatus::Trusted if m.verified => "you compared it out of band",
+        KeyStatus::Trusted => "trusted when first seen; not compared yet",
+        KeyStatus::Unaccepted { .. } => "the server presents a new key; see below",
+        KeyStatus::Invalid { .. } => "it cannot be used",
+    };
+    format!(
+        "\n{} · {words}: {meaning}\n{}",
+        m.username,
+        fingerprint_block(&m.fingerprint)
+    )
+}
+
+/// Shows `user`'s detail under the list (looked up in the state's current room).
+fn show_member_detail(siv: &mut Cursive, user: &Username) {
+    let member = super::super::app::with_app(siv, |_, app| {
+        app.state
+            .current_room()
+            .and_then(|r| r.members.iter().find(|m| m.username.same_as(user)).cloned())
+    })
+    .flatten();
+    if let Some(m) = member {
+        siv.call_on_name(KEYS_DETAIL, |v: &mut TextView| {
+            v.set_content(member_detail(&m))
+        });
+    }
+}
+
+fn open_confirm_verify(siv: &mut Cursive, username: Username, fingerprint: Fingerprint) {
+    let text = format!(
+        "Ask {username} to read their fingerprint from their own screen (F2), in person or \
+         over a call you trust, and compare it with the one your client has for them:\n\n\
+         {}\n\nMark it verified only if every group matches. If this key is ever replaced \
+         without a rotation signed by it, you will get the strongest warning.",
+        fingerprint_block(&fingerprint)
+    );
+    let user = username.clone();
+    let dialog = Dialog::text(text)
+        .title(format!("Verify {username}'s key"))
+        .button("They match: mark verified", move |s| {
+            s.pop_layer();
+            dispatch(s, Action::Verify(user.clone()));
+        })
+        .dismiss_button("Cancel");
+    siv.add_layer(closable(focused(dialog, 1).max_width(76)));
+}
+
+fn open_own_key_alarm(siv: &mut Cursive, presented: Fingerprint, own: Fingerprint) {
+    let text = format!(
+        "The server now claims that YOUR key is:\n{}\n\nYour real key is:\n{}\n\nYour client \
+         keeps using your own key and will never accept another one for you. But other \
+         people may be shown the false key: someone (the server, or whoever controls it) may \
+         be trying to read your messages. Ask your contacts to compare your fingerprint (F2) \
+         with what their client shows for you (F3).",
+        fingerprint_block(&presented),
+        fingerprint_block(&own)
+    );
+    // Nothing to decide: the only button dismisses. Not closable with Esc, so it is read.
+    siv.add_layer(
+        Dialog::around(
+            TextView::new(text)
+                .style(level_style(Level::Error))
+                .scrollable(),
+        )
+        .title("⚠ The server presents another key for YOU")
+        .dismiss_button("Dismiss")
+        .max_width(76),
+    );
+}
+
 fn open_key_alert(siv: &mut Cursive, alert: KeyAlert) {
     let rooms = if alert.rooms.is_empty() {
         String::new()
@@ -303,28 +451,70 @@ fn open_key_alert(siv: &mut Cursive, alert: KeyAlert) {
         let names: Vec<String> = alert.rooms.iter().map(|r| format!("#{r}")).collect();
         format!("Seen in {}.\n\n", names.join(", "))
     };
+    let user = &alert.username;
+    let (title, intro, advice) = if alert.verified {
+        (
+            format!("⚠⚠ VERIFIED key replaced: {user}"),
+            format!(
+                "The server now presents a DIFFERENT key for {user}, whose key YOU VERIFIED. \
+                 The change is not signed by the verified key, as a real rotation would be."
+            ),
+            format!(
+                "Treat this as an attack (an impersonator, or a malicious server) unless \
+                 {user} confirms the NEW fingerprint to you in person or over a call you \
+                 trust. Until you accept, nothing is encrypted to {user} and their new \
+                 messages stay hidden."
+            ),
+        )
+    } else {
+        (
+            format!("⚠ Key changed: {user}"),
+            format!(
+                "The server now presents a DIFFERENT key for {user}, not signed by the key you \
+                 trusted before."
+            ),
+            format!(
+                "This is expected if {user} reinstalled or lost their key. It is also what an \
+                 impersonator (or a malicious server) would do. Compare the new fingerprint \
+                 with {user} over another channel before accepting. Until you accept, nothing \
+                 is encrypted to {user} and their new messages stay hidden."
+            ),
+        )
+    };
+    let was = if alert.verified {
+        "Verified before"
+    } else {
+        "Trusted before"
+    };
     let text = format!(
-        "The server now presents a DIFFERENT key for {user}.\n\nTrusted before:\n{old}\n\nNew \
-         key:\n{new}\n\n{rooms}This is expected if {user} reinstalled or replaced their key. It \
-         is also what an impersonator (or a malicious server) would do. Compare the new \
-         fingerprint with {user} over another channel before accepting. Until you accept, \
-         nothing is encrypted to {user} and their new messages stay hidden.",
-        user = alert.username,
+        "{intro}\n\n{was}:\n{old}\n\nNew key:\n{new}\n\n{rooms}{advice}",
         old = fingerprint_block(&alert.pinned),
         new = fingerprint_block(&alert.new),
     );
-    let user = alert.username.clone();
-    // Deliberately not closable with Esc: one of the two buttons must be chosen.
+    let target = alert.username.clone();
+    let accept = if alert.verified {
+        "Accept anyway"
+    } else {
+        "Accept new key"
+    };
+    let mut body = TextView::new(text);
+    if alert.verified {
+        body.set_style(level_style(Level::Error));
+    }
+    // Deliberately not closable with Esc: one of the buttons must be chosen, and the
+    // harmless one is focused.
+    let dialog = Dialog::around(body.scrollable())
+        .title(title)
+        .button(accept, move |s| {
+            s.pop_layer();
+            dispatch(s, Action::AcceptKey(target.clone()));
+        })
+        .button("Decide later (F3)", |s| {
+            s.pop_layer();
+        });
     siv.add_layer(
-        Dialog::around(TextView::new(text).scrollable())
-            .title(format!("⚠ Key changed: {}", alert.username))
-            .button("Accept new key", move |s| {
-                s.pop_layer();
-                dispatch(s, Action::AcceptKey(user.clone()));
-            })
-            .button("Decide later (F3)", |s| {
-                s.pop_layer();
-            })
-            .max_width(76),
+        focused(dialog, 1)
+            .max_width(76)
+            .with_name(key_alert_name(&alert.username)),
     );
 }

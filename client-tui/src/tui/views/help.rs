@@ -7,8 +7,14 @@ use cursive::utils::markup::StyledString;
 pub const BINDINGS: &[(&str, &str)] = &[
     ("Enter", "send the message / join the selected room"),
     ("F1", "this help"),
-    ("F2", "your own key fingerprint, to compare out of band"),
-    ("F3", "members' full fingerprints; accept changed keys"),
+    (
+        "F2",
+        "your own key fingerprint, to compare out of band; rotate your key",
+    ),
+    (
+        "F3",
+        "members' full fingerprints; mark them verified; accept changed keys",
+    ),
     ("F4", "the lobby (public rooms)"),
     ("F5", "refresh the lobby"),
     ("F6", "create a room (name, password, hidden)"),
@@ -36,6 +42,8 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("/lobby, /refresh", "show / refresh the lobby"),
     ("/older", "load older messages"),
     ("/fp, /keys", "your fingerprint / the members' keys"),
+    ("/verify USER", "mark USER's key verified (after comparing)"),
+    ("/rotate-key", "replace your key with a new one"),
     ("/help, /quit", "this help / quit"),
     ("//text", "send a message starting with /"),
 ];
@@ -95,8 +103,13 @@ pub fn help_text() -> String {
         out.push_str(&format!("  {command:<36} {what}\n"));
     }
     out.push_str(
-        "\nMarks: ✓ signature verified · … sending · ✗ not sent · ! key changed, not accepted\n\
-         Every message is end-to-end encrypted; the server stores only ciphertext.",
+        "\nMarks in the conversation: ✓ signature verified · … sending · ✗ not sent · ⏱ the \
+         signed time and the server's differ by minutes · ⚠ refused, or also sent to someone \
+         not shown as a member\n\
+         Marks in the member list: ✓✓ key verified by you · ✓ trusted on first use · ! key \
+         changed, not accepted · ✗ unusable key\n\
+         Times are the sender's signed send times. Every message is end-to-end encrypted; the \
+         server stores only ciphertext.",
     );
     out
 }

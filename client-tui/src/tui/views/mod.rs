@@ -13,9 +13,15 @@ pub mod help;
 pub mod lobby;
 pub mod onboarding;
 
+use std::time::Duration;
+
 use cursive::style::{BaseColor, Color, Effect, Style};
+use cursive::traits::{Nameable, Resizable};
+use cursive::views::{Dialog, TextView};
+use cursive::Cursive;
 
 use super::state::Level;
+use crate::directory::{KeyStatus, MemberView};
 
 /// The main screen's layer.
 pub const MAIN: &str = "main";
@@ -55,6 +61,43 @@ pub const ONBOARDING: &str = "onboarding";
 pub const BUSY: &str = "busy";
 /// The progress text.
 pub const BUSY_TEXT: &str = "busy_text";
+
+/// How a member's key is trusted: a mark for lists and a few words.
+///
+/// `✓✓` verified out of band, `✓` trusted on first use, `!` changed and not accepted,
+/// `✗` unusable.
+pub fn trust_mark(member: &MemberView) -> (&'static str, String, Level) {
+    match &member.status {
+        KeyStatus::Trusted if member.verified => ("✓✓", "verified".to_owned(), Level::Info),
+        KeyStatus::Trusted => ("✓", "trusted on first use".to_owned(), Level::Info),
+        KeyStatus::Unaccepted { .. } => ("!", "CHANGED, not accepted".to_owned(), Level::Warning),
+        KeyStatus::Invalid { reason } => ("✗", format!("unusable: {reason}"), Level::Error),
+    }
+}
+
+/// Shows the progress box (`busy`: what is happening and for how long) over the current
+/// screen, updates it, or removes it once the slow step is over.
+pub fn render_busy(siv: &mut Cursive, busy: Option<&(String, Duration)>) {
+    let open = siv.screen_mut().find_layer_from_name(BUSY);
+    match (busy, open) {
+        (Some((title, elapsed)), open) => {
+            let text = onboarding::busy_text(title, *elapsed);
+            if open.is_none() {
+                siv.add_layer(
+                    Dialog::around(TextView::new(text.clone()).with_name(BUSY_TEXT))
+                        .title("Please wait")
+                        .fixed_width(60)
+                        .with_name(BUSY),
+                );
+            }
+            siv.call_on_name(BUSY_TEXT, |v: &mut TextView| v.set_content(text));
+        }
+        (None, Some(position)) => {
+            siv.screen_mut().remove_layer(position);
+        }
+        (None, None) => {}
+    }
+}
 
 /// The style of a notice or status line of this level.
 pub fn level_style(level: Level) -> Style {

@@ -313,25 +313,7 @@ pub fn render(siv: &mut Cursive, onboarding: &Onboarding) {
     siv.call_on_name(ERROR, |v: &mut TextView| {
         v.set_content(onboarding.error.clone().unwrap_or_default())
     });
-    let open = siv.screen_mut().find_layer_from_name(super::BUSY);
-    match (&onboarding.busy, open) {
-        (Some((title, elapsed)), open) => {
-            let text = busy_text(title, *elapsed);
-            if open.is_none() {
-                siv.add_layer(
-                    Dialog::around(TextView::new(text.clone()).with_name(super::BUSY_TEXT))
-                        .title("Please wait")
-                        .fixed_width(60)
-                        .with_name(super::BUSY),
-                );
-            }
-            siv.call_on_name(super::BUSY_TEXT, |v: &mut TextView| v.set_content(text));
-        }
-        (None, Some(position)) => {
-            siv.screen_mut().remove_layer(position);
-        }
-        (None, None) => {}
-    }
+    super::render_busy(siv, onboarding.busy.as_ref());
 }
 
 /// The progress text: a spinner, what is happening and for how long.
