@@ -290,6 +290,11 @@ fn describe_code(code: ErrorCode, message: &str) -> String {
         ErrorCode::NotAMember => "You are not a member of that room.".into(),
         ErrorCode::RateLimited => "Too many requests; wait a moment and try again.".into(),
         ErrorCode::Unavailable => "The server is busy or shutting down; try again soon.".into(),
+        ErrorCode::StorageUnavailable => {
+            "The server's storage is full or unavailable, so nothing was stored. Try again \
+             later."
+                .into()
+        }
         ErrorCode::Internal => "The server hit an internal error; try again later.".into(),
         ErrorCode::InvalidInput => format!("The server refused the input: {message}."),
         ErrorCode::ProtocolVersion => format!("Protocol version mismatch: {message}."),
@@ -347,5 +352,11 @@ mod tests {
         ];
         assert_eq!(list(&names), "carol, dave and erin");
         assert_eq!(list(&names[..1]), "carol");
+        let full = ClientError::Server {
+            code: shared::ErrorCode::StorageUnavailable,
+            message: "storage unavailable".into(),
+            detail: None,
+        };
+        assert!(describe(&full).contains("nothing was stored"));
     }
 }

@@ -312,6 +312,7 @@ fn is_fatal(e: &ClientError) -> bool {
             | ClientError::ServerIdentityChanged { .. }
             | ClientError::ServerIdentityClaimed { .. }
             | ClientError::Pins(_)
+            | ClientError::Ledger(_)
             | ClientError::Keystore(_)
             | ClientError::Crypto(_)
     )

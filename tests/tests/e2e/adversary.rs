@@ -585,7 +585,7 @@ async fn a_substituted_key_is_a_loud_warning_and_is_never_encrypted_to() {
         _ => unreachable!(),
     }
     assert!(
-        a.shows("r", "bob's VERIFIED key CHANGED"),
+        a.shows("r", "bob's VERIFIED key was REPLACED"),
         "{:?}",
         a.lines("r")
     );
@@ -962,16 +962,22 @@ async fn a_flooding_server_is_disconnected_with_a_clear_reason() {
             username: name("bob"),
         }));
     }
-    let end = a
-        .until("the disconnection", |e| {
-            matches!(e, ClientEvent::Disconnected { .. })
-        })
-        .await;
+    // Drain what arrived (showing each of thousands of notices is not what is tested).
+    let end = loop {
+        let event = tokio::time::timeout(WAIT, a.events.recv())
+            .await
+            .expect("the client ends the connection in time")
+            .expect("events open");
+        if matches!(event, ClientEvent::Disconnected { .. }) {
+            a.ui.apply(UiEvent::Client(event.clone()));
+            break event;
+        }
+    };
     assert!(
         matches!(&end, ClientEvent::Disconnected { reason } if reason == FLOOD_REASON),
         "{end:?}"
     );
-    assert!(a.status().contains(FLOOD_REASON), "{}", a.status());
+    assert!(a.status().contains("to protect itself"), "{}", a.status());
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!a.client.is_connected(), "the client closed the connection");
 }
