@@ -60,7 +60,9 @@ start_server() {
     local dir=$1
     shift
     env DATA_DIR="$dir" PORT="$PORT" BIND_ADDRESS=127.0.0.1 RUST_LOG=warn \
-        REQUESTS_PER_SEC=100000 SHUTDOWN_GRACE_SECS=2 "$@" \
+        REQUESTS_PER_SEC=100000 SHUTDOWN_GRACE_SECS=2 \
+        CONNECTIONS_PER_ADDRESS=1000000 REGISTRATIONS_PER_ADDRESS=1000000 \
+        REGISTRATIONS_TOTAL=1000000 ROOMS_PER_USER=1000000 "$@" \
         "$SERVER_BIN" >>"$OUT/server.log" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 100); do

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use shared::protocol::MAX_FRAME_BYTES;
 
 /// Every setting the server reads.
 #[derive(Debug, Clone, Parser)]
@@ -68,6 +69,46 @@ pub struct Config {
     /// actix worker threads (0 = one per core).
     #[arg(long, env = "WORKERS", default_value_t = 0)]
     pub workers: usize,
+
+    /// argon2 runs (room password checks) at once, on threads of their own (0 = one per
+    /// core). A request that finds them all busy is refused with `RateLimited` at once.
+    #[arg(long, env = "ARGON2_THREADS", default_value_t = 0)]
+    pub argon2_threads: usize,
+
+    /// The server runs behind one trusted proxy (Heroku's router, nginx) that appends the
+    /// client's address to `X-Forwarded-For`: per-address limits then key on that address
+    /// (the first header's last entry) instead of the proxy's.
+    #[arg(long, env = "TRUST_FORWARDED_FOR", default_value_t = false)]
+    pub trust_forwarded_for: bool,
+
+    /// Accounts one client address may register per registration window.
+    #[arg(long, env = "REGISTRATIONS_PER_ADDRESS", default_value_t = 5)]
+    pub registrations_per_address: u32,
+
+    /// Accounts the whole server registers per registration window.
+    #[arg(long, env = "REGISTRATIONS_TOTAL", default_value_t = 200)]
+    pub registrations_total: u32,
+
+    /// The registration window, in seconds (the quotas refill evenly over it).
+    #[arg(long, env = "REGISTRATION_WINDOW_SECS", default_value_t = 3600)]
+    pub registration_window_secs: u64,
+
+    /// Rooms one user may own (create); rooms are never deleted, so this caps a user's
+    /// rooms for good.
+    #[arg(long, env = "ROOMS_PER_USER", default_value_t = 20)]
+    pub rooms_per_user: usize,
+
+    /// WebSocket connections one client address may hold open at once.
+    #[arg(long, env = "CONNECTIONS_PER_ADDRESS", default_value_t = 16)]
+    pub connections_per_address: usize,
+
+    /// Seconds a new connection has to log in; one that has not is closed with 1008.
+    #[arg(long, env = "LOGIN_DEADLINE_SECS", default_value_t = 30)]
+    pub login_deadline_secs: u64,
+
+    /// The largest ciphertext of one copy of a message, in bytes.
+    #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 65536)]
+    pub max_message_bytes: usize,
 }
 
 /// Which store the configuration selects.
@@ -120,6 +161,17 @@ impl Config {
             shutdown_grace_secs: 5,
             requests_per_sec: 200,
             workers: 2,
+            argon2_threads: 2,
+            trust_forwarded_for: false,
+            // Every test client comes from 127.0.0.1: the address quotas are off unless a
+            // test sets them.
+            registrations_per_address: 100_000,
+            registrations_total: 100_000,
+            registration_window_secs: 3600,
+            rooms_per_user: 10_000,
+            connections_per_address: 10_000,
+            login_deadline_secs: 60,
+            max_message_bytes: 65536,
         }
     }
 
@@ -137,6 +189,21 @@ impl Config {
         }
         if self.requests_per_sec == 0 {
             return invalid("requests-per-sec", "must be at least 1");
+        }
+        if self.registrations_per_address == 0 || self.registrations_total == 0 {
+            return invalid("registrations-per-address", "quotas must be at least 1");
+        }
+        if self.registration_window_secs == 0 {
+            return invalid("registration-window-secs", "must be at least 1");
+        }
+        if self.connections_per_address == 0 {
+            return invalid("connections-per-address", "must be at least 1");
+        }
+        if self.login_deadline_secs == 0 {
+            return invalid("login-deadline-secs", "must be at least 1");
+        }
+        if self.max_message_bytes == 0 || self.max_message_bytes > MAX_FRAME_BYTES {
+            return invalid("max-message-bytes", "must be 1 to MAX_FRAME_BYTES");
         }
         if self.outbound_queue < 16 {
             return invalid("outbound-queue", "must be at least 16");
@@ -169,5 +236,23 @@ impl Config {
     /// How long a login challenge is valid.
     pub fn challenge_ttl(&self) -> Duration {
         Duration::from_secs(self.challenge_ttl_secs)
+    }
+
+    /// How long a new connection has to log in.
+    pub fn login_deadline(&self) -> Duration {
+        Duration::from_secs(self.login_deadline_secs)
+    }
+
+    /// The registration window.
+    pub fn registration_window(&self) -> Duration {
+        Duration::from_secs(self.registration_window_secs)
+    }
+
+    /// argon2 runs at once: the setting, or the number of cores when it is 0.
+    pub fn argon2_concurrency(&self) -> usize {
+        match self.argon2_threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
     }
 }

@@ -70,12 +70,35 @@ pub enum HandlerError {
     /// Too many requests.
     #[error("too many requests; slow down")]
     RateLimited,
+    /// Every slot for this kind of expensive work is taken; nothing was queued. (On the
+    /// wire it is `RateLimited`.)
+    #[error("the server is busy with other {0}; try again in a moment")]
+    Busy(&'static str),
+    /// Too many recent failures or requests of this kind from this client; retrying before
+    /// the delay is over is refused the same way. (On the wire it is `RateLimited`.)
+    #[error("{what}; retry after {} s", whole_seconds(*retry_after))]
+    Throttled {
+        /// What was refused, in words.
+        what: &'static str,
+        /// How long until a retry can succeed.
+        retry_after: std::time::Duration,
+    },
+    /// A quota that does not refill with time is used up. (On the wire it is
+    /// `InvalidInput`.)
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// The store failed.
     #[error("storage failure")]
     Store(#[from] StoreError),
     /// Anything else that went wrong inside the server.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// `d` in whole seconds, rounded up, and at least 1: a client that waits that long is
+/// never early.
+fn whole_seconds(d: std::time::Duration) -> u64 {
+    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
 }
 
 impl HandlerError {
@@ -85,7 +108,7 @@ impl HandlerError {
             Self::ProtocolVersion(_) | Self::HelloFirst => ErrorCode::ProtocolVersion,
             Self::Unauthenticated => ErrorCode::Unauthenticated,
             Self::InvalidState(_) => ErrorCode::InvalidState,
-            Self::InvalidInput(_) => ErrorCode::InvalidInput,
+            Self::InvalidInput(_) | Self::QuotaExceeded(_) => ErrorCode::InvalidInput,
             Self::UsernameTaken => ErrorCode::UsernameTaken,
             Self::UnknownUser => ErrorCode::UnknownUser,
             Self::AuthFailed | Self::KeyRotated => ErrorCode::AuthFailed,
@@ -96,7 +119,7 @@ impl HandlerError {
             Self::NotAMember => ErrorCode::NotAMember,
             Self::RecipientMismatch(_) => ErrorCode::RecipientMismatch,
             Self::DuplicateMessage => ErrorCode::DuplicateMessage,
-            Self::RateLimited => ErrorCode::RateLimited,
+            Self::RateLimited | Self::Busy(_) | Self::Throttled { .. } => ErrorCode::RateLimited,
             Self::Store(StoreError::Unavailable { .. }) => ErrorCode::Unavailable,
             Self::Store(_) | Self::Internal(_) => ErrorCode::Internal,
         };

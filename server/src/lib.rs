@@ -6,7 +6,9 @@
 //! - [`handlers`] — one function per request kind.
 //! - [`hub`] — the task that routes frames to online connections.
 //! - [`store`] — the persistence trait and its adapters (embedded redb, MongoDB).
-//! - [`passwords`] — argon2id room passwords.
+//! - [`passwords`] — argon2id room passwords, on a bounded pool of their own.
+//! - [`limits`] — per-address and per-user limits: connections, registrations, failed
+//!   joins.
 //! - [`error`] — the handler error and its sanitised wire form.
 //! - [`telemetry`] — logging.
 //!
@@ -17,6 +19,7 @@ pub mod config;
 pub mod error;
 pub mod handlers;
 pub mod hub;
+pub mod limits;
 pub mod passwords;
 pub mod startup;
 pub mod store;

@@ -26,6 +26,12 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, StoreChoice};
 use crate::handlers::AppState;
 use crate::hub::HubHandle;
+use crate::limits::address::ClientAddress;
+use crate::limits::connections::ConnectionCounter;
+use crate::limits::joins::{JoinBackoff, JoinThrottle};
+use crate::limits::registrations::RegistrationQuota;
+use crate::limits::Limits;
+use crate::passwords::Hasher;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::mongo::MongoStore;
 use crate::store::Store;
@@ -38,6 +44,10 @@ struct Endpoint {
     settings: SessionSettings,
     next_conn: Arc<AtomicU64>,
     shutdown: CancellationToken,
+    /// Open connections per client address.
+    connections: Arc<ConnectionCounter>,
+    /// Whether the client address comes from `X-Forwarded-For`.
+    trust_forwarded_for: bool,
 }
 
 /// A built server, bound to its port and ready to run.
@@ -115,19 +125,39 @@ impl Application {
         let port = listener.local_addr()?.port();
         let backend = store.backend();
         let (hub, _hub_task) = HubHandle::spawn();
+        let at_least_one = |n: u32, name: &str| {
+            NonZeroU32::new(n).ok_or_else(|| anyhow::anyhow!("{name} must be at least 1"))
+        };
+        let limits = Limits {
+            registrations: RegistrationQuota::new(
+                at_least_one(
+                    config.registrations_per_address,
+                    "registrations-per-address",
+                )?,
+                at_least_one(config.registrations_total, "registrations-total")?,
+                config.registration_window(),
+            ),
+            joins: JoinThrottle::new(JoinBackoff::default()),
+            rooms_per_user: config.rooms_per_user,
+            max_message_bytes: config.max_message_bytes,
+        };
         let state = Arc::new(AppState {
             store: Arc::clone(&store),
             hub: Arc::new(hub),
             challenge_ttl: config.challenge_ttl(),
             server_id,
+            passwords: Hasher::new(config.argon2_concurrency())?,
+            limits,
         });
         let settings = SessionSettings {
             heartbeat: config.heartbeat(),
             outbound_queue: config.outbound_queue,
-            requests_per_sec: NonZeroU32::new(config.requests_per_sec)
-                .ok_or_else(|| anyhow::anyhow!("requests-per-sec must be at least 1"))?,
+            requests_per_sec: at_least_one(config.requests_per_sec, "requests-per-sec")?,
             clock: QuantaClock::default(),
+            login_deadline: config.login_deadline(),
         };
+        let connections = ConnectionCounter::new(config.connections_per_address);
+        let trust_forwarded_for = config.trust_forwarded_for;
         let shutdown = CancellationToken::new();
         let next_conn = Arc::new(AtomicU64::new(1));
         let endpoint_shutdown = shutdown.clone();
@@ -139,6 +169,8 @@ impl Application {
                     settings: settings.clone(),
                     next_conn: next_conn.clone(),
                     shutdown: endpoint_shutdown.clone(),
+                    connections: connections.clone(),
+                    trust_forwarded_for,
                 }))
                 .route("/ws", web::get().to(upgrade))
                 .route("/health", web::get().to(health))
@@ -224,7 +256,8 @@ fn drop_stalled_peers_after(conn: &dyn std::any::Any, limit: Duration) {
 #[cfg(not(target_os = "linux"))]
 fn drop_stalled_peers_after(_conn: &dyn std::any::Any, _limit: Duration) {}
 
-/// `GET /ws`: upgrades and spawns the connection's session task on this worker.
+/// `GET /ws`: upgrades and spawns the connection's session task on this worker. A client
+/// address with `--connections-per-address` connections open already gets 429.
 async fn upgrade(
     req: HttpRequest,
     body: web::Payload,
@@ -233,6 +266,12 @@ async fn upgrade(
     if endpoint.shutdown.is_cancelled() {
         return Ok(HttpResponse::ServiceUnavailable().body("shutting down"));
     }
+    let address =
+        ClientAddress::of_request(req.peer_addr(), req.headers(), endpoint.trust_forwarded_for);
+    let Some(slot) = endpoint.connections.admit(address) else {
+        tracing::debug!(%address, "connection refused: too many from this address");
+        return Ok(HttpResponse::TooManyRequests().body("too many connections from your address"));
+    };
     // actix-ws does the handshake and parses what the client sends; the response body is
     // the server's own (see `ws::outbound`), so actix-ws's `Session` is not used.
     let (response, _session, stream) = actix_ws::handle(&req, body)?;
@@ -244,6 +283,8 @@ async fn upgrade(
     let parts = outbound(actix_body, endpoint.settings.outbound_queue);
     let ends = session::Ends {
         conn_id: endpoint.next_conn.fetch_add(1, Ordering::Relaxed),
+        address,
+        slot,
         outbound: parts.outbound,
         pushes: parts.pushes,
         evicted: parts.evicted,

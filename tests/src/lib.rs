@@ -202,6 +202,44 @@ impl RawClient {
         }
     }
 
+    /// Opens a WebSocket to `url` whose upgrade request says it was forwarded for
+    /// `address` (`X-Forwarded-For`), as a proxy in front of the server would (no Hello
+    /// sent).
+    ///
+    /// # Errors
+    /// The handshake's error, e.g. an HTTP refusal.
+    pub async fn connect_forwarded_for(
+        url: &str,
+        address: &str,
+    ) -> Result<Self, tokio_tungstenite::tungstenite::Error> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url.into_client_request()?;
+        let value = address.parse().expect("an address is a header value");
+        request.headers_mut().insert("x-forwarded-for", value);
+        let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+        Ok(Self {
+            ws,
+            next_id: 1,
+            pushes: VecDeque::new(),
+            server_id: shared::ServerId([0; 16]),
+        })
+    }
+
+    /// Completes Hello on a connected client.
+    pub async fn greet(&mut self) {
+        match self
+            .request(ClientMsg::Hello(Hello {
+                protocol_version: PROTOCOL_VERSION,
+                client: "e2e-tests".into(),
+            }))
+            .await
+            .expect("hello accepted")
+        {
+            Reply::Hello(ack) => self.server_id = ack.server_id,
+            other => panic!("expected a hello, got {other:?}"),
+        }
+    }
+
     /// The client's own TCP port.
     pub fn local_port(&self) -> u16 {
         match self.ws.get_ref() {
@@ -213,17 +251,7 @@ impl RawClient {
     /// Connects and completes Hello.
     pub async fn greeted(url: &str) -> Self {
         let mut c = Self::connect(url).await;
-        match c
-            .request(ClientMsg::Hello(Hello {
-                protocol_version: PROTOCOL_VERSION,
-                client: "e2e-tests".into(),
-            }))
-            .await
-            .expect("hello accepted")
-        {
-            Reply::Hello(ack) => c.server_id = ack.server_id,
-            other => panic!("expected a hello, got {other:?}"),
-        }
+        c.greet().await;
         c
     }
 

@@ -51,11 +51,14 @@ pub fn hello(state: &AppState, conn: &mut Connection, req: Hello) -> Result<Repl
 /// # Register
 /// - Only before login.
 /// - The key must be an RSA SubjectPublicKeyInfo of 2048–4096 bits with e = 65537.
+/// - A valid request takes one registration from the client address's quota and the
+///   server's (taken or not, the name costs one).
 /// - Usernames are unique ignoring case; a taken name leaves the existing account as is.
 ///
 /// # Errors
 /// [`HandlerError::InvalidState`], [`HandlerError::InvalidInput`],
-/// [`HandlerError::UsernameTaken`], store failures.
+/// [`HandlerError::Throttled`] (a quota is used up), [`HandlerError::UsernameTaken`],
+/// store failures.
 pub async fn register(
     state: &AppState,
     conn: &Connection,
@@ -66,6 +69,7 @@ pub async fn register(
     }
     keys::public_from_der(&req.public_key)
         .map_err(|e| HandlerError::InvalidInput(e.to_string()))?;
+    state.limits.registrations.take(conn.address)?;
     let record = UserRecord {
         username: req.username.clone(),
         public_key: req.public_key,

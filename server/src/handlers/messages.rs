@@ -11,8 +11,11 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use rsa::traits::PublicKeyParts;
+use shared::crypto::keys;
 use shared::protocol::{
-    codec, DeliveryHead, Envelope, FetchHistory, Reply, SendAck, SendMessage, MAX_ROOM_MEMBERS,
+    codec, DeliveredMessage, DeliveryHead, Envelope, FetchHistory, Reply, SendAck, SendMessage,
+    MAX_FRAME_BYTES, MAX_ROOM_MEMBERS,
 };
 use shared::Username;
 use tokio::sync::oneshot;
@@ -21,7 +24,25 @@ use super::rooms::history_page;
 use super::{hub_gone, member_info, now_ms, AppState};
 use crate::error::HandlerError;
 use crate::hub::{ConnId, PushFrame};
-use crate::store::{NewMessage, PendingAppend, StoreError};
+use crate::store::{NewMessage, PendingAppend, StoreError, UserRecord};
+
+/// The bytes a history page may give its messages: a frame less room for the reply's
+/// other fields, of which a snapshot's member list is the largest (up to
+/// `MAX_ROOM_MEMBERS` members with keys of up to 4096 bits, about 170 KiB).
+pub const PAGE_BUDGET: usize = MAX_FRAME_BYTES - 256 * 1024;
+
+/// An upper bound on the bytes one copy adds to a history page, or makes up of its push
+/// frame: the copy, every recipient's name, and 256 bytes for the other fields (room,
+/// sender, ids, times, length prefixes and tags take under 200).
+pub fn copy_bound(copy: &Envelope, recipients: usize, names: usize) -> usize {
+    copy.ciphertext.len() + copy.wrapped_key.len() + names + recipients * 8 + 256
+}
+
+/// [`copy_bound`] of a delivered message.
+pub fn delivered_bound(m: &DeliveredMessage) -> usize {
+    let names = m.recipients.iter().map(|r| r.as_str().len()).sum();
+    copy_bound(&m.envelope, m.recipients.len(), names)
+}
 
 /// A send that passed its checks and is queued in the store, in order behind the
 /// connection's earlier sends. [`complete`](Self::complete) finishes it.
@@ -89,9 +110,12 @@ impl Drop for DeliveryTurn {
 }
 
 /// # SendMessage, first half
+/// - The copies must pass the size checks (see the module docs); they are made before
+///   anything is read.
 /// - The sender must be a member.
 /// - The envelopes' recipients must equal the member set exactly (each member once);
 ///   otherwise `RecipientMismatch` lists the current members with their keys.
+/// - Each wrapped key must be as long as its recipient's current key's modulus.
 /// - The message is then queued in the store, which fixes its place in the room's order;
 ///   the connection may go on to its next request while it is written.
 ///
@@ -109,20 +133,22 @@ pub async fn queue_send(
             "at most {MAX_ROOM_MEMBERS} envelopes per message"
         )));
     }
-    let members = match state.store.member_names(&req.room).await {
+    check_sizes(&req.envelopes, state.limits.max_message_bytes)?;
+    let members = match state.store.members(&req.room).await {
         Ok(m) => m,
         Err(StoreError::NotFound) => return Err(HandlerError::NotAMember),
         Err(e) => return Err(e.into()),
     };
-    if !members.iter().any(|m| m.same_as(user)) {
+    let names: Vec<Username> = members.iter().map(|m| m.username.clone()).collect();
+    if !names.iter().any(|m| m.same_as(user)) {
         return Err(HandlerError::NotAMember);
     }
-    if !names_each_once(&members, &req.envelopes) {
-        let members = state.store.members(&req.room).await?;
+    if !names_each_once(&names, &req.envelopes) {
         return Err(HandlerError::RecipientMismatch(
             members.iter().map(member_info).collect(),
         ));
     }
+    check_wrapped_keys(&members, &req.envelopes)?;
 
     let message = NewMessage {
         room: req.room,
@@ -141,6 +167,58 @@ pub async fn queue_send(
         stored,
         turn,
     })
+}
+
+/// The size checks on a message's copies that need nothing but the copies.
+///
+/// # Errors
+/// [`HandlerError::InvalidInput`] saying which rule a copy breaks.
+fn check_sizes(copies: &[Envelope], max_ciphertext: usize) -> Result<(), HandlerError> {
+    let refuse = |why: String| Err(HandlerError::InvalidInput(why));
+    let Some(first) = copies.first() else {
+        return Ok(());
+    };
+    let length = first.ciphertext.len();
+    if length > max_ciphertext {
+        return refuse(format!(
+            "a copy's ciphertext is {length} bytes; this server takes at most {max_ciphertext}"
+        ));
+    }
+    if copies.iter().any(|c| c.ciphertext.len() != length) {
+        return refuse("all copies of a message must have ciphertexts of one length".into());
+    }
+    let names = copies.iter().map(|c| c.recipient.as_str().len()).sum();
+    if copies
+        .iter()
+        .any(|c| copy_bound(c, copies.len(), names) > PAGE_BUDGET)
+    {
+        return refuse("the message is too large to deliver in one frame".into());
+    }
+    Ok(())
+}
+
+/// Checks that each copy's wrapped key is exactly as long as its recipient's modulus (an
+/// RSA-OAEP ciphertext always is). `copies` name each of `members` once.
+///
+/// # Errors
+/// [`HandlerError::InvalidInput`] naming the first recipient whose key size is wrong;
+/// [`HandlerError::Internal`] if a stored key does not parse.
+fn check_wrapped_keys(members: &[UserRecord], copies: &[Envelope]) -> Result<(), HandlerError> {
+    for copy in copies {
+        let Some(member) = members.iter().find(|m| m.username.same_as(&copy.recipient)) else {
+            continue;
+        };
+        let modulus = keys::public_from_der(&member.public_key)
+            .map_err(|e| HandlerError::Internal(format!("stored key unusable: {e}")))?
+            .size();
+        if copy.wrapped_key.len() != modulus {
+            return Err(HandlerError::InvalidInput(format!(
+                "the wrapped key for {} must be {modulus} bytes, the size of their key",
+                copy.recipient
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Whether `copies` go to every one of `members` exactly once (names compare

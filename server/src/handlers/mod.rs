@@ -24,6 +24,9 @@ use shared::{ServerId, Username};
 
 use crate::error::HandlerError;
 use crate::hub::{ConnId, Fanout, Registration};
+use crate::limits::address::ClientAddress;
+use crate::limits::Limits;
+use crate::passwords::Hasher;
 use crate::store::{Store, UserRecord};
 
 /// What every connection shares: the store, the hub and the settings handlers need.
@@ -36,6 +39,10 @@ pub struct AppState {
     pub challenge_ttl: Duration,
     /// This server's identity, announced in `HelloAck` and signed by every login proof.
     pub server_id: ServerId,
+    /// Where room passwords are hashed and checked (a bounded pool).
+    pub passwords: Hasher,
+    /// Quotas and throttles.
+    pub limits: Limits,
 }
 
 /// Where a connection is in the login exchange.
@@ -64,6 +71,8 @@ pub enum Auth {
 pub struct Connection {
     /// This connection's id.
     pub id: ConnId,
+    /// The client's address, as the per-address limits count it.
+    pub address: ClientAddress,
     /// Whether `Hello` has been exchanged.
     pub greeted: bool,
     /// Login progress.
@@ -78,9 +87,10 @@ pub struct Connection {
 
 impl Connection {
     /// A fresh, unauthenticated connection.
-    pub fn new(id: ConnId, registration: Registration) -> Self {
+    pub fn new(id: ConnId, address: ClientAddress, registration: Registration) -> Self {
         Self {
             id,
+            address,
             greeted: false,
             auth: Auth::Anonymous,
             registration: Some(registration),

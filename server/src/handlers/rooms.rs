@@ -5,11 +5,12 @@
 //! them "no such room" and "wrong password" are the same error and take the same time.
 
 use shared::protocol::{
-    CreateRoom, HistoryPage, JoinRoom, LeaveRoom, Left, ListRooms, Push, Reply, RoomList,
-    RoomSnapshot, RoomSummary, MAX_HISTORY_PAGE, MAX_ROOM_LIST_PAGE,
+    CreateRoom, DeliveredMessage, HistoryPage, JoinRoom, LeaveRoom, Left, ListRooms, Push, Reply,
+    RoomList, RoomSnapshot, RoomSummary, MAX_HISTORY_PAGE, MAX_ROOM_LIST_PAGE,
 };
 use shared::{RoomName, Username};
 
+use super::messages::{delivered_bound, PAGE_BUDGET};
 use super::{encode_push, hub_gone, member_info, now_ms, AppState};
 use crate::error::HandlerError;
 use crate::hub::ConnId;
@@ -83,20 +84,32 @@ pub async fn list(
 
 /// # CreateRoom
 /// Creates the room with the caller as owner and first member. A password is stored only
-/// as an argon2id hash.
+/// as an argon2id hash. The cheap checks come before the hash: the password's length, the
+/// caller's room quota (`--rooms-per-user` rooms created), and whether the name is taken.
 ///
 /// # Errors
-/// [`HandlerError::RoomExists`], [`HandlerError::InvalidInput`], store failures.
+/// [`HandlerError::RoomExists`], [`HandlerError::InvalidInput`],
+/// [`HandlerError::QuotaExceeded`], [`HandlerError::Busy`] (the argon2 pool is full),
+/// store failures.
 pub async fn create(
     state: &AppState,
     user: &Username,
     req: CreateRoom,
 ) -> Result<Reply, HandlerError> {
+    if let Some(pw) = &req.password {
+        passwords::validate(pw)?;
+    }
+    let quota = state.limits.rooms_per_user;
+    if state.store.owned_room_count(user).await? >= quota {
+        return Err(HandlerError::QuotaExceeded(format!(
+            "you have created the most rooms one user may ({quota})"
+        )));
+    }
+    if state.store.find_room(&req.name).await?.is_some() {
+        return Err(HandlerError::RoomExists);
+    }
     let password_hash = match req.password {
-        Some(pw) => {
-            passwords::validate(&pw)?;
-            Some(passwords::hash(pw).await?)
-        }
+        Some(pw) => Some(state.passwords.hash(pw).await?),
         None => None,
     };
     let record = RoomRecord {
@@ -123,10 +136,39 @@ pub async fn create(
 /// - The snapshot carries all members with keys and the newest `history_limit` messages
 ///   the caller has copies of.
 ///
+/// Before anything is looked up or hashed: a password longer than `MAX_PASSWORD_BYTES`
+/// is refused, and so is a join while the caller's failed joins of this room (or of any)
+/// have them waiting (see [`crate::limits::joins`]). A `RoomUnavailable` or
+/// `WrongPassword` answer counts as a failure; a successful join clears the room's.
+///
 /// # Errors
 /// [`HandlerError::RoomUnavailable`] (missing room; wrong or missing password for a hidden
-/// room), [`HandlerError::WrongPassword`] (public room), store failures.
+/// room), [`HandlerError::WrongPassword`] (public room), [`HandlerError::InvalidInput`],
+/// [`HandlerError::Throttled`], [`HandlerError::Busy`] (the argon2 pool is full), store
+/// failures.
 pub async fn join(
+    state: &AppState,
+    conn: ConnId,
+    user: &Username,
+    req: JoinRoom,
+) -> Result<Reply, HandlerError> {
+    passwords::check_length(req.password.as_deref())?;
+    let joins = &state.limits.joins;
+    joins.check(user, &req.name)?;
+    let name = req.name.clone();
+    let outcome = join_unthrottled(state, conn, user, req).await;
+    match &outcome {
+        Ok(_) => joins.succeeded(user, &name),
+        Err(HandlerError::RoomUnavailable | HandlerError::WrongPassword) => {
+            joins.failed(user, &name);
+        }
+        Err(_) => {}
+    }
+    outcome
+}
+
+/// [`join`] past its entry checks.
+async fn join_unthrottled(
     state: &AppState,
     conn: ConnId,
     user: &Username,
@@ -136,7 +178,10 @@ pub async fn join(
         // Spend the time a password check costs, so that timing does not tell a missing
         // room from a hidden, password-protected one (whose check runs even without a
         // password given).
-        passwords::verify(None, req.password.unwrap_or_default()).await?;
+        state
+            .passwords
+            .verify(None, req.password.unwrap_or_default())
+            .await?;
         return Err(HandlerError::RoomUnavailable);
     };
     let is_member = state
@@ -148,7 +193,7 @@ pub async fn join(
     if !is_member {
         if let Some(hash) = &room.password_hash {
             let given = req.password.clone().unwrap_or_default();
-            if !passwords::verify(Some(hash.clone()), given).await? {
+            if !state.passwords.verify(Some(hash.clone()), given).await? {
                 return Err(if room.hidden {
                     HandlerError::RoomUnavailable
                 } else {
@@ -249,8 +294,21 @@ async fn snapshot(
     })
 }
 
-/// Reads one page of `user`'s history in `room`, capped at `MAX_HISTORY_PAGE` messages
-/// and trimmed (oldest first) so the reply fits in one frame.
+/// Store reads one history request may make while every message it finds is too large for
+/// a page (copies stored before sizes were checked) or the store's bounded scan found none.
+const MAX_PAGE_READS: usize = 4;
+
+/// Reads one page of `user`'s history in `room`: at most `limit` (capped at
+/// `MAX_HISTORY_PAGE`) of their newest messages older than `before_seq`, within
+/// [`PAGE_BUDGET`] bytes, so the reply fits in one frame.
+///
+/// A page never stops a client from paging further: a page trimmed to fit has `has_more`,
+/// and the client goes on below its oldest message; a message too large for any page on
+/// its own (possible only for copies stored before sizes were checked) is left out and
+/// logged, and the page reads on past it. A page is empty with `has_more` never: when
+/// [`MAX_PAGE_READS`] reads find nothing that fits (a gap longer than the store scans in
+/// that many reads), the page is empty and says no more follow, since the protocol has no
+/// field yet to tell the client where to go on.
 ///
 /// # Errors
 /// Store failures.
@@ -262,44 +320,57 @@ pub async fn history_page(
     limit: u16,
 ) -> Result<HistoryPage, HandlerError> {
     let limit = limit.min(MAX_HISTORY_PAGE);
-    if limit == 0 {
-        let has_more = !state
-            .store
-            .history_for(room, user, before_seq, 1)
-            .await?
-            .messages
-            .is_empty();
-        return Ok(HistoryPage {
-            room: room.clone(),
-            messages: Vec::new(),
-            has_more,
-        });
-    }
-    let slice = state
-        .store
-        .history_for(room, user, before_seq, usize::from(limit))
-        .await?;
-    let mut messages = slice.messages;
-    let mut has_more = slice.has_more;
-    // Leave room for the frame's other fields.
-    let budget = shared::protocol::MAX_FRAME_BYTES - 64 * 1024;
-    let mut total = 0usize;
-    let mut keep_from = messages.len();
-    for (i, m) in messages.iter().enumerate().rev() {
-        let names: usize = m.recipients.iter().map(|r| r.as_str().len() + 8).sum();
-        total += m.envelope.ciphertext.len() + m.envelope.wrapped_key.len() + names + 256;
-        if total > budget {
-            break;
-        }
-        keep_from = i;
-    }
-    if keep_from > 0 {
-        messages.drain(..keep_from);
-        has_more = true;
-    }
-    Ok(HistoryPage {
+    let page = |messages, has_more| HistoryPage {
         room: room.clone(),
         messages,
         has_more,
-    })
+    };
+    if limit == 0 {
+        let probe = state.store.history_for(room, user, before_seq, 1).await?;
+        return Ok(page(
+            Vec::new(),
+            probe.has_more || !probe.messages.is_empty(),
+        ));
+    }
+    let mut before = before_seq;
+    for _ in 0..MAX_PAGE_READS {
+        let slice = state
+            .store
+            .history_for(room, user, before, usize::from(limit))
+            .await?;
+        let (messages, trimmed) = fit(slice.messages);
+        if !messages.is_empty() || !slice.has_more {
+            return Ok(page(messages, slice.has_more || trimmed));
+        }
+        match slice.next_before {
+            Some(next) => before = Some(next),
+            None => return Ok(page(Vec::new(), false)),
+        }
+    }
+    tracing::warn!(room = %room, user = %user, ?before, "history: nothing deliverable within the scan bound; reporting no more");
+    Ok(page(Vec::new(), false))
+}
+
+/// The newest of `messages` (ascending by seq) whose sizes add up to at most
+/// [`PAGE_BUDGET`], leaving out any message too large for a page on its own; and whether
+/// older ones were left out for want of room.
+fn fit(mut messages: Vec<DeliveredMessage>) -> (Vec<DeliveredMessage>, bool) {
+    let mut kept = Vec::with_capacity(messages.len());
+    let mut total = 0usize;
+    let mut trimmed = false;
+    while let Some(m) = messages.pop() {
+        let size = delivered_bound(&m);
+        if size > PAGE_BUDGET {
+            tracing::warn!(room = %m.room, seq = m.seq, size, "a stored copy is too large for any history page; left out");
+            continue;
+        }
+        if total + size > PAGE_BUDGET {
+            trimmed = true;
+            break;
+        }
+        total += size;
+        kept.push(m);
+    }
+    kept.reverse();
+    (kept, trimmed)
 }

@@ -89,6 +89,7 @@ macro_rules! conformance_tests {
             key_history_of_unknown_user_not_found,
             create_room_makes_owner_member,
             duplicate_room_name_rejected,
+            owned_rooms_are_counted,
             find_room_ignores_case,
             public_listing_hides_hidden_rooms_and_sorts,
             room_listing_pages_after_a_name,
@@ -474,6 +475,36 @@ pub async fn create_room_makes_owner_member(store: &dyn Store) {
     assert_eq!(
         found.and_then(|r| r.password_hash),
         Some("$argon2id$v=19$stub".into())
+    );
+}
+
+/// Every room a user created counts as theirs, in any case of their name, also after they
+/// left it; a refused duplicate does not count.
+pub async fn owned_rooms_are_counted(store: &dyn Store) {
+    create_users(store, &["Alice", "bob"]).await;
+    assert_eq!(
+        store.owned_room_count(&name("alice")).await.expect("count"),
+        0
+    );
+    create_room(store, "one", "Alice").await;
+    create_room(store, "two", "Alice").await;
+    create_room(store, "three", "bob").await;
+    let _ = store.create_room(room("ONE", "Alice", false)).await;
+    assert!(store
+        .remove_member(&room_name("two"), &name("alice"))
+        .await
+        .expect("leave"));
+    assert_eq!(
+        store.owned_room_count(&name("ALICE")).await.expect("count"),
+        2
+    );
+    assert_eq!(
+        store.owned_room_count(&name("bob")).await.expect("count"),
+        1
+    );
+    assert_eq!(
+        store.owned_room_count(&name("carol")).await.expect("count"),
+        0
     );
 }
 

@@ -34,6 +34,7 @@
 //! | `messages`     | (room, seq)                      | id, sender, server time and every copy |
 //! | `member_first_seq` | (room, user)                 | first seq the member can hold      |
 //! | `key_history`  | (user, rotation number)          | an encoded [`RotationCertificate`] |
+//! | `owned_rooms`  | (owner, room)                    | `()`: counts a user's rooms for the rooms-per-user quota |
 //!
 //! The server id is generated in the transaction that creates the tables, so a data
 //! directory has one id from its first open on (a directory made by an older version gets
@@ -77,6 +78,13 @@ use super::{
 /// The adapter's name in errors, logs and `/health`.
 const STORE: &str = "embedded";
 
+/// Messages one `history_for` call looks at, at most (and [`HISTORY_SCAN_BYTES`] of them):
+/// the bound on one history request's reading, whatever gaps the recipient's history has.
+const HISTORY_SCAN_ENTRIES: usize = 4096;
+
+/// Stored bytes one `history_for` call reads, at most (a message may hold 4 MiB of copies).
+const HISTORY_SCAN_BYTES: usize = 64 * 1024 * 1024;
+
 /// The database file inside the data directory.
 const DB_FILE: &str = "chat.redb";
 
@@ -95,6 +103,10 @@ const MESSAGE_IDS: TableDefinition<(&str, &[u8; 16]), u64> = TableDefinition::ne
 const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
 const FIRST_SEQ: TableDefinition<(&str, &str), u64> = TableDefinition::new("member_first_seq");
 const KEY_HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("key_history");
+const OWNED_ROOMS: TableDefinition<(&str, &str), ()> = TableDefinition::new("owned_rooms");
+/// Set once `owned_rooms` holds every room: a data directory made before the table
+/// existed has it filled from `rooms` on its first open by this version.
+const OWNED_ROOMS_FILLED_KEY: &str = "owned_rooms_filled";
 
 /// A message as `messages` stores it: its metadata and every recipient's copy.
 #[derive(Serialize)]
@@ -222,6 +234,10 @@ impl EmbeddedStore {
             txn.open_table(MESSAGES).map_err(backend)?;
             txn.open_table(FIRST_SEQ).map_err(backend)?;
             txn.open_table(KEY_HISTORY).map_err(backend)?;
+            if meta.get(OWNED_ROOMS_FILLED_KEY).map_err(backend)?.is_none() {
+                fill_owned_rooms(txn)?;
+                meta.insert(OWNED_ROOMS_FILLED_KEY, 1).map_err(backend)?;
+            }
             Ok(())
         })?;
         let db = Arc::new(db);
@@ -484,8 +500,30 @@ impl Store for EmbeddedStore {
             rooms
                 .insert(room_key.as_str(), room_bytes.as_slice())
                 .map_err(backend)?;
+            txn.open_table(OWNED_ROOMS)
+                .map_err(backend)?
+                .insert((owner_key.as_str(), room_key.as_str()), ())
+                .map_err(backend)?;
             let owner = display_username(txn, &owner_key, room.owner)?;
             insert_membership(txn, &room_key, &owner_key, &owner, &room_name)
+        })
+        .await
+    }
+
+    async fn owned_room_count(&self, owner: &Username) -> Result<usize, StoreError> {
+        let owner_key = owner.canonical();
+        self.read(move |txn| {
+            let owned = txn.open_table(OWNED_ROOMS).map_err(backend)?;
+            let upper = successor(&owner_key);
+            let mut count = 0;
+            for entry in owned
+                .range((owner_key.as_str(), "")..(upper.as_str(), ""))
+                .map_err(backend)?
+            {
+                entry.map_err(backend)?;
+                count += 1;
+            }
+            Ok(count)
         })
         .await
     }
@@ -677,6 +715,7 @@ impl Store for EmbeddedStore {
         let empty = HistorySlice {
             messages: Vec::new(),
             has_more: false,
+            next_before: None,
         };
         if before_seq == Some(0) {
             return Ok(empty);
@@ -702,25 +741,38 @@ impl Store for EmbeddedStore {
             };
             let mut page = Vec::new();
             let mut has_more = false;
+            let mut next_before = None;
+            // The walk is bounded: a member back after a long absence has a long run of
+            // messages without a copy for them, and one request must not read it all.
+            let (mut entries, mut bytes) = (0usize, 0usize);
             let walk = messages
                 .range((Bound::Included((r, floor)), upper))
                 .map_err(backend)?
                 .rev();
             for entry in walk {
                 let (key, value) = entry.map_err(backend)?;
+                let seq = key.value().1;
+                if entries == HISTORY_SCAN_ENTRIES || bytes >= HISTORY_SCAN_BYTES {
+                    has_more = true;
+                    next_before = Some(seq.saturating_add(1));
+                    break;
+                }
                 let stored = value.value();
+                entries += 1;
+                bytes += stored.len();
                 let message: MessageView<'_> = decode(stored)?;
                 let Some(envelope) = message.copy_for(u)? else {
                     continue;
                 };
                 if page.len() == limit {
                     has_more = true;
+                    next_before = Some(seq.saturating_add(1));
                     break;
                 }
                 let recipients = message.recipients()?;
                 page.push(DeliveredMessage {
                     room: room_name.clone(),
-                    seq: key.value().1,
+                    seq,
                     message_id: message.message_id,
                     sender: message.sender,
                     server_time_ms: message.server_time_ms,
@@ -732,10 +784,25 @@ impl Store for EmbeddedStore {
             Ok(HistorySlice {
                 messages: page,
                 has_more,
+                next_before,
             })
         })
         .await
     }
+}
+
+/// Fills `owned_rooms` from `rooms` (for a data directory made before it existed).
+fn fill_owned_rooms(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let rooms = txn.open_table(ROOMS).map_err(backend)?;
+    let mut owned = txn.open_table(OWNED_ROOMS).map_err(backend)?;
+    for entry in rooms.iter().map_err(backend)? {
+        let (key, value) = entry.map_err(backend)?;
+        let room: RoomRecord = decode(value.value())?;
+        owned
+            .insert((room.owner.canonical().as_str(), key.value()), ())
+            .map_err(backend)?;
+    }
+    Ok(())
 }
 
 /// The display form of `user_key`: the registered account's, or `fallback` when the user

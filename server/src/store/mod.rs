@@ -150,6 +150,10 @@ pub struct HistorySlice {
     pub messages: Vec<DeliveredMessage>,
     /// Whether the recipient has older messages before the first one here.
     pub has_more: bool,
+    /// With `has_more`: the `before_seq` a further read continues from (the lowest seq the
+    /// store looked at). A store that bounds its scan may stop before the page is full,
+    /// even with no messages; this is then the way on.
+    pub next_before: Option<u64>,
 }
 
 /// A message the store has taken and placed in its room's order, on its way to durable
@@ -258,6 +262,10 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError::AlreadyExists`] if the name is taken, ignoring case.
     async fn create_room(&self, room: RoomRecord) -> Result<(), StoreError>;
 
+    /// How many rooms `owner` created (rooms are never deleted, so this counts every room
+    /// they ever created, whether they are still a member or not).
+    async fn owned_room_count(&self, owner: &Username) -> Result<usize, StoreError>;
+
     /// Looks a room up by name, ignoring case.
     async fn find_room(&self, name: &RoomName) -> Result<Option<RoomRecord>, StoreError>;
 
@@ -316,7 +324,8 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// Up to `limit` of the newest messages in `room` with `seq < before_seq` (all, when
-    /// `None`) that have a copy for `recipient`, in ascending order.
+    /// `None`) that have a copy for `recipient`, in ascending order. A store may bound the
+    /// work one call does and return fewer (see [`HistorySlice::next_before`]).
     async fn history_for(
         &self,
         room: &RoomName,

@@ -37,6 +37,7 @@
 //! | `rooms`    | `name_ci_unique`        | `name`, collation `en` strength 2        | unique room name, ignoring case (besides `_id`) |
 //! | `rooms`    | `public_by_name`        | `hidden, _id`                            | `list_public_rooms`: a page is an `_id` range after the last name, in order |
 //! | `rooms`    | `members_user`          | `members.user, _id`                      | `rooms_of` (multikey) |
+//! | `rooms`    | `owner_ci`              | `owner`, collation `en` strength 2       | `owned_room_count` (the rooms-per-user quota) |
 //! | `messages` | `room_seq_unique`       | `room, seq` (unique)                     | history by room and time; the next sequence number |
 //! | `messages` | `room_message_id_unique`| `room, message_id` (unique)              | one message per sender-chosen id per room |
 //! | `messages` | `room_recipient_seq`    | `room, copies.recipient, seq: -1`        | recipient-scoped history pages |
@@ -369,6 +370,12 @@ impl MongoStore {
                     false,
                     None,
                 ),
+                index(
+                    doc! { "owner": 1 },
+                    "owner_ci",
+                    false,
+                    Some(case_insensitive()),
+                ),
             ])
             .await?;
         self.messages
@@ -607,6 +614,16 @@ impl Store for MongoStore {
         Ok(())
     }
 
+    async fn owned_room_count(&self, owner: &Username) -> Result<usize, StoreError> {
+        let count = self
+            .rooms
+            .count_documents(doc! { "owner": owner.as_str() })
+            .collation(case_insensitive())
+            .await
+            .map_err(map_err)?;
+        Ok(usize::try_from(count).unwrap_or(usize::MAX))
+    }
+
     async fn find_room(&self, name: &RoomName) -> Result<Option<RoomRecord>, StoreError> {
         self.rooms
             .find_one(doc! { "_id": name.canonical() })
@@ -816,7 +833,12 @@ impl Store for MongoStore {
             .map(delivered_from_doc)
             .collect::<Result<Vec<_>, _>>()?;
         messages.reverse();
-        Ok(HistorySlice { messages, has_more })
+        let next_before = has_more.then(|| messages.first().map(|m| m.seq)).flatten();
+        Ok(HistorySlice {
+            messages,
+            has_more,
+            next_before,
+        })
     }
 }
 

@@ -9,12 +9,14 @@
 //! - Only binary frames are accepted; each is one `ClientFrame`. An undecodable frame gets
 //!   a `MalformedFrame` error and the connection carries on; an oversized one gets
 //!   `FrameTooLarge` and the connection is closed (the stream cannot be resynchronised).
-//! - Requests are handled in order by [`handlers::dispatch`], after a per-connection rate
-//!   limit (governor); requests over it get `RateLimited`. A send is checked and queued in
+//! - Every data frame, decodable or not (text frames too), takes a turn of a
+//!   per-connection rate limit (governor); frames over it get `RateLimited` and nothing
+//!   else is done with them. Requests are handled in order by [`handlers::dispatch`]. A send is checked and queued in
 //!   the store in order, then completed (durable, delivered, acknowledged) by a task of its
 //!   own while the loop reads on, up to [`MAX_SENDS_IN_FLIGHT`] at a time; so a `Sent`
 //!   reply may come after the replies to later requests. Replies name their request.
 //! - A peer silent for three heartbeat intervals is dropped.
+//! - A connection not logged in within the login deadline is closed with 1008.
 //! - If the hub drops the connection because its queue is full, the client is closed with
 //!   a policy-violation close ("too slow").
 //! - If the hub ends it because the user's key was rotated on another connection, the
@@ -40,6 +42,8 @@ use tracing::Instrument;
 use crate::error::HandlerError;
 use crate::handlers::{self, AppState, Connection, Handled};
 use crate::hub::{ConnId, Eviction, PushFrame, Registration};
+use crate::limits::address::ClientAddress;
+use crate::limits::connections::ConnectionSlot;
 use crate::ws::outbound::Outbound;
 
 /// Settings a session needs from the configuration.
@@ -55,6 +59,8 @@ pub struct SessionSettings {
     /// virtual machine traps to the hypervisor, about 2.5 % of a login's CPU when each
     /// connection made its own.
     pub clock: QuantaClock,
+    /// How long a new connection has to log in before it is closed.
+    pub login_deadline: Duration,
 }
 
 /// Sends one connection may have queued in the store and not yet completed. More lets
@@ -91,6 +97,10 @@ fn evicted_close(why: Eviction) -> Exit {
 pub struct Ends {
     /// The connection's id.
     pub conn_id: ConnId,
+    /// The client's address.
+    pub address: ClientAddress,
+    /// The connection's place in its address's count, held for as long as it lives.
+    pub slot: ConnectionSlot,
     /// Where the session writes replies and control frames.
     pub outbound: Outbound,
     /// The push queue's sender, handed to the hub at login.
@@ -110,6 +120,8 @@ pub async fn run(
 ) {
     let Ends {
         conn_id,
+        address,
+        slot,
         outbound,
         pushes,
         evicted,
@@ -117,6 +129,7 @@ pub async fn run(
     let (told, mut why) = oneshot::channel();
     let mut conn = Connection::new(
         conn_id,
+        address,
         Registration {
             pushes,
             evicted: told,
@@ -140,6 +153,8 @@ pub async fn run(
     );
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
+    let login_deadline = tokio::time::sleep(settings.login_deadline);
+    tokio::pin!(login_deadline);
     let exit = loop {
         tokio::select! {
             biased;
@@ -152,6 +167,10 @@ pub async fn run(
                     break evicted_close(told);
                 }
             }
+            () = &mut login_deadline, if !conn.is_authenticated() => {
+                tracing::debug!("not logged in before the deadline; closing");
+                break close(CloseCode::Policy, "login deadline passed");
+            }
             inbound = stream.next() => {
                 last_heard = Instant::now();
                 match inbound {
@@ -162,7 +181,11 @@ pub async fn run(
                         }
                     }
                     Some(Ok(AggregatedMessage::Text(_))) => {
-                        let err = error_frame(None, ErrorCode::MalformedFrame, "text frames are not accepted; send binary frames", None);
+                        let err = if limiter.check().is_err() {
+                            rate_limited(None)
+                        } else {
+                            error_frame(None, ErrorCode::MalformedFrame, "text frames are not accepted; send binary frames", None)
+                        };
                         if send(&outbound, err).await.is_err() { break Exit::PeerClosed; }
                     }
                     Some(Ok(AggregatedMessage::Ping(p))) => {
@@ -193,6 +216,7 @@ pub async fn run(
     };
 
     outbound.drop_queued_pushes();
+    drop(slot);
     if let Ok(user) = conn.user() {
         let _ = state.hub.disconnect(conn.id, user.canonical()).await;
     }
@@ -210,7 +234,14 @@ async fn handle_frame(
     sends: &Arc<Semaphore>,
     bytes: &[u8],
 ) -> Option<Exit> {
-    let frame = match codec::decode_client(bytes) {
+    let decoded = codec::decode_client(bytes);
+    // Every frame takes its turn, undecodable ones too: garbage costs a reply like any
+    // request, so it must not come for free.
+    if limiter.check().is_err() {
+        let request_id = decoded.as_ref().ok().map(|f| f.request_id);
+        return send(outbound, rate_limited(request_id)).await.err();
+    }
+    let frame = match decoded {
         Ok(frame) => frame,
         Err(e) => {
             let (code, text) = match &e {
@@ -223,15 +254,6 @@ async fn handle_frame(
         }
     };
     let request_id = frame.request_id;
-    if limiter.check().is_err() {
-        let (code, message, _) = HandlerError::RateLimited.to_wire();
-        return send(
-            outbound,
-            error_frame(Some(request_id), code, &message, None),
-        )
-        .await
-        .err();
-    }
     // Every request takes a permit; a queued send keeps it until it completes, so a
     // connection has at most MAX_SENDS_IN_FLIGHT sends in flight, and past that the loop
     // stops reading its frames.
@@ -303,6 +325,12 @@ fn encode_reply(request_id: RequestId, reply: Reply) -> Bytes {
             )
         }
     }
+}
+
+/// The `RateLimited` error for a frame over the connection's rate.
+fn rate_limited(request_id: Option<RequestId>) -> Bytes {
+    let (code, message, _) = HandlerError::RateLimited.to_wire();
+    error_frame(request_id, code, &message, None)
 }
 
 fn error_frame(

@@ -217,6 +217,8 @@ async fn flood_a_client_that_stopped_reading(heartbeat_secs: u64) -> Firehose {
     config.outbound_queue = 16;
     config.requests_per_sec = 10_000;
     config.heartbeat_secs = heartbeat_secs;
+    // Large copies fill the queue in few frames.
+    config.max_message_bytes = 512 * 1024;
     let server = TestServer::start_with(config).await;
     let url = server.ws_url();
     let (ka, kb) = (test_key(0), test_key(1));
