@@ -16,8 +16,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use server::config::Config;
 use server::handlers::{dispatch, AppState, Auth, Connection, Handled};
-use server::hub::{HubHandle, Registration};
+use server::hub::Registration;
+use server::limits::address::ClientAddress;
+use server::startup::app_state;
 use server::store::embedded::EmbeddedStore;
 use server::store::{Store, UserRecord};
 use shared::crypto::message::SignedMessage;
@@ -154,7 +157,8 @@ impl Session {
         self.runtime.block_on(async move {
             let (pushes, _queued) = tokio::sync::mpsc::channel(1024);
             let (evicted, _why) = tokio::sync::oneshot::channel();
-            let mut conn = Connection::new(id, Registration { pushes, evicted });
+            let address = ClientAddress::of(std::net::IpAddr::from([127, 0, 0, 1]));
+            let mut conn = Connection::new(id, address, Registration { pushes, evicted });
             conn.greeted = true;
             if mode % 2 == 1 {
                 conn.auth = Auth::Authenticated {
@@ -215,13 +219,8 @@ async fn fresh_state() -> (Arc<AppState>, tempfile::TempDir) {
         })
         .await
         .expect("the fuzzing user registers");
-    let (hub, _task) = HubHandle::spawn();
-    let state = AppState {
-        store: Arc::new(store),
-        hub: Arc::new(hub),
-        challenge_ttl: Duration::from_secs(60),
-        server_id,
-    };
+    let config = Config::for_tests(dir.path().to_path_buf());
+    let state = app_state(&config, Arc::new(store), server_id).expect("a server state");
     (Arc::new(state), dir)
 }
 

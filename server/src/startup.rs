@@ -21,6 +21,7 @@ use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use anyhow::Context;
 use governor::clock::QuantaClock;
 use shared::protocol::MAX_FRAME_BYTES;
+use shared::ServerId;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, StoreChoice};
@@ -124,31 +125,7 @@ impl Application {
             .with_context(|| format!("cannot bind {}:{}", config.bind, config.port))?;
         let port = listener.local_addr()?.port();
         let backend = store.backend();
-        let (hub, _hub_task) = HubHandle::spawn();
-        let at_least_one = |n: u32, name: &str| {
-            NonZeroU32::new(n).ok_or_else(|| anyhow::anyhow!("{name} must be at least 1"))
-        };
-        let limits = Limits {
-            registrations: RegistrationQuota::new(
-                at_least_one(
-                    config.registrations_per_address,
-                    "registrations-per-address",
-                )?,
-                at_least_one(config.registrations_total, "registrations-total")?,
-                config.registration_window(),
-            ),
-            joins: JoinThrottle::new(JoinBackoff::default()),
-            rooms_per_user: config.rooms_per_user,
-            max_message_bytes: config.max_message_bytes,
-        };
-        let state = Arc::new(AppState {
-            store: Arc::clone(&store),
-            hub: Arc::new(hub),
-            challenge_ttl: config.challenge_ttl(),
-            server_id,
-            passwords: Hasher::new(config.argon2_concurrency())?,
-            limits,
-        });
+        let state = Arc::new(app_state(&config, Arc::clone(&store), server_id)?);
         let settings = SessionSettings {
             heartbeat: config.heartbeat(),
             outbound_queue: config.outbound_queue,
@@ -332,4 +309,46 @@ pub async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
+}
+
+/// What every connection of a server built from `config` on `store` shares: the hub
+/// (spawned on the current runtime), the password pool and the quotas. The server builds
+/// its state here, and so do harnesses that drive the handlers without a socket (the
+/// fuzzer).
+///
+/// # Errors
+/// A limit configured as zero where at least one is needed, or a password pool that
+/// cannot start.
+pub fn app_state(
+    config: &Config,
+    store: Arc<dyn Store>,
+    server_id: ServerId,
+) -> anyhow::Result<AppState> {
+    let (hub, _hub_task) = HubHandle::spawn();
+    let limits = Limits {
+        registrations: RegistrationQuota::new(
+            at_least_one(
+                config.registrations_per_address,
+                "registrations-per-address",
+            )?,
+            at_least_one(config.registrations_total, "registrations-total")?,
+            config.registration_window(),
+        ),
+        joins: JoinThrottle::new(JoinBackoff::default()),
+        rooms_per_user: config.rooms_per_user,
+        max_message_bytes: config.max_message_bytes,
+    };
+    Ok(AppState {
+        store,
+        hub: Arc::new(hub),
+        challenge_ttl: config.challenge_ttl(),
+        server_id,
+        passwords: Hasher::new(config.argon2_concurrency())?,
+        limits,
+    })
+}
+
+/// `n` as a non-zero count, or an error naming the setting.
+fn at_least_one(n: u32, name: &str) -> anyhow::Result<NonZeroU32> {
+    NonZeroU32::new(n).ok_or_else(|| anyhow::anyhow!("{name} must be at least 1"))
 }
