@@ -336,13 +336,18 @@ impl Client {
     /// # Errors
     /// [`ClientError::NotLoggedIn`]; [`ClientError::RoomNotOpen`];
     /// [`ClientError::UntrustedKeys`] if a member's key changed and was not accepted;
-    /// [`ClientError::MembersAdded`]; [`ClientError::Server`] (`NotAMember`,
+    /// [`ClientError::MembersAdded`]; [`ClientError::MessageTooLarge`];
+    /// [`ClientError::Server`] (`NotAMember`,
     /// `RecipientMismatch` twice in a row, …); [`ClientError::Ledger`] if the counter
     /// cannot be saved; [`ClientError::Codec`] if the message is too large; connection
     /// errors.
     pub async fn send_text(&self, room: &RoomName, text: &str) -> Result<SendAck, ClientError> {
         let session = &self.inner.session;
         let identity = session.identity()?;
+        let max = self.inner.server.max_message_bytes;
+        if text.len() > usize::try_from(max).unwrap_or(usize::MAX) {
+            return Err(ClientError::MessageTooLarge { max });
+        }
         // Fail before a counter is used when the room cannot be sent to at all.
         session.recipients(room)?;
         // One id and one counter for both attempts: the first was refused, so it was
@@ -387,6 +392,14 @@ impl Client {
             let envelopes =
                 tokio::task::spawn_blocking(move || seal_message(&key, body, &recipients))
                     .await??;
+            // The copies carry the signature and the metadata too: check what is sent.
+            let max = self.inner.server.max_message_bytes;
+            if envelopes
+                .first()
+                .is_some_and(|c| c.ciphertext.len() > usize::try_from(max).unwrap_or(usize::MAX))
+            {
+                return Err(ClientError::MessageTooLarge { max });
+            }
             let result = self
                 .request(ClientMsg::SendMessage(SendMessage {
                     room: room.clone(),
@@ -607,7 +620,9 @@ impl std::fmt::Debug for Client {
 /// leaves it unknown whether the message was stored.
 fn refused_before_storing(error: &ClientError) -> bool {
     match error {
-        ClientError::MembersAdded { .. } | ClientError::UntrustedKeys { .. } => true,
+        ClientError::MembersAdded { .. }
+        | ClientError::UntrustedKeys { .. }
+        | ClientError::MessageTooLarge { .. } => true,
         ClientError::Server { code, .. } => matches!(
             code,
             ErrorCode::RecipientMismatch

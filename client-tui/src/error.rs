@@ -86,6 +86,13 @@ pub enum ClientError {
         /// Who was added.
         added: Vec<Username>,
     },
+    /// The message is larger than the server accepts (`HelloAck::max_message_bytes` for
+    /// one sealed copy); nothing was sent.
+    #[error("the message is too large: a sealed copy may hold at most {max} bytes")]
+    MessageTooLarge {
+        /// The server's limit for one sealed copy, in bytes.
+        max: u32,
+    },
     /// The server at this address announced another identity than on first contact:
     /// it may be another server. Login proofs would be signed for a server the user never
     /// chose, so the client refuses to go on.

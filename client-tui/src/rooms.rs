@@ -40,6 +40,9 @@ pub struct HistoryView {
     pub rejected: Vec<Rejection>,
     /// Whether older messages exist before this page.
     pub has_more: bool,
+    /// With `has_more`: the `before_seq` to fetch the page before this one with (the
+    /// server's word; a page may hold fewer messages than asked for, or none).
+    pub next_before: Option<u64>,
 }
 
 impl HistoryView {

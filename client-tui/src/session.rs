@@ -672,6 +672,7 @@ impl Session {
             messages: Vec::with_capacity(page.messages.len()),
             rejected: Vec::new(),
             has_more: page.has_more,
+            next_before: page.next_before_seq,
         };
         let (own_name, own_keys) = match self.own_keys() {
             Ok(keys) => keys,

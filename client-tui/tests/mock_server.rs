@@ -153,6 +153,7 @@ impl Peer {
                 server: "mock".into(),
                 server_id: MOCK_SERVER_ID,
                 max_frame_bytes: 1 << 20,
+                max_message_bytes: 65_536,
             }),
         )
         .await;
@@ -229,6 +230,7 @@ impl Peer {
                     room: room("general"),
                     messages: history,
                     has_more: false,
+                    next_before_seq: None,
                 },
             }),
         )

@@ -181,6 +181,7 @@ fn opened(r: &str, members: Vec<MemberView>, messages: Vec<DecryptedMessage>) ->
                 messages,
                 rejected: Vec::new(),
                 has_more: true,
+                next_before: None,
             },
         },
         focus: true,
@@ -590,6 +591,7 @@ fn unread_counts_errors_and_slash_commands() {
                 messages: Vec::new(),
                 rejected: Vec::new(),
                 has_more: false,
+                next_before: None,
             },
         },
         focus: false,
@@ -650,6 +652,7 @@ fn page_up_at_the_top_loads_older_messages() {
         messages: vec![message("den", 9, "bob", "earlier")],
         rejected: Vec::new(),
         has_more: false,
+        next_before: None,
     }));
     let screen = h.screen();
     let earlier = screen.find("earlier").expect("older message shown");

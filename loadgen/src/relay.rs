@@ -199,6 +199,7 @@ fn handle(
             server: "loadgen-bare-relay".into(),
             server_id: shared::ServerId([0; 16]),
             max_frame_bytes: u32::try_from(MAX_FRAME_BYTES).unwrap_or(u32::MAX),
+            max_message_bytes: u32::try_from(MAX_FRAME_BYTES).unwrap_or(u32::MAX),
         }),
         ClientMsg::LoginStart(req) => {
             let canonical = req.username.canonical();

@@ -53,6 +53,9 @@ pub enum ErrorCode {
     /// The server's storage is full or cannot be written now; nothing was stored. Retry
     /// later. (Added in protocol 3; listed last so earlier codes keep their encoding.)
     StorageUnavailable,
+    /// A quota that does not refill with time is used up (e.g. the rooms one user may
+    /// own). (Added in protocol 3.)
+    QuotaExceeded,
 }
 
 impl ErrorCode {
@@ -78,6 +81,7 @@ impl ErrorCode {
             Self::RateLimited => 1500,
             Self::Unavailable => 1501,
             Self::StorageUnavailable => 1502,
+            Self::QuotaExceeded => 1503,
             Self::Internal => 1599,
         }
     }

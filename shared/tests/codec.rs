@@ -80,6 +80,7 @@ fn history() -> HistoryPage {
         room: room("General"),
         messages: vec![delivered(1), delivered(300), delivered(u64::MAX)],
         has_more: true,
+        next_before_seq: None,
     }
 }
 
@@ -193,6 +194,7 @@ fn all_replies() -> Vec<Reply> {
             server: "e2e-chat-server/0.1".into(),
             server_id: ServerId(std::array::from_fn(|i| 0xf0 + i as u8)),
             max_frame_bytes: MAX_FRAME_BYTES as u32,
+            max_message_bytes: 65_536,
         }),
         Reply::Registered(Registered {
             username: user("Alice"),
@@ -229,6 +231,7 @@ fn all_replies() -> Vec<Reply> {
                 room: room("General"),
                 messages: vec![],
                 has_more: false,
+                next_before_seq: None,
             },
             ..snapshot()
         }),
@@ -304,6 +307,7 @@ fn all_error_codes() -> Vec<(ErrorCode, u8, u16)> {
         ErrorCode::Unavailable,
         ErrorCode::Internal,
         ErrorCode::StorageUnavailable,
+        ErrorCode::QuotaExceeded,
     ];
     codes
         .into_iter()
@@ -331,6 +335,7 @@ fn all_error_codes() -> Vec<(ErrorCode, u8, u16)> {
                 ErrorCode::Internal => (18, 1599),
                 // Protocol 3: appended, so the codes before keep their indices.
                 ErrorCode::StorageUnavailable => (19, 1502),
+                ErrorCode::QuotaExceeded => (20, 1503),
             };
             (code, index, number)
         })
@@ -546,6 +551,7 @@ fn documented_example_bytes() {
             server: "e2e-chat/0.1".into(),
             server_id: ServerId(std::array::from_fn(|i| i as u8)),
             max_frame_bytes: 4_194_304,
+            max_message_bytes: 65_536,
         }),
     };
     assert_eq!(
@@ -553,7 +559,8 @@ fn documented_example_bytes() {
         "00010003\
          0c6532652d636861742f302e31\
          000102030405060708090a0b0c0d0e0f\
-         fc00004000"
+         fc00004000\
+         fc00000100"
     );
     let error = ServerMsg::Error {
         request_id: Some(RequestId(2)),

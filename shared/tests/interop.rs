@@ -239,6 +239,7 @@ fn rust_frames() -> (Named<ClientFrame>, Named<ServerMsg>) {
                     server: "srv".into(),
                     server_id: SERVER_ID,
                     max_frame_bytes: 4 * 1024 * 1024,
+                    max_message_bytes: 65_536,
                 }),
             },
         ),

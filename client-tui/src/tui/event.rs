@@ -193,6 +193,10 @@ pub fn describe(err: &ClientError) -> String {
                 names.join(", ")
             )
         }
+        ClientError::MessageTooLarge { max } => format!(
+            "Not sent: the message is too long for this server (at most about {} KiB).",
+            max / 1024
+        ),
         ClientError::MembersAdded { room, added } => format!(
             "Not sent: {} joined #{room}; the message was not encrypted to them.",
             list(added)
@@ -295,6 +299,7 @@ fn describe_code(code: ErrorCode, message: &str) -> String {
              later."
                 .into()
         }
+        ErrorCode::QuotaExceeded => format!("The server's limit is reached: {message}."),
         ErrorCode::Internal => "The server hit an internal error; try again later.".into(),
         ErrorCode::InvalidInput => format!("The server refused the input: {message}."),
         ErrorCode::ProtocolVersion => format!("Protocol version mismatch: {message}."),

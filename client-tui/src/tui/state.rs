@@ -350,6 +350,9 @@ pub struct RoomBuffer {
     /// fetched backwards from the re-opened room's newest page until they reach it, so
     /// messages that arrived while offline are never left in a gap.
     pub gap_floor: Option<u64>,
+    /// The `before_seq` to fetch older messages with, as the server said with the oldest
+    /// page so far (`None`: below the oldest message shown).
+    pub older_before: Option<u64>,
     /// Canonical names whose addition was shown from a refused send before the client's
     /// `MemberJoined` arrived; that event then completes the line instead of adding one.
     pub announced_joins: Vec<String>,
@@ -368,6 +371,7 @@ impl RoomBuffer {
             has_more: false,
             loading_older: false,
             gap_floor: None,
+            older_before: None,
             announced_joins: Vec::new(),
         }
     }
@@ -378,7 +382,7 @@ impl RoomBuffer {
         let Some(floor) = self.gap_floor else {
             return Vec::new();
         };
-        match page.oldest_seq() {
+        match page.next_before.or(page.oldest_seq()) {
             Some(oldest) if page.has_more && oldest > floor.saturating_add(1) => {
                 self.loading_older = true;
                 vec![Effect::Command(Command::LoadOlder {
@@ -410,8 +414,18 @@ impl RoomBuffer {
         // older messages exist.
         match (page.oldest_seq(), before) {
             (Some(p), Some(b)) if p > b => {}
-            (None, Some(_)) => {}
-            _ => self.has_more = page.has_more,
+            // An empty page says where to go on when the server read a stretch that
+            // holds nothing for this user.
+            (None, Some(b)) => {
+                if let Some(next) = page.next_before.filter(|n| *n <= b) {
+                    self.has_more = true;
+                    self.older_before = Some(next);
+                }
+            }
+            _ => {
+                self.has_more = page.has_more;
+                self.older_before = page.next_before;
+            }
         }
     }
 }
@@ -886,7 +900,7 @@ impl AppState {
         if buffer.loading_older {
             return Vec::new();
         }
-        let oldest = buffer.timeline.oldest_seq();
+        let oldest = buffer.older_before.or(buffer.timeline.oldest_seq());
         match oldest {
             Some(before_seq) if buffer.has_more => {
                 buffer.loading_older = true;
@@ -1668,6 +1682,7 @@ mod tests {
                     messages,
                     rejected: Vec::new(),
                     has_more: true,
+                    next_before: None,
                 },
             },
             focus,
@@ -1680,6 +1695,7 @@ mod tests {
             messages: seqs.map(|q| msg(r, q, "bob", &format!("m{q}"))).collect(),
             rejected: Vec::new(),
             has_more,
+            next_before: None,
         }
     }
 
@@ -1862,10 +1878,34 @@ mod tests {
             messages: vec![msg("a", 39, "bob", "older")],
             rejected: Vec::new(),
             has_more: false,
+            next_before: None,
         }));
         let buffer = state.room(&room("a")).cloned().expect("open");
         assert!(!buffer.loading_older && !buffer.has_more);
         assert!(state.act(Action::LoadOlder).is_empty());
+    }
+
+    #[test]
+    fn an_empty_page_that_says_where_to_go_on_is_followed() {
+        let mut state = logged_in();
+        open(&mut state, "a", true, vec![msg("a", 40, "bob", "x")]);
+        state.act(Action::LoadOlder);
+        // The server read a long stretch with nothing for this user: no messages, but
+        // more below seq 7.
+        state.apply(UiEvent::HistoryLoaded(HistoryView {
+            room: room("a"),
+            messages: Vec::new(),
+            rejected: Vec::new(),
+            has_more: true,
+            next_before: Some(7),
+        }));
+        assert_eq!(
+            state.act(Action::LoadOlder),
+            vec![Effect::Command(Command::LoadOlder {
+                room: room("a"),
+                before_seq: 7,
+            })]
+        );
     }
 
     #[test]

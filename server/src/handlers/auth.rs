@@ -45,6 +45,7 @@ pub fn hello(state: &AppState, conn: &mut Connection, req: Hello) -> Result<Repl
         server: concat!("e2e-chat-server/", env!("CARGO_PKG_VERSION")).to_owned(),
         server_id: state.server_id,
         max_frame_bytes: u32::try_from(MAX_FRAME_BYTES).unwrap_or(u32::MAX),
+        max_message_bytes: u32::try_from(state.limits.max_message_bytes).unwrap_or(u32::MAX),
     }))
 }
 

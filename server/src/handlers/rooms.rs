@@ -302,13 +302,12 @@ const MAX_PAGE_READS: usize = 4;
 /// `MAX_HISTORY_PAGE`) of their newest messages older than `before_seq`, within
 /// [`PAGE_BUDGET`] bytes, so the reply fits in one frame.
 ///
-/// A page never stops a client from paging further: a page trimmed to fit has `has_more`,
-/// and the client goes on below its oldest message; a message too large for any page on
-/// its own (possible only for copies stored before sizes were checked) is left out and
-/// logged, and the page reads on past it. A page is empty with `has_more` never: when
-/// [`MAX_PAGE_READS`] reads find nothing that fits (a gap longer than the store scans in
-/// that many reads), the page is empty and says no more follow, since the protocol has no
-/// field yet to tell the client where to go on.
+/// A page never stops a client from paging further: a page with `has_more` names the
+/// `before_seq` to ask for next (`next_before_seq`): below its oldest message, or, when
+/// [`MAX_PAGE_READS`] reads found nothing deliverable (a gap longer than the store scans in
+/// that many reads), where the last read stopped. A message too large for any page on its
+/// own (possible only for copies stored before sizes were checked) is left out and
+/// logged, and the page reads on past it.
 ///
 /// # Errors
 /// Store failures.
@@ -320,16 +319,25 @@ pub async fn history_page(
     limit: u16,
 ) -> Result<HistoryPage, HandlerError> {
     let limit = limit.min(MAX_HISTORY_PAGE);
-    let page = |messages, has_more| HistoryPage {
-        room: room.clone(),
-        messages,
-        has_more,
+    let page = |messages: Vec<DeliveredMessage>, has_more: bool, scanned_to: Option<u64>| {
+        let next_before_seq = match messages.first() {
+            _ if !has_more => None,
+            Some(oldest) => Some(oldest.seq),
+            None => scanned_to.or(before_seq),
+        };
+        HistoryPage {
+            room: room.clone(),
+            messages,
+            has_more,
+            next_before_seq,
+        }
     };
     if limit == 0 {
         let probe = state.store.history_for(room, user, before_seq, 1).await?;
         return Ok(page(
             Vec::new(),
             probe.has_more || !probe.messages.is_empty(),
+            before_seq,
         ));
     }
     let mut before = before_seq;
@@ -340,15 +348,15 @@ pub async fn history_page(
             .await?;
         let (messages, trimmed) = fit(slice.messages);
         if !messages.is_empty() || !slice.has_more {
-            return Ok(page(messages, slice.has_more || trimmed));
+            return Ok(page(messages, slice.has_more || trimmed, before));
         }
         match slice.next_before {
             Some(next) => before = Some(next),
-            None => return Ok(page(Vec::new(), false)),
+            None => return Ok(page(Vec::new(), false, None)),
         }
     }
-    tracing::warn!(room = %room, user = %user, ?before, "history: nothing deliverable within the scan bound; reporting no more");
-    Ok(page(Vec::new(), false))
+    // Nothing deliverable within the scan bound: an empty page that says where to go on.
+    Ok(page(Vec::new(), true, before))
 }
 
 /// The newest of `messages` (ascending by seq) whose sizes add up to at most

@@ -104,6 +104,10 @@ pub struct HelloAck {
     pub server_id: ServerId,
     /// The largest frame the server accepts.
     pub max_frame_bytes: u32,
+    /// The largest ciphertext of one copy of a message the server accepts, in bytes
+    /// (larger sends are refused with `InvalidInput`): clients check texts against it
+    /// before sealing.
+    pub max_message_bytes: u32,
 }
 
 /// The account exists now.
@@ -201,6 +205,10 @@ pub struct HistoryPage {
     pub messages: Vec<DeliveredMessage>,
     /// Whether older messages exist before the first one here.
     pub has_more: bool,
+    /// With `has_more`: the `before_seq` to ask for next. A page may hold fewer messages
+    /// than asked for, or none (the server bounds how much it reads per request), and
+    /// paging goes on from here. `None` when `has_more` is false.
+    pub next_before_seq: Option<u64>,
 }
 
 /// The key was replaced.

@@ -173,3 +173,28 @@ async fn a_session_closed_by_a_rotation_elsewhere_says_so() {
     // The rotating session goes on.
     second.client.list_rooms().await.expect("still logged in");
 }
+
+#[tokio::test]
+async fn a_message_over_the_servers_limit_is_refused_before_sending() {
+    let server = TestServer::start().await;
+    let url = server.ws_url();
+    let a = CoreClient::register(&url, "alice", 0).await;
+    let r = room("big");
+    a.client
+        .create_room(&r, None, false)
+        .await
+        .expect("created");
+    let max = a.client.server_info().max_message_bytes;
+    assert!(max > 1024, "the server announces its limit: {max}");
+    let too_long = "x".repeat(usize::try_from(max).expect("fits"));
+    match a.client.send_text(&r, &too_long).await {
+        Err(ClientError::MessageTooLarge { max: said }) => assert_eq!(said, max),
+        other => panic!("expected MessageTooLarge, got {other:?}"),
+    }
+    // Nothing reached the server, and the counter was given back: the next message is
+    // the room's first.
+    a.client.send_text(&r, "short").await.expect("sent");
+    let view = a.client.join_room(&r, None).await.expect("reopens");
+    assert_eq!(view.history.messages.len(), 1);
+    assert_eq!(view.history.messages[0].counter, 1);
+}

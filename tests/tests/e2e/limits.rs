@@ -252,7 +252,7 @@ async fn a_user_may_create_only_so_many_rooms() {
     let e = create(&mut alice, &room("three"), None)
         .await
         .expect_err("over the quota");
-    assert_eq!(e.code, ErrorCode::InvalidInput, "{e:?}");
+    assert_eq!(e.code, ErrorCode::QuotaExceeded, "{e:?}");
     // Others have their own quota.
     let mut bob = RawClient::registered(&url, "bob", &test_key(1)).await;
     create(&mut bob, &room("three"), None)
