@@ -84,6 +84,17 @@ impl TamperingProxy {
         self.lock().server_rule = Box::new(rule);
     }
 
+    /// Replaces the rule for frames from the server with one that edits every reply in
+    /// place (pushes and errors pass through).
+    pub fn on_reply(&self, mut edit: impl FnMut(&mut shared::protocol::Reply) + Send + 'static) {
+        self.on_server(move |mut m| {
+            if let ServerMsg::Reply { reply, .. } = &mut m {
+                edit(reply);
+            }
+            vec![m]
+        });
+    }
+
     /// Replaces the rule for frames from the client.
     pub fn on_client(&self, rule: impl FnMut(ClientFrame) -> Vec<ClientFrame> + Send + 'static) {
         self.lock().client_rule = Box::new(rule);
