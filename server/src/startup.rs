@@ -102,14 +102,18 @@ impl Application {
     /// same server over either adapter).
     ///
     /// # Errors
-    /// Invalid configuration, a store whose server id cannot be read, or a port that
-    /// cannot be bound.
+    /// Invalid configuration, a store whose server id or room secret cannot be read, or a
+    /// port that cannot be bound.
     pub async fn build_with_store(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Self> {
         config.validate()?;
         let server_id = store
             .server_id()
             .await
             .context("cannot read the server id from the store")?;
+        let room_secret = store
+            .room_secret()
+            .await
+            .context("cannot read the room secret from the store")?;
         let listener = TcpListener::bind((config.bind, config.port))
             .with_context(|| format!("cannot bind {}:{}", config.bind, config.port))?;
         let port = listener.local_addr()?.port();
@@ -120,6 +124,7 @@ impl Application {
             hub: Arc::new(hub),
             challenge_ttl: config.challenge_ttl(),
             server_id,
+            room_secret,
         });
         let settings = SessionSettings {
             heartbeat: config.heartbeat(),

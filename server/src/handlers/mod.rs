@@ -24,7 +24,7 @@ use shared::{ServerId, Username};
 
 use crate::error::HandlerError;
 use crate::hub::{ConnId, Fanout, Registration};
-use crate::store::{Store, UserRecord};
+use crate::store::{RoomSecret, Store, UserRecord};
 
 /// What every connection shares: the store, the hub and the settings handlers need.
 pub struct AppState {
@@ -36,6 +36,8 @@ pub struct AppState {
     pub challenge_ttl: Duration,
     /// This server's identity, announced in `HelloAck` and signed by every login proof.
     pub server_id: ServerId,
+    /// The store's secret that derives hidden rooms' keys. Never logged.
+    pub room_secret: RoomSecret,
 }
 
 /// Where a connection is in the login exchange.
