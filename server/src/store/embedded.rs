@@ -1436,6 +1436,105 @@ mod tests {
         h.finish().await;
     }
 
+    /// A data directory written by schema 3 (rooms keyed by name, `user_rooms` keyed by
+    /// user and room) opens as schema 4: memberships resolve, a room secret exists, and a
+    /// legacy hidden room stays under its name, unlisted.
+    #[tokio::test]
+    async fn schema_3_is_migrated_on_open() {
+        let dir = TempDir::new().expect("temp dir");
+        {
+            let db = Database::create(dir.path().join(DB_FILE)).expect("create");
+            write_txn(&db, |txn| {
+                txn.open_table(META)
+                    .map_err(backend)?
+                    .insert(SCHEMA_KEY, SCHEMA_BEFORE_NAMESPACES)
+                    .map_err(backend)?;
+                txn.open_table(IDENTITY)
+                    .map_err(backend)?
+                    .insert(SERVER_ID_KEY, [5; 16])
+                    .map_err(backend)?;
+                let mut rooms = txn.open_table(ROOMS).map_err(backend)?;
+                let mut members = txn.open_table(ROOM_MEMBERS).map_err(backend)?;
+                let mut user_rooms = txn.open_table(USER_ROOMS_V3).map_err(backend)?;
+                for (display, hidden) in [("Den", false), ("Vault", true)] {
+                    let record = RoomRecord {
+                        name: room(display),
+                        owner: name("alice"),
+                        password_hash: None,
+                        hidden,
+                        created_at_ms: 0,
+                    };
+                    let key = display.to_ascii_lowercase();
+                    rooms
+                        .insert(key.as_str(), encode(&record)?.as_slice())
+                        .map_err(backend)?;
+                    members
+                        .insert((key.as_str(), "alice"), encode(&name("alice"))?.as_slice())
+                        .map_err(backend)?;
+                    user_rooms
+                        .insert(("alice", key.as_str()), encode(&room(display))?.as_slice())
+                        .map_err(backend)?;
+                }
+                Ok(())
+            })
+            .expect("write schema 3");
+        }
+        let store = EmbeddedStore::open(dir.path()).expect("open migrates");
+        assert_eq!(store.server_id().await.expect("id"), ServerId([5; 16]));
+        store.room_secret().await.expect("a room secret was made");
+        let vault = store
+            .room_of(&name("alice"), &room("VAULT"))
+            .await
+            .expect("room_of");
+        assert_eq!(
+            vault,
+            Some(Membership {
+                key: key("vault"),
+                name: room("Vault"),
+            })
+        );
+        let rooms: Vec<RoomName> = store
+            .rooms_of(&name("alice"))
+            .await
+            .expect("rooms_of")
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        assert_eq!(rooms, [room("Den"), room("Vault")]);
+        let page = store
+            .list_public_rooms(&RoomQuery {
+                after: None,
+                filter: None,
+                limit: 10,
+            })
+            .await
+            .expect("list");
+        let listed: Vec<&str> = page.rooms.iter().map(|l| l.room.name.as_str()).collect();
+        assert_eq!(listed, ["Den"], "the legacy hidden room stays unlisted");
+        assert!(store
+            .remove_member(&key("den"), &name("alice"))
+            .await
+            .expect("leave"));
+        assert_eq!(
+            store
+                .room_of(&name("alice"), &room("den"))
+                .await
+                .expect("room_of"),
+            None
+        );
+        drop(store);
+        // Opening again is a no-op: the schema is current.
+        let store = EmbeddedStore::open(dir.path()).expect("reopen");
+        assert_eq!(
+            store
+                .rooms_of(&name("alice"))
+                .await
+                .expect("rooms_of")
+                .len(),
+            1
+        );
+    }
+
     #[tokio::test]
     async fn a_second_open_of_the_same_file_fails_cleanly() {
         let h = EmbeddedHarness::start().await;

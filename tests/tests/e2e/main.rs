@@ -5,6 +5,7 @@
 mod adversary;
 mod auth;
 mod client_core;
+mod hidden;
 mod messaging;
 mod persistence;
 mod robustness;
