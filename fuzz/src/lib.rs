@@ -219,8 +219,10 @@ async fn fresh_state() -> (Arc<AppState>, tempfile::TempDir) {
         })
         .await
         .expect("the fuzzing user registers");
+    let room_secret = store.room_secret().await.expect("a room secret");
     let config = Config::for_tests(dir.path().to_path_buf());
-    let state = app_state(&config, Arc::new(store), server_id).expect("a server state");
+    let state =
+        app_state(&config, Arc::new(store), server_id, room_secret).expect("a server state");
     (Arc::new(state), dir)
 }
 

@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use redb::{Database, Durability, TableDefinition};
 use server::store::embedded::EmbeddedStore;
-use server::store::{NewMessage, RoomRecord, Store, UserRecord};
+use server::store::{NewMessage, RoomKey, RoomRecord, Store, UserRecord};
 use shared::protocol::{codec, Envelope};
 use shared::{MessageId, RoomName, Username};
 
@@ -71,31 +71,35 @@ async fn real_store(messages: usize, in_flight: usize) {
             .await
             .unwrap();
     }
+    let key = RoomKey::public(&room);
     store
-        .create_room(RoomRecord {
-            name: room.clone(),
-            owner: envs[0].recipient.clone(),
-            password_hash: None,
-            hidden: false,
-            created_at_ms: 0,
-        })
+        .create_room(
+            &key,
+            RoomRecord {
+                name: room.clone(),
+                owner: envs[0].recipient.clone(),
+                password_hash: None,
+                hidden: false,
+                created_at_ms: 0,
+            },
+        )
         .await
         .unwrap();
     for e in &envs[1..] {
-        store.add_member(&room, &e.recipient).await.unwrap();
+        store.add_member(&key, &e.recipient).await.unwrap();
     }
     let (cpu0, t0) = (cpu_seconds(), Instant::now());
     let per_task = messages / in_flight;
     let tasks: Vec<_> = (0..in_flight)
         .map(|t| {
-            let (store, room, envs) = (Arc::clone(&store), room.clone(), envs.clone());
+            let (store, key, envs) = (Arc::clone(&store), key.clone(), envs.clone());
             tokio::spawn(async move {
                 for i in 0..per_task {
                     let mut id = [0u8; 16];
                     id[..8].copy_from_slice(&((t * per_task + i) as u64).to_le_bytes());
                     store
                         .append_message(NewMessage {
-                            room: room.clone(),
+                            room: key.clone(),
                             message_id: MessageId(id),
                             sender: envs[0].recipient.clone(),
                             server_time_ms: 0,

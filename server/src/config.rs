@@ -98,6 +98,15 @@ pub struct Config {
     #[arg(long, env = "ROOMS_PER_USER", default_value_t = 20)]
     pub rooms_per_user: usize,
 
+    /// Failed joins of one room name (wrong password, no such room) a user may make before
+    /// each further one waits, 1 s, 2 s, 4 s … up to 5 minutes.
+    #[arg(long, env = "JOIN_FAILURES_PER_ROOM", default_value_t = 3)]
+    pub join_failures_per_room: u32,
+
+    /// Failed joins across all room names a user may make before each further one waits.
+    #[arg(long, env = "JOIN_FAILURES_PER_USER", default_value_t = 10)]
+    pub join_failures_per_user: u32,
+
     /// WebSocket connections one client address may hold open at once.
     #[arg(long, env = "CONNECTIONS_PER_ADDRESS", default_value_t = 16)]
     pub connections_per_address: usize,
@@ -169,6 +178,8 @@ impl Config {
             registrations_total: 100_000,
             registration_window_secs: 3600,
             rooms_per_user: 10_000,
+            join_failures_per_room: 3,
+            join_failures_per_user: 10,
             connections_per_address: 10_000,
             login_deadline_secs: 60,
             max_message_bytes: 65536,

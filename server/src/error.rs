@@ -56,6 +56,12 @@ pub enum HandlerError {
     /// Wrong password for a public room.
     #[error("wrong password")]
     WrongPassword,
+    /// The user is a member of another room with this name (a public and a hidden room may
+    /// share a name; one user belongs to at most one of them). On the wire it is
+    /// `InvalidState`: the user knows their own room exists, and the other one is public
+    /// or they gave its password.
+    #[error("you are a member of another room with this name; leave it first")]
+    RoomNameInUse,
     /// The user is not a member of the room.
     #[error("you are not a member of that room")]
     NotAMember,
@@ -107,7 +113,7 @@ impl HandlerError {
         let code = match self {
             Self::ProtocolVersion(_) | Self::HelloFirst => ErrorCode::ProtocolVersion,
             Self::Unauthenticated => ErrorCode::Unauthenticated,
-            Self::InvalidState(_) => ErrorCode::InvalidState,
+            Self::InvalidState(_) | Self::RoomNameInUse => ErrorCode::InvalidState,
             Self::InvalidInput(_) => ErrorCode::InvalidInput,
             Self::QuotaExceeded(_) => ErrorCode::QuotaExceeded,
             Self::UsernameTaken => ErrorCode::UsernameTaken,

@@ -35,7 +35,7 @@ use crate::limits::Limits;
 use crate::passwords::Hasher;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::mongo::MongoStore;
-use crate::store::Store;
+use crate::store::{RoomSecret, Store};
 use crate::ws::outbound::outbound;
 use crate::ws::session::{self, SessionSettings};
 
@@ -113,19 +113,28 @@ impl Application {
     /// same server over either adapter).
     ///
     /// # Errors
-    /// Invalid configuration, a store whose server id cannot be read, or a port that
-    /// cannot be bound.
+    /// Invalid configuration, a store whose server id or room secret cannot be read, or a
+    /// port that cannot be bound.
     pub async fn build_with_store(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Self> {
         config.validate()?;
         let server_id = store
             .server_id()
             .await
             .context("cannot read the server id from the store")?;
+        let room_secret = store
+            .room_secret()
+            .await
+            .context("cannot read the room secret from the store")?;
         let listener = TcpListener::bind((config.bind, config.port))
             .with_context(|| format!("cannot bind {}:{}", config.bind, config.port))?;
         let port = listener.local_addr()?.port();
         let backend = store.backend();
-        let state = Arc::new(app_state(&config, Arc::clone(&store), server_id)?);
+        let state = Arc::new(app_state(
+            &config,
+            Arc::clone(&store),
+            server_id,
+            room_secret,
+        )?);
         let settings = SessionSettings {
             heartbeat: config.heartbeat(),
             outbound_queue: config.outbound_queue,
@@ -323,6 +332,7 @@ pub fn app_state(
     config: &Config,
     store: Arc<dyn Store>,
     server_id: ServerId,
+    room_secret: RoomSecret,
 ) -> anyhow::Result<AppState> {
     let (hub, _hub_task) = HubHandle::spawn();
     let limits = Limits {
@@ -334,7 +344,11 @@ pub fn app_state(
             at_least_one(config.registrations_total, "registrations-total")?,
             config.registration_window(),
         ),
-        joins: JoinThrottle::new(JoinBackoff::default()),
+        joins: JoinThrottle::new(JoinBackoff {
+            free_per_room: config.join_failures_per_room,
+            free_per_user: config.join_failures_per_user,
+            ..JoinBackoff::default()
+        }),
         rooms_per_user: config.rooms_per_user,
         max_message_bytes: config.max_message_bytes,
     };
@@ -345,6 +359,7 @@ pub fn app_state(
         server_id,
         passwords: Hasher::new(config.argon2_concurrency())?,
         limits,
+        room_secret,
     })
 }
 

@@ -170,7 +170,13 @@ pub async fn login_proof(
         tracing::info!(user = %user.username, "login proof rejected");
         return Err(HandlerError::AuthFailed);
     }
-    let rooms = state.store.rooms_of(&user.username).await?;
+    let rooms = state
+        .store
+        .rooms_of(&user.username)
+        .await?
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
     let registration = conn
         .registration
         .take()

@@ -97,11 +97,11 @@ pub async fn rotate(
     let mut shared_rooms: BTreeMap<String, Vec<RoomName>> = BTreeMap::new();
     shared_rooms.insert(user.canonical(), Vec::new());
     for room in state.store.rooms_of(user).await? {
-        for member in state.store.member_names(&room).await? {
+        for member in state.store.member_names(&room.key).await? {
             shared_rooms
                 .entry(member.canonical())
                 .or_default()
-                .push(room.clone());
+                .push(room.name.clone());
         }
     }
     let fingerprint = Fingerprint::of_der(&cert.new_public_key).to_string();

@@ -17,7 +17,7 @@ use shared::protocol::{
     codec, DeliveredMessage, DeliveryHead, Envelope, FetchHistory, Reply, SendAck, SendMessage,
     MAX_FRAME_BYTES, MAX_ROOM_MEMBERS,
 };
-use shared::Username;
+use shared::{RoomName, Username};
 use tokio::sync::oneshot;
 
 use super::rooms::history_page;
@@ -48,6 +48,8 @@ pub fn delivered_bound(m: &DeliveredMessage) -> usize {
 /// connection's earlier sends. [`complete`](Self::complete) finishes it.
 pub struct QueuedSend {
     message: NewMessage,
+    /// The room's display name, which deliveries and the acknowledgement carry.
+    room: RoomName,
     stored: PendingAppend,
     turn: DeliveryTurn,
 }
@@ -112,7 +114,8 @@ impl Drop for DeliveryTurn {
 /// # SendMessage, first half
 /// - The copies must pass the size checks (see the module docs); they are made before
 ///   anything is read.
-/// - The sender must be a member.
+/// - The sender must be a member of a room of that name (found through their own
+///   memberships, so a non-member learns nothing about other rooms of the name).
 /// - The envelopes' recipients must equal the member set exactly (each member once);
 ///   otherwise `RecipientMismatch` lists the current members with their keys.
 /// - Each wrapped key must be as long as its recipient's current key's modulus.
@@ -134,7 +137,12 @@ pub async fn queue_send(
         )));
     }
     check_sizes(&req.envelopes, state.limits.max_message_bytes)?;
-    let members = match state.store.members(&req.room).await {
+    let mine = state
+        .store
+        .room_of(user, &req.room)
+        .await?
+        .ok_or(HandlerError::NotAMember)?;
+    let members = match state.store.members(&mine.key).await {
         Ok(m) => m,
         Err(StoreError::NotFound) => return Err(HandlerError::NotAMember),
         Err(e) => return Err(e.into()),
@@ -151,7 +159,7 @@ pub async fn queue_send(
     check_wrapped_keys(&members, &req.envelopes)?;
 
     let message = NewMessage {
-        room: req.room,
+        room: mine.key,
         message_id: req.message_id,
         sender: user.clone(),
         server_time_ms: now_ms(),
@@ -164,6 +172,7 @@ pub async fn queue_send(
         .map_err(append_refused)?;
     Ok(QueuedSend {
         message,
+        room: mine.name,
         stored,
         turn,
     })
@@ -255,13 +264,14 @@ impl QueuedSend {
     pub async fn complete(self, state: &AppState, conn: ConnId) -> Result<Reply, HandlerError> {
         let Self {
             message,
+            room,
             stored,
             mut turn,
         } = self;
         let seq = stored.await.map_err(append_refused)?;
         turn.wait().await;
         let NewMessage {
-            room,
+            room: _,
             message_id,
             sender,
             server_time_ms,
@@ -312,7 +322,7 @@ fn append_refused(err: StoreError) -> HandlerError {
 }
 
 /// # FetchHistory
-/// A page of the caller's copies older than `before_seq`.
+/// A page of the caller's copies older than `before_seq`, in their room of that name.
 ///
 /// # Errors
 /// [`HandlerError::NotAMember`], store failures.
@@ -321,15 +331,20 @@ pub async fn history(
     user: &Username,
     req: FetchHistory,
 ) -> Result<Reply, HandlerError> {
-    let is_member = match state.store.member_names(&req.room).await {
-        Ok(m) => m.iter().any(|m| m.same_as(user)),
-        Err(StoreError::NotFound) => false,
-        Err(e) => return Err(e.into()),
-    };
-    if !is_member {
-        return Err(HandlerError::NotAMember);
-    }
-    let page = history_page(state, &req.room, user, req.before_seq, req.limit).await?;
+    let mine = state
+        .store
+        .room_of(user, &req.room)
+        .await?
+        .ok_or(HandlerError::NotAMember)?;
+    let page = history_page(
+        state,
+        &mine.key,
+        &mine.name,
+        user,
+        req.before_seq,
+        req.limit,
+    )
+    .await?;
     Ok(Reply::History(page))
 }
 

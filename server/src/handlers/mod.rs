@@ -27,7 +27,7 @@ use crate::hub::{ConnId, Fanout, Registration};
 use crate::limits::address::ClientAddress;
 use crate::limits::Limits;
 use crate::passwords::Hasher;
-use crate::store::{Store, UserRecord};
+use crate::store::{RoomSecret, Store, UserRecord};
 
 /// What every connection shares: the store, the hub and the settings handlers need.
 pub struct AppState {
@@ -43,6 +43,8 @@ pub struct AppState {
     pub passwords: Hasher,
     /// Quotas and throttles.
     pub limits: Limits,
+    /// The store's secret that derives hidden rooms' keys. Never logged.
+    pub room_secret: RoomSecret,
 }
 
 /// Where a connection is in the login exchange.

@@ -1,8 +1,44 @@
 //! Rooms: listing, creation, joining and leaving.
 //!
 //! Membership is persistent: joining makes the user a member until they leave, and all
-//! their connections receive the room's messages. Hidden rooms are never listed, and for
-//! them "no such room" and "wrong password" are the same error and take the same time.
+//! their connections receive the room's messages.
+//!
+//! # Hidden rooms, by construction
+//! A request names a room by its name only, and no request tells a non-member anything
+//! about a hidden room, by its answer or by its timing, because no request from a
+//! non-member ever reads one:
+//!
+//! - A hidden room with a password is stored under a key derived from its name *and*
+//!   password ([`RoomSecret::hidden_key`](crate::store::RoomSecret::hidden_key)); one
+//!   without a password under a key in its own namespace. Public rooms are stored under
+//!   their name. Creating a room writes under its own key, so it collides with a hidden
+//!   room only when the creator gives that room's name and password (and could join it).
+//! - Everything a member does in a room (re-open by join, leave, history, send) first
+//!   resolves "the room named X that I am a member of" through the caller's memberships
+//!   ([`Store::room_of`](crate::store::Store::room_of)); a non-member gets `NotAMember`
+//!   from that one lookup, whatever rooms named X exist.
+//! - A join by a non-member looks up the public room of that name, then the hidden room
+//!   that name and the given password key, then the hidden room without a password of
+//!   that name. A missing room and a wrong password for a hidden room are the same
+//!   lookups with the same outcome, `RoomUnavailable`: no password check runs, and none
+//!   needs padding.
+//!
+//! A hidden room keyed by its password keeps no argon2 hash: finding it proves the
+//! password (an HMAC under the store's secret), and a hash next to the key would add
+//! nothing, since whoever can read the stored hash can read the key and the secret too.
+//! Public rooms keep argon2 hashes: they are found by name, so the password is checked
+//! separately.
+//!
+//! When names coincide, a public room wins for joiners who are not yet members (so nobody
+//! can hijack a public room's joiners with a hidden room of its name): a hidden room is
+//! joined only when no public room of its name exists, or the password given is not the
+//! public room's and keys the hidden room. A user is a member of at most one room per
+//! name; joining or creating a second is refused with `InvalidState`.
+//!
+//! Legacy hidden rooms (made before hidden namespaces, stored under their name) stay where
+//! they are: the server does not have their passwords to re-key them. They are found and
+//! checked as before (argon2), so they remain detectable by a create of their name and by
+//! the time a wrong password takes; re-creating such a room moves it to the new scheme.
 
 use shared::protocol::{
     CreateRoom, DeliveredMessage, HistoryPage, JoinRoom, LeaveRoom, Left, ListRooms, Push, Reply,
@@ -15,7 +51,7 @@ use super::{encode_push, hub_gone, member_info, now_ms, AppState};
 use crate::error::HandlerError;
 use crate::hub::ConnId;
 use crate::passwords;
-use crate::store::{RoomFilter, RoomQuery, RoomRecord, StoreError};
+use crate::store::{Membership, RoomFilter, RoomKey, RoomQuery, RoomRecord, StoreError};
 
 /// # ListRooms
 /// One page of the public rooms in canonical-name order, each with member and
@@ -83,14 +119,20 @@ pub async fn list(
 }
 
 /// # CreateRoom
-/// Creates the room with the caller as owner and first member. A password is stored only
-/// as an argon2id hash. The cheap checks come before the hash: the password's length, the
-/// caller's room quota (`--rooms-per-user` rooms created), and whether the name is taken.
+/// Creates the room with the caller as owner and first member.
+/// - A public room is stored under its name; its password, if any, only as an argon2id
+///   hash.
+/// - A hidden room is stored under the key its name and password derive (or, without a
+///   password, under its name in the hidden namespace), and keeps no hash.
+///
+/// The cheap checks come before any hash: the password's length, the caller's room quota
+/// (`--rooms-per-user` rooms created), and whether a public room has the name.
 ///
 /// # Errors
-/// [`HandlerError::RoomExists`], [`HandlerError::InvalidInput`],
-/// [`HandlerError::QuotaExceeded`], [`HandlerError::Busy`] (the argon2 pool is full),
-/// store failures.
+/// [`HandlerError::RoomExists`] (a public room of that name; the hidden room with that
+/// name and password), [`HandlerError::RoomNameInUse`] (the caller is a member of another
+/// room of that name), [`HandlerError::InvalidInput`], [`HandlerError::QuotaExceeded`],
+/// [`HandlerError::Busy`] (the argon2 pool is full), store failures.
 pub async fn create(
     state: &AppState,
     user: &Username,
@@ -105,12 +147,22 @@ pub async fn create(
             "you have created the most rooms one user may ({quota})"
         )));
     }
-    if state.store.find_room(&req.name).await?.is_some() {
-        return Err(HandlerError::RoomExists);
-    }
-    let password_hash = match req.password {
-        Some(pw) => Some(state.passwords.hash(pw).await?),
-        None => None,
+    let (key, password_hash) = if req.hidden {
+        let key = state
+            .room_secret
+            .hidden_key(&req.name, req.password.as_deref());
+        (key, None)
+    } else {
+        let key = RoomKey::public(&req.name);
+        // Public rooms are listed: saying the name is taken reveals nothing.
+        if state.store.find_room(&key).await?.is_some() {
+            return Err(HandlerError::RoomExists);
+        }
+        let hash = match req.password {
+            Some(pw) => Some(state.passwords.hash(pw).await?),
+            None => None,
+        };
+        (key, hash)
     };
     let record = RoomRecord {
         name: req.name.clone(),
@@ -119,20 +171,23 @@ pub async fn create(
         hidden: req.hidden,
         created_at_ms: now_ms(),
     };
-    match state.store.create_room(record.clone()).await {
+    match state.store.create_room(&key, record.clone()).await {
         Ok(()) => {}
         Err(StoreError::AlreadyExists) => return Err(HandlerError::RoomExists),
+        Err(StoreError::NameInUse) => return Err(HandlerError::RoomNameInUse),
         Err(e) => return Err(e.into()),
     }
     tracing::info!(room = %req.name, owner = %user, hidden = req.hidden, "room created");
-    let snapshot = snapshot(state, &record, user, 0).await?;
+    let snapshot = snapshot(state, &key, &record, user, 0).await?;
     Ok(Reply::RoomCreated(snapshot))
 }
 
 /// # JoinRoom
-/// - A member re-joining gets the snapshot without a password and nobody is notified.
-/// - A new member must give the right password if the room has one; the other members'
-///   connections (and the joiner's other connections) get `MemberJoined` with the key.
+/// - A member of a room of that name re-opens it: the snapshot, without a password, and
+///   nobody is notified. A password that names another room of that name (the hidden
+///   room it keys, or the public room) is refused instead.
+/// - Anyone else joins the room [`find_to_join`] finds; the other members' connections
+///   (and the joiner's other connections) get `MemberJoined` with the key.
 /// - The snapshot carries all members with keys and the newest `history_limit` messages
 ///   the caller has copies of.
 ///
@@ -142,8 +197,9 @@ pub async fn create(
 /// `WrongPassword` answer counts as a failure; a successful join clears the room's.
 ///
 /// # Errors
-/// [`HandlerError::RoomUnavailable`] (missing room; wrong or missing password for a hidden
-/// room), [`HandlerError::WrongPassword`] (public room), [`HandlerError::InvalidInput`],
+/// [`HandlerError::RoomUnavailable`] (no room found: a missing name, or a hidden room
+/// with another password), [`HandlerError::WrongPassword`] (public room),
+/// [`HandlerError::RoomNameInUse`], [`HandlerError::InvalidInput`],
 /// [`HandlerError::Throttled`], [`HandlerError::Busy`] (the argon2 pool is full), store
 /// failures.
 pub async fn join(
@@ -174,45 +230,23 @@ async fn join_unthrottled(
     user: &Username,
     req: JoinRoom,
 ) -> Result<Reply, HandlerError> {
-    let Some(room) = state.store.find_room(&req.name).await? else {
-        // Spend the time a password check costs, so that timing does not tell a missing
-        // room from a hidden, password-protected one (whose check runs even without a
-        // password given).
-        state
-            .passwords
-            .verify(None, req.password.unwrap_or_default())
-            .await?;
-        return Err(HandlerError::RoomUnavailable);
-    };
-    let is_member = state
-        .store
-        .members(&room.name)
-        .await?
-        .iter()
-        .any(|m| m.username.same_as(user));
-    if !is_member {
-        if let Some(hash) = &room.password_hash {
-            let given = req.password.clone().unwrap_or_default();
-            if !state.passwords.verify(Some(hash.clone()), given).await? {
-                return Err(if room.hidden {
-                    HandlerError::RoomUnavailable
-                } else {
-                    HandlerError::WrongPassword
-                });
-            }
-        }
-        match state.store.add_member(&room.name, user).await {
-            Ok(_) => {}
-            Err(StoreError::NotFound) => return Err(HandlerError::RoomUnavailable),
-            Err(StoreError::RoomFull) => {
-                return Err(HandlerError::InvalidInput("the room is full".into()))
-            }
-            Err(e) => return Err(e.into()),
-        }
-        tracing::info!(room = %room.name, user = %user, "joined");
+    if let Some(mine) = state.store.room_of(user, &req.name).await? {
+        return reopen(state, user, mine, &req).await;
     }
-    let snapshot = snapshot(state, &room, user, req.history_limit).await?;
-    if !is_member {
+    let (key, room) = find_to_join(state, &req.name, req.password.as_deref()).await?;
+    let added = match state.store.add_member(&key, user).await {
+        Ok(added) => added,
+        Err(StoreError::NotFound) => return Err(HandlerError::RoomUnavailable),
+        Err(StoreError::RoomFull) => {
+            return Err(HandlerError::InvalidInput("the room is full".into()))
+        }
+        // A concurrent join of another room of this name got there first.
+        Err(StoreError::NameInUse) => return Err(HandlerError::RoomNameInUse),
+        Err(e) => return Err(e.into()),
+    };
+    let snapshot = snapshot(state, &key, &room, user, req.history_limit).await?;
+    if added {
+        tracing::info!(room = %room.name, user = %user, "joined");
         let me = snapshot
             .members
             .iter()
@@ -237,9 +271,123 @@ async fn join_unthrottled(
     Ok(Reply::Joined(snapshot))
 }
 
+/// A join by a member of a room of the requested name: the snapshot of their room, unless
+/// the password given names another room of that name.
+///
+/// # Errors
+/// [`HandlerError::RoomNameInUse`], [`HandlerError::RoomUnavailable`] if the room is
+/// gone, store failures.
+async fn reopen(
+    state: &AppState,
+    user: &Username,
+    mine: Membership,
+    req: &JoinRoom,
+) -> Result<Reply, HandlerError> {
+    if let Some(password) = req.password.as_deref() {
+        if names_another_room(state, &mine, &req.name, password).await? {
+            return Err(HandlerError::RoomNameInUse);
+        }
+    }
+    let room = state
+        .store
+        .find_room(&mine.key)
+        .await?
+        .ok_or(HandlerError::RoomUnavailable)?;
+    let snapshot = snapshot(state, &mine.key, &room, user, req.history_limit).await?;
+    Ok(Reply::Joined(snapshot))
+}
+
+/// Whether a member of `mine`, joining `name` again with `password`, asks for another
+/// room of that name: the hidden room `name` and `password` key, if it is not theirs, or
+/// the public room of that name, if theirs is not it. Either answer tells them nothing
+/// new: they gave the hidden room's password, or the public room is listed.
+///
+/// # Errors
+/// Store failures.
+async fn names_another_room(
+    state: &AppState,
+    mine: &Membership,
+    name: &RoomName,
+    password: &str,
+) -> Result<bool, HandlerError> {
+    let keyed = state.room_secret.hidden_key(name, Some(password));
+    if keyed == mine.key {
+        return Ok(false);
+    }
+    if state.store.find_room(&keyed).await?.is_some() {
+        return Ok(true);
+    }
+    let public = RoomKey::public(name);
+    if public == mine.key {
+        return Ok(false);
+    }
+    Ok(state
+        .store
+        .find_room(&public)
+        .await?
+        .is_some_and(|room| !room.hidden))
+}
+
+/// The room a non-member joining `name` with `password` gets, in this order:
+///
+/// 1. the public room of that name, if the password is right for it (a public room
+///    without a password takes any, unless the password keys a hidden room of that name);
+/// 2. the hidden room `name` and `password` key;
+/// 3. the hidden room of that name without a password.
+///
+/// A hidden room is never read unless the caller gave what finds it, so for a name that
+/// is not a public room's, a missing room and a hidden room under another password cost
+/// the same lookups and give the same [`HandlerError::RoomUnavailable`]. (A legacy hidden
+/// room, under its name, is checked against its argon2 hash in step 1.)
+///
+/// # Errors
+/// [`HandlerError::WrongPassword`] when a public room of that name has a password and the
+/// one given is neither its own nor one that keys a hidden room of the name;
+/// [`HandlerError::RoomUnavailable`]; store failures.
+async fn find_to_join(
+    state: &AppState,
+    name: &RoomName,
+    password: Option<&str>,
+) -> Result<(RoomKey, RoomRecord), HandlerError> {
+    let public_key = RoomKey::public(name);
+    let mut open_public = None;
+    let mut public_refused = false;
+    if let Some(room) = state.store.find_room(&public_key).await? {
+        match &room.password_hash {
+            Some(hash) => {
+                let given = password.unwrap_or_default().to_owned();
+                if state.passwords.verify(Some(hash.clone()), given).await? {
+                    return Ok((public_key, room));
+                }
+                // A legacy hidden room refuses like a missing one, below.
+                public_refused = !room.hidden;
+            }
+            None if password.is_none() || room.hidden => return Ok((public_key, room)),
+            None => open_public = Some(room),
+        }
+    }
+    if let Some(password) = password {
+        let keyed = state.room_secret.hidden_key(name, Some(password));
+        if let Some(room) = state.store.find_room(&keyed).await? {
+            return Ok((keyed, room));
+        }
+    }
+    if let Some(room) = open_public {
+        return Ok((public_key, room));
+    }
+    if public_refused {
+        return Err(HandlerError::WrongPassword);
+    }
+    let open = state.room_secret.hidden_key(name, None);
+    match state.store.find_room(&open).await? {
+        Some(room) => Ok((open, room)),
+        None => Err(HandlerError::RoomUnavailable),
+    }
+}
+
 /// # LeaveRoom
-/// Ends the membership; remaining members and the leaver's other connections get
-/// `MemberLeft`.
+/// Ends the membership of the caller's room of that name; remaining members and the
+/// leaver's other connections get `MemberLeft`.
 ///
 /// # Errors
 /// [`HandlerError::NotAMember`], store failures.
@@ -249,18 +397,18 @@ pub async fn leave(
     user: &Username,
     req: LeaveRoom,
 ) -> Result<Reply, HandlerError> {
-    let room = state
+    let mine = state
         .store
-        .find_room(&req.room)
+        .room_of(user, &req.room)
         .await?
         .ok_or(HandlerError::NotAMember)?;
-    if !state.store.remove_member(&room.name, user).await? {
+    if !state.store.remove_member(&mine.key, user).await? {
         return Err(HandlerError::NotAMember);
     }
-    tracing::info!(room = %room.name, user = %user, "left");
-    let remaining = state.store.members(&room.name).await?;
+    tracing::info!(room = %mine.name, user = %user, "left");
+    let remaining = state.store.members(&mine.key).await?;
     let frame = encode_push(Push::MemberLeft {
-        room: room.name.clone(),
+        room: mine.name.clone(),
         username: user.clone(),
     })?;
     let recipients = remaining
@@ -273,21 +421,22 @@ pub async fn leave(
         .broadcast(recipients, frame, Some(conn))
         .await
         .map_err(hub_gone)?;
-    Ok(Reply::Left(Left { room: room.name }))
+    Ok(Reply::Left(Left { room: mine.name }))
 }
 
 async fn snapshot(
     state: &AppState,
+    key: &RoomKey,
     room: &RoomRecord,
     user: &Username,
     history_limit: u16,
 ) -> Result<RoomSnapshot, HandlerError> {
-    let members = state.store.members(&room.name).await?;
-    let history = history_page(state, &room.name, user, None, history_limit).await?;
+    let members = state.store.members(key).await?;
+    let history = history_page(state, key, &room.name, user, None, history_limit).await?;
     Ok(RoomSnapshot {
         room: room.name.clone(),
         owner: room.owner.clone(),
-        has_password: room.password_hash.is_some(),
+        has_password: room.password_hash.is_some() || key.password_in_key(),
         hidden: room.hidden,
         members: members.iter().map(member_info).collect(),
         history,
@@ -298,9 +447,9 @@ async fn snapshot(
 /// a page (copies stored before sizes were checked) or the store's bounded scan found none.
 const MAX_PAGE_READS: usize = 4;
 
-/// Reads one page of `user`'s history in `room`: at most `limit` (capped at
-/// `MAX_HISTORY_PAGE`) of their newest messages older than `before_seq`, within
-/// [`PAGE_BUDGET`] bytes, so the reply fits in one frame.
+/// Reads one page of `user`'s history in the room under `key`, named `room`: at most
+/// `limit` (capped at `MAX_HISTORY_PAGE`) of their newest messages older than
+/// `before_seq`, within [`PAGE_BUDGET`] bytes, so the reply fits in one frame.
 ///
 /// A page never stops a client from paging further: a page with `has_more` names the
 /// `before_seq` to ask for next (`next_before_seq`): below its oldest message, or, when
@@ -313,6 +462,7 @@ const MAX_PAGE_READS: usize = 4;
 /// Store failures.
 pub async fn history_page(
     state: &AppState,
+    key: &RoomKey,
     room: &RoomName,
     user: &Username,
     before_seq: Option<u64>,
@@ -333,7 +483,7 @@ pub async fn history_page(
         }
     };
     if limit == 0 {
-        let probe = state.store.history_for(room, user, before_seq, 1).await?;
+        let probe = state.store.history_for(key, user, before_seq, 1).await?;
         return Ok(page(
             Vec::new(),
             probe.has_more || !probe.messages.is_empty(),
@@ -344,7 +494,7 @@ pub async fn history_page(
     for _ in 0..MAX_PAGE_READS {
         let slice = state
             .store
-            .history_for(room, user, before, usize::from(limit))
+            .history_for(key, user, before, usize::from(limit))
             .await?;
         let (messages, trimmed) = fit(slice.messages);
         if !messages.is_empty() || !slice.has_more {

@@ -20,7 +20,10 @@ use shared::crypto::rotation::{CounterMark, RotationCertificate};
 use shared::protocol::{Envelope, MAX_KEY_HISTORY, MAX_ROOM_MEMBERS, MAX_ROTATION_MARKS};
 use shared::{DeviceId, MessageId, RoomName, Username};
 
-use super::{NewMessage, RoomFilter, RoomQuery, RoomRecord, Store, StoreError, UserRecord};
+use super::{
+    Membership, NewMessage, RoomFilter, RoomKey, RoomQuery, RoomRecord, RoomSecret, Store,
+    StoreError, UserRecord,
+};
 
 #[doc(inline)]
 pub use crate::conformance_tests;
@@ -112,10 +115,16 @@ macro_rules! conformance_tests {
             concurrent_appends_get_distinct_seqs,
             queued_messages_keep_their_order,
             concurrent_create_user_one_wins,
+            hidden_namespaces_do_not_collide,
+            room_of_resolves_through_memberships,
+            one_room_per_name_per_member,
+            hidden_rooms_keep_their_own_messages,
         );
         $crate::conformance_tests!(@harness_cases [$(#[$attr])*] $harness;
             server_id_survives_reopening,
             server_ids_differ_between_stores,
+            room_secret_survives_reopening,
+            room_secrets_differ_between_stores,
         );
     };
 }
@@ -128,6 +137,11 @@ fn name(s: &str) -> Username {
 
 fn room_name(s: &str) -> RoomName {
     RoomName::parse(s).expect("test room name is valid")
+}
+
+/// The key of the public room named `s`.
+fn key(s: &str) -> RoomKey {
+    RoomKey::public(&room_name(s))
 }
 
 fn user(username: &str, key: &[u8]) -> UserRecord {
@@ -155,7 +169,7 @@ fn marker(room: &str, id: u8, recipient: &str) -> Vec<u8> {
 
 fn message(room: &str, id: u8, sender: &str, recipients: &[&str]) -> NewMessage {
     NewMessage {
-        room: room_name(room),
+        room: key(room),
         message_id: MessageId([id; 16]),
         sender: name(sender),
         server_time_ms: T0 + u64::from(id),
@@ -182,13 +196,17 @@ async fn create_users(store: &dyn Store, names: &[&str]) {
 
 async fn create_room(store: &dyn Store, room_: &str, owner: &str) {
     store
-        .create_room(room(room_, owner, false))
+        .create_room(&key(room_), room(room_, owner, false))
         .await
         .expect("create room");
 }
 
 async fn append(store: &dyn Store, msg: NewMessage) -> u64 {
     store.append_message(msg).await.expect("append message")
+}
+
+fn names_of(memberships: &[Membership]) -> Vec<RoomName> {
+    memberships.iter().map(|m| m.name.clone()).collect()
 }
 
 fn usernames(users: &[UserRecord]) -> Vec<&str> {
@@ -461,17 +479,20 @@ pub async fn key_history_of_unknown_user_not_found(store: &dyn Store) {
 pub async fn create_room_makes_owner_member(store: &dyn Store) {
     create_users(store, &["Owner"]).await;
     store
-        .create_room(RoomRecord {
-            password_hash: Some("$argon2id$v=19$stub".into()),
-            ..room("Lounge", "Owner", false)
-        })
+        .create_room(
+            &key("Lounge"),
+            RoomRecord {
+                password_hash: Some("$argon2id$v=19$stub".into()),
+                ..room("Lounge", "Owner", false)
+            },
+        )
         .await
         .expect("create room");
-    let members = store.members(&room_name("lounge")).await.expect("members");
+    let members = store.members(&key("lounge")).await.expect("members");
     assert_eq!(usernames(&members), ["Owner"]);
     let rooms = store.rooms_of(&name("owner")).await.expect("rooms_of");
-    assert_eq!(rooms, [room_name("Lounge")]);
-    let found = store.find_room(&room_name("Lounge")).await.expect("find");
+    assert_eq!(names_of(&rooms), [room_name("Lounge")]);
+    let found = store.find_room(&key("Lounge")).await.expect("find");
     assert_eq!(
         found.and_then(|r| r.password_hash),
         Some("$argon2id$v=19$stub".into())
@@ -489,9 +510,11 @@ pub async fn owned_rooms_are_counted(store: &dyn Store) {
     create_room(store, "one", "Alice").await;
     create_room(store, "two", "Alice").await;
     create_room(store, "three", "bob").await;
-    let _ = store.create_room(room("ONE", "Alice", false)).await;
+    let _ = store
+        .create_room(&key("ONE"), room("ONE", "Alice", false))
+        .await;
     assert!(store
-        .remove_member(&room_name("two"), &name("alice"))
+        .remove_member(&key("two"), &name("alice"))
         .await
         .expect("leave"));
     assert_eq!(
@@ -513,13 +536,13 @@ pub async fn duplicate_room_name_rejected(store: &dyn Store) {
     create_users(store, &["alice", "bob"]).await;
     create_room(store, "General", "alice").await;
     let err = store
-        .create_room(room("GENERAL", "bob", true))
+        .create_room(&key("GENERAL"), room("GENERAL", "bob", true))
         .await
         .expect_err("duplicate room");
     assert!(matches!(err, StoreError::AlreadyExists), "{err:?}");
-    let found = store.find_room(&room_name("general")).await.expect("find");
+    let found = store.find_room(&key("general")).await.expect("find");
     assert_eq!(found, Some(room("General", "alice", false)));
-    let members = store.members(&room_name("general")).await.expect("members");
+    let members = store.members(&key("general")).await.expect("members");
     assert_eq!(
         usernames(&members),
         ["alice"],
@@ -536,13 +559,10 @@ pub async fn duplicate_room_name_rejected(store: &dyn Store) {
 pub async fn find_room_ignores_case(store: &dyn Store) {
     create_room(store, "Book.Club-2", "alice").await;
     for query in ["Book.Club-2", "book.club-2", "BOOK.CLUB-2"] {
-        let found = store.find_room(&room_name(query)).await.expect("find");
+        let found = store.find_room(&key(query)).await.expect("find");
         assert_eq!(found, Some(room("Book.Club-2", "alice", false)));
     }
-    assert_eq!(
-        store.find_room(&room_name("Book")).await.expect("find"),
-        None
-    );
+    assert_eq!(store.find_room(&key("Book")).await.expect("find"), None);
 }
 
 /// Hidden rooms are never listed; the rest come sorted by canonical name, with members.
@@ -551,16 +571,16 @@ pub async fn public_listing_hides_hidden_rooms_and_sorts(store: &dyn Store) {
     create_room(store, "zeta", "alice").await;
     create_room(store, "Alpha", "Bob").await;
     store
-        .create_room(room("Secret", "carol", true))
+        .create_room(&key("Secret"), room("Secret", "carol", true))
         .await
         .expect("create hidden");
     create_room(store, "beta", "carol").await;
     assert!(store
-        .add_member(&room_name("alpha"), &name("carol"))
+        .add_member(&key("alpha"), &name("carol"))
         .await
         .expect("join"));
     assert!(store
-        .add_member(&room_name("alpha"), &name("alice"))
+        .add_member(&key("alpha"), &name("alice"))
         .await
         .expect("join"));
 
@@ -582,7 +602,7 @@ pub async fn public_listing_hides_hidden_rooms_and_sorts(store: &dyn Store) {
 
     // The hidden room still exists; it is only unlisted.
     assert!(store
-        .find_room(&room_name("secret"))
+        .find_room(&key("secret"))
         .await
         .expect("find")
         .is_some());
@@ -614,9 +634,16 @@ pub async fn room_listing_pages_after_a_name(store: &dyn Store) {
     for r in ["r1", "R2", "r3", "r4", "R5", "r6", "r7"] {
         create_room(store, r, "alice").await;
     }
-    for hidden in ["r25", "r45", "r8"] {
+    // One hidden room in each namespace: keyed by a password, without a password, and a
+    // legacy one under its name.
+    let secret = RoomSecret::random();
+    for (hidden, key) in [
+        ("r25", secret.hidden_key(&room_name("r25"), Some("pw"))),
+        ("r45", secret.hidden_key(&room_name("r45"), None)),
+        ("r8", key("r8")),
+    ] {
         store
-            .create_room(room(hidden, "alice", true))
+            .create_room(&key, room(hidden, "alice", true))
             .await
             .expect("create hidden");
     }
@@ -663,7 +690,7 @@ pub async fn room_listing_filters_ignoring_case(store: &dyn Store) {
         create_room(store, r, "alice").await;
     }
     store
-        .create_room(room("hidden-ab", "alice", true))
+        .create_room(&key("hidden-ab"), room("hidden-ab", "alice", true))
         .await
         .expect("create hidden");
     assert_eq!(
@@ -702,22 +729,22 @@ pub async fn add_member_reports_outcomes(store: &dyn Store) {
     create_users(store, &["alice", "Bob"]).await;
     create_room(store, "room", "alice").await;
     assert!(store
-        .add_member(&room_name("Room"), &name("Bob"))
+        .add_member(&key("Room"), &name("Bob"))
         .await
         .expect("join"));
     assert!(!store
-        .add_member(&room_name("ROOM"), &name("bob"))
+        .add_member(&key("ROOM"), &name("bob"))
         .await
         .expect("join again"));
     assert!(!store
-        .add_member(&room_name("room"), &name("ALICE"))
+        .add_member(&key("room"), &name("ALICE"))
         .await
         .expect("owner joins again"));
-    let members = store.members(&room_name("room")).await.expect("members");
+    let members = store.members(&key("room")).await.expect("members");
     assert_eq!(usernames(&members), ["alice", "Bob"]);
 
     let err = store
-        .add_member(&room_name("nowhere"), &name("bob"))
+        .add_member(&key("nowhere"), &name("bob"))
         .await
         .expect_err("missing room");
     assert!(matches!(err, StoreError::NotFound), "{err:?}");
@@ -726,7 +753,7 @@ pub async fn add_member_reports_outcomes(store: &dyn Store) {
         .await
         .expect("rooms_of")
         .iter()
-        .all(|r| r.canonical() != "nowhere"));
+        .all(|r| r.name.canonical() != "nowhere"));
 }
 
 /// A room takes at most `MAX_ROOM_MEMBERS` members; a current member may still rejoin.
@@ -735,18 +762,18 @@ pub async fn add_member_room_full(store: &dyn Store) {
     // The owner is the first member.
     for i in 1..MAX_ROOM_MEMBERS {
         let joined = store
-            .add_member(&room_name("crowded"), &name(&format!("user{i:03}")))
+            .add_member(&key("crowded"), &name(&format!("user{i:03}")))
             .await
             .expect("join while there is room");
         assert!(joined);
     }
     let err = store
-        .add_member(&room_name("crowded"), &name("latecomer"))
+        .add_member(&key("crowded"), &name("latecomer"))
         .await
         .expect_err("room is full");
     assert!(matches!(err, StoreError::RoomFull), "{err:?}");
     assert!(!store
-        .add_member(&room_name("crowded"), &name("user001"))
+        .add_member(&key("crowded"), &name("user001"))
         .await
         .expect("an existing member rejoining a full room is a no-op"));
     assert!(store
@@ -757,11 +784,11 @@ pub async fn add_member_room_full(store: &dyn Store) {
 
     // Leaving frees a place.
     assert!(store
-        .remove_member(&room_name("crowded"), &name("user001"))
+        .remove_member(&key("crowded"), &name("user001"))
         .await
         .expect("leave"));
     assert!(store
-        .add_member(&room_name("crowded"), &name("latecomer"))
+        .add_member(&key("crowded"), &name("latecomer"))
         .await
         .expect("join after someone left"));
 }
@@ -771,22 +798,22 @@ pub async fn remove_member_reports_membership(store: &dyn Store) {
     create_users(store, &["alice", "bob"]).await;
     create_room(store, "room", "alice").await;
     store
-        .add_member(&room_name("room"), &name("bob"))
+        .add_member(&key("room"), &name("bob"))
         .await
         .expect("join");
     assert!(store
-        .remove_member(&room_name("ROOM"), &name("BOB"))
+        .remove_member(&key("ROOM"), &name("BOB"))
         .await
         .expect("leave"));
     assert!(!store
-        .remove_member(&room_name("room"), &name("bob"))
+        .remove_member(&key("room"), &name("bob"))
         .await
         .expect("leave again"));
     assert!(!store
-        .remove_member(&room_name("nowhere"), &name("bob"))
+        .remove_member(&key("nowhere"), &name("bob"))
         .await
         .expect("leave a missing room"));
-    let members = store.members(&room_name("room")).await.expect("members");
+    let members = store.members(&key("room")).await.expect("members");
     assert_eq!(usernames(&members), ["alice"]);
     assert!(store
         .rooms_of(&name("bob"))
@@ -801,7 +828,7 @@ pub async fn members_have_current_keys_sorted(store: &dyn Store) {
     create_room(store, "team", "mallory").await;
     for m in ["Carol", "alice", "Bob"] {
         store
-            .add_member(&room_name("team"), &name(m))
+            .add_member(&key("team"), &name(m))
             .await
             .expect("join");
     }
@@ -809,7 +836,7 @@ pub async fn members_have_current_keys_sorted(store: &dyn Store) {
         .rotate_key(&name("bob"), &cert("Bob", b"Bob", b"bob-rotated", 1))
         .await
         .expect("rotate");
-    let members = store.members(&room_name("TEAM")).await.expect("members");
+    let members = store.members(&key("TEAM")).await.expect("members");
     assert_eq!(usernames(&members), ["alice", "Bob", "Carol", "mallory"]);
     let bob = members
         .iter()
@@ -822,7 +849,7 @@ pub async fn members_have_current_keys_sorted(store: &dyn Store) {
 /// `members` of a room that does not exist is `NotFound`.
 pub async fn members_of_missing_room_not_found(store: &dyn Store) {
     let err = store
-        .members(&room_name("nowhere"))
+        .members(&key("nowhere"))
         .await
         .expect_err("missing room");
     assert!(matches!(err, StoreError::NotFound), "{err:?}");
@@ -836,15 +863,15 @@ pub async fn rooms_of_lists_memberships(store: &dyn Store) {
     create_room(store, "Mid", "alice").await;
     create_room(store, "other", "bob").await;
     store
-        .add_member(&room_name("ZOO"), &name("bob"))
+        .add_member(&key("ZOO"), &name("bob"))
         .await
         .expect("join");
     assert_eq!(
-        store.rooms_of(&name("ALICE")).await.expect("rooms_of"),
+        names_of(&store.rooms_of(&name("ALICE")).await.expect("rooms_of")),
         [room_name("apple"), room_name("Mid"), room_name("Zoo")]
     );
     assert_eq!(
-        store.rooms_of(&name("bob")).await.expect("rooms_of"),
+        names_of(&store.rooms_of(&name("bob")).await.expect("rooms_of")),
         [room_name("other"), room_name("Zoo")]
     );
     assert!(store
@@ -916,7 +943,7 @@ pub async fn duplicate_message_id_rejected(store: &dyn Store) {
         1
     );
     let history = store
-        .history_for(&room_name("room"), &name("alice"), None, 10)
+        .history_for(&key("room"), &name("alice"), None, 10)
         .await
         .expect("history");
     assert_eq!(seqs(&history), [1, 2]);
@@ -946,7 +973,7 @@ pub async fn history_has_only_recipients_copies(store: &dyn Store) {
     append(store, message("room", 3, "carol", &["Alice", "carol"])).await;
 
     let bob = store
-        .history_for(&room_name("ROOM"), &name("Bob"), None, 50)
+        .history_for(&key("ROOM"), &name("Bob"), None, 50)
         .await
         .expect("history");
     assert_eq!(seqs(&bob), [1, 2]);
@@ -972,7 +999,7 @@ pub async fn history_has_only_recipients_copies(store: &dyn Store) {
     );
 
     let carol = store
-        .history_for(&room_name("room"), &name("carol"), None, 50)
+        .history_for(&key("room"), &name("carol"), None, 50)
         .await
         .expect("history");
     assert_eq!(seqs(&carol), [2, 3]);
@@ -986,13 +1013,13 @@ pub async fn history_has_only_recipients_copies(store: &dyn Store) {
     );
 
     let alice = store
-        .history_for(&room_name("room"), &name("alice"), None, 50)
+        .history_for(&key("room"), &name("alice"), None, 50)
         .await
         .expect("history");
     assert_eq!(seqs(&alice), [1, 2, 3]);
 
     let stranger = store
-        .history_for(&room_name("room"), &name("mallory"), None, 50)
+        .history_for(&key("room"), &name("mallory"), None, 50)
         .await
         .expect("history");
     assert!(stranger.messages.is_empty());
@@ -1015,7 +1042,7 @@ pub async fn history_pages_with_before_seq(store: &dyn Store) {
             u64::from(id)
         );
     }
-    let (room_, bob) = (room_name("room"), name("bob"));
+    let (room_, bob) = (key("room"), name("bob"));
     let page = |before: Option<u64>, limit: usize| store.history_for(&room_, &bob, before, limit);
 
     let newest = page(None, 2).await.expect("page");
@@ -1044,7 +1071,7 @@ pub async fn history_pages_with_before_seq(store: &dyn Store) {
     assert!(none.has_more, "limit 0 still reports older messages");
 
     let alice = store
-        .history_for(&room_name("room"), &name("alice"), Some(7), 3)
+        .history_for(&key("room"), &name("alice"), Some(7), 3)
         .await
         .expect("page");
     assert_eq!(seqs(&alice), [4, 5, 6]);
@@ -1054,7 +1081,7 @@ pub async fn history_pages_with_before_seq(store: &dyn Store) {
 /// History of a room that does not exist is empty.
 pub async fn history_of_missing_room_is_empty(store: &dyn Store) {
     let slice = store
-        .history_for(&room_name("nowhere"), &name("alice"), None, 10)
+        .history_for(&key("nowhere"), &name("alice"), None, 10)
         .await
         .expect("history");
     assert!(slice.messages.is_empty());
@@ -1069,7 +1096,7 @@ pub async fn prefix_room_names_do_not_mix(store: &dyn Store) {
     create_room(store, "abc", "bob").await;
     create_room(store, "a", "bob").await;
     store
-        .add_member(&room_name("abc"), &name("alice"))
+        .add_member(&key("abc"), &name("alice"))
         .await
         .expect("join");
     assert_eq!(
@@ -1090,34 +1117,34 @@ pub async fn prefix_room_names_do_not_mix(store: &dyn Store) {
     );
 
     let ab = store
-        .history_for(&room_name("ab"), &name("alice"), None, 10)
+        .history_for(&key("ab"), &name("alice"), None, 10)
         .await
         .expect("history");
     let ids: Vec<u8> = ab.messages.iter().map(|m| m.message_id.0[0]).collect();
     assert_eq!(ids, [1, 4]);
     let abc = store
-        .history_for(&room_name("abc"), &name("alice"), None, 10)
+        .history_for(&key("abc"), &name("alice"), None, 10)
         .await
         .expect("history");
     let ids: Vec<u8> = abc.messages.iter().map(|m| m.message_id.0[0]).collect();
     assert_eq!(ids, [2, 3]);
     assert!(store
-        .history_for(&room_name("a"), &name("alice"), None, 10)
+        .history_for(&key("a"), &name("alice"), None, 10)
         .await
         .expect("history")
         .messages
         .is_empty());
 
-    let ab_members = store.members(&room_name("ab")).await.expect("members");
+    let ab_members = store.members(&key("ab")).await.expect("members");
     assert_eq!(usernames(&ab_members), ["alice"]);
-    let a_members = store.members(&room_name("a")).await.expect("members");
+    let a_members = store.members(&key("a")).await.expect("members");
     assert_eq!(usernames(&a_members), ["bob"]);
     // Removing from the shorter name does not touch the longer one.
     assert!(!store
-        .remove_member(&room_name("ab"), &name("bob"))
+        .remove_member(&key("ab"), &name("bob"))
         .await
         .expect("leave"));
-    let abc_members = store.members(&room_name("abc")).await.expect("members");
+    let abc_members = store.members(&key("abc")).await.expect("members");
     assert_eq!(usernames(&abc_members), ["alice", "bob"]);
 }
 
@@ -1133,40 +1160,34 @@ pub async fn member_names_match_members(store: &dyn Store) {
     create_room(store, "names", "Carol").await;
     for u in ["alice", "Bob"] {
         store
-            .add_member(&room_name("names"), &name(u))
+            .add_member(&key("names"), &name(u))
             .await
             .expect("join");
     }
     let full: Vec<Username> = store
-        .members(&room_name("NAMES"))
+        .members(&key("NAMES"))
         .await
         .expect("members")
         .into_iter()
         .map(|m| m.username)
         .collect();
-    let names = store
-        .member_names(&room_name("NAMES"))
-        .await
-        .expect("names");
+    let names = store.member_names(&key("NAMES")).await.expect("names");
     assert_eq!(names, full);
     assert_eq!(
         names.iter().map(ToString::to_string).collect::<Vec<_>>(),
         ["alice", "Bob", "Carol"]
     );
     store
-        .remove_member(&room_name("names"), &name("bob"))
+        .remove_member(&key("names"), &name("bob"))
         .await
         .expect("leave");
-    let names = store
-        .member_names(&room_name("names"))
-        .await
-        .expect("names");
+    let names = store.member_names(&key("names")).await.expect("names");
     assert_eq!(
         names.iter().map(ToString::to_string).collect::<Vec<_>>(),
         ["alice", "Carol"]
     );
     assert!(matches!(
-        store.member_names(&room_name("nowhere")).await,
+        store.member_names(&key("nowhere")).await,
         Err(StoreError::NotFound)
     ));
 }
@@ -1188,7 +1209,7 @@ pub async fn concurrent_appends_get_distinct_seqs(store: &dyn Store) {
     assert_eq!(got, (1..=u64::from(N)).collect::<Vec<_>>());
 
     let history = store
-        .history_for(&room_name("busy"), &name("bob"), None, 100)
+        .history_for(&key("busy"), &name("bob"), None, 100)
         .await
         .expect("history");
     assert_eq!(seqs(&history), (1..=u64::from(N)).collect::<Vec<_>>());
@@ -1228,7 +1249,7 @@ pub async fn queued_messages_keep_their_order(store: &dyn Store) {
         .collect();
     assert_eq!(seqs_in_queue_order, [Some(1), Some(2), None, Some(3)]);
     let history = store
-        .history_for(&room_name("queue"), &name("bob"), None, 10)
+        .history_for(&key("queue"), &name("bob"), None, 10)
         .await
         .expect("history");
     let ids: Vec<u8> = history.messages.iter().map(|m| m.message_id.0[0]).collect();
@@ -1260,4 +1281,269 @@ pub async fn concurrent_create_user_one_wins(store: &dyn Store) {
     let winner = winner.expect("one registration succeeded");
     let found = store.find_user(&name("racer")).await.expect("find");
     assert_eq!(found, Some(user(winner, winner.as_bytes())));
+}
+
+/// The keys of the four rooms named `den` the namespace cases use: public, hidden with
+/// password `a`, hidden with password `b`, hidden without a password.
+fn den_keys(secret: &RoomSecret) -> [RoomKey; 4] {
+    let den = room_name("den");
+    [
+        key("den"),
+        secret.hidden_key(&den, Some("a")),
+        secret.hidden_key(&den, Some("b")),
+        secret.hidden_key(&den, None),
+    ]
+}
+
+/// A public room, two hidden rooms with different passwords and a hidden room without a
+/// password can all share a name, each under its own key; a key is taken only by the room
+/// created under it.
+pub async fn hidden_namespaces_do_not_collide(store: &dyn Store) {
+    create_users(store, &["pub", "key_a", "key_b", "open", "fresh"]).await;
+    let secret = store.room_secret().await.expect("room secret");
+    let keys = den_keys(&secret);
+    let spellings = ["den", "Den", "DEN", "dEn"];
+    let owners = ["pub", "key_a", "key_b", "open"];
+    for ((key, spelling), owner) in keys.iter().zip(spellings).zip(owners) {
+        let hidden = key.is_hidden();
+        store
+            .create_room(key, room(spelling, owner, hidden))
+            .await
+            .expect("a room of the same name in another namespace");
+    }
+    for ((key, spelling), owner) in keys.iter().zip(spellings).zip(owners) {
+        let found = store.find_room(key).await.expect("find");
+        assert_eq!(found, Some(room(spelling, owner, key.is_hidden())));
+        let members = store.members(key).await.expect("members");
+        assert_eq!(usernames(&members), [owner]);
+        let err = store
+            .create_room(key, room("den", "fresh", false))
+            .await
+            .expect_err("the key is taken");
+        assert!(matches!(err, StoreError::AlreadyExists), "{err:?}");
+        // A creator holding a room of the name hears that first, whatever the key.
+        let holder = if *key == keys[0] { "key_a" } else { "pub" };
+        let err = store
+            .create_room(key, room("den", holder, false))
+            .await
+            .expect_err("the creator holds a den");
+        assert!(matches!(err, StoreError::NameInUse), "{err:?}");
+    }
+    assert!(keys[1].password_in_key() && keys[2].password_in_key());
+    assert!(!keys[0].password_in_key() && !keys[3].password_in_key());
+    assert!(!keys[0].is_hidden() && keys[3].is_hidden());
+    // The listing shows only the public one.
+    let (names, more) = page_names(store, query(None, None, 10)).await;
+    assert_eq!(names, ["den"]);
+    assert!(!more);
+    let (names, _) = page_names(store, query(None, Some("DE"), 10)).await;
+    assert_eq!(names, ["den"]);
+    // The derivation is the store's: another secret finds nothing.
+    for other in &den_keys(&RoomSecret::random())[1..3] {
+        assert_eq!(store.find_room(other).await.expect("find"), None);
+    }
+}
+
+/// `room_of` finds the caller's own room of a name, in any case, whichever namespace it
+/// is in, and nothing for a user who is not a member of one, however many rooms of that
+/// name exist; it follows joins and leaves.
+pub async fn room_of_resolves_through_memberships(store: &dyn Store) {
+    create_users(store, &["owner", "guest", "stranger"]).await;
+    let secret = store.room_secret().await.expect("room secret");
+    let [public, keyed, _, open] = den_keys(&secret);
+    store
+        .create_room(&keyed, room("Den", "owner", true))
+        .await
+        .expect("hidden room");
+    store
+        .create_room(&public, room("den", "stranger", false))
+        .await
+        .expect("public room");
+    store
+        .create_room(&open, room("den", "stranger2", true))
+        .await
+        .expect("open hidden room");
+    let mine = Membership {
+        key: keyed.clone(),
+        name: room_name("Den"),
+    };
+    for spelling in ["den", "DEN"] {
+        assert_eq!(
+            store
+                .room_of(&name("OWNER"), &room_name(spelling))
+                .await
+                .expect("room_of"),
+            Some(mine.clone())
+        );
+    }
+    assert_eq!(
+        store
+            .room_of(&name("guest"), &room_name("den"))
+            .await
+            .expect("room_of"),
+        None,
+        "rooms of that name exist, but the guest is in none"
+    );
+    assert_eq!(
+        store
+            .room_of(&name("stranger"), &room_name("den"))
+            .await
+            .expect("room_of")
+            .map(|m| m.key),
+        Some(public)
+    );
+    assert!(store
+        .add_member(&keyed, &name("guest"))
+        .await
+        .expect("join"));
+    assert_eq!(
+        store
+            .room_of(&name("guest"), &room_name("Den"))
+            .await
+            .expect("room_of"),
+        Some(mine.clone())
+    );
+    assert_eq!(
+        store.rooms_of(&name("guest")).await.expect("rooms_of"),
+        [mine]
+    );
+    assert!(store
+        .remove_member(&keyed, &name("guest"))
+        .await
+        .expect("leave"));
+    assert_eq!(
+        store
+            .room_of(&name("guest"), &room_name("den"))
+            .await
+            .expect("room_of"),
+        None
+    );
+    assert!(store
+        .rooms_of(&name("guest"))
+        .await
+        .expect("rooms_of")
+        .is_empty());
+}
+
+/// A user is a member of at most one room per name: joining or creating a second room of
+/// a name they hold is `NameInUse` and writes nothing; joining their own again is no
+/// change; once they leave, the other room is theirs to join.
+pub async fn one_room_per_name_per_member(store: &dyn Store) {
+    create_users(store, &["alice", "bob"]).await;
+    let secret = store.room_secret().await.expect("room secret");
+    let [public, keyed, other_keyed, open] = den_keys(&secret);
+    create_room(store, "Den", "alice").await;
+    store
+        .create_room(&keyed, room("den", "bob", true))
+        .await
+        .expect("bob's hidden room");
+    let err = store
+        .add_member(&keyed, &name("ALICE"))
+        .await
+        .expect_err("alice holds a den");
+    assert!(matches!(err, StoreError::NameInUse), "{err:?}");
+    assert_eq!(
+        usernames(&store.members(&keyed).await.expect("members")),
+        ["bob"]
+    );
+    for key in [&other_keyed, &open] {
+        let err = store
+            .create_room(key, room("DEN", "alice", true))
+            .await
+            .expect_err("alice holds a den");
+        assert!(matches!(err, StoreError::NameInUse), "{err:?}");
+        assert_eq!(store.find_room(key).await.expect("find"), None);
+    }
+    assert!(!store
+        .add_member(&public, &name("alice"))
+        .await
+        .expect("her own room again"));
+    let err = store
+        .add_member(&public, &name("bob"))
+        .await
+        .expect_err("bob holds a den");
+    assert!(matches!(err, StoreError::NameInUse), "{err:?}");
+    assert_eq!(
+        names_of(&store.rooms_of(&name("alice")).await.expect("rooms_of")),
+        [room_name("Den")]
+    );
+
+    assert!(store
+        .remove_member(&public, &name("alice"))
+        .await
+        .expect("leave"));
+    assert!(store
+        .add_member(&keyed, &name("alice"))
+        .await
+        .expect("now she may"));
+    assert_eq!(
+        store
+            .room_of(&name("alice"), &room_name("den"))
+            .await
+            .expect("room_of")
+            .map(|m| m.key),
+        Some(keyed)
+    );
+}
+
+/// Messages and history follow the room's key: a hidden room and a public room of the same
+/// name keep separate sequences and histories, each labelled with its display name.
+pub async fn hidden_rooms_keep_their_own_messages(store: &dyn Store) {
+    create_users(store, &["alice", "bob"]).await;
+    let secret = store.room_secret().await.expect("room secret");
+    let [public, keyed, _, _] = den_keys(&secret);
+    create_room(store, "den", "alice").await;
+    store
+        .create_room(&keyed, room("Den", "bob", true))
+        .await
+        .expect("hidden room");
+    let to = |key: &RoomKey, id: u8, who: &str| NewMessage {
+        room: key.clone(),
+        ..message("den", id, who, &[who])
+    };
+    assert_eq!(append(store, to(&keyed, 1, "bob")).await, 1);
+    assert_eq!(append(store, to(&keyed, 2, "bob")).await, 2);
+    assert_eq!(append(store, to(&public, 1, "alice")).await, 1);
+    let hidden = store
+        .history_for(&keyed, &name("bob"), None, 10)
+        .await
+        .expect("history");
+    assert_eq!(seqs(&hidden), [1, 2]);
+    assert!(hidden.messages.iter().all(|m| m.room.as_str() == "Den"));
+    let public = store
+        .history_for(&public, &name("alice"), None, 10)
+        .await
+        .expect("history");
+    assert_eq!(seqs(&public), [1]);
+    assert_eq!(public.messages[0].room.as_str(), "den");
+}
+
+/// The room secret is the same after the store is closed and opened again (every hidden
+/// room's key depends on it).
+pub async fn room_secret_survives_reopening<H: Harness>() {
+    let mut h = H::start().await;
+    let first = h.store().room_secret().await.expect("room secret");
+    h.reopen().await;
+    assert_eq!(
+        h.store()
+            .room_secret()
+            .await
+            .expect("room secret after reopening"),
+        first
+    );
+    h.finish().await;
+}
+
+/// Two fresh stores have different room secrets, so a hidden room's key in one says
+/// nothing about the other.
+pub async fn room_secrets_differ_between_stores<H: Harness>() {
+    let (a, b) = (H::start().await, H::start().await);
+    let (secret_a, secret_b) = (
+        a.store().room_secret().await.expect("room secret"),
+        b.store().room_secret().await.expect("room secret"),
+    );
+    assert_ne!(secret_a, secret_b);
+    assert_ne!(secret_a.to_bytes(), [0; 32]);
+    a.finish().await;
+    b.finish().await;
 }

@@ -26,19 +26,28 @@
 //! |----------------|----------------------------------|------------------------------------|
 //! | `meta`         | `&str` setting                   | `u64` (`schema_version`)           |
 //! | `identity`     | `"server_id"`                    | the [`ServerId`]'s 16 bytes        |
+//! | `secrets`      | `"room_secret"`                  | the [`RoomSecret`]'s 32 bytes      |
 //! | `users`        | user                             | [`UserRecord`]                     |
-//! | `rooms`        | room                             | [`RoomRecord`]                     |
-//! | `room_members` | (room, user)                     | the member's display [`Username`]  |
-//! | `user_rooms`   | (user, room)                     | the room's display [`RoomName`]    |
-//! | `message_ids`  | (room, message id bytes)         | `u64` seq (per-room id uniqueness) |
-//! | `messages`     | (room, seq)                      | id, sender, server time and every copy |
-//! | `member_first_seq` | (room, user)                 | first seq the member can hold      |
+//! | `rooms`        | room key                         | [`RoomRecord`]                     |
+//! | `room_members` | (room key, user)                 | the member's display [`Username`]  |
+//! | `memberships`  | (user, canonical room name)      | the room's key and display name    |
+//! | `message_ids`  | (room key, message id bytes)     | `u64` seq (per-room id uniqueness) |
+//! | `messages`     | (room key, seq)                  | id, sender, server time and every copy |
+//! | `member_first_seq` | (room key, user)             | first seq the member can hold      |
 //! | `key_history`  | (user, rotation number)          | an encoded [`RotationCertificate`] |
 //! | `owned_rooms`  | (owner, room)                    | `()`: counts a user's rooms for the rooms-per-user quota |
 //!
-//! The server id is generated in the transaction that creates the tables, so a data
-//! directory has one id from its first open on (a directory made by an older version gets
-//! one the first time this version opens it). A key rotation is one write transaction that
+//! Room keys are [`RoomKey`]s: a public room's canonical name, or a key in a hidden
+//! namespace (see [`super`]). `memberships` is keyed by the room's canonical *name*, not
+//! its key, so it both resolves "the room named X that this user is in" in one lookup
+//! and makes "one room per name per member" a uniqueness check inside the write.
+//!
+//! The server id and the room secret are generated in the transaction that creates the
+//! tables, so a data directory has them from its first open on (a directory made by an
+//! older version gets them the first time this version opens it). Schema 3 (before
+//! hidden namespaces) is migrated in place on open: its `user_rooms` table, keyed by
+//! (user, room key), becomes `memberships`; in schema 3 every room key was the room's
+//! canonical name, so each entry keeps its key. A key rotation is one write transaction that
 //! checks the current key, replaces it, appends the certificate under the user's next
 //! rotation number and deletes the numbers that fell out of the newest
 //! [`MAX_KEY_HISTORY`]. The room listing walks `rooms` in key order from the page's lower
@@ -71,8 +80,8 @@ use shared::{MessageId, RoomName, ServerId, Username};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    HistorySlice, NewMessage, PendingAppend, RoomListing, RoomPage, RoomQuery, RoomRecord, Store,
-    StoreError, UserRecord,
+    HistorySlice, Membership, NewMessage, PendingAppend, RoomKey, RoomListing, RoomPage, RoomQuery,
+    RoomRecord, RoomSecret, Store, StoreError, UserRecord, HIDDEN_KEY_MARK,
 };
 
 /// The adapter's name in errors, logs and `/health`.
@@ -89,16 +98,22 @@ const HISTORY_SCAN_BYTES: usize = 64 * 1024 * 1024;
 const DB_FILE: &str = "chat.redb";
 
 /// The layout this code reads and writes; bumped on incompatible changes.
-const SCHEMA_VERSION: u64 = 3;
+const SCHEMA_VERSION: u64 = 4;
+/// The previous layout, which [`EmbeddedStore::open`] migrates.
+const SCHEMA_BEFORE_NAMESPACES: u64 = 3;
 const SCHEMA_KEY: &str = "schema_version";
 const SERVER_ID_KEY: &str = "server_id";
+const ROOM_SECRET_KEY: &str = "room_secret";
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const IDENTITY: TableDefinition<&str, [u8; 16]> = TableDefinition::new("identity");
+const SECRETS: TableDefinition<&str, [u8; 32]> = TableDefinition::new("secrets");
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 const ROOMS: TableDefinition<&str, &[u8]> = TableDefinition::new("rooms");
 const ROOM_MEMBERS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("room_members");
-const USER_ROOMS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("user_rooms");
+const MEMBERSHIPS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("memberships");
+/// Schema 3's (user, room key) → display room name; read once by the migration.
+const USER_ROOMS_V3: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("user_rooms");
 const MESSAGE_IDS: TableDefinition<(&str, &[u8; 16]), u64> = TableDefinition::new("message_ids");
 const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("messages");
 const FIRST_SEQ: TableDefinition<(&str, &str), u64> = TableDefinition::new("member_first_seq");
@@ -107,6 +122,23 @@ const OWNED_ROOMS: TableDefinition<(&str, &str), ()> = TableDefinition::new("own
 /// Set once `owned_rooms` holds every room: a data directory made before the table
 /// existed has it filled from `rooms` on its first open by this version.
 const OWNED_ROOMS_FILLED_KEY: &str = "owned_rooms_filled";
+
+/// A `memberships` value: where the user's room of that name is stored, and its display
+/// name.
+#[derive(Serialize, Deserialize)]
+struct StoredMembership {
+    key: String,
+    name: RoomName,
+}
+
+impl StoredMembership {
+    fn into_membership(self) -> Membership {
+        Membership {
+            key: RoomKey::from_stored(self.key),
+            name: self.name,
+        }
+    }
+}
 
 /// A message as `messages` stores it: its metadata and every recipient's copy.
 #[derive(Serialize)]
@@ -211,6 +243,10 @@ impl EmbeddedStore {
                     meta.insert(SCHEMA_KEY, SCHEMA_VERSION).map_err(backend)?;
                 }
                 Some(SCHEMA_VERSION) => {}
+                Some(SCHEMA_BEFORE_NAMESPACES) => {
+                    migrate_memberships(txn)?;
+                    meta.insert(SCHEMA_KEY, SCHEMA_VERSION).map_err(backend)?;
+                }
                 Some(other) => {
                     return Err(backend(format!(
                         "{DB_FILE} has schema version {other}, this server reads {SCHEMA_VERSION}; \
@@ -225,11 +261,18 @@ impl EmbeddedStore {
                     .insert(SERVER_ID_KEY, ServerId::random().0)
                     .map_err(backend)?;
             }
+            // The room secret likewise: every hidden room's key depends on it.
+            let mut secrets = txn.open_table(SECRETS).map_err(backend)?;
+            if secrets.get(ROOM_SECRET_KEY).map_err(backend)?.is_none() {
+                secrets
+                    .insert(ROOM_SECRET_KEY, RoomSecret::random().to_bytes())
+                    .map_err(backend)?;
+            }
             // Create every table up front, so read transactions never meet a missing one.
             txn.open_table(USERS).map_err(backend)?;
             txn.open_table(ROOMS).map_err(backend)?;
             txn.open_table(ROOM_MEMBERS).map_err(backend)?;
-            txn.open_table(USER_ROOMS).map_err(backend)?;
+            txn.open_table(MEMBERSHIPS).map_err(backend)?;
             txn.open_table(MESSAGE_IDS).map_err(backend)?;
             txn.open_table(MESSAGES).map_err(backend)?;
             txn.open_table(FIRST_SEQ).map_err(backend)?;
@@ -318,6 +361,37 @@ fn write_txn<T>(
     }
 }
 
+/// Moves schema 3's `user_rooms` entries into `memberships` and deletes the old table.
+/// Schema 3 stored every room under its canonical name, so the name is also the key.
+fn migrate_memberships(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let mut entries = Vec::new();
+    {
+        let old = txn.open_table(USER_ROOMS_V3).map_err(backend)?;
+        for entry in old.iter().map_err(backend)? {
+            let (key, value) = entry.map_err(backend)?;
+            let (user, room) = key.value();
+            let name: RoomName = decode(value.value())?;
+            entries.push((user.to_owned(), room.to_owned(), name));
+        }
+    }
+    let mut memberships = txn.open_table(MEMBERSHIPS).map_err(backend)?;
+    for (user, room, name) in &entries {
+        let value = encode(&StoredMembership {
+            key: room.clone(),
+            name: name.clone(),
+        })?;
+        memberships
+            .insert((user.as_str(), room.as_str()), value.as_slice())
+            .map_err(backend)?;
+    }
+    txn.delete_table(USER_ROOMS_V3).map_err(backend)?;
+    tracing::info!(
+        memberships = entries.len(),
+        "embedded store migrated to schema {SCHEMA_VERSION}"
+    );
+    Ok(())
+}
+
 fn backend(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
     StoreError::Backend {
         store: STORE,
@@ -372,6 +446,16 @@ impl Store for EmbeddedStore {
             found
                 .map(|v| ServerId(v.value()))
                 .ok_or_else(|| backend(format!("{DB_FILE} has no server id")))
+        })
+    }
+
+    async fn room_secret(&self) -> Result<RoomSecret, StoreError> {
+        self.read_now(|txn| {
+            let secrets = txn.open_table(SECRETS).map_err(backend)?;
+            let found = secrets.get(ROOM_SECRET_KEY).map_err(backend)?;
+            found
+                .map(|v| RoomSecret::from_bytes(v.value()))
+                .ok_or_else(|| backend(format!("{DB_FILE} has no room secret")))
         })
     }
 
@@ -487,12 +571,18 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn create_room(&self, room: RoomRecord) -> Result<(), StoreError> {
-        let room_key = room.name.canonical();
+    async fn create_room(&self, key: &RoomKey, room: RoomRecord) -> Result<(), StoreError> {
+        let room_key = key.as_str().to_owned();
         let owner_key = room.owner.canonical();
         let room_bytes = encode(&room)?;
-        let room_name = encode(&room.name)?;
         self.write(move |txn| {
+            if let Some(held) = membership_of(txn, &owner_key, &room.name)? {
+                return Err(if held.key == room_key {
+                    StoreError::AlreadyExists
+                } else {
+                    StoreError::NameInUse
+                });
+            }
             let mut rooms = txn.open_table(ROOMS).map_err(backend)?;
             if rooms.get(room_key.as_str()).map_err(backend)?.is_some() {
                 return Err(StoreError::AlreadyExists);
@@ -505,7 +595,7 @@ impl Store for EmbeddedStore {
                 .insert((owner_key.as_str(), room_key.as_str()), ())
                 .map_err(backend)?;
             let owner = display_username(txn, &owner_key, room.owner)?;
-            insert_membership(txn, &room_key, &owner_key, &owner, &room_name)
+            insert_membership(txn, &room_key, &room.name, &owner_key, &owner)
         })
         .await
     }
@@ -528,12 +618,29 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn find_room(&self, name: &RoomName) -> Result<Option<RoomRecord>, StoreError> {
-        let key = name.canonical();
+    async fn find_room(&self, key: &RoomKey) -> Result<Option<RoomRecord>, StoreError> {
         self.read_now(|txn| {
             let rooms = txn.open_table(ROOMS).map_err(backend)?;
             let found = rooms.get(key.as_str()).map_err(backend)?;
             found.map(|v| decode(v.value())).transpose()
+        })
+    }
+
+    async fn room_of(
+        &self,
+        user: &Username,
+        name: &RoomName,
+    ) -> Result<Option<Membership>, StoreError> {
+        let (user_key, name_key) = (user.canonical(), name.canonical());
+        self.read_now(|txn| {
+            let memberships = txn.open_table(MEMBERSHIPS).map_err(backend)?;
+            let found = memberships
+                .get((user_key.as_str(), name_key.as_str()))
+                .map_err(backend)?;
+            Ok(found
+                .map(|v| decode::<StoredMembership>(v.value()))
+                .transpose()?
+                .map(StoredMembership::into_membership))
         })
     }
 
@@ -554,12 +661,12 @@ impl Store for EmbeddedStore {
                 Some(after) => Bound::Excluded(after.as_str()),
                 None => Bound::Unbounded,
             };
+            // Hidden namespaces start at the mark and run to the end: never entered.
+            let mark = HIDDEN_KEY_MARK.to_string();
+            let upper = Bound::Excluded(mark.as_str());
             let mut page = Vec::new();
             let mut more = false;
-            for entry in rooms
-                .range::<&str>((lower, Bound::Unbounded))
-                .map_err(backend)?
-            {
+            for entry in rooms.range::<&str>((lower, upper)).map_err(backend)? {
                 let (key, value) = entry.map_err(backend)?;
                 let key = key.value();
                 if filter.as_ref().is_some_and(|f| !f.matches(key)) {
@@ -584,8 +691,8 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn add_member(&self, room: &RoomName, user: &Username) -> Result<bool, StoreError> {
-        let room_key = room.canonical();
+    async fn add_member(&self, room: &RoomKey, user: &Username) -> Result<bool, StoreError> {
+        let room_key = room.as_str().to_owned();
         let user_key = user.canonical();
         let user = user.clone();
         self.write(move |txn| {
@@ -612,33 +719,51 @@ impl Store for EmbeddedStore {
                     return Err(StoreError::RoomFull);
                 }
             }
+            if membership_of(txn, &user_key, &record.name)?.is_some() {
+                return Err(StoreError::NameInUse);
+            }
             let display = display_username(txn, &user_key, user)?;
-            insert_membership(txn, &room_key, &user_key, &display, &encode(&record.name)?)?;
+            insert_membership(txn, &room_key, &record.name, &user_key, &display)?;
             Ok(true)
         })
         .await
     }
 
-    async fn remove_member(&self, room: &RoomName, user: &Username) -> Result<bool, StoreError> {
-        let room_key = room.canonical();
+    async fn remove_member(&self, room: &RoomKey, user: &Username) -> Result<bool, StoreError> {
+        let room_key = room.as_str().to_owned();
         let user_key = user.canonical();
         self.write(move |txn| {
             let mut members = txn.open_table(ROOM_MEMBERS).map_err(backend)?;
-            let mut user_rooms = txn.open_table(USER_ROOMS).map_err(backend)?;
             let was_member = members
                 .remove((room_key.as_str(), user_key.as_str()))
                 .map_err(backend)?
                 .is_some();
-            user_rooms
-                .remove((user_key.as_str(), room_key.as_str()))
+            if !was_member {
+                return Ok(false);
+            }
+            let name = {
+                let rooms = txn.open_table(ROOMS).map_err(backend)?;
+                let found = rooms.get(room_key.as_str()).map_err(backend)?;
+                match found {
+                    Some(v) => decode::<RoomRecord>(v.value())?.name.canonical(),
+                    None => {
+                        return Err(backend(format!(
+                            "room {room_key} has members but no record"
+                        )))
+                    }
+                }
+            };
+            let mut memberships = txn.open_table(MEMBERSHIPS).map_err(backend)?;
+            memberships
+                .remove((user_key.as_str(), name.as_str()))
                 .map_err(backend)?;
-            Ok(was_member)
+            Ok(true)
         })
         .await
     }
 
-    async fn members(&self, room: &RoomName) -> Result<Vec<UserRecord>, StoreError> {
-        let room_key = room.canonical();
+    async fn members(&self, room: &RoomKey) -> Result<Vec<UserRecord>, StoreError> {
+        let room_key = room.as_str().to_owned();
         self.read(move |txn| {
             let rooms = txn.open_table(ROOMS).map_err(backend)?;
             if rooms.get(room_key.as_str()).map_err(backend)?.is_none() {
@@ -661,28 +786,28 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn member_names(&self, room: &RoomName) -> Result<Vec<Username>, StoreError> {
-        let room_key = room.canonical();
+    async fn member_names(&self, room: &RoomKey) -> Result<Vec<Username>, StoreError> {
+        let room_key = room.as_str();
         self.read_now(|txn| {
             let rooms = txn.open_table(ROOMS).map_err(backend)?;
-            if rooms.get(room_key.as_str()).map_err(backend)?.is_none() {
+            if rooms.get(room_key).map_err(backend)?.is_none() {
                 return Err(StoreError::NotFound);
             }
             let members = txn.open_table(ROOM_MEMBERS).map_err(backend)?;
-            Ok(scan_pairs::<Username, _>(&members, &room_key)?
+            Ok(scan_pairs::<Username, _>(&members, room_key)?
                 .into_iter()
                 .map(|(_, name)| name)
                 .collect())
         })
     }
 
-    async fn rooms_of(&self, user: &Username) -> Result<Vec<RoomName>, StoreError> {
+    async fn rooms_of(&self, user: &Username) -> Result<Vec<Membership>, StoreError> {
         let user_key = user.canonical();
         self.read_now(|txn| {
-            let user_rooms = txn.open_table(USER_ROOMS).map_err(backend)?;
-            Ok(scan_pairs::<RoomName, _>(&user_rooms, &user_key)?
+            let memberships = txn.open_table(MEMBERSHIPS).map_err(backend)?;
+            Ok(scan_pairs::<StoredMembership, _>(&memberships, &user_key)?
                 .into_iter()
-                .map(|(_, name)| name)
+                .map(|(_, m)| m.into_membership())
                 .collect())
         })
     }
@@ -696,7 +821,7 @@ impl Store for EmbeddedStore {
         })?;
         self.appends
             .queue(AppendJob {
-                room_key: message.room.canonical(),
+                room_key: message.room.as_str().to_owned(),
                 id: message.message_id,
                 record,
             })
@@ -705,12 +830,12 @@ impl Store for EmbeddedStore {
 
     async fn history_for(
         &self,
-        room: &RoomName,
+        room: &RoomKey,
         recipient: &Username,
         before_seq: Option<u64>,
         limit: usize,
     ) -> Result<HistorySlice, StoreError> {
-        let room_key = room.canonical();
+        let room_key = room.as_str().to_owned();
         let user_key = recipient.canonical();
         let empty = HistorySlice {
             messages: Vec::new(),
@@ -820,21 +945,41 @@ fn display_username(
     }
 }
 
-/// Writes both directions of a membership. `room_name` is the encoded display name.
+/// The `memberships` entry of `user_key` for rooms named `name` (in any case), inside a
+/// write.
+fn membership_of(
+    txn: &WriteTransaction,
+    user_key: &str,
+    name: &RoomName,
+) -> Result<Option<StoredMembership>, StoreError> {
+    let memberships = txn.open_table(MEMBERSHIPS).map_err(backend)?;
+    let name_key = name.canonical();
+    let found = memberships
+        .get((user_key, name_key.as_str()))
+        .map_err(backend)?;
+    found.map(|v| decode(v.value())).transpose()
+}
+
+/// Writes both directions of a membership of the room under `room_key` named `room_name`.
 fn insert_membership(
     txn: &WriteTransaction,
     room_key: &str,
+    room_name: &RoomName,
     user_key: &str,
     user: &Username,
-    room_name: &[u8],
 ) -> Result<(), StoreError> {
     let mut members = txn.open_table(ROOM_MEMBERS).map_err(backend)?;
     members
         .insert((room_key, user_key), encode(user)?.as_slice())
         .map_err(backend)?;
-    let mut user_rooms = txn.open_table(USER_ROOMS).map_err(backend)?;
-    user_rooms
-        .insert((user_key, room_key), room_name)
+    let mut memberships = txn.open_table(MEMBERSHIPS).map_err(backend)?;
+    let name_key = room_name.canonical();
+    let value = encode(&StoredMembership {
+        key: room_key.to_owned(),
+        name: room_name.clone(),
+    })?;
+    memberships
+        .insert((user_key, name_key.as_str()), value.as_slice())
         .map_err(backend)?;
     // The first message a member can hold a copy of; kept across leaving and rejoining, so
     // history scans stop there.
@@ -1057,6 +1202,10 @@ mod tests {
         RoomName::parse(s).expect("valid room name")
     }
 
+    fn key(s: &str) -> RoomKey {
+        RoomKey::public(&room(s))
+    }
+
     fn envelope(recipient: &str, ciphertext: &[u8]) -> Envelope {
         Envelope {
             recipient: name(recipient),
@@ -1079,13 +1228,16 @@ mod tests {
             .await
             .expect("user");
         store
-            .create_room(RoomRecord {
-                name: room("busy"),
-                owner: name("alice"),
-                password_hash: None,
-                hidden: false,
-                created_at_ms: 0,
-            })
+            .create_room(
+                &key("busy"),
+                RoomRecord {
+                    name: room("busy"),
+                    owner: name("alice"),
+                    password_hash: None,
+                    hidden: false,
+                    created_at_ms: 0,
+                },
+            )
             .await
             .expect("room");
         let reused = MessageId([7; 16]);
@@ -1101,7 +1253,7 @@ mod tests {
                 tokio::spawn(async move {
                     store
                         .append_message(NewMessage {
-                            room: room(room_name),
+                            room: key(room_name),
                             message_id: id,
                             sender: name("alice"),
                             server_time_ms: u64::from(i),
@@ -1133,7 +1285,7 @@ mod tests {
         // Everything acknowledged is on disk.
         let store = EmbeddedStore::open(dir.path()).expect("reopen");
         let page = store
-            .history_for(&room("busy"), &name("alice"), None, 100)
+            .history_for(&key("busy"), &name("alice"), None, 100)
             .await
             .expect("history");
         assert_eq!(page.messages.len(), 41);
@@ -1154,15 +1306,18 @@ mod tests {
                 .await
                 .expect("user");
         }
-        let r = room("floor");
+        let r = key("floor");
         store
-            .create_room(RoomRecord {
-                name: r.clone(),
-                owner: name("alice"),
-                password_hash: None,
-                hidden: false,
-                created_at_ms: 0,
-            })
+            .create_room(
+                &r,
+                RoomRecord {
+                    name: room("floor"),
+                    owner: name("alice"),
+                    password_hash: None,
+                    hidden: false,
+                    created_at_ms: 0,
+                },
+            )
             .await
             .expect("room");
         let send = |i: u8, to: &'static [&'static str]| NewMessage {
@@ -1246,22 +1401,25 @@ mod tests {
                     .expect("create user");
             }
             store
-                .create_room(RoomRecord {
-                    name: room("Lobby"),
-                    owner: name("Alice"),
-                    password_hash: Some("$argon2id$stub".into()),
-                    hidden: true,
-                    created_at_ms: 2,
-                })
+                .create_room(
+                    &key("Lobby"),
+                    RoomRecord {
+                        name: room("Lobby"),
+                        owner: name("Alice"),
+                        password_hash: Some("$argon2id$stub".into()),
+                        hidden: true,
+                        created_at_ms: 2,
+                    },
+                )
                 .await
                 .expect("create room");
             assert!(store
-                .add_member(&room("lobby"), &name("bob"))
+                .add_member(&key("lobby"), &name("bob"))
                 .await
                 .expect("join"));
             let seq = store
                 .append_message(NewMessage {
-                    room: room("Lobby"),
+                    room: key("Lobby"),
                     message_id: MessageId([1; 16]),
                     sender: name("Alice"),
                     server_time_ms: 3,
@@ -1278,13 +1436,13 @@ mod tests {
             alice.map(|u| u.username.as_str().to_owned()),
             Some("Alice".into())
         );
-        let lobby = store.find_room(&room("LOBBY")).await.expect("find room");
+        let lobby = store.find_room(&key("LOBBY")).await.expect("find room");
         assert_eq!(
             lobby.map(|r| (r.name.as_str().to_owned(), r.hidden)),
             Some(("Lobby".into(), true))
         );
         let members: Vec<_> = store
-            .members(&room("Lobby"))
+            .members(&key("Lobby"))
             .await
             .expect("members")
             .into_iter()
@@ -1292,7 +1450,7 @@ mod tests {
             .collect();
         assert_eq!(members, ["Alice", "Bob"]);
         let history = store
-            .history_for(&room("Lobby"), &name("Bob"), None, 10)
+            .history_for(&key("Lobby"), &name("Bob"), None, 10)
             .await
             .expect("history");
         assert_eq!(history.messages.len(), 1);
@@ -1300,7 +1458,7 @@ mod tests {
         // The sequence continues after the reopen rather than restarting.
         let seq = store
             .append_message(NewMessage {
-                room: room("Lobby"),
+                room: key("Lobby"),
                 message_id: MessageId([2; 16]),
                 sender: name("Bob"),
                 server_time_ms: 4,
@@ -1318,18 +1476,21 @@ mod tests {
         let h = EmbeddedHarness::start().await;
         let marker = b"opaque-marker-7f3a9c";
         h.embedded()
-            .create_room(RoomRecord {
-                name: room("r"),
-                owner: name("alice"),
-                password_hash: None,
-                hidden: false,
-                created_at_ms: 0,
-            })
+            .create_room(
+                &key("r"),
+                RoomRecord {
+                    name: room("r"),
+                    owner: name("alice"),
+                    password_hash: None,
+                    hidden: false,
+                    created_at_ms: 0,
+                },
+            )
             .await
             .expect("create room");
         h.embedded()
             .append_message(NewMessage {
-                room: room("r"),
+                room: key("r"),
                 message_id: MessageId([5; 16]),
                 sender: name("alice"),
                 server_time_ms: 0,
@@ -1340,6 +1501,105 @@ mod tests {
         let bytes = std::fs::read(h.embedded().path()).expect("read db file");
         assert!(bytes.windows(marker.len()).any(|w| w == marker));
         h.finish().await;
+    }
+
+    /// A data directory written by schema 3 (rooms keyed by name, `user_rooms` keyed by
+    /// user and room) opens as schema 4: memberships resolve, a room secret exists, and a
+    /// legacy hidden room stays under its name, unlisted.
+    #[tokio::test]
+    async fn schema_3_is_migrated_on_open() {
+        let dir = TempDir::new().expect("temp dir");
+        {
+            let db = Database::create(dir.path().join(DB_FILE)).expect("create");
+            write_txn(&db, |txn| {
+                txn.open_table(META)
+                    .map_err(backend)?
+                    .insert(SCHEMA_KEY, SCHEMA_BEFORE_NAMESPACES)
+                    .map_err(backend)?;
+                txn.open_table(IDENTITY)
+                    .map_err(backend)?
+                    .insert(SERVER_ID_KEY, [5; 16])
+                    .map_err(backend)?;
+                let mut rooms = txn.open_table(ROOMS).map_err(backend)?;
+                let mut members = txn.open_table(ROOM_MEMBERS).map_err(backend)?;
+                let mut user_rooms = txn.open_table(USER_ROOMS_V3).map_err(backend)?;
+                for (display, hidden) in [("Den", false), ("Vault", true)] {
+                    let record = RoomRecord {
+                        name: room(display),
+                        owner: name("alice"),
+                        password_hash: None,
+                        hidden,
+                        created_at_ms: 0,
+                    };
+                    let key = display.to_ascii_lowercase();
+                    rooms
+                        .insert(key.as_str(), encode(&record)?.as_slice())
+                        .map_err(backend)?;
+                    members
+                        .insert((key.as_str(), "alice"), encode(&name("alice"))?.as_slice())
+                        .map_err(backend)?;
+                    user_rooms
+                        .insert(("alice", key.as_str()), encode(&room(display))?.as_slice())
+                        .map_err(backend)?;
+                }
+                Ok(())
+            })
+            .expect("write schema 3");
+        }
+        let store = EmbeddedStore::open(dir.path()).expect("open migrates");
+        assert_eq!(store.server_id().await.expect("id"), ServerId([5; 16]));
+        store.room_secret().await.expect("a room secret was made");
+        let vault = store
+            .room_of(&name("alice"), &room("VAULT"))
+            .await
+            .expect("room_of");
+        assert_eq!(
+            vault,
+            Some(Membership {
+                key: key("vault"),
+                name: room("Vault"),
+            })
+        );
+        let rooms: Vec<RoomName> = store
+            .rooms_of(&name("alice"))
+            .await
+            .expect("rooms_of")
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        assert_eq!(rooms, [room("Den"), room("Vault")]);
+        let page = store
+            .list_public_rooms(&RoomQuery {
+                after: None,
+                filter: None,
+                limit: 10,
+            })
+            .await
+            .expect("list");
+        let listed: Vec<&str> = page.rooms.iter().map(|l| l.room.name.as_str()).collect();
+        assert_eq!(listed, ["Den"], "the legacy hidden room stays unlisted");
+        assert!(store
+            .remove_member(&key("den"), &name("alice"))
+            .await
+            .expect("leave"));
+        assert_eq!(
+            store
+                .room_of(&name("alice"), &room("den"))
+                .await
+                .expect("room_of"),
+            None
+        );
+        drop(store);
+        // Opening again is a no-op: the schema is current.
+        let store = EmbeddedStore::open(dir.path()).expect("reopen");
+        assert_eq!(
+            store
+                .rooms_of(&name("alice"))
+                .await
+                .expect("rooms_of")
+                .len(),
+            1
+        );
     }
 
     #[tokio::test]

@@ -5,12 +5,34 @@
 //!   the zero-configuration default.
 //! - [`mongo::MongoStore`]: MongoDB, for production.
 //!
-//! Uniqueness (usernames and room names, case-insensitively; message ids per room) and
-//! atomicity (a room is created together with its owner's membership; a message gets its
-//! sequence number and all its copies in one write; a key rotation replaces the key only if
-//! it is still the one the certificate retires, and records the certificate in the same
-//! write) are the store's job, never a read-modify-write in a handler. Records are document-shaped so both adapters store them
+//! Uniqueness (usernames case-insensitively; room keys; one room of a canonical name per
+//! member; message ids per room) and atomicity (a room is created together with its
+//! owner's membership; a message gets its sequence number and all its copies in one write;
+//! a key rotation replaces the key only if it is still the one the certificate retires,
+//! and records the certificate in the same write) are the store's job, never a
+//! read-modify-write in a handler. Records are document-shaped so both adapters store them
 //! naturally. Every behaviour is pinned down by [`conformance`], which both adapters run.
+//!
+//! # Room keys and namespaces
+//! A room is stored under a [`RoomKey`], never looked up by its name alone:
+//!
+//! - a public room under its canonical name ([`RoomKey::public`]);
+//! - a hidden room with a password under `~hidden:` and the hex HMAC-SHA256, keyed by the
+//!   store's [`RoomSecret`], of its canonical name and password ([`RoomSecret::hidden_key`]),
+//!   so only someone who gives both can find it;
+//! - a hidden room without a password under `~open:` and its canonical name: knowing the
+//!   name is the access, but it lives in its own namespace, so a public room of the same
+//!   name never collides with it.
+//!
+//! Hidden keys start with `~`, which sorts after every character a room name may hold, so
+//! they form one block after all public keys that a listing never enters. Rooms made by
+//! earlier versions keep their keys: public ones are already keyed by name, and hidden ones
+//! ("legacy" hidden rooms, `hidden` set under a name key) stay there, as the server does
+//! not have their passwords to re-key them.
+//!
+//! A member's room is found through the member's own memberships ([`Store::room_of`]),
+//! keyed by the user and the room's canonical name; a user is a member of at most one room
+//! per canonical name.
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
@@ -21,6 +43,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use async_trait::async_trait;
+use ring::hmac;
 use serde::{Deserialize, Serialize};
 use shared::crypto::rotation::RotationCertificate;
 use shared::protocol::{DeliveredMessage, Envelope};
@@ -50,6 +73,127 @@ pub struct RoomRecord {
     pub hidden: bool,
     /// Creation time, milliseconds since the Unix epoch.
     pub created_at_ms: u64,
+}
+
+/// The first character of every hidden room's key: it sorts after every character a room
+/// name may hold (ASCII letters, digits and `_-.`), so hidden keys come after all public
+/// ones.
+pub const HIDDEN_KEY_MARK: char = '~';
+
+/// The prefix of a hidden room's key when its password is part of the key.
+const KEYED_PREFIX: &str = "~hidden:";
+
+/// The prefix of a hidden room's key when it has no password.
+const OPEN_PREFIX: &str = "~open:";
+
+/// Where a room is stored: the store's primary key for it (see the module docs for the
+/// namespaces). Opaque to handlers, which get one from [`RoomKey::public`],
+/// [`RoomSecret::hidden_key`] or a membership, and never show it to a client.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RoomKey(String);
+
+impl RoomKey {
+    /// The key of the public room (or legacy hidden room) named `name`: its canonical name.
+    pub fn public(name: &RoomName) -> Self {
+        Self(name.canonical())
+    }
+
+    /// A key as an adapter stored it.
+    pub fn from_stored(key: String) -> Self {
+        Self(key)
+    }
+
+    /// The key as stored.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether the key is in a hidden namespace (not a public room's or a legacy one's).
+    pub fn is_hidden(&self) -> bool {
+        self.0.starts_with(HIDDEN_KEY_MARK)
+    }
+
+    /// Whether the room's password is part of its key: a hidden room created with a
+    /// password, which keeps no password hash because finding it proves the password.
+    pub fn password_in_key(&self) -> bool {
+        self.0.starts_with(KEYED_PREFIX)
+    }
+}
+
+impl std::fmt::Debug for RoomKey {
+    /// A hidden key is a keyed hash of a name and a password: logs show only its
+    /// namespace and first few characters, enough to tell rooms apart.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.password_in_key() {
+            let shown: String = self.0.chars().take(KEYED_PREFIX.len() + 8).collect();
+            write!(f, "RoomKey({shown}…)")
+        } else {
+            write!(f, "RoomKey({})", self.0)
+        }
+    }
+}
+
+impl std::fmt::Display for RoomKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+/// The store's secret for deriving hidden rooms' keys: 32 random bytes, generated once
+/// when the store is created and kept in it. Never logged (its `Debug` is redacted).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RoomSecret([u8; 32]);
+
+impl RoomSecret {
+    /// A fresh random secret.
+    pub fn random() -> Self {
+        Self(rand::random())
+    }
+
+    /// The secret from its stored bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The bytes to store.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0
+    }
+
+    /// The key of the hidden room named `name` with this `password` (`None`: a hidden room
+    /// without a password, found by its name alone). The password is used as given, byte
+    /// for byte; names are canonical (lowercase).
+    pub fn hidden_key(&self, name: &RoomName, password: Option<&str>) -> RoomKey {
+        let canonical = name.canonical();
+        match password {
+            None => RoomKey(format!("{OPEN_PREFIX}{canonical}")),
+            Some(password) => {
+                // A name never holds a NUL, so (name, password) pairs map to distinct inputs.
+                let key = hmac::Key::new(hmac::HMAC_SHA256, &self.0);
+                let mut ctx = hmac::Context::with_key(&key);
+                ctx.update(canonical.as_bytes());
+                ctx.update(&[0]);
+                ctx.update(password.as_bytes());
+                let tag = ctx.sign();
+                RoomKey(format!("{KEYED_PREFIX}{}", hex::encode(tag.as_ref())))
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for RoomSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RoomSecret(..)")
+    }
+}
+
+/// One of a user's memberships, as [`Store::room_of`] and [`Store::rooms_of`] give it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    /// Where the room is stored.
+    pub key: RoomKey,
+    /// The room's display name.
+    pub name: RoomName,
 }
 
 /// A public room and its members, as listings need them.
@@ -132,7 +276,7 @@ impl RoomFilter {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewMessage {
     /// The room.
-    pub room: RoomName,
+    pub room: RoomKey,
     /// The sender-chosen id; unique within the room.
     pub message_id: MessageId,
     /// The authenticated sender.
@@ -179,6 +323,10 @@ pub enum StoreError {
     /// The room already has `MAX_ROOM_MEMBERS` members.
     #[error("room is full")]
     RoomFull,
+    /// The user is a member of another room with the same canonical name (a public and a
+    /// hidden room may share a name, but one user belongs to at most one of them).
+    #[error("the user is a member of another room with this name")]
+    NameInUse,
     /// The backend cannot be reached now (connection refused, timeout, failover).
     #[error("{store} store unavailable")]
     Unavailable {
@@ -213,6 +361,14 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// [`StoreError::Unavailable`] or [`StoreError::Backend`] if it cannot be read.
     async fn server_id(&self) -> Result<ServerId, StoreError>;
+
+    /// This store's [`RoomSecret`]: generated at random when the store was first created
+    /// (as the [`server_id`](Self::server_id) is) and never changed after, since every
+    /// hidden room's key depends on it.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Backend`] if it cannot be read.
+    async fn room_secret(&self) -> Result<RoomSecret, StoreError>;
 
     /// Checks that the backend is reachable.
     ///
@@ -256,50 +412,64 @@ pub trait Store: Send + Sync + 'static {
         username: &Username,
     ) -> Result<Vec<RotationCertificate>, StoreError>;
 
-    /// Creates a room and makes its owner the first member, atomically.
+    /// Creates a room under `key` and makes its owner the first member, atomically.
     ///
     /// # Errors
-    /// [`StoreError::AlreadyExists`] if the name is taken, ignoring case.
-    async fn create_room(&self, room: RoomRecord) -> Result<(), StoreError>;
+    /// [`StoreError::NameInUse`] if the owner is a member of another room with the same
+    /// canonical name (checked first); [`StoreError::AlreadyExists`] if `key` is taken.
+    /// Nothing is written then.
+    async fn create_room(&self, key: &RoomKey, room: RoomRecord) -> Result<(), StoreError>;
 
     /// How many rooms `owner` created (rooms are never deleted, so this counts every room
     /// they ever created, whether they are still a member or not).
     async fn owned_room_count(&self, owner: &Username) -> Result<usize, StoreError>;
 
-    /// Looks a room up by name, ignoring case.
-    async fn find_room(&self, name: &RoomName) -> Result<Option<RoomRecord>, StoreError>;
+    /// Looks a room up by its key.
+    async fn find_room(&self, key: &RoomKey) -> Result<Option<RoomRecord>, StoreError>;
+
+    /// The room named `name` (any case) that `user` is a member of, if any: one lookup in
+    /// the user's own memberships, whose cost does not depend on what other rooms exist.
+    async fn room_of(
+        &self,
+        user: &Username,
+        name: &RoomName,
+    ) -> Result<Option<Membership>, StoreError>;
 
     /// One page of the rooms that are not hidden, with their members, ordered by canonical
-    /// name (see [`RoomQuery`]). A store walks its rooms in name order from
+    /// name (see [`RoomQuery`]). A store walks its public keys in order from
     /// [`RoomQuery::after`] and stops after `limit + 1` matches, so the cost follows the
-    /// page, not the number of rooms (apart from rooms skipped as hidden or not matching).
+    /// page, not the number of rooms (apart from public rooms skipped as not matching, and
+    /// legacy hidden rooms); it never reads a room in a hidden namespace.
     async fn list_public_rooms(&self, query: &RoomQuery) -> Result<RoomPage, StoreError>;
 
-    /// Makes `user` a member of `room`. Returns `true` if they were not a member before.
+    /// Makes `user` a member of the room under `key`. Returns `true` if they were not a
+    /// member before.
     ///
     /// # Errors
     /// [`StoreError::NotFound`] if the room does not exist; [`StoreError::RoomFull`] if it
-    /// has `MAX_ROOM_MEMBERS` members already.
-    async fn add_member(&self, room: &RoomName, user: &Username) -> Result<bool, StoreError>;
+    /// has `MAX_ROOM_MEMBERS` members already; [`StoreError::NameInUse`] if the user is a
+    /// member of another room with the same canonical name.
+    async fn add_member(&self, room: &RoomKey, user: &Username) -> Result<bool, StoreError>;
 
-    /// Ends `user`'s membership of `room`. Returns `true` if they were a member.
-    async fn remove_member(&self, room: &RoomName, user: &Username) -> Result<bool, StoreError>;
+    /// Ends `user`'s membership of the room under `key`. Returns `true` if they were a
+    /// member.
+    async fn remove_member(&self, room: &RoomKey, user: &Username) -> Result<bool, StoreError>;
 
     /// The room's members with their current keys, ordered by canonical username.
     ///
     /// # Errors
     /// [`StoreError::NotFound`] if the room does not exist.
-    async fn members(&self, room: &RoomName) -> Result<Vec<UserRecord>, StoreError>;
+    async fn members(&self, room: &RoomKey) -> Result<Vec<UserRecord>, StoreError>;
 
     /// The usernames of the room's members (display case), ordered by canonical username:
     /// the cheap form of [`members`](Self::members) for membership checks.
     ///
     /// # Errors
     /// [`StoreError::NotFound`] if the room does not exist.
-    async fn member_names(&self, room: &RoomName) -> Result<Vec<Username>, StoreError>;
+    async fn member_names(&self, room: &RoomKey) -> Result<Vec<Username>, StoreError>;
 
     /// The rooms `user` is a member of, ordered by canonical name.
-    async fn rooms_of(&self, user: &Username) -> Result<Vec<RoomName>, StoreError>;
+    async fn rooms_of(&self, user: &Username) -> Result<Vec<Membership>, StoreError>;
 
     /// Takes a message for storing with all its copies, and returns once its place in the
     /// room's order is fixed: messages queued one after another (each call awaited before
@@ -328,7 +498,7 @@ pub trait Store: Send + Sync + 'static {
     /// work one call does and return fewer (see [`HistorySlice::next_before`]).
     async fn history_for(
         &self,
-        room: &RoomName,
+        room: &RoomKey,
         recipient: &Username,
         before_seq: Option<u64>,
         limit: usize,

@@ -9,15 +9,24 @@
 //! ```text
 //! users     { _id: "alice", username: "Alice", public_key: BinData, created_at: ISODate,
 //!             key_history?: [ BinData, … ] }
-//! rooms     { _id: "general", name: "General", owner: "Alice", password_hash?: "$argon2id$…",
-//!             hidden: false, created_at: ISODate,
+//! rooms     { _id: "general", canonical: "general", name: "General", owner: "Alice",
+//!             password_hash?: "$argon2id$…", hidden: false, created_at: ISODate,
 //!             members: [ { user: "alice", username: "Alice", joined_at: ISODate }, … ] }
 //! messages  { _id: ObjectId, room: "general", room_name: "General", seq: NumberLong(42),
 //!             message_id: BinData(16 bytes), sender: "Alice", server_time: ISODate,
 //!             copies: [ { recipient: "bob", recipient_name: "Bob", wrapped_key: BinData,
 //!                         nonce: BinData(12 bytes), ciphertext: BinData }, … ] }
 //! meta      { _id: "server_id", server_id: BinData(16 bytes) }
+//!           { _id: "room_secret", room_secret: BinData(32 bytes) }
 //! ```
+//!
+//! A room's `_id` is its [`RoomKey`]: the canonical name for a public room, a key in a
+//! hidden namespace otherwise (see [`super`]), so a public and a hidden room may share a
+//! name. `canonical` is the lowercase name in every room, for the per-member lookup
+//! ([`Store::room_of`]). Rooms stored before hidden namespaces have no `canonical`;
+//! [`MongoStore::connect`] sets it from `_id` (then their canonical name) before it builds
+//! the index that needs it, and drops the old `name_ci_unique` index, which made names
+//! unique across namespaces.
 //!
 //! `key_history` holds the user's rotation certificates, oldest first, each the protocol
 //! encoding ([`codec`]) of a [`RotationCertificate`]: signed artefacts the server hands
@@ -34,9 +43,8 @@
 //! |------------|-------------------------|------------------------------------------|-----|
 //! | `users`    | `_id_`                  | `_id` (canonical username)               | unique username, ignoring case |
 //! | `users`    | `username_ci_unique`    | `username`, collation `en` strength 2    | the same rule, visible on the display field |
-//! | `rooms`    | `name_ci_unique`        | `name`, collation `en` strength 2        | unique room name, ignoring case (besides `_id`) |
-//! | `rooms`    | `public_by_name`        | `hidden, _id`                            | `list_public_rooms`: a page is an `_id` range after the last name, in order |
-//! | `rooms`    | `members_user`          | `members.user, _id`                      | `rooms_of` (multikey) |
+//! | `rooms`    | `public_by_name`        | `hidden, _id`                            | `list_public_rooms`: a page is an `_id` range after the last name, in order; never reads a hidden room |
+//! | `rooms`    | `member_rooms`          | `members.user, canonical`                | `room_of` (one lookup per member and name) and `rooms_of` (multikey) |
 //! | `rooms`    | `owner_ci`              | `owner`, collation `en` strength 2       | `owned_room_count` (the rooms-per-user quota) |
 //! | `messages` | `room_seq_unique`       | `room, seq` (unique)                     | history by room and time; the next sequence number |
 //! | `messages` | `room_message_id_unique`| `room, message_id` (unique)              | one message per sender-chosen id per room |
@@ -65,10 +73,18 @@
 //!   only one matches; the other finds the account with another key and reports
 //!   [`StoreError::Conflict`]. (At most [`MAX_KEY_HISTORY`] certificates of at most one
 //!   frame each: the document stays below the 16 MiB limit.)
-//! - **The server id is inserted if absent**: [`MongoStore::connect`] inserts a random id
-//!   under the fixed `_id` `"server_id"`; the unique `_id` index lets exactly one insert
-//!   win, so every instance that connects to the database, even at the same moment, then
-//!   reads the same id.
+//! - **The server id and the room secret are inserted if absent**: [`MongoStore::connect`]
+//!   inserts a random value under each fixed `_id` (`"server_id"`, `"room_secret"`); the
+//!   unique `_id` index lets exactly one insert win, so every instance that connects to the
+//!   database, even at the same moment, then reads the same values.
+//! - **One room per name per member is checked, not enforced by an index**: `create_room`
+//!   and `add_member` look for another room of the same `canonical` name holding the user
+//!   before they write. Two joins *by the same user* to two rooms of one name at the same
+//!   moment can both pass the check (a document-level write cannot see the other room);
+//!   the user then holds both, and [`Store::room_of`] answers with one of them. Only that
+//!   user is affected, and leaving either room undoes it. (A unique multikey index on
+//!   `canonical, members.user` would enforce it, but also collides rooms whose member
+//!   lists are empty.)
 //!
 //! # Durability
 //! Every collection handle writes with `{ w: "majority", j: true, wtimeout: 10 s }`,
@@ -106,8 +122,8 @@ use shared::protocol::{codec, DeliveredMessage, Envelope, MAX_KEY_HISTORY, MAX_R
 use shared::{MessageId, RoomName, ServerId, Username};
 
 use super::{
-    HistorySlice, NewMessage, PendingAppend, RoomListing, RoomPage, RoomQuery, RoomRecord, Store,
-    StoreError, UserRecord,
+    HistorySlice, Membership, NewMessage, PendingAppend, RoomKey, RoomListing, RoomPage, RoomQuery,
+    RoomRecord, RoomSecret, Store, StoreError, UserRecord,
 };
 
 /// The adapter's name in errors, logs and `/health`.
@@ -141,6 +157,16 @@ const META: &str = "meta";
 
 /// The `_id` of the `meta` document that holds the server id.
 const SERVER_ID_DOC: &str = "server_id";
+
+/// The `_id` of the `meta` document that holds the room secret.
+const ROOM_SECRET_DOC: &str = "room_secret";
+
+/// Indexes earlier versions created that this one replaces: `name_ci_unique` made room
+/// names unique across namespaces; `members_user` is covered by `member_rooms`.
+const RETIRED_ROOM_INDEXES: [&str; 2] = ["name_ci_unique", "members_user"];
+
+/// The server's code for dropping an index that does not exist.
+const INDEX_NOT_FOUND: i32 = 27;
 
 /// Server error codes for a duplicate key (11001 is the pre-2.6 spelling).
 const DUPLICATE_KEY_CODES: [i32; 2] = [11000, 11001];
@@ -276,6 +302,10 @@ impl MongoStore {
         };
         store.ping_primary().await.map_err(step_error("ping"))?;
         store
+            .migrate_rooms()
+            .await
+            .map_err(step_error("room migration"))?;
+        store
             .create_indexes()
             .await
             .map_err(step_error("index creation"))?;
@@ -283,6 +313,10 @@ impl MongoStore {
             .ensure_server_id()
             .await
             .map_err(step_error("server id creation"))?;
+        store
+            .ensure_room_secret()
+            .await
+            .map_err(step_error("room secret creation"))?;
         tracing::info!(hosts, database, "connected to MongoDB");
         Ok(store)
     }
@@ -341,6 +375,59 @@ impl MongoStore {
         }
     }
 
+    /// Gives the database a room secret unless it has one, as [`ensure_server_id`] does.
+    ///
+    /// [`ensure_server_id`]: Self::ensure_server_id
+    async fn ensure_room_secret(&self) -> Result<(), DriverError> {
+        let inserted = self
+            .meta
+            .insert_one(doc! {
+                "_id": ROOM_SECRET_DOC,
+                "room_secret": binary(RoomSecret::random().to_bytes().to_vec()),
+            })
+            .await;
+        match inserted {
+            Ok(_) => Ok(()),
+            Err(e) if is_duplicate_key(&e) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Brings rooms stored by earlier versions to this version's shape: each gets
+    /// `canonical` (their `_id` was their canonical name), and the indexes this version
+    /// replaces are dropped. Idempotent: once done, it reads the rooms' `_id`s and finds
+    /// nothing to change.
+    async fn migrate_rooms(&self) -> Result<(), DriverError> {
+        let old: Vec<Document> = self
+            .rooms
+            .find(doc! { "canonical": { "$exists": false } })
+            .projection(doc! { "_id": 1 })
+            .await?
+            .try_collect()
+            .await?;
+        for d in &old {
+            if let Ok(id) = d.get_str("_id") {
+                self.rooms
+                    .update_one(doc! { "_id": id }, doc! { "$set": { "canonical": id } })
+                    .await?;
+            }
+        }
+        if !old.is_empty() {
+            tracing::info!(
+                rooms = old.len(),
+                "MongoDB rooms migrated to name namespaces"
+            );
+        }
+        for name in RETIRED_ROOM_INDEXES {
+            match self.rooms.drop_index(name).await {
+                Ok(()) => tracing::info!(index = name, "dropped a retired index"),
+                Err(e) if is_index_not_found(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     async fn create_indexes(&self) -> Result<(), DriverError> {
         self.users
             .create_indexes([index(
@@ -353,20 +440,14 @@ impl MongoStore {
         self.rooms
             .create_indexes([
                 index(
-                    doc! { "name": 1 },
-                    "name_ci_unique",
-                    true,
-                    Some(case_insensitive()),
-                ),
-                index(
                     doc! { "hidden": 1, "_id": 1 },
                     "public_by_name",
                     false,
                     None,
                 ),
                 index(
-                    doc! { "members.user": 1, "_id": 1 },
-                    "members_user",
+                    doc! { "members.user": 1, "canonical": 1 },
+                    "member_rooms",
                     false,
                     None,
                 ),
@@ -399,10 +480,10 @@ impl MongoStore {
     }
 
     /// The room's members as (canonical, display) names, sorted by canonical name.
-    async fn member_list(&self, room: &RoomName) -> Result<Vec<(String, Username)>, StoreError> {
+    async fn member_list(&self, room: &RoomKey) -> Result<Vec<(String, Username)>, StoreError> {
         let Some(d) = self
             .rooms
-            .find_one(doc! { "_id": room.canonical() })
+            .find_one(doc! { "_id": room.as_str() })
             .projection(doc! { "members": 1 })
             .await
             .map_err(map_err)?
@@ -410,6 +491,31 @@ impl MongoStore {
             return Err(StoreError::NotFound);
         };
         members_from_doc(&d)
+    }
+
+    /// Refuses with [`StoreError::NameInUse`] if `user` is a member of a room named
+    /// `canonical` other than the one under `except` (see the module docs on why this is a
+    /// check, not an index).
+    async fn check_name_free(
+        &self,
+        user: &str,
+        canonical: &str,
+        except: Option<&RoomKey>,
+    ) -> Result<(), StoreError> {
+        let mut filter = doc! { "members.user": user, "canonical": canonical };
+        if let Some(except) = except {
+            filter.insert("_id", doc! { "$ne": except.as_str() });
+        }
+        let found = self
+            .rooms
+            .find_one(filter)
+            .projection(doc! { "_id": 1 })
+            .await
+            .map_err(map_err)?;
+        match found {
+            Some(_) => Err(StoreError::NameInUse),
+            None => Ok(()),
+        }
     }
 
     /// The display form of `user`: the registered account's, or `user` itself when there
@@ -430,7 +536,7 @@ impl MongoStore {
     /// Inserts a message under the room's next sequence number, retrying when a concurrent
     /// insert took that number first.
     async fn insert_message(&self, message: &NewMessage) -> Result<u64, StoreError> {
-        let room_key = message.room.canonical();
+        let room_key = message.room.as_str().to_owned();
         let Some(room) = self
             .rooms
             .find_one(doc! { "_id": &room_key })
@@ -509,6 +615,27 @@ impl Store for MongoStore {
             .try_into()
             .map_err(|_| f.malformed("server_id", "is not 16 bytes"))?;
         Ok(ServerId(bytes))
+    }
+
+    async fn room_secret(&self) -> Result<RoomSecret, StoreError> {
+        let d = self
+            .meta
+            .find_one(doc! { "_id": ROOM_SECRET_DOC })
+            .await
+            .map_err(map_err)?
+            .ok_or_else(|| {
+                backend(MalformedDocument {
+                    collection: META,
+                    field: "room_secret",
+                    problem: "is missing (the meta document is gone)".into(),
+                })
+            })?;
+        let f = Fields::new(META, &d);
+        let bytes: [u8; 32] = f
+            .bytes("room_secret")?
+            .try_into()
+            .map_err(|_| f.malformed("room_secret", "is not 32 bytes"))?;
+        Ok(RoomSecret::from_bytes(bytes))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -605,10 +732,13 @@ impl Store for MongoStore {
             .collect()
     }
 
-    async fn create_room(&self, room: RoomRecord) -> Result<(), StoreError> {
+    async fn create_room(&self, key: &RoomKey, room: RoomRecord) -> Result<(), StoreError> {
         let owner = self.display_username(&room.owner).await?;
+        // The owner's own room under this key is `AlreadyExists`, from the insert.
+        self.check_name_free(&owner.canonical(), &room.name.canonical(), Some(key))
+            .await?;
         let member = member_doc(&owner, room.created_at_ms)?;
-        let mut d = room_to_doc(&room)?;
+        let mut d = room_to_doc(key, &room)?;
         d.insert("members", vec![Bson::Document(member)]);
         self.rooms.insert_one(d).await.map_err(map_err)?;
         Ok(())
@@ -624,13 +754,27 @@ impl Store for MongoStore {
         Ok(usize::try_from(count).unwrap_or(usize::MAX))
     }
 
-    async fn find_room(&self, name: &RoomName) -> Result<Option<RoomRecord>, StoreError> {
+    async fn find_room(&self, key: &RoomKey) -> Result<Option<RoomRecord>, StoreError> {
         self.rooms
-            .find_one(doc! { "_id": name.canonical() })
+            .find_one(doc! { "_id": key.as_str() })
             .projection(doc! { "members": 0 })
             .await
             .map_err(map_err)?
             .map(|d| room_from_doc(&d))
+            .transpose()
+    }
+
+    async fn room_of(
+        &self,
+        user: &Username,
+        name: &RoomName,
+    ) -> Result<Option<Membership>, StoreError> {
+        self.rooms
+            .find_one(doc! { "members.user": user.canonical(), "canonical": name.canonical() })
+            .projection(doc! { "_id": 1, "name": 1 })
+            .await
+            .map_err(map_err)?
+            .map(|d| membership_from_doc(&d))
             .transpose()
     }
 
@@ -683,9 +827,27 @@ impl Store for MongoStore {
         Ok(RoomPage { rooms, more })
     }
 
-    async fn add_member(&self, room: &RoomName, user: &Username) -> Result<bool, StoreError> {
-        let room_key = room.canonical();
+    async fn add_member(&self, room: &RoomKey, user: &Username) -> Result<bool, StoreError> {
+        let room_key = room.as_str().to_owned();
         let user_key = user.canonical();
+        let Some(current) = self
+            .rooms
+            .find_one(doc! { "_id": &room_key })
+            .projection(doc! { "canonical": 1, "members": 1 })
+            .await
+            .map_err(map_err)?
+        else {
+            return Err(StoreError::NotFound);
+        };
+        if members_from_doc(&current)?
+            .iter()
+            .any(|(key, _)| *key == user_key)
+        {
+            return Ok(false);
+        }
+        let canonical = Fields::new(ROOMS, &current).str("canonical")?;
+        self.check_name_free(&user_key, canonical, Some(room))
+            .await?;
         let display = self.display_username(user).await?;
         let member = member_doc(&display, now_ms())?;
         let full_marker = format!("members.{}", MAX_ROOM_MEMBERS - 1);
@@ -718,11 +880,11 @@ impl Store for MongoStore {
         Err(unavailable(MembershipContention { room: room_key }))
     }
 
-    async fn remove_member(&self, room: &RoomName, user: &Username) -> Result<bool, StoreError> {
+    async fn remove_member(&self, room: &RoomKey, user: &Username) -> Result<bool, StoreError> {
         let result = self
             .rooms
             .update_one(
-                doc! { "_id": room.canonical() },
+                doc! { "_id": room.as_str() },
                 doc! { "$pull": { "members": { "user": user.canonical() } } },
             )
             .await
@@ -730,7 +892,7 @@ impl Store for MongoStore {
         Ok(result.modified_count == 1)
     }
 
-    async fn members(&self, room: &RoomName) -> Result<Vec<UserRecord>, StoreError> {
+    async fn members(&self, room: &RoomKey) -> Result<Vec<UserRecord>, StoreError> {
         let keys: Vec<String> = self
             .member_list(room)
             .await?
@@ -755,7 +917,7 @@ impl Store for MongoStore {
         users.iter().map(user_from_doc).collect()
     }
 
-    async fn member_names(&self, room: &RoomName) -> Result<Vec<Username>, StoreError> {
+    async fn member_names(&self, room: &RoomKey) -> Result<Vec<Username>, StoreError> {
         Ok(self
             .member_list(room)
             .await?
@@ -764,20 +926,18 @@ impl Store for MongoStore {
             .collect())
     }
 
-    async fn rooms_of(&self, user: &Username) -> Result<Vec<RoomName>, StoreError> {
+    async fn rooms_of(&self, user: &Username) -> Result<Vec<Membership>, StoreError> {
         let docs: Vec<Document> = self
             .rooms
             .find(doc! { "members.user": user.canonical() })
-            .projection(doc! { "name": 1 })
-            .sort(doc! { "_id": 1 })
+            .projection(doc! { "_id": 1, "name": 1, "canonical": 1 })
+            .sort(doc! { "canonical": 1 })
             .await
             .map_err(map_err)?
             .try_collect()
             .await
             .map_err(map_err)?;
-        docs.iter()
-            .map(|d| Fields::new(ROOMS, d).room_name("name"))
-            .collect()
+        docs.iter().map(membership_from_doc).collect()
     }
 
     async fn queue_message(&self, message: &NewMessage) -> Result<PendingAppend, StoreError> {
@@ -790,13 +950,13 @@ impl Store for MongoStore {
 
     async fn history_for(
         &self,
-        room: &RoomName,
+        room: &RoomKey,
         recipient: &Username,
         before_seq: Option<u64>,
         limit: usize,
     ) -> Result<HistorySlice, StoreError> {
         let recipient_key = recipient.canonical();
-        let mut filter = doc! { "room": room.canonical(), "copies.recipient": &recipient_key };
+        let mut filter = doc! { "room": room.as_str(), "copies.recipient": &recipient_key };
         if let Some(before) = before_seq {
             // A bound past every storable seq means "no bound".
             if let Ok(before) = i64::try_from(before) {
@@ -967,6 +1127,10 @@ fn is_duplicate_key(err: &DriverError) -> bool {
     }
 }
 
+fn is_index_not_found(err: &DriverError) -> bool {
+    matches!(err.kind.as_ref(), ErrorKind::Command(e) if e.code == INDEX_NOT_FOUND)
+}
+
 fn is_unavailable(err: &DriverError) -> bool {
     if err.contains_label(RETRYABLE_WRITE_ERROR) || err.contains_label(RETRYABLE_ERROR) {
         return true;
@@ -1025,10 +1189,11 @@ fn user_from_doc(d: &Document) -> Result<UserRecord, StoreError> {
     })
 }
 
-/// The room without its members (the caller adds them).
-fn room_to_doc(room: &RoomRecord) -> Result<Document, StoreError> {
+/// The room under `key`, without its members (the caller adds them).
+fn room_to_doc(key: &RoomKey, room: &RoomRecord) -> Result<Document, StoreError> {
     let mut d = doc! {
-        "_id": room.name.canonical(),
+        "_id": key.as_str(),
+        "canonical": room.name.canonical(),
         "name": room.name.as_str(),
         "owner": room.owner.as_str(),
         "hidden": room.hidden,
@@ -1048,6 +1213,15 @@ fn room_from_doc(d: &Document) -> Result<RoomRecord, StoreError> {
         password_hash: f.opt_str("password_hash")?.map(str::to_owned),
         hidden: f.bool("hidden")?,
         created_at_ms: f.millis("created_at")?,
+    })
+}
+
+/// A room document projected to `_id` and `name`, as one of a member's rooms.
+fn membership_from_doc(d: &Document) -> Result<Membership, StoreError> {
+    let f = Fields::new(ROOMS, d);
+    Ok(Membership {
+        key: RoomKey::from_stored(f.str("_id")?.to_owned()),
+        name: f.room_name("name")?,
     })
 }
 
@@ -1098,7 +1272,7 @@ fn message_to_doc(message: &NewMessage, room_name: &RoomName) -> Result<Document
         })
         .collect();
     Ok(doc! {
-        "room": message.room.canonical(),
+        "room": message.room.as_str(),
         "room_name": room_name.as_str(),
         "message_id": binary(message.message_id.0.to_vec()),
         "sender": message.sender.as_str(),
@@ -1348,8 +1522,7 @@ mod tests {
             "_id_",
             "_id_",
             "_id_",
-            "members_user",
-            "name_ci_unique",
+            "member_rooms",
             "public_by_name",
             "room_message_id_unique",
             "room_recipient_seq",
@@ -1393,7 +1566,10 @@ mod tests {
     async fn mongo_message_is_one_document_with_all_copies() {
         let h = MongoHarness::start().await;
         let store = &h.store;
-        store.create_room(sample_room()).await.expect("create room");
+        store
+            .create_room(&general(), sample_room())
+            .await
+            .expect("create room");
         let seq = store
             .append_message(sample_message())
             .await
@@ -1596,6 +1772,10 @@ mod tests {
         Username::parse(s).expect("valid username")
     }
 
+    fn general() -> RoomKey {
+        RoomKey::public(&RoomName::parse("General").expect("valid room"))
+    }
+
     fn sample_room() -> RoomRecord {
         RoomRecord {
             name: RoomName::parse("General").expect("valid room"),
@@ -1617,7 +1797,7 @@ mod tests {
 
     fn sample_message() -> NewMessage {
         NewMessage {
-            room: RoomName::parse("general").expect("valid room"),
+            room: general(),
             message_id: MessageId([7; 16]),
             sender: name("Alice"),
             server_time_ms: 1_700_000_000_456,
@@ -1637,14 +1817,14 @@ mod tests {
         assert_eq!(user_from_doc(&d).expect("decode"), user);
 
         let room = sample_room();
-        let mut d = room_to_doc(&room).expect("encode");
+        let mut d = room_to_doc(&general(), &room).expect("encode");
         assert_eq!(d.get_str("_id").expect("_id"), "general");
         assert_eq!(room_from_doc(&d).expect("decode"), room);
         let open = RoomRecord {
             password_hash: None,
             ..sample_room()
         };
-        let open_doc = room_to_doc(&open).expect("encode");
+        let open_doc = room_to_doc(&general(), &open).expect("encode");
         assert!(!open_doc.contains_key("password_hash"));
         assert_eq!(room_from_doc(&open_doc).expect("decode"), open);
 

@@ -5,6 +5,7 @@
 mod adversary;
 mod auth;
 mod client_core;
+mod hidden;
 mod limits;
 mod messaging;
 mod persistence;

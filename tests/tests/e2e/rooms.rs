@@ -133,17 +133,33 @@ async fn password_rooms_reject_wrong_passwords() {
 #[tokio::test]
 async fn duplicate_room_names_are_rejected_ignoring_case() {
     let server = TestServer::start().await;
-    let mut c = RawClient::registered(&server.ws_url(), "owner", &test_key(0)).await;
+    let url = server.ws_url();
+    let mut c = RawClient::registered(&url, "owner", &test_key(0)).await;
+    let mut other = RawClient::registered(&url, "other", &test_key(1)).await;
     create(&mut c, "General", None, false).await;
-    let err = c
-        .request(ClientMsg::CreateRoom(CreateRoom {
-            name: room("general"),
+    let create_req = |name: &str, hidden: bool| {
+        ClientMsg::CreateRoom(CreateRoom {
+            name: room(name),
             password: None,
-            hidden: true,
-        }))
+            hidden,
+        })
+    };
+    let err = other
+        .request(create_req("GENERAL", false))
         .await
-        .expect_err("duplicate");
+        .expect_err("duplicate public name");
     assert_eq!(err.code, ErrorCode::RoomExists);
+    // A hidden room lives in its own namespace: the name is free there, but the owner is
+    // a member of a room of that name already.
+    let err = c
+        .request(create_req("general", true))
+        .await
+        .expect_err("the owner holds a general");
+    assert_eq!(err.code, ErrorCode::InvalidState);
+    other
+        .request(create_req("general", true))
+        .await
+        .expect("a hidden general beside the public one");
 }
 
 #[tokio::test]
