@@ -11,8 +11,10 @@
 # Scenarios: crypto; compare (one 100-member room, every member sending, vs the bare
 # relay); compare-1s (four 100-member rooms, one sender each, vs the bare relay); latency
 # (2,000 msg/s into 10-member rooms, vs the bare relay); logins (vs the bare relay plus one
-# verification); idle. Environment knobs
-# are listed below with their defaults.
+# verification); idle; abuse (10 rooms of 10 members at 200 msg/s, without and then with
+# one attacker on $ATTACK_CONNECTIONS connections, against a server with its default rate
+# limit, global registration quota, room quota, argon2 pool and join throttle; not part of
+# the default set). Environment knobs are listed below with their defaults.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,6 +25,7 @@ PORT=${PORT:-18080}
 DURATION=${DURATION:-15}          # seconds counted per fan-out run
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
 IDLE_HOLD=${IDLE_HOLD:-20}        # with HEARTBEAT_SECS=5: four heartbeats
+ATTACK_CONNECTIONS=${ATTACK_CONNECTIONS:-12}
 OUT=${OUT:-$TARGET_DIR/bench-results/$(date +%Y%m%d-%H%M%S)}
 SKIP_BUILD=${SKIP_BUILD:-}
 
@@ -55,14 +58,19 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# start_server DATA_DIR [extra env...]: starts the release server on $PORT, waits for /health.
+# Every bench client comes from 127.0.0.1, so the per-address quotas are always lifted.
+PER_ADDRESS_LIFTED=(CONNECTIONS_PER_ADDRESS=1000000 REGISTRATIONS_PER_ADDRESS=1000000)
+# The throughput scenarios also lift the global quotas and the rate limit; the abuse
+# scenario keeps their defaults, since they are what protect the ordinary users there.
+GLOBAL_LIFTED=(REQUESTS_PER_SEC=100000 REGISTRATIONS_TOTAL=1000000 ROOMS_PER_USER=1000000)
+
+# start_server DATA_DIR [extra env...]: starts the release server on $PORT (per-address
+# quotas lifted), waits until it accepts connections.
 start_server() {
     local dir=$1
     shift
     env DATA_DIR="$dir" PORT="$PORT" BIND_ADDRESS=127.0.0.1 RUST_LOG=warn \
-        REQUESTS_PER_SEC=100000 SHUTDOWN_GRACE_SECS=2 \
-        CONNECTIONS_PER_ADDRESS=1000000 REGISTRATIONS_PER_ADDRESS=1000000 \
-        REGISTRATIONS_TOTAL=1000000 ROOMS_PER_USER=1000000 "$@" \
+        SHUTDOWN_GRACE_SECS=2 "${PER_ADDRESS_LIFTED[@]}" "$@" \
         "$SERVER_BIN" >>"$OUT/server.log" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 100); do
@@ -75,7 +83,14 @@ start_server() {
     exit 1
 }
 
+# fresh_server [extra env...]: a new server on a new data dir, global limits lifted.
 fresh_server() {
+    fresh_limited_server "${GLOBAL_LIFTED[@]}" "$@"
+}
+
+# fresh_limited_server [extra env...]: a new server on a new data dir, global limits at
+# their defaults.
+fresh_limited_server() {
     stop_server
     if [[ -n "$DATA_DIR" ]]; then rm -rf "$DATA_DIR"; fi
     DATA_DIR=$(mktemp -d)
@@ -125,9 +140,17 @@ for scenario in $SCENARIOS; do
             # log in to them again. Each run gets a fresh server process (fresh RSS).
             stop_server
             IDLE_DIR=${IDLE_DIR:-$(mktemp -d)}
-            start_server "$IDLE_DIR" HEARTBEAT_SECS=5
+            start_server "$IDLE_DIR" "${GLOBAL_LIFTED[@]}" HEARTBEAT_SECS=5
             "$LOADGEN" idle --server-url "$URL" --server-pid "$SERVER_PID" \
                 --connections "$IDLE_CONNECTIONS" --room-size 10 --hold "$IDLE_HOLD" \
+                --json "$json"
+            ;;
+        abuse)
+            # One fresh server per run: the attacker uses up its global registration
+            # quota for the hour.
+            fresh_limited_server
+            "$LOADGEN" abuse --server-url "$URL" --server-pid "$SERVER_PID" \
+                --attack-connections "$ATTACK_CONNECTIONS" --duration "$DURATION" \
                 --json "$json"
             ;;
         *)

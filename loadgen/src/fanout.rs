@@ -21,6 +21,11 @@
 //! never more than `window` unanswered. Counting happens in a window of `duration` after
 //! `warmup`; then the driver waits (up to `drain`) for every answer and every copy, so it
 //! can say how many deliveries were lost.
+//!
+//! # Phases
+//! [`run`] is [`prepare`] (accounts, rooms, sealing) then one [`Prepared::measure`]. The
+//! abuse scenario ([`crate::abuse`]) measures the same prepared connections twice, without
+//! and with an attacker, and has an account of its own join a room first ([`Outsider`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -194,6 +199,10 @@ pub struct FanoutResult {
     pub target_cpu_cores: Option<f64>,
     /// The target's resident set at the end of the window, KiB (when its pid is known).
     pub target_rss_kib: Option<u64>,
+    /// This driver process's CPU use in the window, in cores: what the load itself took
+    /// from a machine it shares with the target.
+    #[serde(default)]
+    pub driver_cpu_cores: Option<f64>,
     /// Seconds spent connecting, registering, logging in and joining.
     pub setup_secs: f64,
 }
@@ -274,7 +283,8 @@ pub fn run_tag() -> String {
     format!("lg{:06x}", rand::random::<u32>() & 0xff_ffff)
 }
 
-/// Runs one fan-out measurement against `target`.
+/// Runs one fan-out measurement against `target`: [`prepare`], one
+/// [`Prepared::measure`], and the connections closed.
 ///
 /// # Errors
 /// Invalid parameters, or any failure during set-up (connect, register, login, join).
@@ -284,6 +294,54 @@ pub async fn run(
     keys: &KeyPool,
     target: &Target,
 ) -> anyhow::Result<FanoutResult> {
+    let mut prepared = prepare(params, keys, target, Vec::new()).await?;
+    let result = prepared.measure().await;
+    prepared.close().await;
+    Ok(result)
+}
+
+/// An account from outside the run that joins one of its rooms during set-up, before the
+/// envelopes are sealed, so every message in that room carries a copy for it too. Its
+/// copies are not counted in the run's deliveries: it is not one of the run's members.
+pub struct Outsider {
+    /// Index of the room it joins.
+    pub room: usize,
+    /// Its account.
+    pub name: Username,
+    /// Its public key, which the members seal a copy to.
+    pub public_key: RsaPublicKey,
+    /// A logged-in connection of it, used for the join and then closed.
+    pub conn: SetupConn,
+}
+
+/// A fan-out set up and ready to measure: every member connected, logged in and in its
+/// room, and each room's envelopes sealed.
+pub struct Prepared {
+    params: FanoutParams,
+    target: Target,
+    members: Vec<Member>,
+    /// Each member's connection; `None` once the target has closed it.
+    conns: Vec<Option<Ws>>,
+    templates: Arc<Vec<SendTemplate>>,
+    room_recipients: Arc<Vec<Vec<Recipient>>>,
+    room_names: Arc<Vec<RoomName>>,
+    public_keys: Arc<HashMap<String, RsaPublicKey>>,
+    send_frame_bytes: usize,
+    setup_secs: f64,
+}
+
+/// Sets up a fan-out: connects, registers and logs in every member, creates and joins
+/// the rooms, lets each outsider join its room, and seals one message per room.
+///
+/// # Errors
+/// Invalid parameters (outsiders need a server target and an existing room), or any
+/// failure during set-up (connect, register, login, join).
+pub async fn prepare(
+    params: &FanoutParams,
+    keys: &KeyPool,
+    target: &Target,
+    outsiders: Vec<Outsider>,
+) -> anyhow::Result<Prepared> {
     if !(2..=shared::protocol::MAX_ROOM_MEMBERS).contains(&params.members) {
         bail!(
             "members per room must be 2–{}",
@@ -295,6 +353,12 @@ pub async fn run(
     }
     if params.mode == Mode::Live && params.payload_bytes < 20 {
         bail!("live mode needs payloads of at least 20 bytes (the timestamp)");
+    }
+    if !outsiders.is_empty() && target.kind != TargetKind::Server {
+        bail!("only a server has rooms for outsiders to join");
+    }
+    if outsiders.iter().any(|o| o.room >= params.rooms) {
+        bail!("an outsider names a room the run does not have");
     }
     clock::start();
     let setup_started = Instant::now();
@@ -322,7 +386,7 @@ pub async fn run(
     };
 
     // One real sealing per room: the template for replay, the key set for live.
-    let room_recipients: Vec<Vec<Recipient>> = (0..params.rooms)
+    let mut room_recipients: Vec<Vec<Recipient>> = (0..params.rooms)
         .map(|r| {
             members[r * params.members..(r + 1) * params.members]
                 .iter()
@@ -333,6 +397,18 @@ pub async fn run(
                 .collect()
         })
         .collect();
+    for mut outsider in outsiders {
+        outsider
+            .conn
+            .join_room(&room_names[outsider.room])
+            .await
+            .context("an outsider could not join its room")?;
+        outsider.conn.close().await;
+        room_recipients[outsider.room].push(Recipient {
+            username: outsider.name,
+            key: outsider.public_key,
+        });
+    }
     let mut templates = Vec::with_capacity(params.rooms);
     for (r, recipients) in room_recipients.iter().enumerate() {
         let author = &members[r * params.members];
@@ -350,152 +426,211 @@ pub async fn run(
         templates.push(SendTemplate::new(&room_names[r], envelopes)?);
     }
     let send_frame_bytes = templates.first().map_or(0, SendTemplate::len);
-    let setup_secs = setup_started.elapsed().as_secs_f64();
-
-    // The measurement.
-    let counters = Arc::new(Counters::default());
-    let now = clock::now_nanos();
-    let window = Window {
-        start: now + nanos(params.warmup),
-        end: now + nanos(params.warmup) + nanos(params.duration),
-    };
-    let (finish_tx, finish_rx) = watch::channel(false);
-    let senders = params.senders();
-    let total_senders = senders * params.rooms;
-    let per_sender_interval =
-        (params.rate > 0.0).then(|| Duration::from_secs_f64(total_senders as f64 / params.rate));
-    let public_keys: Arc<HashMap<String, RsaPublicKey>> = Arc::new(
-        members
-            .iter()
-            .map(|m| (m.name.canonical(), m.key.public.clone()))
-            .collect(),
-    );
-    let templates = Arc::new(templates);
-    let room_recipients = Arc::new(room_recipients);
-    let room_names = Arc::new(room_names);
-
-    let mut readers: Vec<JoinHandle<ReaderOutput>> = Vec::with_capacity(members.len());
-    let mut writers: Vec<JoinHandle<()>> = Vec::with_capacity(members.len());
-    for (sender_no, (member, conn)) in members.iter().zip(conns).enumerate() {
-        let (sink, source) = conn.into_ws().split();
-        let permits = Arc::new(Semaphore::new(params.window));
-        let probe = (params.mode == Mode::Live && member.index == 1).then(|| Probe {
-            name: member.name.clone(),
-            key: Arc::clone(&member.key.private),
-            public_keys: Arc::clone(&public_keys),
-        });
-        readers.push(tokio::spawn(read_loop(
-            source,
-            Arc::clone(&permits),
-            Arc::clone(&counters),
-            window,
-            params.mode,
-            probe,
-            finish_rx.clone(),
-        )));
-        let plan = (member.index < senders).then(|| SendPlan {
-            sender_no: u32::try_from(sender_no).unwrap_or(u32::MAX),
-            room: member.room,
-            name: member.name.clone(),
-            key: Arc::clone(&member.key.private),
-            interval: per_sender_interval,
-            // Spread the senders' schedules evenly over one interval.
-            offset: per_sender_interval.map(|i| i.mul_f64(sender_no as f64 / members.len() as f64)),
-        });
-        writers.push(tokio::spawn(write_loop(
-            sink,
-            plan,
-            params.mode,
-            params.payload_bytes,
-            Arc::clone(&templates),
-            Arc::clone(&room_recipients),
-            Arc::clone(&room_names),
-            permits,
-            Arc::clone(&counters),
-            window,
-            finish_rx.clone(),
-        )));
-    }
-
-    // Target CPU over the window.
-    let cpu_probe = target.pid.map(|pid| {
-        tokio::spawn(async move {
-            tokio::time::sleep_until(clock::instant_at(window.start).into()).await;
-            let before = machine::cpu_seconds(pid).ok();
-            tokio::time::sleep_until(clock::instant_at(window.end).into()).await;
-            let after = machine::cpu_seconds(pid).ok();
-            let rss = machine::rss_kib(pid).ok();
-            (before.zip(after).map(|(b, a)| a - b), rss)
-        })
-    });
-
-    tokio::time::sleep_until(clock::instant_at(window.end).into()).await;
-    // Senders stop at the window's end; wait for every answer and copy, or the drain limit.
-    let drain_deadline = Instant::now() + params.drain;
-    loop {
-        let sent = counters.sent.load(Ordering::Relaxed);
-        let answered =
-            counters.acked.load(Ordering::Relaxed) + counters.errors.load(Ordering::Relaxed);
-        let expected = counters.acked.load(Ordering::Relaxed) * (params.members as u64 - 1);
-        let senders_done = counters.senders_done.load(Ordering::Relaxed) >= total_senders as u64;
-        if senders_done
-            && answered >= sent
-            && counters.delivered.load(Ordering::Relaxed) >= expected
-        {
-            break;
-        }
-        if Instant::now() > drain_deadline {
-            tracing::warn!(sent, answered, expected, "drain limit reached");
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let _ = finish_tx.send(true);
-    let mut samples = Vec::new();
-    for reader in readers {
-        if let Ok(out) = reader.await {
-            samples.extend(out.latencies);
-        }
-    }
-    for writer in writers {
-        let _ = writer.await;
-    }
-    let (cpu, rss) = match cpu_probe {
-        Some(task) => task.await.unwrap_or((None, None)),
-        None => (None, None),
-    };
-
-    let secs = params.duration.as_secs_f64();
-    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let acked = load(&counters.acked);
-    let expected = acked * (params.members as u64 - 1);
-    let delivered = load(&counters.delivered);
-    Ok(FanoutResult {
-        target: target.kind,
-        url: target.url.clone(),
-        mode: params.mode,
-        mode_note: params.mode.describe().to_owned(),
+    let public_keys = members
+        .iter()
+        .map(|m| (m.name.canonical(), m.key.public.clone()))
+        .collect();
+    Ok(Prepared {
         params: params.clone(),
+        target: target.clone(),
+        members,
+        conns: conns.into_iter().map(|c| Some(c.into_ws())).collect(),
+        templates: Arc::new(templates),
+        room_recipients: Arc::new(room_recipients),
+        room_names: Arc::new(room_names),
+        public_keys: Arc::new(public_keys),
         send_frame_bytes,
-        offered_msgs_per_sec: load(&counters.sent_in_window) as f64 / secs,
-        acked_msgs_per_sec: load(&counters.acked_in_window) as f64 / secs,
-        delivered_envelopes_per_sec: load(&counters.delivered_in_window) as f64 / secs,
-        latency: summarize(&mut samples),
-        latency_source: match params.mode {
-            Mode::Replay => "message-id send time, every receiver".into(),
-            Mode::Live => "decrypted payload send time, one probe member per room".into(),
-        },
-        sent: load(&counters.sent),
-        acked,
-        errors: load(&counters.errors),
-        expected_deliveries: expected,
-        delivered,
-        lost: expected.saturating_sub(delivered),
-        disconnects: load(&counters.disconnects),
-        target_cpu_cores: cpu.map(|c| c / secs),
-        target_rss_kib: rss,
-        setup_secs,
+        setup_secs: setup_started.elapsed().as_secs_f64(),
     })
+}
+
+impl Prepared {
+    /// The names of the run's rooms, in room order.
+    pub fn room_names(&self) -> &[RoomName] {
+        &self.room_names
+    }
+
+    /// The accounts of the run's members, room by room.
+    pub fn member_names(&self) -> impl Iterator<Item = &Username> {
+        self.members.iter().map(|m| &m.name)
+    }
+
+    /// Measures once: warm-up, the counting window, then the drain. The window starts
+    /// `warmup` after the call. It can be called again on the same connections; a
+    /// connection the target closed stays closed (its member no longer sends or receives)
+    /// and was counted as a disconnect in the measurement that saw it close.
+    pub async fn measure(&mut self) -> FanoutResult {
+        let params = &self.params;
+        let counters = Arc::new(Counters::default());
+        let now = clock::now_nanos();
+        let window = Window {
+            start: now + nanos(params.warmup),
+            end: now + nanos(params.warmup) + nanos(params.duration),
+        };
+        let (finish_tx, finish_rx) = watch::channel(false);
+        let senders = params.senders();
+        let total_senders = senders * params.rooms;
+        let per_sender_interval = (params.rate > 0.0)
+            .then(|| Duration::from_secs_f64(total_senders as f64 / params.rate));
+
+        let mut tasks: Vec<Option<MemberTasks>> = Vec::with_capacity(self.members.len());
+        let member_count = self.members.len();
+        for (sender_no, (member, conn)) in self.members.iter().zip(&mut self.conns).enumerate() {
+            let is_sender = member.index < senders;
+            let Some(ws) = conn.take() else {
+                if is_sender {
+                    counters.senders_done.fetch_add(1, Ordering::Relaxed);
+                }
+                tasks.push(None);
+                continue;
+            };
+            let (sink, source) = ws.split();
+            let permits = Arc::new(Semaphore::new(params.window));
+            let probe = (params.mode == Mode::Live && member.index == 1).then(|| Probe {
+                name: member.name.clone(),
+                key: Arc::clone(&member.key.private),
+                public_keys: Arc::clone(&self.public_keys),
+            });
+            let reader = tokio::spawn(read_loop(
+                source,
+                Arc::clone(&permits),
+                Arc::clone(&counters),
+                window,
+                params.mode,
+                probe,
+                finish_rx.clone(),
+            ));
+            let plan = is_sender.then(|| SendPlan {
+                sender_no: u32::try_from(sender_no).unwrap_or(u32::MAX),
+                room: member.room,
+                name: member.name.clone(),
+                key: Arc::clone(&member.key.private),
+                interval: per_sender_interval,
+                // Spread the senders' schedules evenly over one interval.
+                offset: per_sender_interval
+                    .map(|i| i.mul_f64(sender_no as f64 / member_count as f64)),
+            });
+            let writer = tokio::spawn(write_loop(
+                sink,
+                plan,
+                params.mode,
+                params.payload_bytes,
+                Arc::clone(&self.templates),
+                Arc::clone(&self.room_recipients),
+                Arc::clone(&self.room_names),
+                permits,
+                Arc::clone(&counters),
+                window,
+                finish_rx.clone(),
+            ));
+            tasks.push(Some(MemberTasks { reader, writer }));
+        }
+
+        // Target and driver CPU over the window.
+        let target_pid = self.target.pid;
+        let cpu_probe = tokio::spawn(async move {
+            let read = |pid: Option<u32>| pid.and_then(|p| machine::cpu_seconds(p).ok());
+            let driver = Some(std::process::id());
+            tokio::time::sleep_until(clock::instant_at(window.start).into()).await;
+            let before = (read(target_pid), read(driver));
+            tokio::time::sleep_until(clock::instant_at(window.end).into()).await;
+            let after = (read(target_pid), read(driver));
+            let rss = target_pid.and_then(|p| machine::rss_kib(p).ok());
+            let used = |b: Option<f64>, a: Option<f64>| b.zip(a).map(|(b, a)| a - b);
+            (used(before.0, after.0), used(before.1, after.1), rss)
+        });
+
+        tokio::time::sleep_until(clock::instant_at(window.end).into()).await;
+        // Senders stop at the window's end; wait for every answer and copy, or the drain
+        // limit.
+        let drain_deadline = Instant::now() + params.drain;
+        loop {
+            let sent = counters.sent.load(Ordering::Relaxed);
+            let answered =
+                counters.acked.load(Ordering::Relaxed) + counters.errors.load(Ordering::Relaxed);
+            let expected = counters.acked.load(Ordering::Relaxed) * (params.members as u64 - 1);
+            let senders_done =
+                counters.senders_done.load(Ordering::Relaxed) >= total_senders as u64;
+            if senders_done
+                && answered >= sent
+                && counters.delivered.load(Ordering::Relaxed) >= expected
+            {
+                break;
+            }
+            if Instant::now() > drain_deadline {
+                tracing::warn!(sent, answered, expected, "drain limit reached");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = finish_tx.send(true);
+        let mut samples = Vec::new();
+        for (slot, member_tasks) in self.conns.iter_mut().zip(tasks) {
+            let Some(MemberTasks { reader, writer }) = member_tasks else {
+                continue;
+            };
+            let source = match reader.await {
+                Ok(out) => {
+                    samples.extend(out.latencies);
+                    out.source
+                }
+                Err(_) => None,
+            };
+            let sink = writer.await.ok();
+            // Both halves back, and the connection still open: keep it for the next
+            // measurement.
+            *slot = source
+                .zip(sink)
+                .and_then(|(source, sink)| source.reunite(sink).ok());
+        }
+        let (cpu, driver_cpu, rss) = cpu_probe.await.unwrap_or((None, None, None));
+
+        let secs = params.duration.as_secs_f64();
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let acked = load(&counters.acked);
+        let expected = acked * (params.members as u64 - 1);
+        let delivered = load(&counters.delivered);
+        FanoutResult {
+            target: self.target.kind,
+            url: self.target.url.clone(),
+            mode: params.mode,
+            mode_note: params.mode.describe().to_owned(),
+            params: params.clone(),
+            send_frame_bytes: self.send_frame_bytes,
+            offered_msgs_per_sec: load(&counters.sent_in_window) as f64 / secs,
+            acked_msgs_per_sec: load(&counters.acked_in_window) as f64 / secs,
+            delivered_envelopes_per_sec: load(&counters.delivered_in_window) as f64 / secs,
+            latency: summarize(&mut samples),
+            latency_source: match params.mode {
+                Mode::Replay => "message-id send time, every receiver".into(),
+                Mode::Live => "decrypted payload send time, one probe member per room".into(),
+            },
+            sent: load(&counters.sent),
+            acked,
+            errors: load(&counters.errors),
+            expected_deliveries: expected,
+            delivered,
+            lost: expected.saturating_sub(delivered),
+            disconnects: load(&counters.disconnects),
+            target_cpu_cores: cpu.map(|c| c / secs),
+            target_rss_kib: rss,
+            driver_cpu_cores: driver_cpu.map(|c| c / secs),
+            setup_secs: self.setup_secs,
+        }
+    }
+
+    /// Closes every connection still open, politely.
+    pub async fn close(self) {
+        for mut ws in self.conns.into_iter().flatten() {
+            let _ = ws.close(None).await;
+        }
+    }
+}
+
+/// One member's reading and writing tasks during a measurement.
+struct MemberTasks {
+    reader: JoinHandle<ReaderOutput>,
+    writer: JoinHandle<SplitSink<Ws, Message>>,
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -601,6 +736,8 @@ struct Probe {
 
 struct ReaderOutput {
     latencies: Vec<u64>,
+    /// The socket's reading half, unless the target closed it.
+    source: Option<SplitStream<Ws>>,
 }
 
 async fn read_loop(
@@ -628,7 +765,10 @@ async fn read_loop(
                 // Nothing more will come; release the sender so it can notice.
                 permits.close();
                 let _ = finish.changed().await;
-                break;
+                return ReaderOutput {
+                    latencies,
+                    source: None,
+                };
             }
             Some(Ok(_)) => continue,
         };
@@ -674,7 +814,10 @@ async fn read_loop(
             Incoming::OtherPush | Incoming::Unknown => {}
         }
     }
-    ReaderOutput { latencies }
+    ReaderOutput {
+        latencies,
+        source: Some(source),
+    }
 }
 
 /// Decrypts and verifies one copy; returns the send time written in its text.
@@ -733,7 +876,7 @@ async fn write_loop(
     counters: Arc<Counters>,
     window: Window,
     mut finish: watch::Receiver<bool>,
-) {
+) -> SplitSink<Ws, Message> {
     if let Some(plan) = plan {
         let end = clock::instant_at(window.end);
         let start = Instant::now() + plan.offset.unwrap_or_default();
@@ -787,9 +930,10 @@ async fn write_loop(
         }
         counters.senders_done.fetch_add(1, Ordering::Relaxed);
     }
-    // Keep the connection open until the driver has counted everything.
+    // Keep the connection open until the driver has counted everything; the caller
+    // closes it or measures again.
     let _ = finish.wait_for(|done| *done).await;
-    let _ = sink.close().await;
+    sink
 }
 
 /// Signs and seals one message whose text carries `sent_at`.

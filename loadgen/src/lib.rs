@@ -13,6 +13,9 @@
 //! - [`idle`]: thousands of authenticated idle connections; server RSS per connection and
 //!   whether keepalive holds them.
 //! - [`crypto_floor`]: the client's seal-for-N cost against its RSA floor.
+//! - [`abuse`]: 100 ordinary users chatting, without and then with one attacker doing
+//!   the worst one user can (floods, password guessing, slow reading, malformed sends,
+//!   bursts); their p99 and errors with and without it, and what the attacker was refused.
 //!
 //! # Support
 //! - [`relay`]: the bare WebSocket relay (no auth, no store, no checks).
@@ -25,6 +28,7 @@
 //! Traffic goes only where the caller points it; the tool never starts the server itself
 //! (measure a separate release-build process: see `run-bench.sh`).
 
+pub mod abuse;
 pub mod clock;
 pub mod crypto_floor;
 pub mod fanout;

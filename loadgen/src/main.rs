@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+use loadgen::abuse::{self, AbuseParams};
 use loadgen::fanout::{self, FanoutParams, Mode, Target, TargetKind};
 use loadgen::idle::{self, IdleParams};
 use loadgen::keys::KeyPool;
@@ -49,8 +50,60 @@ enum Command {
     Relay(RelayArgs),
     /// The client's seal-for-N crypto cost against its RSA floor.
     Crypto(CryptoArgs),
+    /// 100 ordinary users chatting, without and then with one attacker on N connections;
+    /// their p99 and errors both ways, and what the attacker was refused.
+    Abuse(AbuseArgs),
     /// Medians of the headline figures over several JSON reports of one scenario.
     Median(MedianArgs),
+}
+
+#[derive(Debug, Args)]
+struct AbuseArgs {
+    #[command(flatten)]
+    endpoint: Endpoint,
+    /// The attacker's connections (each runs one tactic, round-robin over six).
+    #[arg(long, default_value_t = 12)]
+    attack_connections: usize,
+    /// Frames per second each attacking connection writes (bursts and the slow reader
+    /// aside); the server's default rate limit is 200.
+    #[arg(long, default_value_t = 500.0)]
+    attack_rate: f64,
+    /// Requests in each once-a-second burst.
+    #[arg(long, default_value_t = 1000)]
+    burst: usize,
+    /// The server's --max-message-bytes (the oversized copies are one byte over it).
+    #[arg(long, default_value_t = 65_536)]
+    max_message_bytes: usize,
+    /// Ordinary rooms.
+    #[arg(long, default_value_t = 10)]
+    rooms: usize,
+    /// Members per ordinary room, every one sending.
+    #[arg(long, default_value_t = 10)]
+    members: usize,
+    /// Plaintext bytes of an ordinary message.
+    #[arg(long, default_value_t = 256)]
+    payload: usize,
+    /// Total ordinary messages/s offered.
+    #[arg(long, default_value_t = 200.0)]
+    rate: f64,
+    /// Unanswered sends allowed per ordinary sender.
+    #[arg(long, default_value_t = 16)]
+    window: usize,
+    /// Seconds before counting starts (the attacker starts when counting does).
+    #[arg(long, default_value_t = 3.0)]
+    warmup: f64,
+    /// Seconds counted, and attacked.
+    #[arg(long, default_value_t = 15.0)]
+    duration: f64,
+    /// Seconds allowed afterwards for outstanding answers and copies.
+    #[arg(long, default_value_t = 15.0)]
+    drain: f64,
+    /// Seconds between the baseline and the attacked measurement.
+    #[arg(long, default_value_t = 2.0)]
+    settle: f64,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -292,6 +345,40 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Fanout(args) => fanout_command(cli.keys_dir.as_ref(), args).await,
+        Command::Abuse(args) => {
+            let pool = keys(cli.keys_dir.as_ref())?;
+            let defaults = AbuseParams::default();
+            let params = AbuseParams {
+                ordinary: FanoutParams {
+                    rooms: args.rooms,
+                    members: args.members,
+                    senders_per_room: 0,
+                    payload_bytes: args.payload,
+                    rate: args.rate,
+                    window: args.window,
+                    warmup: secs(args.warmup),
+                    duration: secs(args.duration),
+                    drain: secs(args.drain),
+                    ..defaults.ordinary
+                },
+                attack_connections: args.attack_connections,
+                attack_rate: args.attack_rate,
+                burst: args.burst,
+                max_message_bytes: args.max_message_bytes,
+                settle: secs(args.settle),
+            };
+            let target = Target {
+                url: args.endpoint.server_url,
+                kind: TargetKind::Server,
+                pid: args.endpoint.server_pid,
+            };
+            let result = abuse::run(&params, &pool, &target).await?;
+            println!("{}", report::abuse_table(&result));
+            if let Some(path) = args.json {
+                Report::new("abuse", &result).write_json(&path)?;
+            }
+            Ok(())
+        }
         Command::Median(args) => {
             println!("{}", loadgen::summary::medians(&args.files)?);
             Ok(())

@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use crate::abuse::{AbuseResult, TacticTally};
 use crate::crypto_floor::CryptoReport;
 use crate::fanout::{Comparison, FanoutResult};
 use crate::idle::IdleResult;
@@ -262,10 +263,108 @@ pub fn crypto_table(r: &CryptoReport) -> Table {
     }
 }
 
+/// The abuse scenario as one table: the ordinary users without and with the attacker,
+/// the p99 ratio against its goal, and underneath what the attacker got, per tactic.
+pub fn abuse_table(r: &AbuseResult) -> Table {
+    let p = &r.params.ordinary;
+    let mut table = Table {
+        title: format!(
+            "abuse: {} room(s) x {} members at {} msg/s ({}-byte plaintexts), {:.0} s window; attacker on {} connection(s) at {} frames/s each",
+            p.rooms,
+            p.members,
+            p.rate,
+            p.payload_bytes,
+            p.duration.as_secs_f64(),
+            r.params.attack_connections,
+            r.params.attack_rate,
+        ),
+        headers: [
+            "ordinary users", "msgs/s", "p50 ms", "p99 ms", "max ms", "sent", "acked", "errors",
+            "lost", "dropped", "server cores", "driver cores",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..Table::default()
+    };
+    for (label, f) in [
+        ("without attacker", &r.baseline),
+        ("with attacker", &r.attacked),
+    ] {
+        table.rows.push(vec![
+            label.to_owned(),
+            f0(f.acked_msgs_per_sec),
+            f2(f.latency.p50_ms),
+            f2(f.latency.p99_ms),
+            f2(f.latency.max_ms),
+            f.sent.to_string(),
+            f.acked.to_string(),
+            f.errors.to_string(),
+            f.lost.to_string(),
+            f.disconnects.to_string(),
+            opt(f.target_cpu_cores, f2),
+            opt(f.driver_cpu_cores, f2),
+        ]);
+    }
+    let verdict = |met: bool| if met { "met" } else { "NOT met" };
+    table.notes.push(format!(
+        "p99 with ÷ without: {:.2} (goal < {}: {})",
+        r.p99_ratio,
+        r.p99_ratio_goal,
+        verdict(r.p99_goal_met)
+    ));
+    table.notes.push(format!(
+        "ordinary failures with the attacker (errors + lost + dropped): {} (goal 0: {})",
+        r.attacked.errors + r.attacked.lost + r.attacked.disconnects,
+        verdict(r.no_failures)
+    ));
+    let a = &r.attacker;
+    table.notes.push(format!(
+        "attacker: {} frames, {} served, refused {}, closed {}",
+        a.frames_sent,
+        a.served,
+        counts(&a.refused),
+        counts(&a.closes)
+    ));
+    for (name, t) in &a.tactics {
+        table.notes.push(tactic_line(name, t));
+    }
+    table
+}
+
+/// One tactic's tally on one line.
+fn tactic_line(name: &str, t: &TacticTally) -> String {
+    let mut line = format!(
+        "  {name}: {} conn(s), {} session(s), {} frames, {} served, refused {}, {} unanswered, {} pushes, closed {}",
+        t.connections,
+        t.sessions,
+        t.frames_sent,
+        t.served,
+        counts(&t.refused),
+        t.unanswered,
+        t.pushes,
+        counts(&t.closes)
+    );
+    if !t.setup_failures.is_empty() {
+        line.push_str(&format!(", set-up failures {}", counts(&t.setup_failures)));
+    }
+    line
+}
+
+/// `key=count` pairs, or `-` for none.
+fn counts(map: &std::collections::BTreeMap<String, u64>) -> String {
+    if map.is_empty() {
+        return "-".to_owned();
+    }
+    map.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A JSON report: which scenario, on what machine, when, and the results.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report<T> {
-    /// `fanout`, `compare`, `logins`, `idle` or `crypto`.
+    /// `fanout`, `compare`, `logins`, `idle`, `crypto` or `abuse`.
     pub scenario: String,
     /// The machine.
     pub machine: MachineInfo,

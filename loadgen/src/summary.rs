@@ -74,6 +74,29 @@ fn metrics(scenario: &str, first: &Value) -> Vec<(String, String)> {
             ("rss after KiB", "/results/rss_after_kib"),
             ("KiB per connection", "/results/rss_per_connection_kib"),
         ],
+        "abuse" => &[
+            ("p99 ratio with/without", "/results/p99_ratio"),
+            ("without: p50 ms", "/results/baseline/latency/p50_ms"),
+            ("without: p99 ms", "/results/baseline/latency/p99_ms"),
+            ("without: max ms", "/results/baseline/latency/max_ms"),
+            ("with: p50 ms", "/results/attacked/latency/p50_ms"),
+            ("with: p99 ms", "/results/attacked/latency/p99_ms"),
+            ("with: max ms", "/results/attacked/latency/max_ms"),
+            ("without: msgs/s", "/results/baseline/acked_msgs_per_sec"),
+            ("with: msgs/s", "/results/attacked/acked_msgs_per_sec"),
+            ("without: errors", "/results/baseline/errors"),
+            ("with: errors", "/results/attacked/errors"),
+            ("with: lost", "/results/attacked/lost"),
+            ("with: dropped connections", "/results/attacked/disconnects"),
+            (
+                "without: server cores",
+                "/results/baseline/target_cpu_cores",
+            ),
+            ("with: server cores", "/results/attacked/target_cpu_cores"),
+            ("with: driver cores", "/results/attacked/driver_cpu_cores"),
+            ("attacker frames", "/results/attacker/frames_sent"),
+            ("attacker served", "/results/attacker/served"),
+        ],
         "crypto" => &[
             ("OAEP encrypt µs", "/results/oaep_encrypt_us"),
             ("PSS sign ms", "/results/sign_ms"),
@@ -85,6 +108,22 @@ fn metrics(scenario: &str, first: &Value) -> Vec<(String, String)> {
         .iter()
         .map(|(l, p)| ((*l).to_owned(), (*p).to_owned()))
         .collect();
+    if scenario == "abuse" {
+        // The attacker's refusals and closes, by the codes the first report saw.
+        for (what, key) in [("refused", "refused"), ("closed", "closes")] {
+            let codes = first
+                .pointer(&format!("/results/attacker/{key}"))
+                .and_then(Value::as_object)
+                .map(|m| m.keys().cloned().collect::<Vec<_>>())
+                .unwrap_or_default();
+            for code in codes {
+                out.push((
+                    format!("attacker {what} {code}"),
+                    format!("/results/attacker/{key}/{}", pointer_escape(&code)),
+                ));
+            }
+        }
+    }
     if scenario == "crypto" {
         let n = first
             .pointer("/results/seal")
@@ -110,6 +149,11 @@ fn metrics(scenario: &str, first: &Value) -> Vec<(String, String)> {
         }
     }
     out
+}
+
+/// Escapes a JSON object key for use in a JSON pointer (RFC 6901).
+fn pointer_escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
 }
 
 /// Reads the reports at `paths` and tabulates the medians of their headline figures.

@@ -9,7 +9,7 @@ use loadgen::idle::{self, IdleParams};
 use loadgen::keys::KeyPool;
 use loadgen::logins::{self, LoginParams};
 use loadgen::report::{self, Report};
-use loadgen::{crypto_floor, relay};
+use loadgen::{abuse, crypto_floor, relay};
 use server::config::Config;
 use server::startup::{Application, Stopper};
 
@@ -308,5 +308,84 @@ async fn cli_compare_and_fd_limit_message() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(stderr.contains("ulimit -n"), "{stderr}");
+    server.stop().await;
+}
+
+/// A tiny abuse run against a server with its default rate limit, a small global
+/// registration quota and room quota: the report has both measurements and the attacker
+/// is refused (rate limit, quotas, bad input, bad frames). No timing is asserted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abuse_reports_both_runs_and_refusals() {
+    let server = Running::start(|c| {
+        c.requests_per_sec = 200;
+        // 2 × 3 ordinary users, the victim and the attacker leave 12 for the flood.
+        c.registrations_total = 20;
+        c.rooms_per_user = 3;
+    })
+    .await;
+    let params = abuse::AbuseParams {
+        ordinary: FanoutParams {
+            rooms: 2,
+            window: 4,
+            ..tiny_fanout(3, 20.0, Mode::Replay)
+        },
+        attack_connections: 6,
+        attack_rate: 300.0,
+        burst: 600,
+        max_message_bytes: 65_536,
+        settle: Duration::from_millis(100),
+    };
+    let r = abuse::run(&params, &keys(), &server.target())
+        .await
+        .expect("abuse runs");
+    for f in [&r.baseline, &r.attacked] {
+        assert!(f.sent > 0 && f.latency.samples > 0, "{f:?}");
+        assert!(f.driver_cpu_cores.is_some());
+    }
+    assert_eq!(r.baseline.errors, 0, "{:?}", r.baseline);
+    assert_eq!(r.baseline.lost, 0);
+    assert!(r.p99_ratio > 0.0 && r.p99_ratio.is_finite());
+    assert_eq!(r.p99_ratio_goal, 2.0);
+
+    let a = &r.attacker;
+    assert_eq!(a.tactics.len(), 6, "one connection per tactic: {a:?}");
+    let tactic = |name: &str| a.tactics.get(name).expect("tactic present");
+    let refused = |name: &str, code: &str| tactic(name).refused.get(code).copied().unwrap_or(0);
+    for t in a.tactics.values() {
+        assert_eq!(t.connections, 1);
+        assert!(t.sessions >= 1 && t.frames_sent > 0, "{t:?}");
+    }
+    assert!(refused("register", "RateLimited") > 0, "{a:?}");
+    assert!(
+        tactic("register").served <= 12,
+        "no more accounts than the quota: {a:?}"
+    );
+    assert!(refused("create-rooms", "QuotaExceeded") > 0, "{a:?}");
+    assert!(tactic("create-rooms").served <= 3, "{a:?}");
+    assert!(tactic("guess-passwords").refused_total() > 0, "{a:?}");
+    assert_eq!(tactic("guess-passwords").served, 0, "no guess got in");
+    assert!(refused("bad-sends", "InvalidInput") > 0, "{a:?}");
+    assert!(refused("bad-sends", "MalformedFrame") > 0, "{a:?}");
+    assert_eq!(tactic("bad-sends").served, 0, "no bad send was stored");
+    assert!(refused("burst", "RateLimited") > 0, "{a:?}");
+    assert!(a.frames_sent > a.served);
+
+    let table = report::abuse_table(&r).to_string();
+    assert!(
+        table.contains("with attacker") && table.contains("p99 with"),
+        "{table}"
+    );
+    assert!(table.contains("slow-reader"), "{table}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("abuse.json");
+    Report::new("abuse", &r).write_json(&path).expect("writes");
+    let medians = loadgen::summary::medians(&[path.clone(), path])
+        .expect("medians")
+        .to_string();
+    assert!(medians.contains("p99 ratio with/without"), "{medians}");
+    assert!(
+        medians.contains("attacker refused RateLimited"),
+        "{medians}"
+    );
     server.stop().await;
 }
