@@ -2,7 +2,7 @@
 //! its two routes, and graceful shutdown.
 //!
 //! - `GET /ws` upgrades to the chat WebSocket.
-//! - `GET /health` answers 200 when the store is reachable, 503 otherwise.
+//! - `GET /health` answers 200 when the store is reachable and can write, 503 otherwise.
 //!
 //! Shutdown ([`Stopper::stop`]): stop accepting new WebSocket upgrades, tell every
 //! connected client the server is going away (close code 1001), then let actix finish
@@ -258,17 +258,28 @@ async fn upgrade(
     Ok(head.set_body(BoxBody::new(BodyStream::new(parts.body))))
 }
 
-/// `GET /health`: 200 if the store answers, 503 if not.
+/// `GET /health`: 200 if the store answers and can write, 503 if not, with the reason's
+/// class (`storage_full`, `storage_unavailable`, `timeout`) and never its detail. An
+/// embedded store that cannot write answers 503 until its own periodic probe write
+/// succeeds again, then 200.
 async fn health(endpoint: web::Data<Endpoint>) -> HttpResponse {
     let backend = endpoint.state.store.backend();
-    match tokio::time::timeout(Duration::from_secs(5), endpoint.state.store.ping()).await {
-        Ok(Ok(())) => HttpResponse::Ok()
-            .content_type("application/json")
-            .body(format!(r#"{{"status":"ok","store":"{backend}"}}"#)),
-        _ => HttpResponse::ServiceUnavailable()
-            .content_type("application/json")
-            .body(format!(r#"{{"status":"unavailable","store":"{backend}"}}"#)),
-    }
+    let reason =
+        match tokio::time::timeout(Duration::from_secs(5), endpoint.state.store.ping()).await {
+            Ok(Ok(())) => {
+                return HttpResponse::Ok()
+                    .content_type("application/json")
+                    .body(format!(r#"{{"status":"ok","store":"{backend}"}}"#))
+            }
+            Ok(Err(e)) if e.is_storage_full() => "storage_full",
+            Ok(Err(_)) => "storage_unavailable",
+            Err(_) => "timeout",
+        };
+    HttpResponse::ServiceUnavailable()
+        .content_type("application/json")
+        .body(format!(
+            r#"{{"status":"unavailable","store":"{backend}","reason":"{reason}"}}"#
+        ))
 }
 
 /// Resolves on Ctrl-C or SIGTERM (what Heroku and Docker send).

@@ -280,7 +280,7 @@ fn reply_frame(request_id: RequestId, result: Result<Reply, HandlerError>) -> By
         Ok(reply) => encode_reply(request_id, reply),
         Err(e) => {
             if e.is_server_fault() {
-                tracing::error!(error.cause_chain = ?e, "request failed");
+                tracing::error!(error.cause_chain = %crate::error::CauseChain(&e), "request failed");
             } else {
                 tracing::debug!(error = %e, "request refused");
             }

@@ -11,3 +11,4 @@ mod robustness;
 mod rooms;
 mod rotation;
 mod server_id;
+mod storage;
