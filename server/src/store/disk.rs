@@ -9,7 +9,7 @@
 //! until a durable probe write succeeds again ([`DbHandle::recovered`]).
 //!
 //! Under the `test-util` feature, [`faults::FaultyDisk`] puts a storage backend under the
-//! database whose writes fail on demand, as a full disk's do.
+//! database whose writes fail on demand, as a full disk's do, or whose syncs are slow.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -225,8 +225,9 @@ fn open_database(path: &Path, cache_bytes: usize, disk: &Disk) -> Result<Databas
 #[cfg(any(test, feature = "test-util"))]
 pub mod faults {
     use std::ops::Bound;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
     use std::sync::Arc;
+    use std::time::Duration;
 
     use redb::backends::FileBackend;
     use redb::{BackendError, StorageBackend};
@@ -243,6 +244,8 @@ pub mod faults {
         header_written: AtomicBool,
         /// How many operations failed on purpose.
         injected: AtomicUsize,
+        /// Milliseconds every sync takes on top of its own time: a slow disk.
+        sync_delay_ms: AtomicU64,
     }
 
     /// A handle on the disk under an embedded store opened with
@@ -273,6 +276,13 @@ pub mod faults {
         pub fn fail_next_commit_after_it_is_durable(&self) {
             self.0.header_written.store(false, Ordering::SeqCst);
             self.0.lie_after_header.store(true, Ordering::SeqCst);
+        }
+
+        /// Every sync takes `delay` longer from now on: a slow disk, which keeps commits
+        /// (and the sends waiting for them) in flight for a while.
+        pub fn slow_syncs(&self, delay: Duration) {
+            let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+            self.0.sync_delay_ms.store(ms, Ordering::SeqCst);
         }
 
         /// How many operations have failed on purpose so far.
@@ -325,6 +335,10 @@ pub mod faults {
 
         fn sync_data(&self) -> Result<(), std::io::Error> {
             self.refuse_if_full()?;
+            let delay = self.plan.sync_delay_ms.load(Ordering::SeqCst);
+            if delay > 0 {
+                std::thread::sleep(Duration::from_millis(delay));
+            }
             self.inner.sync_data()?;
             let plan = &self.plan;
             if plan.lie_after_header.load(Ordering::SeqCst)

@@ -4,6 +4,7 @@
 
 mod adversary;
 mod auth;
+mod backpressure;
 mod client_core;
 mod messaging;
 mod persistence;
@@ -11,4 +12,5 @@ mod robustness;
 mod rooms;
 mod rotation;
 mod server_id;
+mod shutdown;
 mod storage;
