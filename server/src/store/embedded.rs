@@ -1420,6 +1420,20 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_disk_failure_keeps_its_cause_for_the_logs() {
+        let enospc = std::io::Error::from_raw_os_error(28);
+        let err = backend(redb::CommitError::Storage(redb::StorageError::Io(enospc)));
+        assert!(
+            matches!(err, StoreError::Unavailable { .. }) && err.is_storage_full(),
+            "{err:?}"
+        );
+        let chain = crate::error::CauseChain(&err).to_string();
+        assert!(chain.contains("os error 28"), "{chain}");
+        let other = backend(redb::StorageError::Corrupted("bad page".into()));
+        assert!(matches!(other, StoreError::Backend { .. }) && !other.is_storage_full());
+    }
+
     #[tokio::test]
     async fn a_commit_reported_failed_but_durable_is_answered_as_stored() {
         let dir = TempDir::new().expect("temp dir");
