@@ -23,6 +23,7 @@ use server::limits::address::ClientAddress;
 use server::startup::app_state;
 use server::store::embedded::EmbeddedStore;
 use server::store::{Store, UserRecord};
+use server::ws::outbound::push_queue;
 use shared::crypto::message::SignedMessage;
 use shared::crypto::rotation::RotationCertificate;
 use shared::protocol::codec::{self, Deliveries};
@@ -155,7 +156,7 @@ impl Session {
             }
         };
         self.runtime.block_on(async move {
-            let (pushes, _queued) = tokio::sync::mpsc::channel(1024);
+            let (pushes, _queued) = push_queue(1024, 8 << 20);
             let (evicted, _why) = tokio::sync::oneshot::channel();
             let address = ClientAddress::of(std::net::IpAddr::from([127, 0, 0, 1]));
             let mut conn = Connection::new(id, address, Registration { pushes, evicted });

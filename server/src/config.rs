@@ -58,6 +58,11 @@ pub struct Config {
     #[arg(long, env = "OUTBOUND_QUEUE", default_value_t = 1024)]
     pub outbound_queue: usize,
 
+    /// MiB of replies and pushes that may wait for one client; a client with more queued
+    /// (it reads too slowly) is dropped from delivery and closed with 1008.
+    #[arg(long, env = "OUTBOUND_BUDGET_MB", default_value_t = 8)]
+    pub outbound_budget_mb: usize,
+
     /// Seconds to drain connections on shutdown (Heroku allows 30 in total).
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
@@ -167,6 +172,7 @@ impl Config {
             heartbeat_secs: 10,
             challenge_ttl_secs: 60,
             outbound_queue: 1024,
+            outbound_budget_mb: 8,
             shutdown_grace_secs: 5,
             requests_per_sec: 200,
             workers: 2,
@@ -219,6 +225,12 @@ impl Config {
         if self.outbound_queue < 16 {
             return invalid("outbound-queue", "must be at least 16");
         }
+        if self.outbound_budget_mb < 5 {
+            return invalid(
+                "outbound-budget-mb",
+                "must be at least 5 (one frame of MAX_FRAME_BYTES must fit)",
+            );
+        }
         if matches!(&self.mongodb_uri, Some(uri) if uri.trim().is_empty()) {
             return invalid("mongodb-uri", "is set but empty");
         }
@@ -237,6 +249,11 @@ impl Config {
                 cache_bytes: self.store_cache_mb.saturating_mul(1024 * 1024),
             },
         }
+    }
+
+    /// The per-connection byte budget, in bytes.
+    pub fn outbound_budget_bytes(&self) -> usize {
+        self.outbound_budget_mb.saturating_mul(1024 * 1024)
     }
 
     /// The heartbeat interval.

@@ -2,8 +2,9 @@
 //!
 //! Every way a request can fail is a [`HandlerError`] variant. [`HandlerError::to_wire`]
 //! turns it into the stable [`ErrorCode`] and a human message; store and internal errors
-//! become `Unavailable`/`Internal` with a generic message, so no backend detail ever
-//! reaches a client. The full cause chain is logged once, at the session boundary.
+//! become `StorageUnavailable`/`Internal` with a generic message, so no backend detail ever
+//! reaches a client. The full cause chain is logged once, at the session boundary
+//! ([`CauseChain`]).
 
 use shared::protocol::{MemberInfo, PROTOCOL_VERSION};
 use shared::{ErrorCode, ErrorDetail};
@@ -127,12 +128,12 @@ impl HandlerError {
             Self::RecipientMismatch(_) => ErrorCode::RecipientMismatch,
             Self::DuplicateMessage => ErrorCode::DuplicateMessage,
             Self::RateLimited | Self::Busy(_) | Self::Throttled { .. } => ErrorCode::RateLimited,
-            Self::Store(StoreError::Unavailable { .. }) => ErrorCode::Unavailable,
+            Self::Store(StoreError::Unavailable { .. }) => ErrorCode::StorageUnavailable,
             Self::Store(_) | Self::Internal(_) => ErrorCode::Internal,
         };
         let message = match self {
             Self::Store(StoreError::Unavailable { .. }) => {
-                "storage is temporarily unavailable; try again".to_owned()
+                "the server's storage is full or unavailable right now; try again later".to_owned()
             }
             Self::Store(_) | Self::Internal(_) => "internal server error".to_owned(),
             other => other.to_string(),
@@ -148,5 +149,22 @@ impl HandlerError {
     /// client's (logged at debug level).
     pub fn is_server_fault(&self) -> bool {
         matches!(self, Self::Store(_) | Self::Internal(_))
+    }
+}
+
+/// Displays an error with every source after it (`outer: inner: root cause`), so a log
+/// line names the root cause (an ENOSPC, a driver's timeout) and not only the outermost
+/// message.
+pub struct CauseChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for CauseChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut next = self.0.source();
+        while let Some(cause) = next {
+            write!(f, ": {cause}")?;
+            next = cause.source();
+        }
+        Ok(())
     }
 }

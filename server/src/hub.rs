@@ -7,7 +7,7 @@
 //! Everything else talks to it through a cloneable [`HubHandle`].
 //!
 //! It never waits for a client: frames are pushed with `try_send`, and a connection whose
-//! queue is full is dropped from the hub, which closes its queue; the connection's task
+//! queue is full (in frames, or in bytes: its budget) is dropped from the hub, which closes its queue; the connection's task
 //! is told ([`Eviction::TooSlow`]) and disconnects the slow client. A key rotation ends
 //! the user's other connections the same way ([`Eviction::KeyRotated`]). Membership is not
 //! kept here — the store owns it — so callers name the recipients.
@@ -23,6 +23,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
+
+use crate::ws::outbound::PushSender;
 
 /// Identifies one WebSocket connection for the lifetime of the process.
 pub type ConnId = u64;
@@ -88,8 +90,8 @@ pub enum Eviction {
 /// sender: the push queue closes exactly when the hub lets the connection go.
 #[derive(Debug)]
 pub struct Registration {
-    /// The connection's bounded push queue.
-    pub pushes: mpsc::Sender<PushFrame>,
+    /// The connection's bounded push queue (in frames and in bytes).
+    pub pushes: PushSender,
     /// Told why when the hub ends the connection (dropped unused on a plain disconnect).
     pub evicted: oneshot::Sender<Eviction>,
 }
@@ -378,7 +380,7 @@ mod tests {
         mpsc::Receiver<PushFrame>,
         oneshot::Receiver<Eviction>,
     ) {
-        let (pushes, pushes_rx) = mpsc::channel(capacity);
+        let (pushes, pushes_rx) = crate::ws::outbound::push_queue(capacity, 1 << 20);
         let (evicted, evicted_rx) = oneshot::channel();
         (Registration { pushes, evicted }, pushes_rx, evicted_rx)
     }

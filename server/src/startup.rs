@@ -2,12 +2,18 @@
 //! its two routes, and graceful shutdown.
 //!
 //! - `GET /ws` upgrades to the chat WebSocket.
-//! - `GET /health` answers 200 when the store is reachable, 503 otherwise.
+//! - `GET /health` answers 200 when the store is reachable and can write, 503 otherwise.
 //!
-//! Shutdown ([`Stopper::stop`]): stop accepting new WebSocket upgrades, tell every
-//! connected client the server is going away (close code 1001), then let actix finish
-//! in-flight connections within the grace period. Every acknowledged message is already
+//! Shutdown ([`Stopper::stop`]): stop accepting new connections; each session reads no
+//! further request, waits (a few seconds at most) until its sends in flight are answered,
+//! and closes with 1001 "going away"; a connection whose client does not take its close is
+//! aborted ([`crate::ws::socket`]), so none holds the shutdown beyond a few seconds, well
+//! inside the grace period (actix's own bound). Every acknowledged message is already
 //! durable, so nothing needs flushing beyond dropping the store.
+//!
+//! The HTTP server is actix-web's `HttpServer` done by hand (an `actix_server` over
+//! `HttpService`), so that each connection runs over an
+//! [`AbortableStream`](crate::ws::socket::AbortableStream).
 
 use std::net::TcpListener;
 use std::num::NonZeroU32;
@@ -15,9 +21,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use actix_http::error::DispatchError;
+use actix_http::{Extensions, HttpService, Protocol};
+use actix_service::{map_config, IntoServiceFactory, ServiceFactoryExt};
 use actix_web::body::{BodyStream, BoxBody};
+use actix_web::dev::{fn_service, AppConfig};
 use actix_web::dev::{Server, ServerHandle};
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::rt::net::TcpStream;
+use actix_web::{web, App, HttpRequest, HttpResponse};
 use anyhow::Context;
 use governor::clock::QuantaClock;
 use shared::protocol::MAX_FRAME_BYTES;
@@ -38,6 +49,7 @@ use crate::store::mongo::MongoStore;
 use crate::store::{RoomSecret, Store};
 use crate::ws::outbound::outbound;
 use crate::ws::session::{self, SessionSettings};
+use crate::ws::socket::{Abort, AbortableStream};
 
 /// Per-worker request context.
 struct Endpoint {
@@ -138,6 +150,7 @@ impl Application {
         let settings = SessionSettings {
             heartbeat: config.heartbeat(),
             outbound_queue: config.outbound_queue,
+            outbound_budget: config.outbound_budget_bytes(),
             requests_per_sec: at_least_one(config.requests_per_sec, "requests-per-sec")?,
             clock: QuantaClock::default(),
             login_deadline: config.login_deadline(),
@@ -148,7 +161,7 @@ impl Application {
         let next_conn = Arc::new(AtomicU64::new(1));
         let endpoint_shutdown = shutdown.clone();
         let stall_limit = config.heartbeat() * 3;
-        let mut server = HttpServer::new(move || {
+        let app = move || {
             App::new()
                 .app_data(web::Data::new(Endpoint {
                     state: state.clone(),
@@ -160,22 +173,48 @@ impl Application {
                 }))
                 .route("/ws", web::get().to(upgrade))
                 .route("/health", web::get().to(health))
-        })
-        .disable_signals()
-        // Chat frames are small and latency-bound: without this, Nagle's algorithm holds a
-        // frame back until the previous one is acknowledged, which the peer's delayed ACK
-        // postpones by up to 40 ms.
-        .tcp_nodelay(true)
-        // A peer that stops reading leaves our data untransmitted behind its zero window.
-        // The session drops a peer silent for three heartbeats, but the socket, and the
-        // kernel's send buffer, would live on for as long as the peer keeps it open. This
-        // has the kernel drop it after the same three heartbeats.
-        .on_connect(move |conn, _| drop_stalled_peers_after(conn, stall_limit))
-        .shutdown_timeout(config.shutdown_grace_secs);
+        };
+        // What `HttpServer` does, over an `AbortableStream`: a session must be able to end a
+        // connection whose client stopped reading (see `ws::socket`).
+        let mut builder = actix_web::dev::Server::build()
+            .disable_signals()
+            .shutdown_timeout(config.shutdown_grace_secs);
         if config.workers > 0 {
-            server = server.workers(config.workers);
+            builder = builder.workers(config.workers);
         }
-        let server = server.listen(listener)?.run();
+        let server = builder
+            .listen("chat", listener, move || {
+                let app = app()
+                    .into_factory()
+                    .map_err(|err: actix_web::Error| err.error_response());
+                fn_service(move |io: TcpStream| async move {
+                    // Chat frames are small and latency-bound: without this, Nagle's
+                    // algorithm holds a frame back until the previous one is acknowledged,
+                    // which the peer's delayed ACK postpones by up to 40 ms.
+                    if let Err(e) = io.set_nodelay(true) {
+                        tracing::debug!(error = %e, "could not set TCP_NODELAY");
+                    }
+                    // A peer that stops reading leaves our data untransmitted behind its
+                    // zero window; the session aborts such a connection, and this has the
+                    // kernel drop it too after three heartbeats, should anything be left.
+                    drop_stalled_peers_after(&io, stall_limit);
+                    let peer = io.peer_addr().ok();
+                    Ok::<_, DispatchError>((AbortableStream::new(io), Protocol::Http1, peer))
+                })
+                .and_then(
+                    // As `HttpServer` configures it: after a response that ends the
+                    // connection, linger a second for the peer to close first (closing with
+                    // unread input would reset the connection and lose the close frame).
+                    HttpService::build()
+                        .client_disconnect_timeout(Duration::from_secs(1))
+                        .h1_allow_half_closed(true)
+                        .on_connect_ext(|io: &AbortableStream, data: &mut Extensions| {
+                            data.insert(io.abort_handle());
+                        })
+                        .finish(map_config(app, |()| AppConfig::default())),
+                )
+            })?
+            .run();
         tracing::info!(port, store = backend, %server_id, "server bound");
         Ok(Self {
             port,
@@ -230,17 +269,15 @@ impl Application {
 /// Sets `TCP_USER_TIMEOUT` on an accepted connection: the kernel closes it once data has
 /// waited `limit` to be acknowledged or, behind a zero window, to be sent.
 #[cfg(target_os = "linux")]
-fn drop_stalled_peers_after(conn: &dyn std::any::Any, limit: Duration) {
-    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-        if let Err(e) = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(limit)) {
-            tracing::warn!(error = %e, "could not set TCP_USER_TIMEOUT");
-        }
+fn drop_stalled_peers_after(tcp: &TcpStream, limit: Duration) {
+    if let Err(e) = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(limit)) {
+        tracing::warn!(error = %e, "could not set TCP_USER_TIMEOUT");
     }
 }
 
-/// Elsewhere the option does not exist; stalled peers live until they close.
+/// Elsewhere the option does not exist; the session's abort still ends stalled peers.
 #[cfg(not(target_os = "linux"))]
-fn drop_stalled_peers_after(_conn: &dyn std::any::Any, _limit: Duration) {}
+fn drop_stalled_peers_after(_tcp: &TcpStream, _limit: Duration) {}
 
 /// `GET /ws`: upgrades and spawns the connection's session task on this worker. A client
 /// address with `--connections-per-address` connections open already gets 429.
@@ -266,7 +303,11 @@ async fn upgrade(
         .aggregate_continuations()
         .max_continuation_size(MAX_FRAME_BYTES);
     let (head, actix_body) = response.into_parts();
-    let parts = outbound(actix_body, endpoint.settings.outbound_queue);
+    let parts = outbound(
+        actix_body,
+        endpoint.settings.outbound_queue,
+        endpoint.settings.outbound_budget,
+    );
     let ends = session::Ends {
         conn_id: endpoint.next_conn.fetch_add(1, Ordering::Relaxed),
         address,
@@ -274,6 +315,8 @@ async fn upgrade(
         outbound: parts.outbound,
         pushes: parts.pushes,
         evicted: parts.evicted,
+        finished: parts.finished,
+        abort: req.conn_data::<Abort>().cloned().unwrap_or_default(),
     };
     actix_web::rt::spawn(session::run(
         endpoint.state.clone(),
@@ -285,17 +328,28 @@ async fn upgrade(
     Ok(head.set_body(BoxBody::new(BodyStream::new(parts.body))))
 }
 
-/// `GET /health`: 200 if the store answers, 503 if not.
+/// `GET /health`: 200 if the store answers and can write, 503 if not, with the reason's
+/// class (`storage_full`, `storage_unavailable`, `timeout`) and never its detail. An
+/// embedded store that cannot write answers 503 until its own periodic probe write
+/// succeeds again, then 200.
 async fn health(endpoint: web::Data<Endpoint>) -> HttpResponse {
     let backend = endpoint.state.store.backend();
-    match tokio::time::timeout(Duration::from_secs(5), endpoint.state.store.ping()).await {
-        Ok(Ok(())) => HttpResponse::Ok()
-            .content_type("application/json")
-            .body(format!(r#"{{"status":"ok","store":"{backend}"}}"#)),
-        _ => HttpResponse::ServiceUnavailable()
-            .content_type("application/json")
-            .body(format!(r#"{{"status":"unavailable","store":"{backend}"}}"#)),
-    }
+    let reason =
+        match tokio::time::timeout(Duration::from_secs(5), endpoint.state.store.ping()).await {
+            Ok(Ok(())) => {
+                return HttpResponse::Ok()
+                    .content_type("application/json")
+                    .body(format!(r#"{{"status":"ok","store":"{backend}"}}"#))
+            }
+            Ok(Err(e)) if e.is_storage_full() => "storage_full",
+            Ok(Err(_)) => "storage_unavailable",
+            Err(_) => "timeout",
+        };
+    HttpResponse::ServiceUnavailable()
+        .content_type("application/json")
+        .body(format!(
+            r#"{{"status":"unavailable","store":"{backend}","reason":"{reason}"}}"#
+        ))
 }
 
 /// Resolves on Ctrl-C or SIGTERM (what Heroku and Docker send).

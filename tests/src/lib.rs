@@ -141,6 +141,27 @@ impl TestServer {
         }
     }
 
+    /// Starts a server on the embedded store `store` (opened by the caller, in
+    /// `config.data_dir`), as fault-injection tests need.
+    pub async fn start_with_store(config: Config, store: Arc<dyn server::store::Store>) -> Self {
+        LazyLock::force(&TRACING);
+        let data_dir = config.data_dir.clone();
+        let app = Application::build_with_store(config, store)
+            .await
+            .expect("server builds");
+        let addr = SocketAddr::from(([127, 0, 0, 1], app.port()));
+        let stopper = app.stopper();
+        let task = tokio::spawn(app.run_until_stopped());
+        Self {
+            addr,
+            data_dir,
+            _dir: None,
+            mongo: None,
+            stopper,
+            task,
+        }
+    }
+
     /// The WebSocket URL.
     pub fn ws_url(&self) -> String {
         format!("ws://{}/ws", self.addr)

@@ -64,8 +64,9 @@
 
 use std::fmt;
 use std::ops::Bound;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use redb::{
@@ -79,6 +80,7 @@ use shared::protocol::{codec, DeliveredMessage, Envelope, MAX_KEY_HISTORY, MAX_R
 use shared::{MessageId, RoomName, ServerId, Username};
 use tokio::sync::{mpsc, oneshot};
 
+use super::disk::{DbHandle, Disk};
 use super::{
     HistorySlice, Membership, NewMessage, PendingAppend, RoomKey, RoomListing, RoomPage, RoomQuery,
     RoomRecord, RoomSecret, Store, StoreError, UserRecord, HIDDEN_KEY_MARK,
@@ -196,15 +198,14 @@ impl MessageView<'_> {
 
 /// Crash-safe storage in a single redb file; see the module docs for the layout.
 pub struct EmbeddedStore {
-    db: Arc<Database>,
-    path: PathBuf,
+    handle: Arc<DbHandle>,
     appends: AppendWriter,
 }
 
 impl fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EmbeddedStore")
-            .field("path", &self.path)
+            .field("path", &self.handle.path())
             .finish_non_exhaustive()
     }
 }
@@ -228,13 +229,22 @@ impl EmbeddedStore {
     /// # Errors
     /// As [`open`](Self::open).
     pub fn open_with_cache(dir: &Path, cache_bytes: usize) -> Result<Self, StoreError> {
+        Self::open_disk(dir, cache_bytes, Disk::File)
+    }
+
+    /// [`open`](Self::open) on a disk whose writes fail when the test says so.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn open_on(dir: &Path, disk: super::disk::faults::FaultyDisk) -> Result<Self, StoreError> {
+        Self::open_disk(dir, DEFAULT_CACHE_BYTES, Disk::Faulty(disk))
+    }
+
+    fn open_disk(dir: &Path, cache_bytes: usize, disk: Disk) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(backend)?;
-        let path = dir.join(DB_FILE);
-        let db = redb::Builder::new()
-            .set_cache_size(cache_bytes)
-            .create(&path)
-            .map_err(backend)?;
-        write_txn(&db, |txn| {
+        let handle = DbHandle::open(&dir.join(DB_FILE), cache_bytes, disk)?;
+        write_txn(&*handle.db()?, |txn| {
             // The version decides whether the other tables can be read at all.
             let mut meta = txn.open_table(META).map_err(backend)?;
             let found = meta.get(SCHEMA_KEY).map_err(backend)?.map(|v| v.value());
@@ -283,14 +293,24 @@ impl EmbeddedStore {
             }
             Ok(())
         })?;
-        let db = Arc::new(db);
-        let appends = AppendWriter::start(Arc::clone(&db))?;
-        Ok(Self { db, path, appends })
+        let handle = Arc::new(handle);
+        let appends = AppendWriter::start(Arc::clone(&handle))?;
+        Ok(Self { handle, appends })
     }
 
     /// The database file's path, for logs.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.handle.path()
+    }
+
+    /// Notes a failed operation: a disk failure starts an outage, which the writer thread
+    /// probes until the store can write again.
+    fn note(&self, result: &Result<impl Sized, StoreError>) {
+        if let Err(err) = result {
+            if self.handle.failed(err) {
+                self.appends.recover();
+            }
+        }
     }
 
     /// Runs `f` in a read transaction (a consistent snapshot) on the calling thread. Only
@@ -301,8 +321,13 @@ impl EmbeddedStore {
         &self,
         f: impl FnOnce(&ReadTransaction) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let txn = self.db.begin_read().map_err(backend)?;
-        f(&txn)
+        let result = self
+            .handle
+            .db()
+            .and_then(|db| db.begin_read().map_err(backend))
+            .and_then(|txn| f(&txn));
+        self.note(&result);
+        result
     }
 
     /// Runs `f` in a read transaction (a consistent snapshot) on the blocking pool.
@@ -311,22 +336,28 @@ impl EmbeddedStore {
         T: Send + 'static,
         F: FnOnce(&ReadTransaction) -> Result<T, StoreError> + Send + 'static,
     {
-        let db = Arc::clone(&self.db);
-        blocking(move || {
+        let db = self.handle.db()?;
+        let result = blocking(move || {
             let txn = db.begin_read().map_err(backend)?;
             f(&txn)
         })
-        .await
+        .await;
+        self.note(&result);
+        result
     }
 
     /// Runs `f` in one durable write transaction on the blocking pool; see [`write_txn`].
+    /// During an outage it is refused at once.
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&WriteTransaction) -> Result<T, StoreError> + Send + 'static,
     {
-        let db = Arc::clone(&self.db);
-        blocking(move || write_txn(&db, f)).await
+        self.handle.check_writable()?;
+        let db = self.handle.db()?;
+        let result = blocking(move || write_txn(&db, f)).await;
+        self.note(&result);
+        result
     }
 }
 
@@ -392,10 +423,78 @@ fn migrate_memberships(txn: &WriteTransaction) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn backend(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
-    StoreError::Backend {
-        store: STORE,
-        source: source.into(),
+/// Maps an error into the store's: a redb failure to use the disk (I/O, or an earlier I/O
+/// failure redb has latched) is [`StoreError::Unavailable`], anything else
+/// [`StoreError::Backend`]. The redb error stays the source, with its I/O cause reachable
+/// (redb's own errors do not expose it), so logs and
+/// [`StoreError::is_storage_full`] see an ENOSPC.
+pub(super) fn backend(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> StoreError {
+    match into_redb(source.into()) {
+        Ok(err) => {
+            let unavailable = matches!(
+                err,
+                redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::DatabaseClosed
+            );
+            let source = Box::new(RedbFailure(err));
+            if unavailable {
+                StoreError::Unavailable {
+                    store: STORE,
+                    source,
+                }
+            } else {
+                StoreError::Backend {
+                    store: STORE,
+                    source,
+                }
+            }
+        }
+        Err(source) => StoreError::Backend {
+            store: STORE,
+            source,
+        },
+    }
+}
+
+/// The error as a [`redb::Error`], if it is one of redb's error types.
+fn into_redb(
+    source: Box<dyn std::error::Error + Send + Sync>,
+) -> Result<redb::Error, Box<dyn std::error::Error + Send + Sync>> {
+    fn take<E: std::error::Error + Send + Sync + 'static + Into<redb::Error>>(
+        source: Box<dyn std::error::Error + Send + Sync>,
+    ) -> Result<redb::Error, Box<dyn std::error::Error + Send + Sync>> {
+        source.downcast::<E>().map(|e| (*e).into())
+    }
+    let source = match take::<redb::Error>(source) {
+        Ok(err) => return Ok(err),
+        Err(source) => source,
+    };
+    take::<redb::StorageError>(source)
+        .or_else(take::<redb::CommitError>)
+        .or_else(take::<redb::TransactionError>)
+        .or_else(take::<redb::TableError>)
+        .or_else(take::<redb::DatabaseError>)
+        .or_else(take::<redb::SetDurabilityError>)
+}
+
+/// A redb error whose I/O cause, if any, is its `source`.
+#[derive(Debug)]
+struct RedbFailure(redb::Error);
+
+impl fmt::Display for RedbFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            redb::Error::Io(_) => f.write_str("redb I/O failure"),
+            other => write!(f, "redb: {other}"),
+        }
+    }
+}
+
+impl std::error::Error for RedbFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.0 {
+            redb::Error::Io(io) => Some(io),
+            _ => None,
+        }
     }
 }
 
@@ -460,6 +559,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
+        self.handle.check_writable()?;
         self.read(|txn| {
             txn.open_table(META).map_err(backend)?;
             Ok(())
@@ -1024,78 +1124,140 @@ pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// Most messages committed in one transaction.
 const MAX_BATCH: usize = 512;
 
-/// Group commit for `append_message`, the hot write path.
+/// How often the writer probes a store that cannot write, with a durable write of its
+/// own, to find out whether it can again (a disk that has been freed, say).
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The `meta` key the probe writes (a counter, so each probe is a real change).
+const PROBE_KEY: &str = "write_probe";
+
+/// What the writer thread is asked to do.
+enum WriterJob {
+    /// Append one message.
+    Append(AppendJob, AppendReply),
+    /// Another write failed on the disk: probe (reopening if need be) until it works.
+    Recover,
+}
+
+/// Group commit for `append_message`, the hot write path, and recovery after a failed
+/// write.
 ///
 /// A dedicated thread takes every append that is waiting, writes them all in one write
 /// transaction and commits it durably once, then answers each caller. Under load, one
 /// fsync is shared by many messages; an idle server commits each message on its own with
 /// no added delay. Each job does all its checks (room exists, id unused) before it writes
 /// anything, so a job refused for a logical reason leaves no trace and the others still
-/// commit; a backend failure aborts the whole batch and fails every job in it. Callers are
-/// answered only after the commit, so an acknowledged message is durable.
+/// commit. Callers are answered only after the commit, so an acknowledged message is
+/// durable.
+///
+/// When a commit fails, redb cannot say whether it reached the disk. The writer then
+/// reopens the database and reads each message of the batch back by id: one that is not
+/// there is answered [`StoreError::Unavailable`] (it is not stored, and never will be);
+/// one that is there is answered with its sequence number as soon as a probe commit (an
+/// fsync of its own) has succeeded, which proves it durable. Until a probe succeeds the
+/// store is in an outage ([`DbHandle`]): appends and other writes are refused at once,
+/// and the writer probes every [`PROBE_INTERVAL`].
 struct AppendWriter {
-    tx: Option<mpsc::Sender<(AppendJob, AppendReply)>>,
+    tx: Option<mpsc::Sender<WriterJob>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    handle: Arc<DbHandle>,
 }
 
 impl AppendWriter {
-    fn start(db: Arc<Database>) -> Result<Self, StoreError> {
+    fn start(handle: Arc<DbHandle>) -> Result<Self, StoreError> {
         let (tx, rx) = mpsc::channel(MAX_BATCH * 4);
+        let thread_handle = Arc::clone(&handle);
         let thread = std::thread::Builder::new()
             .name("redb-group-commit".into())
-            .spawn(move || Self::run(&db, rx))
+            .spawn(move || Self::run(&thread_handle, rx))
             .map_err(backend)?;
         Ok(Self {
             tx: Some(tx),
             thread: Some(thread),
+            handle,
         })
     }
 
     /// Puts `job` in the writer's queue (waiting for room when it is full) and returns the
     /// answer to come. The queue is first-in first-out and each batch is written in queue
-    /// order, so jobs get sequence numbers in the order they were queued.
+    /// order, so jobs get sequence numbers in the order they were queued. During an outage
+    /// the job is refused at once.
     async fn queue(&self, job: AppendJob) -> Result<PendingAppend, StoreError> {
+        self.handle.check_writable()?;
         let (reply, answer) = oneshot::channel();
         let tx = self
             .tx
             .as_ref()
             .ok_or_else(|| backend("the group-commit writer has stopped"))?;
-        tx.send((job, reply))
+        tx.send(WriterJob::Append(job, reply))
             .await
             .map_err(|_| backend("the group-commit writer has stopped"))?;
         Ok(Box::pin(async move {
-            answer
-                .await
-                .map_err(|_| backend("the group-commit writer dropped a job"))?
+            answer.await.map_err(|_| {
+                backend("the store closed before it knew whether the message is durable")
+            })?
         }))
     }
 
-    fn run(db: &Database, mut rx: mpsc::Receiver<(AppendJob, AppendReply)>) {
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        while let Some(first) = rx.blocking_recv() {
-            batch.push(first);
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
-            }
-            Self::commit_batch(db, &mut batch);
+    /// Asks the writer to probe until the store can write again (without waiting).
+    fn recover(&self) {
+        if let Some(tx) = &self.tx {
+            // A full queue already holds work that ends in a probe or a recovery.
+            let _ = tx.try_send(WriterJob::Recover);
         }
     }
 
-    fn commit_batch(db: &Database, batch: &mut Vec<(AppendJob, AppendReply)>) {
-        let outcome = write_txn(db, |txn| {
+    fn run(handle: &DbHandle, mut rx: mpsc::Receiver<WriterJob>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        while let Some(first) = rx.blocking_recv() {
+            let mut recover = false;
+            match first {
+                WriterJob::Append(job, reply) => batch.push((job, reply)),
+                WriterJob::Recover => recover = true,
+            }
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(WriterJob::Append(job, reply)) => batch.push((job, reply)),
+                    Ok(WriterJob::Recover) => recover = true,
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() {
+                Self::commit_batch(handle, &mut batch, &mut rx);
+            }
+            if recover && handle.in_outage() {
+                Self::recover_store(handle, Vec::new(), &mut rx);
+            }
+        }
+    }
+
+    fn commit_batch(
+        handle: &DbHandle,
+        batch: &mut Vec<(AppendJob, AppendReply)>,
+        rx: &mut mpsc::Receiver<WriterJob>,
+    ) {
+        // Jobs queued before an outage began were never tried: nothing of them is stored.
+        let db = match handle.check_writable().and_then(|()| handle.db()) {
+            Ok(db) => db,
+            Err(_) => {
+                for (_, reply) in batch.drain(..) {
+                    let _ = reply.send(Err(handle.cannot_write()));
+                }
+                return;
+            }
+        };
+        let outcome = write_txn(&db, |txn| {
             batch
                 .iter()
                 .map(|(job, _)| match append_in(txn, job) {
-                    Err(StoreError::Backend { store, source }) => {
-                        Err(StoreError::Backend { store, source })
+                    Err(err @ (StoreError::Backend { .. } | StoreError::Unavailable { .. })) => {
+                        Err(err)
                     }
                     other => Ok(other),
                 })
                 .collect::<Result<Vec<_>, StoreError>>()
         });
+        drop(db);
         match outcome {
             Ok(results) => {
                 for ((_, reply), result) in batch.drain(..).zip(results) {
@@ -1103,13 +1265,149 @@ impl AppendWriter {
                 }
             }
             Err(err) => {
-                tracing::error!(error = %err, jobs = batch.len(), "group commit failed");
-                for (_, reply) in batch.drain(..) {
-                    let _ = reply.send(Err(backend(format!("batch commit failed: {err}"))));
+                tracing::error!(error.cause_chain = %crate::error::CauseChain(&err), jobs = batch.len(),
+                    "group commit failed; finding out which of its messages are durable");
+                if !handle.failed(&err) {
+                    // Not a disk failure (a corrupt record, say): the commit did not
+                    // happen, but whether redb holds anything of it is still only known
+                    // after a reopen, so it is settled like one.
+                    handle.failed(&StoreError::Unavailable {
+                        store: STORE,
+                        source: Box::new(err),
+                    });
                 }
+                Self::recover_store(handle, std::mem::take(batch), rx);
             }
         }
     }
+
+    /// Probes, reopening the database when redb refuses to go on, until the store can
+    /// write again; meanwhile settles `held` (the jobs of a failed commit) as soon as each
+    /// one's fate is known, and refuses the appends queued behind them. Gives up, leaving
+    /// the held jobs unanswered (their callers learn that the outcome is unknown), only when
+    /// the store is being closed.
+    fn recover_store(
+        handle: &DbHandle,
+        mut held: Vec<(AppendJob, AppendReply)>,
+        rx: &mut mpsc::Receiver<WriterJob>,
+    ) {
+        loop {
+            // A probe on the database as it is; redb refuses it after a latched I/O failure,
+            // and only a reopen shows what the failed commit left on disk.
+            let probed = handle.db().and_then(|db| probe(&db));
+            let (db, durable) = match probed {
+                Ok(()) => (handle.db().ok(), true),
+                Err(_) => match handle.reopen() {
+                    Ok(db) => {
+                        let durable = probe(&db).is_ok();
+                        (Some(db), durable)
+                    }
+                    Err(err) => {
+                        tracing::debug!(error.cause_chain = %crate::error::CauseChain(&err), "reopening the embedded store failed");
+                        (None, false)
+                    }
+                },
+            };
+            if let Some(db) = db {
+                held = settle(&db, held, durable);
+            }
+            if durable {
+                handle.recovered();
+                return;
+            }
+            // Appends queued behind the failure were never tried: nothing of them is stored.
+            while let Ok(job) = rx.try_recv() {
+                if let WriterJob::Append(_, reply) = job {
+                    let _ = reply.send(Err(handle.cannot_write()));
+                }
+            }
+            if rx.is_closed() {
+                tracing::error!(
+                    unsettled = held.len(),
+                    "the embedded store closed before it could write again"
+                );
+                return;
+            }
+            std::thread::sleep(PROBE_INTERVAL);
+        }
+    }
+}
+
+/// A durable write of its own: whether the store can write, and an fsync that makes
+/// everything before it durable.
+fn probe(db: &Database) -> Result<(), StoreError> {
+    write_txn(db, |txn| {
+        let mut meta = txn.open_table(META).map_err(backend)?;
+        let count = meta
+            .get(PROBE_KEY)
+            .map_err(backend)?
+            .map_or(0, |v| v.value());
+        meta.insert(PROBE_KEY, count.wrapping_add(1))
+            .map_err(backend)?;
+        Ok(())
+    })
+}
+
+/// Answers the jobs of a failed commit whose fate `db` (freshly opened, or probed) shows:
+/// a job whose message is not in it is not stored; one whose message is there is answered
+/// with its sequence number when `durable` (a probe has since committed), and otherwise
+/// kept. A job whose id another message holds is a duplicate. Returns the jobs kept.
+fn settle(
+    db: &Database,
+    held: Vec<(AppendJob, AppendReply)>,
+    durable: bool,
+) -> Vec<(AppendJob, AppendReply)> {
+    let mut kept = Vec::new();
+    for (job, reply) in held {
+        match stored_seq(db, &job) {
+            Ok(Some(Stored::Ours(seq))) if durable => {
+                let _ = reply.send(Ok(seq));
+            }
+            Ok(Some(Stored::Ours(_))) | Err(_) => kept.push((job, reply)),
+            Ok(Some(Stored::Other)) => {
+                let _ = reply.send(Err(StoreError::AlreadyExists));
+            }
+            Ok(None) => {
+                let _ = reply.send(Err(StoreError::Unavailable {
+                    store: STORE,
+                    source: "the commit holding the message failed; it is not stored".into(),
+                }));
+            }
+        }
+    }
+    kept
+}
+
+/// What the store holds under a job's message id.
+enum Stored {
+    /// This very message, at this sequence number.
+    Ours(u64),
+    /// Another message with the same id.
+    Other,
+}
+
+/// Looks the job's message up by id and compares the stored record with the job's.
+fn stored_seq(db: &Database, job: &AppendJob) -> Result<Option<Stored>, StoreError> {
+    let txn = db.begin_read().map_err(backend)?;
+    let room_key = job.room_key.as_str();
+    let ids = txn.open_table(MESSAGE_IDS).map_err(backend)?;
+    let Some(seq) = ids
+        .get((room_key, &job.id.0))
+        .map_err(backend)?
+        .map(|v| v.value())
+    else {
+        return Ok(None);
+    };
+    let messages = txn.open_table(MESSAGES).map_err(backend)?;
+    let same = messages
+        .get((room_key, seq))
+        .map_err(backend)?
+        .is_some_and(|v| v.value() == job.record.as_slice());
+    Ok(Some(if same {
+        Stored::Ours(seq)
+    } else {
+        Stored::Other
+    }))
 }
 
 impl Drop for AppendWriter {
@@ -1150,6 +1448,7 @@ fn append_in(txn: &WriteTransaction, job: &AppendJob) -> Result<u64, StoreError>
 mod tests {
     use super::*;
     use crate::store::conformance::Harness;
+    use crate::store::disk::faults::FaultyDisk;
     use tempfile::TempDir;
 
     /// A fresh store in its own temporary directory, deleted by `finish`.
@@ -1290,6 +1589,147 @@ mod tests {
             .expect("history");
         assert_eq!(page.messages.len(), 41);
         assert!(!page.has_more);
+    }
+
+    /// A store on a faulty disk with user "alice" and room "r"; and a message to it.
+    async fn store_on(dir: &Path, disk: &FaultyDisk) -> EmbeddedStore {
+        let store = EmbeddedStore::open_on(dir, disk.clone()).expect("open");
+        store
+            .create_room(
+                &key("r"),
+                RoomRecord {
+                    name: room("r"),
+                    owner: name("alice"),
+                    password_hash: None,
+                    hidden: false,
+                    created_at_ms: 0,
+                },
+            )
+            .await
+            .expect("room");
+        store
+    }
+
+    fn message(i: u8) -> NewMessage {
+        NewMessage {
+            room: key("r"),
+            message_id: MessageId([i; 16]),
+            sender: name("alice"),
+            server_time_ms: u64::from(i),
+            envelopes: vec![envelope("alice", &[i])],
+        }
+    }
+
+    /// The message ids (their first byte) in alice's history, after a reopen.
+    async fn ids_on_disk(dir: &Path) -> Vec<u8> {
+        let store = EmbeddedStore::open(dir).expect("reopen");
+        let page = store
+            .history_for(&key("r"), &name("alice"), None, 100)
+            .await
+            .expect("history");
+        page.messages.iter().map(|m| m.message_id.0[0]).collect()
+    }
+
+    /// Polls `ping` until it succeeds.
+    async fn until_healthy(store: &EmbeddedStore) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while store.ping().await.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the store never recovered"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[test]
+    fn a_disk_failure_keeps_its_cause_for_the_logs() {
+        let enospc = std::io::Error::from_raw_os_error(28);
+        let err = backend(redb::CommitError::Storage(redb::StorageError::Io(enospc)));
+        assert!(
+            matches!(err, StoreError::Unavailable { .. }) && err.is_storage_full(),
+            "{err:?}"
+        );
+        let chain = crate::error::CauseChain(&err).to_string();
+        assert!(chain.contains("os error 28"), "{chain}");
+        let other = backend(redb::StorageError::Corrupted("bad page".into()));
+        assert!(matches!(other, StoreError::Backend { .. }) && !other.is_storage_full());
+    }
+
+    #[tokio::test]
+    async fn a_commit_reported_failed_but_durable_is_answered_as_stored() {
+        let dir = TempDir::new().expect("temp dir");
+        let disk = FaultyDisk::new();
+        let store = store_on(dir.path(), &disk).await;
+        store.append_message(message(1)).await.expect("stored");
+        disk.fail_next_commit_after_it_is_durable();
+        let answer = store.append_message(message(2)).await;
+        assert_eq!(disk.injected(), 1, "the commit's final sync was failed");
+        assert_eq!(
+            answer.ok(),
+            Some(2),
+            "it is on disk, so it is answered as stored"
+        );
+        until_healthy(&store).await;
+        assert_eq!(store.append_message(message(3)).await.ok(), Some(3));
+        drop(store);
+        assert_eq!(ids_on_disk(dir.path()).await, vec![1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_refuses_writes_honestly_and_the_store_recovers_when_freed() {
+        let dir = TempDir::new().expect("temp dir");
+        let disk = FaultyDisk::new();
+        let store = Arc::new(store_on(dir.path(), &disk).await);
+        store.append_message(message(1)).await.expect("stored");
+        disk.fill();
+        // The commit fails; whether it reached the disk is known only once the file can be
+        // opened again, so the answer waits for that.
+        let failed = tokio::spawn({
+            let store = Arc::clone(&store);
+            async move { store.append_message(message(2)).await }
+        });
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let health = loop {
+            match store.ping().await {
+                Err(err) => break err,
+                Ok(()) => {
+                    assert!(tokio::time::Instant::now() < deadline, "no outage seen");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        assert!(health.is_storage_full(), "{health:?}");
+        // Every write is refused at once while the disk is full.
+        let refused = store
+            .create_user(UserRecord {
+                username: name("bob"),
+                public_key: vec![1],
+                created_at_ms: 0,
+            })
+            .await
+            .expect_err("refused");
+        assert!(matches!(refused, StoreError::Unavailable { .. }));
+        let refused = store.append_message(message(3)).await.expect_err("refused");
+        assert!(refused.is_storage_full(), "{refused:?}");
+        disk.free();
+        let failed = tokio::time::timeout(Duration::from_secs(20), failed)
+            .await
+            .expect("answered once the disk is free")
+            .expect("task");
+        assert!(
+            matches!(failed, Err(StoreError::Unavailable { .. })),
+            "not on disk, so not stored: {failed:?}"
+        );
+        until_healthy(&store).await;
+        assert_eq!(store.append_message(message(4)).await.ok(), Some(2));
+        let store = Arc::try_unwrap(store).expect("one owner");
+        drop(store);
+        assert_eq!(
+            ids_on_disk(dir.path()).await,
+            vec![1, 4],
+            "2 and 3 were not stored"
+        );
     }
 
     #[tokio::test]

@@ -36,7 +36,10 @@
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
+pub(crate) mod disk;
 pub mod embedded;
+#[cfg(any(test, feature = "test-util"))]
+pub use disk::faults;
 pub mod mongo;
 
 use std::future::Future;
@@ -347,6 +350,32 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// Whether the cause is a full disk (ENOSPC, or MongoDB's `OutOfDiskSpace`) anywhere in
+    /// the source chain: `/health` reports the class, never the detail.
+    pub fn is_storage_full(&self) -> bool {
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(error) = next {
+            if let Some(io) = error.downcast_ref::<std::io::Error>() {
+                if io.kind() == std::io::ErrorKind::StorageFull || io.raw_os_error() == Some(28) {
+                    return true;
+                }
+            }
+            if error.downcast_ref::<StorageFull>().is_some() {
+                return true;
+            }
+            next = error.source();
+        }
+        false
+    }
+}
+
+/// A backend's report that its storage is full, for adapters whose driver does not say so
+/// with an I/O error.
+#[derive(Debug, thiserror::Error)]
+#[error("storage full: {0}")]
+pub struct StorageFull(pub String);
+
 /// What the server needs from persistence.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -370,10 +399,12 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError::Unavailable`] or [`StoreError::Backend`] if it cannot be read.
     async fn room_secret(&self) -> Result<RoomSecret, StoreError>;
 
-    /// Checks that the backend is reachable.
+    /// Checks that the backend is reachable and, as far as the store knows, can write: the
+    /// embedded store fails it from a failed write until a probe write succeeds again.
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`] when it is not.
+    /// [`StoreError::Unavailable`] when it is not (with the cause as its source;
+    /// [`StoreError::is_storage_full`] tells a full disk apart).
     async fn ping(&self) -> Result<(), StoreError>;
 
     /// Creates an account.

@@ -98,8 +98,10 @@
 //!
 //! # Errors
 //! Duplicate-key errors (code 11000) become [`StoreError::AlreadyExists`]; server
-//! selection, network, failover, shutdown and write-concern failures become
-//! [`StoreError::Unavailable`]; anything else is [`StoreError::Backend`]. The driver's error
+//! selection, network, failover, shutdown, timeouts, not-primary and write-concern failures,
+//! as command errors or as write errors, become [`StoreError::Unavailable`] (the client
+//! gets `StorageUnavailable`), and so does a full disk (`OutOfDiskSpace`, 14031, reported
+//! as [`StorageFull`](super::StorageFull)); anything else is [`StoreError::Backend`]. The driver's error
 //! is kept only as the `source`, for logs: [`StoreError`]'s own message never contains it,
 //! so driver text cannot reach a client.
 
@@ -176,6 +178,9 @@ const DUPLICATE_KEY_CODES: [i32; 2] = [11000, 11001];
 const UNAVAILABLE_CODES: [i32; 15] = [
     6, 7, 50, 64, 89, 91, 189, 202, 262, 9001, 10107, 11600, 11602, 13435, 13436,
 ];
+
+/// Server error code for a server whose disk is full (`OutOfDiskSpace`).
+const OUT_OF_DISK_SPACE: i32 = 14031;
 
 /// MongoDB storage; see the module docs for the document shapes and guarantees.
 ///
@@ -1103,6 +1108,8 @@ fn unavailable(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> S
 fn map_err(err: DriverError) -> StoreError {
     if is_duplicate_key(&err) {
         StoreError::AlreadyExists
+    } else if error_code(&err) == Some(OUT_OF_DISK_SPACE) {
+        unavailable(super::StorageFull(err.to_string()))
     } else if is_unavailable(&err) {
         unavailable(err)
     } else {
@@ -1131,11 +1138,24 @@ fn is_index_not_found(err: &DriverError) -> bool {
     matches!(err.kind.as_ref(), ErrorKind::Command(e) if e.code == INDEX_NOT_FOUND)
 }
 
+/// The server's error code, for a command or write error.
+fn error_code(err: &DriverError) -> Option<i32> {
+    match err.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(e)) => Some(e.code),
+        ErrorKind::Command(e) => Some(e.code),
+        _ => None,
+    }
+}
+
 fn is_unavailable(err: &DriverError) -> bool {
     if err.contains_label(RETRYABLE_WRITE_ERROR) || err.contains_label(RETRYABLE_ERROR) {
         return true;
     }
     match err.kind.as_ref() {
+        // A write refused because the node stepped down, timed out or ran out of disk.
+        ErrorKind::Write(WriteFailure::WriteError(e)) => {
+            UNAVAILABLE_CODES.contains(&e.code) || e.code == OUT_OF_DISK_SPACE
+        }
         ErrorKind::ServerSelection { .. }
         | ErrorKind::Io(_)
         | ErrorKind::ConnectionPoolCleared { .. }
@@ -1639,6 +1659,30 @@ mod tests {
             let mapped = map_err(err);
             assert!(
                 matches!(mapped, StoreError::Unavailable { store: STORE, .. }),
+                "{mapped:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn write_errors_from_a_failing_primary_or_a_full_disk_are_unavailable() {
+        // Not-primary, a timeout and an interrupted shutdown, as write errors.
+        for code in [10107, 50, 11600] {
+            let mapped = map_err(write_error(code, "write refused"));
+            assert!(
+                matches!(mapped, StoreError::Unavailable { store: STORE, .. })
+                    && !mapped.is_storage_full(),
+                "{code}: {mapped:?}"
+            );
+        }
+        for err in [
+            write_error(14031, "OutOfDiskSpace"),
+            command_error(14031, "OutOfDiskSpace"),
+        ] {
+            let mapped = map_err(err);
+            assert!(
+                matches!(mapped, StoreError::Unavailable { store: STORE, .. })
+                    && mapped.is_storage_full(),
                 "{mapped:?}"
             );
         }

@@ -2,3 +2,4 @@
 
 pub mod outbound;
 pub mod session;
+pub mod socket;

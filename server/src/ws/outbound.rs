@@ -10,10 +10,17 @@
 //!   queue is full it evicts the connection as too slow and drops its sender, which the
 //!   body reports through the `evicted` token.
 //!
-//! A slow client therefore backs up into these queues, never into unbounded memory. When
-//! the session ends, it drops whatever pushes are still queued
-//! ([`Outbound::drop_queued_pushes`]): a client that stopped reading must not pin them for
-//! as long as its socket stays open.
+//! A slow client therefore backs up into these queues, never into unbounded memory: both
+//! are bounded in frames, and together in bytes by the connection's [`Budget`] (the
+//! server's `OUTBOUND_BUDGET_MB`). A frame is charged when it is queued and released when
+//! the body hands it to actix; a push that would go over the budget is refused (the hub
+//! then evicts the connection as too slow), and so is a reply (the session then closes
+//! with 1008). Large payloads are handed to actix in slices of at most [`MAX_CHUNK`] bytes,
+//! so the copy actix keeps in its write buffer stays small too. When the session ends, it
+//! drops whatever pushes are still queued ([`Outbound::drop_queued_pushes`]): a client
+//! that stopped reading must not pin them for as long as its socket stays open. The
+//! budget also measures how long queued bytes have waited for the client
+//! ([`Outbound::stalled_for`]), which the session uses to close a stalled reader.
 //!
 //! A binary frame's payload is not copied here: its header goes out as a small chunk of
 //! its own, followed by the payload bytes as the handler encoded them, in the one or two
@@ -24,8 +31,10 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use actix_http::ws::{CloseReason, Codec, Message};
 use actix_web::body::BoxBody;
@@ -42,6 +51,125 @@ const CONTROL_QUEUE: usize = 32;
 
 /// The longest payload a ping, pong or close may carry (RFC 6455, section 5.5).
 const MAX_CONTROL_PAYLOAD: usize = 125;
+
+/// The largest piece of a payload handed to actix at once (a slice, not a copy): actix
+/// copies each piece into its write buffer, so this bounds what it holds beyond the budget.
+pub const MAX_CHUNK: usize = 64 * 1024;
+
+/// One connection's byte budget for frames queued and not yet handed to actix, shared by
+/// the session, its send completions, the hub's push sender and the body.
+#[derive(Debug)]
+pub struct Budget {
+    limit: usize,
+    used: AtomicUsize,
+    /// Milliseconds after `epoch` when bytes last started waiting or last went out.
+    progress_ms: AtomicU64,
+    epoch: Instant,
+    /// Cancelled when a frame is refused for the budget (as when the hub evicts).
+    tripped: CancellationToken,
+}
+
+impl Budget {
+    fn new(limit: usize, tripped: CancellationToken) -> Self {
+        Self {
+            limit,
+            used: AtomicUsize::new(0),
+            progress_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+            tripped,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Charges `len` bytes, or refuses them (and trips) if the budget cannot hold them.
+    fn charge(&self, len: usize) -> bool {
+        let mut used = self.used.load(Ordering::Acquire);
+        loop {
+            let Some(total) = used.checked_add(len).filter(|&t| t <= self.limit) else {
+                self.tripped.cancel();
+                return false;
+            };
+            match self
+                .used
+                .compare_exchange_weak(used, total, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(now) => used = now,
+            }
+        }
+        if used == 0 {
+            // Bytes start waiting now.
+            self.progress_ms.store(self.now_ms(), Ordering::Release);
+        }
+        true
+    }
+
+    /// Releases `len` charged bytes: they went out to actix.
+    fn release(&self, len: usize) {
+        if len > 0 {
+            self.used.fetch_sub(len, Ordering::AcqRel);
+            self.progress_ms.store(self.now_ms(), Ordering::Release);
+        }
+    }
+
+    /// How long charged bytes have waited without any going out (zero when none wait).
+    fn stalled_for(&self) -> Duration {
+        if self.used.load(Ordering::Acquire) == 0 {
+            return Duration::ZERO;
+        }
+        let since = self.progress_ms.load(Ordering::Acquire);
+        Duration::from_millis(self.now_ms().saturating_sub(since))
+    }
+}
+
+/// The hub's end of a connection's push queue: bounded in frames and, with the replies,
+/// in bytes.
+#[derive(Debug, Clone)]
+pub struct PushSender {
+    queue: mpsc::Sender<PushFrame>,
+    budget: Arc<Budget>,
+}
+
+impl PushSender {
+    /// Queues `frame` without waiting.
+    ///
+    /// # Errors
+    /// `Full` when the queue has no free slot or the connection's byte budget cannot hold
+    /// the frame; `Closed` when the connection is gone.
+    pub fn try_send(&self, frame: PushFrame) -> Result<(), mpsc::error::TrySendError<PushFrame>> {
+        let len = frame.len();
+        if !self.budget.charge(len) {
+            return Err(mpsc::error::TrySendError::Full(frame));
+        }
+        self.queue.try_send(frame).inspect_err(|_| {
+            self.budget.release_uncounted(len);
+        })
+    }
+
+    /// Whether the connection's push queue is closed.
+    pub fn is_closed(&self) -> bool {
+        self.queue.is_closed()
+    }
+}
+
+/// A push queue of `capacity` frames over `budget_bytes`, for tests of the hub and for
+/// harnesses that drive the handlers without a socket: the receiver is the body's end.
+#[cfg(any(test, feature = "test-util"))]
+pub fn push_queue(capacity: usize, budget_bytes: usize) -> (PushSender, mpsc::Receiver<PushFrame>) {
+    let (queue, rx) = mpsc::channel(capacity);
+    let budget = Arc::new(Budget::new(budget_bytes, CancellationToken::new()));
+    (PushSender { queue, budget }, rx)
+}
+
+impl Budget {
+    /// Takes back a charge for bytes that were never queued (no progress is recorded).
+    fn release_uncounted(&self, len: usize) {
+        self.used.fetch_sub(len, Ordering::AcqRel);
+    }
+}
 
 /// What the session loop sends to its client.
 #[derive(Debug)]
@@ -70,15 +198,29 @@ type PushQueue = Arc<Mutex<Option<mpsc::Receiver<PushFrame>>>>;
 pub struct Outbound {
     control: mpsc::Sender<Outgoing>,
     pushes: PushQueue,
+    budget: Arc<Budget>,
 }
 
 impl Outbound {
     /// Queues one binary frame, waiting while the control queue is full.
     ///
     /// # Errors
-    /// [`Closed`] if the connection is gone.
+    /// [`Closed`] if the connection is gone, or if the frame does not fit in the
+    /// connection's byte budget (which trips it: the session closes with 1008).
     pub async fn binary(&self, frame: Bytes) -> Result<(), Closed> {
-        self.send(Outgoing::Binary(frame)).await
+        let len = frame.len();
+        if !self.budget.charge(len) {
+            return Err(Closed);
+        }
+        self.send(Outgoing::Binary(frame)).await.inspect_err(|_| {
+            self.budget.release_uncounted(len);
+        })
+    }
+
+    /// How long queued bytes have waited for the client without any going out: a reader
+    /// that stopped reading shows here, even while no new frame is queued for it.
+    pub fn stalled_for(&self) -> Duration {
+        self.budget.stalled_for()
     }
 
     /// Queues a keepalive ping.
@@ -127,35 +269,49 @@ pub struct OutboundParts {
     /// For the session loop: replies and control frames.
     pub outbound: Outbound,
     /// For the hub: pushes. Bounded; the hub evicts the connection when it is full.
-    pub pushes: mpsc::Sender<PushFrame>,
-    /// Cancelled when the hub has dropped `pushes`, i.e. evicted the connection.
+    pub pushes: PushSender,
+    /// Cancelled when the hub has dropped `pushes`, i.e. evicted the connection, or a frame
+    /// went over the byte budget.
     pub evicted: CancellationToken,
+    /// Cancelled when the body is dropped: everything it was to write is written, or the
+    /// connection is gone.
+    pub finished: CancellationToken,
     /// The response body to hand to actix.
     pub body: OutboundBody,
 }
 
-/// A new connection's outbound half, with room for `push_capacity` queued pushes.
+/// A new connection's outbound half, with room for `push_capacity` queued pushes and
+/// `budget_bytes` of queued frames.
 ///
 /// `actix_body` is the body `actix_ws::handle` made for the response. It is kept, never
 /// polled, and dropped with this body: its drop is what tells actix-ws's `MessageStream`
 /// that the connection is gone.
 #[must_use]
-pub fn outbound(actix_body: BoxBody, push_capacity: usize) -> OutboundParts {
+pub fn outbound(actix_body: BoxBody, push_capacity: usize, budget_bytes: usize) -> OutboundParts {
     let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
     let (push_tx, push_rx) = mpsc::channel(push_capacity);
     let evicted = CancellationToken::new();
+    let finished = CancellationToken::new();
+    let budget = Arc::new(Budget::new(budget_bytes, evicted.clone()));
     let pushes: PushQueue = Arc::new(Mutex::new(Some(push_rx)));
     OutboundParts {
         outbound: Outbound {
             control: control_tx,
             pushes: Arc::clone(&pushes),
+            budget: Arc::clone(&budget),
         },
-        pushes: push_tx,
+        pushes: PushSender {
+            queue: push_tx,
+            budget: Arc::clone(&budget),
+        },
         evicted: evicted.clone(),
+        finished: finished.clone(),
         body: OutboundBody {
             control: control_rx,
             pushes,
             evicted,
+            finished,
+            budget,
             ready: VecDeque::new(),
             headers: BytesMut::new(),
             codec: Codec::new(),
@@ -171,8 +327,12 @@ pub struct OutboundBody {
     /// `None` once the hub has dropped its sender or the session has ended.
     pushes: PushQueue,
     evicted: CancellationToken,
-    /// Encoded chunks waiting to be handed to the dispatcher.
-    ready: VecDeque<Bytes>,
+    /// Cancelled when the body is dropped.
+    finished: CancellationToken,
+    budget: Arc<Budget>,
+    /// Encoded chunks waiting to be handed to the dispatcher, each with whether it is
+    /// charged to the budget (payload) or not (headers and control frames).
+    ready: VecDeque<(Bytes, bool)>,
     /// Frame headers are split off this buffer, so they do not cost an allocation each.
     headers: BytesMut,
     codec: Codec,
@@ -197,14 +357,16 @@ impl OutboundBody {
             self.headers.reserve(HEADER_BUFFER);
         }
         put_binary_header(&mut self.headers, payload.len());
-        self.ready.push_back(self.headers.split().freeze());
+        self.ready.push_back((self.headers.split().freeze(), false));
         let (shared, own) = payload.into_parts();
-        self.ready.extend(
-            shared
-                .into_iter()
-                .chain([own])
-                .filter(|piece| !piece.is_empty()),
-        );
+        for mut piece in shared.into_iter().chain([own]) {
+            while piece.len() > MAX_CHUNK {
+                self.ready.push_back((piece.split_to(MAX_CHUNK), true));
+            }
+            if !piece.is_empty() {
+                self.ready.push_back((piece, true));
+            }
+        }
     }
 
     /// Adds the chunks of one outgoing frame to `ready`.
@@ -230,8 +392,14 @@ impl OutboundBody {
         };
         let mut buf = BytesMut::new();
         self.codec.encode(message, &mut buf)?;
-        self.ready.push_back(buf.freeze());
+        self.ready.push_back((buf.freeze(), false));
         Ok(())
+    }
+}
+
+impl Drop for OutboundBody {
+    fn drop(&mut self) {
+        self.finished.cancel();
     }
 }
 
@@ -241,7 +409,10 @@ impl Stream for OutboundBody {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
         loop {
-            if let Some(chunk) = this.ready.pop_front() {
+            if let Some((chunk, charged)) = this.ready.pop_front() {
+                if charged {
+                    this.budget.release(chunk.len());
+                }
                 return Poll::Ready(Some(Ok(chunk)));
             }
             if this.closing {
@@ -339,6 +510,9 @@ mod tests {
         }
     }
 
+    /// A budget no test here comes near.
+    const BUDGET: usize = 64 << 20;
+
     async fn collect(body: &mut OutboundBody) -> Vec<u8> {
         let mut out = Vec::new();
         while let Some(chunk) = body.next().await {
@@ -348,11 +522,10 @@ mod tests {
     }
 
     /// Queues `frames` as the hub would.
-    async fn queue_pushes(pushes: &mpsc::Sender<PushFrame>, frames: &[&'static [u8]]) {
+    async fn queue_pushes(pushes: &PushSender, frames: &[&'static [u8]]) {
         for frame in frames {
             pushes
-                .send(Bytes::from_static(frame).into())
-                .await
+                .try_send(Bytes::from_static(frame).into())
                 .expect("queued");
         }
     }
@@ -369,7 +542,7 @@ mod tests {
 
     #[actix_web::test]
     async fn replies_go_first_and_the_close_frame_ends_the_body() {
-        let parts = outbound(BoxBody::new(()), 4);
+        let parts = outbound(BoxBody::new(()), 4, BUDGET);
         let mut body = parts.body;
         queue_pushes(&parts.pushes, &[b"push"]).await;
         parts
@@ -405,7 +578,7 @@ mod tests {
 
     #[actix_web::test]
     async fn pushes_flow_and_a_dropped_push_queue_reports_eviction() {
-        let parts = outbound(BoxBody::new(()), 4);
+        let parts = outbound(BoxBody::new(()), 4, BUDGET);
         let mut body = parts.body;
         queue_pushes(&parts.pushes, &[b"one", b"two"]).await;
         drop(parts.pushes);
@@ -431,7 +604,7 @@ mod tests {
         // More frames than one header buffer holds, of sizes needing each header form;
         // every other frame comes in two pieces, split at a point that varies.
         let sizes: Vec<usize> = (0..150).map(|i| [3, 200, 70_000][i % 3] + i).collect();
-        let parts = outbound(BoxBody::new(()), sizes.len());
+        let parts = outbound(BoxBody::new(()), sizes.len(), BUDGET);
         let mut body = parts.body;
         let mut expected = BytesMut::new();
         for (i, &size) in sizes.iter().enumerate() {
@@ -444,7 +617,7 @@ mod tests {
             } else {
                 head.into()
             };
-            parts.pushes.send(push).await.expect("queued");
+            parts.pushes.try_send(push).expect("queued");
         }
         drop(parts.pushes);
         let written = read_at_least(&mut body, expected.len()).await;
@@ -456,7 +629,7 @@ mod tests {
 
     #[actix_web::test]
     async fn an_ended_session_drops_the_pushes_queued_for_its_client() {
-        let parts = outbound(BoxBody::new(()), 4);
+        let parts = outbound(BoxBody::new(()), 4, BUDGET);
         let body = parts.body;
         queue_pushes(&parts.pushes, &[b"one", b"two"]).await;
         // The client reads nothing, so the body is never polled; the session ends.
@@ -468,6 +641,48 @@ mod tests {
         );
         assert!(!parts.evicted.is_cancelled(), "that is not an eviction");
         drop(body);
+    }
+
+    #[actix_web::test]
+    async fn frames_past_the_byte_budget_are_refused_and_trip_the_connection() {
+        let parts = outbound(BoxBody::new(()), 64, 3 * MAX_CHUNK);
+        let mut body = parts.body;
+        let big = || PushFrame::from(Bytes::from(vec![7u8; 2 * MAX_CHUNK]));
+        parts.pushes.try_send(big()).expect("within the budget");
+        assert!(
+            matches!(
+                parts.pushes.try_send(big()),
+                Err(mpsc::error::TrySendError::Full(_))
+            ),
+            "a second push would pass the budget although the queue has slots"
+        );
+        assert!(parts.evicted.is_cancelled(), "the connection is tripped");
+        assert_eq!(
+            parts
+                .outbound
+                .binary(Bytes::from(vec![1u8; 2 * MAX_CHUNK]))
+                .await,
+            Err(Closed),
+            "so is a reply"
+        );
+        assert!(parts.outbound.stalled_for() < Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(
+            parts.outbound.stalled_for() >= Duration::from_millis(30),
+            "queued bytes wait while the client reads nothing"
+        );
+        // Writing the push out frees the budget, in slices of MAX_CHUNK at most.
+        let header = body.next().await.expect("open").expect("encodes");
+        assert!(header.len() <= MAX_HEADER);
+        for _ in 0..2 {
+            let chunk = body.next().await.expect("open").expect("encodes");
+            assert_eq!(chunk.len(), MAX_CHUNK);
+        }
+        assert_eq!(parts.outbound.stalled_for(), Duration::ZERO);
+        parts.pushes.try_send(big()).expect("room again");
+        assert!(!parts.finished.is_cancelled());
+        drop(body);
+        assert!(parts.finished.is_cancelled(), "a dropped body is finished");
     }
 
     #[test]

@@ -22,7 +22,14 @@
 //! - If the hub ends it because the user's key was rotated on another connection, the
 //!   client is closed with `CLOSE_KEY_ROTATED` (4001), at once: the loop reads no further
 //!   request of a login whose key is retired.
-//! - On shutdown the client gets a 1001 "going away" close.
+//! - A client whose queued frames have not gone out for about two heartbeats (it stopped
+//!   reading), or that has more queued than its byte budget, is closed with 1008
+//!   ("too slow").
+//! - On shutdown the loop reads no further request, waits (at most [`SEND_DRAIN`]) until
+//!   the sends in flight are answered, and closes with 1001 "going away".
+//! - However it ends, the session then waits at most [`CLOSE_WAIT`] for the client to take
+//!   its close, and otherwise aborts the connection ([`Abort`]): a client that stopped
+//!   reading holds neither memory nor shutdown beyond that.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -35,16 +42,17 @@ use governor::clock::QuantaClock;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use shared::protocol::{codec, codec::CodecError, Reply, ServerMsg, CLOSE_KEY_ROTATED};
 use shared::{ErrorCode, RequestId};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::error::HandlerError;
 use crate::handlers::{self, AppState, Connection, Handled};
-use crate::hub::{ConnId, Eviction, PushFrame, Registration};
+use crate::hub::{ConnId, Eviction, Registration};
 use crate::limits::address::ClientAddress;
 use crate::limits::connections::ConnectionSlot;
-use crate::ws::outbound::Outbound;
+use crate::ws::outbound::{Outbound, PushSender};
+use crate::ws::socket::Abort;
 
 /// Settings a session needs from the configuration.
 #[derive(Debug, Clone)]
@@ -53,6 +61,8 @@ pub struct SessionSettings {
     pub heartbeat: Duration,
     /// Capacity of the outbound queue.
     pub outbound_queue: usize,
+    /// Bytes of replies and pushes that may wait for the client (see `ws::outbound`).
+    pub outbound_budget: usize,
     /// Sustained requests per second allowed on one connection.
     pub requests_per_sec: NonZeroU32,
     /// The rate limiters' clock, made once: making one probes the CPU (CPUID), which in a
@@ -67,6 +77,13 @@ pub struct SessionSettings {
 /// the store commit more of them together; each may hold a frame of up to
 /// `MAX_FRAME_BYTES` until it completes.
 pub const MAX_SENDS_IN_FLIGHT: usize = 8;
+
+/// How long a session ending at shutdown waits for its sends in flight to be answered.
+pub const SEND_DRAIN: Duration = Duration::from_secs(3);
+
+/// How long an ending session waits for its close frame to be queued, and then for the
+/// client to take everything up to it, before it aborts the connection.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// Why the loop ended, which decides the close frame.
 enum Exit {
@@ -104,9 +121,14 @@ pub struct Ends {
     /// Where the session writes replies and control frames.
     pub outbound: Outbound,
     /// The push queue's sender, handed to the hub at login.
-    pub pushes: mpsc::Sender<PushFrame>,
-    /// Cancelled when the hub evicts the connection as too slow.
+    pub pushes: PushSender,
+    /// Cancelled when the hub evicts the connection as too slow, or a frame goes over its
+    /// byte budget.
     pub evicted: CancellationToken,
+    /// Cancelled once the response body is gone (everything it had is written).
+    pub finished: CancellationToken,
+    /// Ends the connection when its body cannot (the client stopped reading).
+    pub abort: Abort,
 }
 
 /// Runs the connection until the peer leaves, fails, is too slow, or the server stops.
@@ -125,6 +147,8 @@ pub async fn run(
         outbound,
         pushes,
         evicted,
+        finished,
+        abort,
     } = ends;
     let (told, mut why) = oneshot::channel();
     let mut conn = Connection::new(
@@ -210,18 +234,52 @@ pub async fn run(
                     tracing::debug!("peer silent; dropping");
                     break close(CloseCode::Normal, "heartbeat timeout");
                 }
+                // Checked every heartbeat, so a reader that stopped is closed between 1.5
+                // and 2.5 heartbeats after its queued bytes stopped going out.
+                if outbound.stalled_for() > settings.heartbeat * 3 / 2 {
+                    tracing::debug!("peer stopped reading; dropping");
+                    break close(CloseCode::Policy, "too slow");
+                }
                 if outbound.ping().await.is_err() { break Exit::PeerClosed; }
             }
         }
     };
 
+    // A reply refused for the byte budget ends the loop like a closed peer; it is the
+    // budget's eviction.
+    let exit = match exit {
+        Exit::PeerClosed if evicted.is_cancelled() => close(CloseCode::Policy, "too slow"),
+        other => other,
+    };
     outbound.drop_queued_pushes();
     drop(slot);
     if let Ok(user) = conn.user() {
         let _ = state.hub.disconnect(conn.id, user.canonical()).await;
     }
+    if shutdown.is_cancelled() {
+        // Every request read is answered before the close: wait for the sends in flight
+        // (a client that does not read cannot make this wait past the bound).
+        let all = u32::try_from(MAX_SENDS_IN_FLIGHT).unwrap_or(u32::MAX);
+        if tokio::time::timeout(SEND_DRAIN, sends.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!("sends still in flight at shutdown; closing without their answers");
+        }
+    }
     if let Exit::Close(reason) = exit {
-        let _ = outbound.close(reason).await;
+        let _ = tokio::time::timeout(CLOSE_WAIT, outbound.close(reason)).await;
+    }
+    // The body ends once the close (and whatever is queued before it) is written. Behind a
+    // client that stopped reading it never is, and actix would keep the connection until
+    // the kernel gives up on it: abort it instead.
+    drop(outbound);
+    if tokio::time::timeout(CLOSE_WAIT, finished.cancelled())
+        .await
+        .is_err()
+    {
+        tracing::debug!("the client did not take its close in time; aborting the connection");
+        abort.abort();
     }
 }
 
@@ -302,7 +360,7 @@ fn reply_frame(request_id: RequestId, result: Result<Reply, HandlerError>) -> By
         Ok(reply) => encode_reply(request_id, reply),
         Err(e) => {
             if e.is_server_fault() {
-                tracing::error!(error.cause_chain = ?e, "request failed");
+                tracing::error!(error.cause_chain = %crate::error::CauseChain(&e), "request failed");
             } else {
                 tracing::debug!(error = %e, "request refused");
             }

@@ -4,6 +4,7 @@
 
 mod adversary;
 mod auth;
+mod backpressure;
 mod client_core;
 mod hidden;
 mod limits;
@@ -13,3 +14,5 @@ mod robustness;
 mod rooms;
 mod rotation;
 mod server_id;
+mod shutdown;
+mod storage;
