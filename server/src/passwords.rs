@@ -8,7 +8,7 @@
 //! queueing, so a flood of joins costs a bounded amount of CPU and memory and cannot
 //! starve anything else.
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use argon2::password_hash::{
     rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
@@ -21,16 +21,6 @@ use crate::error::HandlerError;
 /// Longest accepted room password, in bytes, on create and on join (a longer one can match
 /// no room, so it is refused before any hashing).
 pub const MAX_PASSWORD_BYTES: usize = 256;
-
-/// A hash of a random password, verified against when a room does not exist so that
-/// "no such room" takes as long as "wrong password".
-static DECOY_HASH: LazyLock<Option<String>> = LazyLock::new(|| {
-    let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(b"decoy password for timing equalisation", &salt)
-        .ok()
-        .map(|h| h.to_string())
-});
 
 /// Checks a new room password against the length rules.
 ///
@@ -138,31 +128,20 @@ impl Hasher {
         .await?
     }
 
-    /// Verifies `password` against a stored PHC hash. `None` as the hash verifies against
-    /// a decoy (and returns `false`), costing the same time.
+    /// Verifies `password` against a stored PHC hash. (Only public rooms and legacy hidden
+    /// rooms keep one: a missing or hidden room is a keyed lookup, so no decoy hash is needed
+    /// to make "no such room" cost what "wrong password" does.)
     ///
     /// # Errors
     /// [`HandlerError::RateLimited`] when the pool is full; [`HandlerError::Internal`] if
     /// the stored hash is corrupt.
-    pub async fn verify(
-        &self,
-        stored: Option<String>,
-        password: String,
-    ) -> Result<bool, HandlerError> {
+    pub async fn verify(&self, stored: String, password: String) -> Result<bool, HandlerError> {
         self.run(move || {
-            let (phc, real) = match &stored {
-                Some(h) => (h.as_str(), true),
-                None => match DECOY_HASH.as_deref() {
-                    Some(h) => (h, false),
-                    None => return Ok(false),
-                },
-            };
-            let parsed = PasswordHash::new(phc)
+            let parsed = PasswordHash::new(&stored)
                 .map_err(|e| HandlerError::Internal(format!("stored argon2 hash: {e}")))?;
-            let ok = Argon2::default()
+            Ok(Argon2::default()
                 .verify_password(password.as_bytes(), &parsed)
-                .is_ok();
-            Ok(ok && real)
+                .is_ok())
         })
         .await?
     }
@@ -178,17 +157,10 @@ mod tests {
         let h = hasher.hash("s3cret".into()).await.expect("hash");
         assert!(h.starts_with("$argon2id$"), "{h}");
         assert!(hasher
-            .verify(Some(h.clone()), "s3cret".into())
+            .verify(h.clone(), "s3cret".into())
             .await
             .expect("verify"));
-        assert!(!hasher
-            .verify(Some(h), "wrong".into())
-            .await
-            .expect("verify"));
-        assert!(!hasher
-            .verify(None, "decoy password for timing equalisation".into())
-            .await
-            .expect("verify"));
+        assert!(!hasher.verify(h, "wrong".into()).await.expect("verify"));
     }
 
     #[tokio::test]

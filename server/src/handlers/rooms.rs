@@ -356,7 +356,7 @@ async fn find_to_join(
         match &room.password_hash {
             Some(hash) => {
                 let given = password.unwrap_or_default().to_owned();
-                if state.passwords.verify(Some(hash.clone()), given).await? {
+                if state.passwords.verify(hash.clone(), given).await? {
                     return Ok((public_key, room));
                 }
                 // A legacy hidden room refuses like a missing one, below.
