@@ -583,3 +583,23 @@ impl CoreClient {
         }
     }
 }
+
+/// The TCP connections in this network namespace from local `port` to remote `peer`.
+pub fn server_side_sockets(port: u16, peer: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let port_of = |address: &str| {
+        address
+            .rsplit(':')
+            .next()
+            .and_then(|hex| u16::from_str_radix(hex, 16).ok())
+    };
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let mut fields = line.split_whitespace().skip(1);
+            let (local, remote) = (fields.next(), fields.next());
+            local.and_then(port_of) == Some(port) && remote.and_then(port_of) == Some(peer)
+        })
+        .count()
+}

@@ -5,27 +5,7 @@ use std::time::Duration;
 
 use server::config::Config;
 use shared::protocol::{ClientMsg, CreateRoom, JoinRoom, ListRooms, Reply, SendMessage};
-use tests::{room, seal_text, test_key, RawClient, TestServer};
-
-/// The TCP connections in this network namespace from local `port` to remote `peer`.
-fn server_side_sockets(port: u16, peer: u16) -> usize {
-    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
-    let port_of = |address: &str| {
-        address
-            .rsplit(':')
-            .next()
-            .and_then(|hex| u16::from_str_radix(hex, 16).ok())
-    };
-    table
-        .lines()
-        .skip(1)
-        .filter(|line| {
-            let mut fields = line.split_whitespace().skip(1);
-            let (local, remote) = (fields.next(), fields.next());
-            local.and_then(port_of) == Some(port) && remote.and_then(port_of) == Some(peer)
-        })
-        .count()
-}
+use tests::{room, seal_text, server_side_sockets, test_key, RawClient, TestServer};
 
 #[tokio::test]
 async fn a_client_over_its_byte_budget_is_dropped_and_its_socket_released_at_once() {

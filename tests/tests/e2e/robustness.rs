@@ -6,7 +6,7 @@ use shared::protocol::{
     codec, ClientFrame, ClientMsg, ListRooms, Reply, ServerMsg, MAX_FRAME_BYTES,
 };
 use shared::{ErrorCode, RequestId};
-use tests::{test_key, RawClient, TestServer};
+use tests::{server_side_sockets, test_key, RawClient, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
@@ -360,26 +360,6 @@ async fn busy_senders_still_receive_while_their_requests_are_handled() {
     let (ra, rb) = tokio::join!(drive(a, from_a), drive(b, from_b));
     assert_eq!(ra, (N, N));
     assert_eq!(rb, (N, N));
-}
-
-/// The TCP connections in this network namespace from local `port` to remote `peer`.
-fn server_side_sockets(port: u16, peer: u16) -> usize {
-    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
-    let port_of = |address: &str| {
-        address
-            .rsplit(':')
-            .next()
-            .and_then(|hex| u16::from_str_radix(hex, 16).ok())
-    };
-    table
-        .lines()
-        .skip(1)
-        .filter(|line| {
-            let mut fields = line.split_whitespace().skip(1);
-            let (local, remote) = (fields.next(), fields.next());
-            local.and_then(port_of) == Some(port) && remote.and_then(port_of) == Some(peer)
-        })
-        .count()
 }
 
 #[tokio::test]
