@@ -26,6 +26,7 @@ DURATION=${DURATION:-15}          # seconds counted per fan-out run
 IDLE_CONNECTIONS=${IDLE_CONNECTIONS:-10000}
 IDLE_HOLD=${IDLE_HOLD:-20}        # with HEARTBEAT_SECS=5: four heartbeats
 ATTACK_CONNECTIONS=${ATTACK_CONNECTIONS:-12}
+TACTICS=${TACTICS:-}                # abuse: comma-separated tactics (default: all six)
 OUT=${OUT:-$TARGET_DIR/bench-results/$(date +%Y%m%d-%H%M%S)}
 SKIP_BUILD=${SKIP_BUILD:-}
 
@@ -151,7 +152,7 @@ for scenario in $SCENARIOS; do
             fresh_limited_server
             "$LOADGEN" abuse --server-url "$URL" --server-pid "$SERVER_PID" \
                 --attack-connections "$ATTACK_CONNECTIONS" --duration "$DURATION" \
-                --json "$json"
+                ${TACTICS:+--tactics "$TACTICS"} --json "$json"
             ;;
         *)
             echo "unknown scenario $scenario" >&2

@@ -23,7 +23,9 @@
 //! per error code, and the close codes of the connections the server ended. A connection
 //! the server closes is opened again (and logged in again) until the window ends.
 //!
-//! The attacker starts at the beginning of the counting window, not before it, so its
+//! The attacker runs on a thread and runtime of its own (it shares the machine's cores, as
+//! everything here does, but not the scheduler that timestamps the ordinary users' copies).
+//! It starts at the beginning of the counting window, not before it, so its
 //! opening burst (the registrations and rooms its quotas still allow, the first password
 //! checks) falls inside what is measured.
 
@@ -66,7 +68,9 @@ const OVER_LIMIT_EVERY: u64 = 250;
 const WRONG_WRAPPED_KEY_BYTES: usize = 100;
 
 /// One kind of abuse; attacker connection `i` runs `Tactic::ALL[i % 6]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Tactic {
     /// Not logged in: `Register` with a fresh name each time (one key for all).
@@ -123,8 +127,12 @@ impl Tactic {
 pub struct AbuseParams {
     /// The ordinary users' fan-out (measured without, then with the attacker).
     pub ordinary: FanoutParams,
-    /// The attacker's connections (each runs one [`Tactic`], round-robin).
+    /// The attacker's connections (each runs one of [`AbuseParams::tactics`],
+    /// round-robin).
     pub attack_connections: usize,
+    /// The tactics the attacker's connections run (all of them unless a run looks at one
+    /// alone, to find which costs the ordinary users what).
+    pub tactics: Vec<Tactic>,
     /// Frames per second each attacking connection writes (bursts and the slow reader
     /// aside).
     pub attack_rate: f64,
@@ -151,6 +159,7 @@ impl Default for AbuseParams {
                 ..FanoutParams::default()
             },
             attack_connections: 12,
+            tactics: Tactic::ALL.to_vec(),
             attack_rate: 500.0,
             burst: 1000,
             max_message_bytes: 65_536,
@@ -262,6 +271,9 @@ pub async fn run(
     if target.kind != TargetKind::Server {
         bail!("the abuse scenario needs the chat server, not the relay");
     }
+    if params.tactics.is_empty() {
+        bail!("the attacker needs at least one tactic");
+    }
     if params.attack_connections == 0 {
         bail!("the attacker needs at least one connection");
     }
@@ -334,9 +346,25 @@ pub async fn run(
         interval: Duration::from_secs_f64(1.0 / params.attack_rate),
         burst: params.burst,
     });
-    let attack = tokio::spawn(attack(arena, params.attack_connections));
+    // The attacker runs on a runtime and thread of its own, as it would on a machine of its
+    // own: its bursts of frame building and its blocked writers must not sit in the queue
+    // of the runtime that timestamps the ordinary users' copies.
+    let (connections, tactics) = (params.attack_connections, params.tactics.clone());
+    let attack = std::thread::Builder::new()
+        .name("attacker".into())
+        .spawn(move || -> anyhow::Result<AttackerReport> {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("the attacker's runtime")?;
+            Ok(runtime.block_on(attack(arena, connections, tactics)))
+        })
+        .context("the attacker's thread")?;
     let attacked = prepared.measure().await;
-    let attacker = attack.await.context("the attacker task failed")?;
+    let attacker = tokio::task::spawn_blocking(move || attack.join())
+        .await
+        .context("joining the attacker")?
+        .map_err(|_| anyhow::anyhow!("the attacker's thread panicked"))??;
     prepared.close().await;
 
     let p99_ratio = if baseline.latency.p99_ms > 0.0 {
@@ -473,10 +501,10 @@ fn modulus_bytes(key: &TestKey) -> usize {
 }
 
 /// Runs every attacking connection until the window ends and sums what they got.
-async fn attack(arena: Arc<Arena>, connections: usize) -> AttackerReport {
+async fn attack(arena: Arc<Arena>, connections: usize, tactics: Vec<Tactic>) -> AttackerReport {
     let tasks: Vec<_> = (0..connections)
-        .map(|slot| {
-            let tactic = Tactic::ALL[slot % Tactic::ALL.len()];
+        .zip(tactics.iter().copied().cycle())
+        .map(|(slot, tactic)| {
             (
                 tactic,
                 tokio::spawn(attack_connection(Arc::clone(&arena), tactic, slot)),

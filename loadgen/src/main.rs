@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
-use loadgen::abuse::{self, AbuseParams};
+use loadgen::abuse::{self, AbuseParams, Tactic};
 use loadgen::fanout::{self, FanoutParams, Mode, Target, TargetKind};
 use loadgen::idle::{self, IdleParams};
 use loadgen::keys::KeyPool;
@@ -61,9 +61,12 @@ enum Command {
 struct AbuseArgs {
     #[command(flatten)]
     endpoint: Endpoint,
-    /// The attacker's connections (each runs one tactic, round-robin over six).
+    /// The attacker's connections (each runs one tactic, round-robin over `--tactics`).
     #[arg(long, default_value_t = 12)]
     attack_connections: usize,
+    /// The tactics to run, comma-separated (all six by default).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    tactics: Vec<Tactic>,
     /// Frames per second each attacking connection writes (bursts and the slow reader
     /// aside); the server's default rate limit is 200.
     #[arg(long, default_value_t = 500.0)]
@@ -362,6 +365,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     ..defaults.ordinary
                 },
                 attack_connections: args.attack_connections,
+                tactics: if args.tactics.is_empty() {
+                    defaults.tactics.clone()
+                } else {
+                    args.tactics.clone()
+                },
                 attack_rate: args.attack_rate,
                 burst: args.burst,
                 max_message_bytes: args.max_message_bytes,

@@ -330,6 +330,7 @@ async fn abuse_reports_both_runs_and_refusals() {
             ..tiny_fanout(3, 20.0, Mode::Replay)
         },
         attack_connections: 6,
+        tactics: abuse::Tactic::ALL.to_vec(),
         attack_rate: 300.0,
         burst: 600,
         max_message_bytes: 65_536,
@@ -387,5 +388,34 @@ async fn abuse_reports_both_runs_and_refusals() {
         medians.contains("attacker refused RateLimited"),
         "{medians}"
     );
+    server.stop().await;
+}
+
+/// `--tactics` narrows the attacker to the tactics named, round-robin over its connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abuse_runs_only_the_tactics_asked_for() {
+    let server = Running::start(|c| c.requests_per_sec = 200).await;
+    let params = abuse::AbuseParams {
+        ordinary: FanoutParams {
+            rooms: 1,
+            window: 4,
+            ..tiny_fanout(3, 20.0, Mode::Replay)
+        },
+        attack_connections: 3,
+        tactics: vec![abuse::Tactic::Burst, abuse::Tactic::Register],
+        attack_rate: 100.0,
+        burst: 300,
+        max_message_bytes: 65_536,
+        settle: Duration::from_millis(100),
+    };
+    let r = abuse::run(&params, &keys(), &server.target())
+        .await
+        .expect("abuse runs");
+    let a = &r.attacker;
+    let names: Vec<_> = a.tactics.keys().map(String::as_str).collect();
+    assert_eq!(names, ["burst", "register"], "{a:?}");
+    assert_eq!(a.tactics["burst"].connections, 2);
+    assert_eq!(a.tactics["register"].connections, 1);
+    assert!(a.tactics["burst"].frames_sent > 0);
     server.stop().await;
 }

@@ -67,9 +67,16 @@ pub struct Config {
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
 
-    /// Requests one connection may make per second (sustained); bursts of twice this pass.
+    /// Requests one connection, and one user over all of their connections, may make per
+    /// second (sustained); bursts of twice this pass, the rest get `RateLimited`.
     #[arg(long, env = "REQUESTS_PER_SEC", default_value_t = 200)]
     pub requests_per_sec: u32,
+
+    /// KiB one connection, and one user over all of their connections, may send per second
+    /// (sustained, in bursts of one largest frame); past that the server reads them more
+    /// slowly.
+    #[arg(long, env = "INBOUND_KIB_PER_SEC", default_value_t = 1024)]
+    pub inbound_kib_per_sec: u32,
 
     /// actix worker threads (0 = one per core).
     #[arg(long, env = "WORKERS", default_value_t = 0)]
@@ -175,6 +182,7 @@ impl Config {
             outbound_budget_mb: 8,
             shutdown_grace_secs: 5,
             requests_per_sec: 200,
+            inbound_kib_per_sec: 1024,
             workers: 2,
             argon2_threads: 2,
             trust_forwarded_for: false,
@@ -206,6 +214,9 @@ impl Config {
         }
         if self.requests_per_sec == 0 {
             return invalid("requests-per-sec", "must be at least 1");
+        }
+        if self.inbound_kib_per_sec == 0 {
+            return invalid("inbound-kib-per-sec", "must be at least 1");
         }
         if self.registrations_per_address == 0 || self.registrations_total == 0 {
             return invalid("registrations-per-address", "quotas must be at least 1");

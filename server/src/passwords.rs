@@ -13,7 +13,7 @@ use std::sync::Arc;
 use argon2::password_hash::{
     rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
 };
-use argon2::Argon2;
+use argon2::{Algorithm, Argon2, Params, Version};
 use tokio::sync::{oneshot, Semaphore};
 
 use crate::error::HandlerError;
@@ -55,6 +55,8 @@ pub struct Hasher {
     /// One permit per pool thread: a job runs only with one, so nothing ever waits in the
     /// pool's queue.
     slots: Arc<Semaphore>,
+    /// The cost of new hashes (verification reads the cost from the stored hash).
+    params: Params,
 }
 
 impl std::fmt::Debug for Hasher {
@@ -76,6 +78,17 @@ impl Hasher {
     /// # Errors
     /// [`PoolError`] if the threads cannot be spawned.
     pub fn new(threads: usize) -> Result<Self, PoolError> {
+        Self::with_params(threads, Params::default())
+    }
+
+    /// A pool as [`Hasher::new`] whose new hashes cost `params` instead of argon2id's
+    /// defaults (19 MiB, two passes). Only the fuzzing harness uses a lower cost, so that
+    /// millions of inputs reach the handlers behind a password; a server always runs
+    /// [`Hasher::new`].
+    ///
+    /// # Errors
+    /// [`PoolError`] if the threads cannot be spawned.
+    pub fn with_params(threads: usize, params: Params) -> Result<Self, PoolError> {
         let threads = threads.max(1);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -84,6 +97,7 @@ impl Hasher {
         Ok(Self {
             pool,
             slots: Arc::new(Semaphore::new(threads)),
+            params,
         })
     }
 
@@ -112,15 +126,16 @@ impl Hasher {
             .map_err(|_| HandlerError::Internal("argon2 job ended without a result".into()))
     }
 
-    /// Hashes a password with argon2id (default parameters) and a random salt.
+    /// Hashes a password with argon2id (the pool's parameters) and a random salt.
     ///
     /// # Errors
     /// [`HandlerError::RateLimited`] when the pool is full; [`HandlerError::Internal`] if
     /// hashing fails.
     pub async fn hash(&self, password: String) -> Result<String, HandlerError> {
+        let params = self.params.clone();
         self.run(move || {
             let salt = SaltString::generate(&mut OsRng);
-            Argon2::default()
+            Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
                 .hash_password(password.as_bytes(), &salt)
                 .map(|h| h.to_string())
                 .map_err(|e| HandlerError::Internal(format!("argon2 hash: {e}")))
@@ -161,6 +176,20 @@ mod tests {
             .await
             .expect("verify"));
         assert!(!hasher.verify(h, "wrong".into()).await.expect("verify"));
+    }
+
+    #[tokio::test]
+    async fn new_hashes_carry_the_pools_cost_and_verify_by_their_own() {
+        let server = Hasher::new(1).expect("pool");
+        let default = server.hash("pw".into()).await.expect("hash");
+        assert!(default.contains("m=19456,t=2,p=1"), "{default}");
+        let cheap =
+            Hasher::with_params(1, Params::new(8, 1, 1, None).expect("params")).expect("pool");
+        let low = cheap.hash("pw".into()).await.expect("hash");
+        assert!(low.contains("m=8,t=1,p=1"), "{low}");
+        // Each pool verifies the other's hashes: the cost is read from the hash.
+        assert!(server.verify(low, "pw".into()).await.expect("verify"));
+        assert!(cheap.verify(default, "pw".into()).await.expect("verify"));
     }
 
     #[tokio::test]

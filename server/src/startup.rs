@@ -41,6 +41,7 @@ use crate::hub::HubHandle;
 use crate::limits::address::ClientAddress;
 use crate::limits::connections::ConnectionCounter;
 use crate::limits::joins::{JoinBackoff, JoinThrottle};
+use crate::limits::rates::{RateSettings, UserRates};
 use crate::limits::registrations::RegistrationQuota;
 use crate::limits::Limits;
 use crate::passwords::Hasher;
@@ -151,7 +152,7 @@ impl Application {
             heartbeat: config.heartbeat(),
             outbound_queue: config.outbound_queue,
             outbound_budget: config.outbound_budget_bytes(),
-            requests_per_sec: at_least_one(config.requests_per_sec, "requests-per-sec")?,
+            rates: rate_settings(&config)?,
             clock: QuantaClock::default(),
             login_deadline: config.login_deadline(),
         };
@@ -398,6 +399,7 @@ pub fn app_state(
             at_least_one(config.registrations_total, "registrations-total")?,
             config.registration_window(),
         ),
+        users: UserRates::new(rate_settings(config)?),
         joins: JoinThrottle::new(JoinBackoff {
             free_per_room: config.join_failures_per_room,
             free_per_user: config.join_failures_per_user,
@@ -414,6 +416,14 @@ pub fn app_state(
         passwords: Hasher::new(config.argon2_concurrency())?,
         limits,
         room_secret,
+    })
+}
+
+/// The request and byte rates, per connection and per user.
+fn rate_settings(config: &Config) -> anyhow::Result<RateSettings> {
+    Ok(RateSettings {
+        requests_per_sec: at_least_one(config.requests_per_sec, "requests-per-sec")?,
+        inbound_kib_per_sec: at_least_one(config.inbound_kib_per_sec, "inbound-kib-per-sec")?,
     })
 }
 

@@ -419,6 +419,23 @@ fn every_client_msg_round_trips_with_its_documented_index() {
 }
 
 #[test]
+fn the_request_id_is_read_from_the_head_of_any_client_frame() {
+    for (i, msg) in all_client_msgs().into_iter().enumerate() {
+        // Ids of one, three, five and nine varint bytes.
+        let id = [7, 300, 70_000, u64::MAX - 1][i % 4] + i as u64 % 2;
+        let bytes = codec::encode_client(&frame(id, msg)).expect("encodes");
+        assert_eq!(codec::request_id_of(&bytes), Some(RequestId(id)));
+        // Whatever follows the id, even nothing decodable, is not read.
+        let mut broken = bytes[..bytes.len().min(9)].to_vec();
+        broken.extend_from_slice(&[0xff; 4]);
+        assert_eq!(codec::request_id_of(&broken), Some(RequestId(id)));
+    }
+    assert_eq!(codec::request_id_of(&[]), None);
+    // 0xff announces a u128, which no request id is.
+    assert_eq!(codec::request_id_of(&[0xff, 0xfe, 0xfd]), None);
+}
+
+#[test]
 fn every_server_msg_round_trips_with_its_documented_index() {
     let replies = all_replies();
     let mut indices: Vec<u8> = replies.iter().map(reply_index).collect();

@@ -5,15 +5,18 @@
 //! - [`connections`] — open WebSocket connections per address.
 //! - [`registrations`] — accounts registered per address and in total, per window.
 //! - [`joins`] — growing delays after failed room joins, per (user, room) and per user.
+//! - [`rates`] — requests and bytes per second, per connection and per user.
 //!
 //! The argon2 pool that bounds password work lives in [`crate::passwords`].
 
 pub mod address;
 pub mod connections;
 pub mod joins;
+pub mod rates;
 pub mod registrations;
 
 use self::joins::JoinThrottle;
+use self::rates::UserRates;
 use self::registrations::RegistrationQuota;
 
 /// The limits handlers apply.
@@ -23,6 +26,8 @@ pub struct Limits {
     pub registrations: RegistrationQuota,
     /// Failed-join back-off.
     pub joins: JoinThrottle,
+    /// Every user's request and byte budgets.
+    pub users: UserRates,
     /// Rooms one user may own.
     pub rooms_per_user: usize,
     /// The largest ciphertext of one copy of a message, in bytes.

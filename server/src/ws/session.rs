@@ -9,9 +9,11 @@
 //! - Only binary frames are accepted; each is one `ClientFrame`. An undecodable frame gets
 //!   a `MalformedFrame` error and the connection carries on; an oversized one gets
 //!   `FrameTooLarge` and the connection is closed (the stream cannot be resynchronised).
-//! - Every data frame, decodable or not (text frames too), takes a turn of a
-//!   per-connection rate limit (governor); frames over it get `RateLimited` and nothing
-//!   else is done with them. Requests are handled in order by [`handlers::dispatch`]. A send is checked and queued in
+//! - Every data frame, decodable or not (text frames too), takes a turn of the
+//!   connection's request rate and, once logged in, its user's (`limits::rates`); frames
+//!   over either get `RateLimited` and nothing else is done with them. Before a frame is
+//!   handled, the loop waits until its bytes fit the connection's and the user's byte
+//!   budgets, reading nothing meanwhile, so a client that writes faster is read slower. Requests are handled in order by [`handlers::dispatch`]. A send is checked and queued in
 //!   the store in order, then completed (durable, delivered, acknowledged) by a task of its
 //!   own while the loop reads on, up to [`MAX_SENDS_IN_FLIGHT`] at a time; so a `Sent`
 //!   reply may come after the replies to later requests. Replies name their request.
@@ -31,7 +33,6 @@
 //!   its close, and otherwise aborts the connection ([`Abort`]): a client that stopped
 //!   reading holds neither memory nor shutdown beyond that.
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,7 +40,6 @@ use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReaso
 use bytes::Bytes;
 use futures_util::StreamExt;
 use governor::clock::QuantaClock;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use shared::protocol::{codec, codec::CodecError, Reply, ServerMsg, CLOSE_KEY_ROTATED};
 use shared::{ErrorCode, RequestId};
 use tokio::sync::{oneshot, Semaphore};
@@ -51,6 +51,7 @@ use crate::handlers::{self, AppState, Connection, Handled};
 use crate::hub::{ConnId, Eviction, Registration};
 use crate::limits::address::ClientAddress;
 use crate::limits::connections::ConnectionSlot;
+use crate::limits::rates::{ConnectionRates, RateSettings};
 use crate::ws::outbound::{Outbound, PushSender};
 use crate::ws::socket::Abort;
 
@@ -63,8 +64,8 @@ pub struct SessionSettings {
     pub outbound_queue: usize,
     /// Bytes of replies and pushes that may wait for the client (see `ws::outbound`).
     pub outbound_budget: usize,
-    /// Sustained requests per second allowed on one connection.
-    pub requests_per_sec: NonZeroU32,
+    /// Requests and bytes per second allowed on one connection (and per user).
+    pub rates: RateSettings,
     /// The rate limiters' clock, made once: making one probes the CPU (CPUID), which in a
     /// virtual machine traps to the hypervisor, about 2.5 % of a login's CPU when each
     /// connection made its own.
@@ -161,13 +162,7 @@ pub async fn run(
     );
     // Whether `why` has resolved (a resolved receiver must not be polled again).
     let mut why_heard = false;
-    let burst = settings
-        .requests_per_sec
-        .saturating_mul(NonZeroU32::MIN.saturating_add(1));
-    let limiter = RateLimiter::direct_with_clock(
-        Quota::per_second(settings.requests_per_sec).allow_burst(burst),
-        settings.clock,
-    );
+    let rates = ConnectionRates::new(settings.rates, &settings.clock);
     let sends = Arc::new(Semaphore::new(MAX_SENDS_IN_FLIGHT));
     // The first ping goes out one heartbeat from now, not at once: a client that has just
     // connected is not silent, and an immediate ping would race its first reply.
@@ -200,12 +195,24 @@ pub async fn run(
                 match inbound {
                     None => break Exit::PeerClosed,
                     Some(Ok(AggregatedMessage::Binary(bytes))) => {
-                        if let Some(exit) = handle_frame(&state, &mut conn, &outbound, &limiter, &sends, &bytes).await {
+                        // Read no further until the frame fits the byte budgets. The frame
+                        // is answered however the wait ends: it has been read.
+                        let user = user_key(&conn);
+                        tokio::select! {
+                            () = rates.pace(&state.limits.users, user.as_deref(), bytes.len()) => {}
+                            () = shutdown.cancelled() => {}
+                            () = evicted.cancelled() => {}
+                        }
+                        if let Some(exit) = handle_frame(&state, &mut conn, &outbound, &rates, &sends, &bytes).await {
                             break exit;
                         }
+                        // Frames already read do not make the stream yield: a client that
+                        // writes a thousand at once would hold its worker, and every other
+                        // session on it, until all were answered.
+                        tokio::task::yield_now().await;
                     }
                     Some(Ok(AggregatedMessage::Text(_))) => {
-                        let err = if limiter.check().is_err() {
+                        let err = if !rates.admit(&state.limits.users, user_key(&conn).as_deref()) {
                             rate_limited(None)
                         } else {
                             error_frame(None, ErrorCode::MalformedFrame, "text frames are not accepted; send binary frames", None)
@@ -288,18 +295,19 @@ async fn handle_frame(
     state: &Arc<AppState>,
     conn: &mut Connection,
     outbound: &Outbound,
-    limiter: &DefaultDirectRateLimiter,
+    rates: &ConnectionRates,
     sends: &Arc<Semaphore>,
     bytes: &[u8],
 ) -> Option<Exit> {
-    let decoded = codec::decode_client(bytes);
     // Every frame takes its turn, undecodable ones too: garbage costs a reply like any
-    // request, so it must not come for free.
-    if limiter.check().is_err() {
-        let request_id = decoded.as_ref().ok().map(|f| f.request_id);
-        return send(outbound, rate_limited(request_id)).await.err();
+    // request, so it must not come for free. A frame over the rate is refused unread but
+    // for its request id.
+    if !rates.admit(&state.limits.users, user_key(conn).as_deref()) {
+        return send(outbound, rate_limited(codec::request_id_of(bytes)))
+            .await
+            .err();
     }
-    let frame = match decoded {
+    let frame = match codec::decode_client(bytes) {
         Ok(frame) => frame,
         Err(e) => {
             let (code, text) = match &e {
@@ -312,6 +320,9 @@ async fn handle_frame(
         }
     };
     let request_id = frame.request_id;
+    if !rates.admit_request(&state.limits.users, user_key(conn).as_deref(), &frame.msg) {
+        return send(outbound, rate_limited(Some(request_id))).await.err();
+    }
     // Every request takes a permit; a queued send keeps it until it completes, so a
     // connection has at most MAX_SENDS_IN_FLIGHT sends in flight, and past that the loop
     // stops reading its frames.
@@ -383,6 +394,11 @@ fn encode_reply(request_id: RequestId, reply: Reply) -> Bytes {
             )
         }
     }
+}
+
+/// The key of the connection's user in the per-user rates, once it is logged in.
+fn user_key(conn: &Connection) -> Option<String> {
+    conn.user().ok().map(shared::Username::canonical)
 }
 
 /// The `RateLimited` error for a frame over the connection's rate.

@@ -7,6 +7,8 @@
 use bincode::Options;
 use serde::{Deserialize, Serialize};
 
+use crate::RequestId;
+
 use super::{
     recipients_of, ClientFrame, DeliveredMessage, DeliveryHead, Envelope, Push, ServerMsg,
     MAX_FRAME_BYTES,
@@ -180,6 +182,17 @@ pub fn encode_client(frame: &ClientFrame) -> Result<Vec<u8>, CodecError> {
 /// See [`decode`].
 pub fn decode_client(bytes: &[u8]) -> Result<ClientFrame, CodecError> {
     decode(bytes)
+}
+
+/// The request id at the head of a client frame, read without decoding the rest: what a
+/// server answers a frame it refuses unread (over a rate limit) with. `None` when the
+/// bytes do not even start with one.
+pub fn request_id_of(bytes: &[u8]) -> Option<RequestId> {
+    bincode::DefaultOptions::new()
+        .with_limit(MAX_FRAME_BYTES as u64)
+        .allow_trailing_bytes()
+        .deserialize(bytes)
+        .ok()
 }
 
 /// Encodes a server frame.

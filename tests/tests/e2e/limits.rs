@@ -1,7 +1,8 @@
 //! Limits that keep one abusive client from hurting anyone else: the argon2 pool,
 //! failed-join back-off, password length, registration, room and connection quotas, the
-//! login deadline, message validation, history paging past oversized copies, and the rate
-//! limit on malformed frames.
+//! login deadline, message validation, history paging past oversized copies, the rate
+//! limit on malformed frames, and the request and byte rates of a user over all of their
+//! connections.
 
 use std::time::Duration;
 
@@ -577,4 +578,93 @@ async fn malformed_frames_count_against_the_rate_limit() {
         .await
         .expect_err("limited");
     assert_eq!(e.code, ErrorCode::RateLimited);
+}
+
+#[tokio::test]
+async fn a_users_connections_share_one_request_rate() {
+    let (_dir, server) = server_with(|c| c.requests_per_sec = 5).await;
+    let url = server.ws_url();
+    let key = test_key(0);
+    let mut conns = vec![RawClient::registered(&url, "mallory", &key).await];
+    for _ in 0..3 {
+        conns.push(RawClient::logged_in(&url, "mallory", &key).await);
+    }
+    let mut bob = RawClient::registered(&url, "bob", &test_key(1)).await;
+    // Let every bucket fill again after the logins.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let started = std::time::Instant::now();
+    let mut ids = Vec::new();
+    for c in &mut conns {
+        for _ in 0..10 {
+            ids.push(c.send(ClientMsg::ListRooms(ListRooms::default())).await);
+        }
+    }
+    let mut served = 0u64;
+    for (i, id) in ids.into_iter().enumerate() {
+        match conns[i / 10].answer(id).await {
+            Ok(Reply::Rooms(_)) => served += 1,
+            Err(e) if e.code == ErrorCode::RateLimited => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // Each connection's own budget would pass all 40; the user's passes its burst of 10
+    // and what refilled meanwhile (5 a second).
+    let refilled = 5 * started.elapsed().as_secs() + 5;
+    assert!(
+        served <= 10 + refilled,
+        "{served} of 40 served in {:?}",
+        started.elapsed()
+    );
+    // Another user is not held back by mallory's spending.
+    for _ in 0..5 {
+        assert!(matches!(
+            bob.request(ClientMsg::ListRooms(ListRooms::default()))
+                .await,
+            Ok(Reply::Rooms(_))
+        ));
+    }
+}
+
+#[tokio::test]
+async fn a_connection_sending_past_its_byte_rate_is_read_more_slowly() {
+    let (_dir, server) = server_with(|c| {
+        c.requests_per_sec = 10_000;
+        c.inbound_kib_per_sec = 1024;
+    })
+    .await;
+    let url = server.ws_url();
+    let mut mallory = RawClient::registered(&url, "mallory", &test_key(0)).await;
+    let mut bob = RawClient::registered(&url, "bob", &test_key(1)).await;
+    // Six MiB of garbage: the first four pass at once (the burst is one largest frame),
+    // the last two wait for the rate, a MiB a second.
+    let started = std::time::Instant::now();
+    for _ in 0..6 {
+        mallory.send_raw(vec![0xff; 1 << 20]).await;
+    }
+    let mallory_done = tokio::spawn(async move {
+        for _ in 0..6 {
+            match mallory.next_frame().await {
+                Some(ServerMsg::Error {
+                    code: ErrorCode::MalformedFrame,
+                    ..
+                }) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        std::time::Instant::now()
+    });
+    // Meanwhile bob, on his own budget, is served at once.
+    assert!(matches!(
+        bob.request(ClientMsg::ListRooms(ListRooms::default()))
+            .await,
+        Ok(Reply::Rooms(_))
+    ));
+    let bob_done = std::time::Instant::now();
+    let mallory_done = mallory_done.await.expect("reader");
+    assert!(
+        mallory_done.duration_since(started) >= Duration::from_millis(1500),
+        "six MiB read in {:?}",
+        mallory_done.duration_since(started)
+    );
+    assert!(bob_done < mallory_done, "bob waited behind mallory");
 }

@@ -216,6 +216,7 @@ async fn flood_a_client_that_stopped_reading(heartbeat_secs: u64) -> Firehose {
     let mut config = server::config::Config::for_tests(dir.path().to_path_buf());
     config.outbound_queue = 16;
     config.requests_per_sec = 10_000;
+    config.inbound_kib_per_sec = 1 << 20;
     config.heartbeat_secs = heartbeat_secs;
     // Large copies fill the queue in few frames.
     config.max_message_bytes = 512 * 1024;
