@@ -162,6 +162,15 @@ impl TestServer {
         }
     }
 
+    /// The name of the store this server runs on, as `/health` reports it.
+    pub fn store_backend(&self) -> &'static str {
+        if self.mongo.is_some() {
+            server::store::mongo::STORE
+        } else {
+            server::store::embedded::STORE
+        }
+    }
+
     /// The WebSocket URL.
     pub fn ws_url(&self) -> String {
         format!("ws://{}/ws", self.addr)

@@ -87,7 +87,7 @@ use super::{
 };
 
 /// The adapter's name in errors, logs and `/health`.
-const STORE: &str = "embedded";
+pub const STORE: &str = "embedded";
 
 /// Messages one `history_for` call looks at, at most (and [`HISTORY_SCAN_BYTES`] of them):
 /// the bound on one history request's reading, whatever gaps the recipient's history has.

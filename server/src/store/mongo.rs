@@ -129,7 +129,7 @@ use super::{
 };
 
 /// The adapter's name in errors, logs and `/health`.
-const STORE: &str = "mongodb";
+pub const STORE: &str = "mongodb";
 
 /// How long start-up waits for a usable server when the URI does not say
 /// (`serverSelectionTimeoutMS`). Short, so a wrong URI fails start-up instead of hanging.
@@ -1543,6 +1543,7 @@ mod tests {
             "_id_",
             "_id_",
             "member_rooms",
+            "owner_ci",
             "public_by_name",
             "room_message_id_unique",
             "room_recipient_seq",
