@@ -93,6 +93,7 @@ macro_rules! conformance_tests {
             create_room_makes_owner_member,
             duplicate_room_name_rejected,
             owned_rooms_are_counted,
+            concurrent_creations_stop_at_the_quota,
             find_room_ignores_case,
             public_listing_hides_hidden_rooms_and_sorts,
             room_listing_pages_after_a_name,
@@ -130,6 +131,9 @@ macro_rules! conformance_tests {
 }
 
 const T0: u64 = 1_700_000_000_000;
+
+/// The rooms quota for the cases that do not test it.
+const UNLIMITED: usize = usize::MAX;
 
 fn name(s: &str) -> Username {
     Username::parse(s).expect("test username is valid")
@@ -196,7 +200,7 @@ async fn create_users(store: &dyn Store, names: &[&str]) {
 
 async fn create_room(store: &dyn Store, room_: &str, owner: &str) {
     store
-        .create_room(&key(room_), room(room_, owner, false))
+        .create_room(&key(room_), room(room_, owner, false), UNLIMITED)
         .await
         .expect("create room");
 }
@@ -485,6 +489,7 @@ pub async fn create_room_makes_owner_member(store: &dyn Store) {
                 password_hash: Some("$argon2id$v=19$stub".into()),
                 ..room("Lounge", "Owner", false)
             },
+            UNLIMITED,
         )
         .await
         .expect("create room");
@@ -511,7 +516,7 @@ pub async fn owned_rooms_are_counted(store: &dyn Store) {
     create_room(store, "two", "Alice").await;
     create_room(store, "three", "bob").await;
     let _ = store
-        .create_room(&key("ONE"), room("ONE", "Alice", false))
+        .create_room(&key("ONE"), room("ONE", "Alice", false), UNLIMITED)
         .await;
     assert!(store
         .remove_member(&key("two"), &name("alice"))
@@ -531,12 +536,74 @@ pub async fn owned_rooms_are_counted(store: &dyn Store) {
     );
 }
 
+/// Of many simultaneous creations by one owner (in various cases of their name), exactly
+/// as many succeed as the quota leaves after their earlier rooms; the others are
+/// `QuotaExceeded` and leave nothing behind. A creation refused for another reason does not
+/// use up the quota, and another owner's quota is their own.
+pub async fn concurrent_creations_stop_at_the_quota(store: &dyn Store) {
+    const QUOTA: usize = 5;
+    const TRIES: usize = 16;
+    create_users(store, &["Alice", "bob"]).await;
+    store
+        .create_room(&key("earlier"), room("earlier", "Alice", false), QUOTA)
+        .await
+        .expect("first room");
+    let names: Vec<String> = (0..TRIES).map(|i| format!("race-{i}")).collect();
+    let keys: Vec<RoomKey> = names.iter().map(|n| key(n)).collect();
+    let results = join_all(names.iter().zip(&keys).enumerate().map(|(i, (n, k))| {
+        let owner = if i % 2 == 0 { "alice" } else { "ALICE" };
+        store.create_room(k, room(n, owner, false), QUOTA)
+    }))
+    .await;
+    let created = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(created, QUOTA - 1, "{results:?}");
+    for r in &results {
+        assert!(
+            matches!(r, Ok(()) | Err(StoreError::QuotaExceeded)),
+            "{r:?}"
+        );
+    }
+    assert_eq!(
+        store.owned_room_count(&name("alice")).await.expect("count"),
+        QUOTA
+    );
+    assert_eq!(
+        store.rooms_of(&name("alice")).await.expect("rooms").len(),
+        QUOTA
+    );
+    let mut stored = 0;
+    for n in &names {
+        stored += usize::from(store.find_room(&key(n)).await.expect("find").is_some());
+    }
+    assert_eq!(stored, QUOTA - 1, "refused creations left no room behind");
+
+    // Refused for a taken name: bob's quota is untouched, and it is his own.
+    let err = store
+        .create_room(&key("earlier"), room("earlier", "bob", false), 1)
+        .await
+        .expect_err("the key is taken");
+    assert!(matches!(err, StoreError::AlreadyExists), "{err:?}");
+    assert_eq!(
+        store.owned_room_count(&name("bob")).await.expect("count"),
+        0
+    );
+    store
+        .create_room(&key("bobs"), room("bobs", "bob", false), 1)
+        .await
+        .expect("bob's only room");
+    let err = store
+        .create_room(&key("more"), room("more", "bob", false), 1)
+        .await
+        .expect_err("bob's quota is used up");
+    assert!(matches!(err, StoreError::QuotaExceeded), "{err:?}");
+}
+
 /// A room name taken in another case is refused; the first room is unchanged.
 pub async fn duplicate_room_name_rejected(store: &dyn Store) {
     create_users(store, &["alice", "bob"]).await;
     create_room(store, "General", "alice").await;
     let err = store
-        .create_room(&key("GENERAL"), room("GENERAL", "bob", true))
+        .create_room(&key("GENERAL"), room("GENERAL", "bob", true), UNLIMITED)
         .await
         .expect_err("duplicate room");
     assert!(matches!(err, StoreError::AlreadyExists), "{err:?}");
@@ -571,7 +638,7 @@ pub async fn public_listing_hides_hidden_rooms_and_sorts(store: &dyn Store) {
     create_room(store, "zeta", "alice").await;
     create_room(store, "Alpha", "Bob").await;
     store
-        .create_room(&key("Secret"), room("Secret", "carol", true))
+        .create_room(&key("Secret"), room("Secret", "carol", true), UNLIMITED)
         .await
         .expect("create hidden");
     create_room(store, "beta", "carol").await;
@@ -643,7 +710,7 @@ pub async fn room_listing_pages_after_a_name(store: &dyn Store) {
         ("r8", key("r8")),
     ] {
         store
-            .create_room(&key, room(hidden, "alice", true))
+            .create_room(&key, room(hidden, "alice", true), UNLIMITED)
             .await
             .expect("create hidden");
     }
@@ -690,7 +757,11 @@ pub async fn room_listing_filters_ignoring_case(store: &dyn Store) {
         create_room(store, r, "alice").await;
     }
     store
-        .create_room(&key("hidden-ab"), room("hidden-ab", "alice", true))
+        .create_room(
+            &key("hidden-ab"),
+            room("hidden-ab", "alice", true),
+            UNLIMITED,
+        )
         .await
         .expect("create hidden");
     assert_eq!(
@@ -1307,7 +1378,7 @@ pub async fn hidden_namespaces_do_not_collide(store: &dyn Store) {
     for ((key, spelling), owner) in keys.iter().zip(spellings).zip(owners) {
         let hidden = key.is_hidden();
         store
-            .create_room(key, room(spelling, owner, hidden))
+            .create_room(key, room(spelling, owner, hidden), UNLIMITED)
             .await
             .expect("a room of the same name in another namespace");
     }
@@ -1317,14 +1388,14 @@ pub async fn hidden_namespaces_do_not_collide(store: &dyn Store) {
         let members = store.members(key).await.expect("members");
         assert_eq!(usernames(&members), [owner]);
         let err = store
-            .create_room(key, room("den", "fresh", false))
+            .create_room(key, room("den", "fresh", false), UNLIMITED)
             .await
             .expect_err("the key is taken");
         assert!(matches!(err, StoreError::AlreadyExists), "{err:?}");
         // A creator holding a room of the name hears that first, whatever the key.
         let holder = if *key == keys[0] { "key_a" } else { "pub" };
         let err = store
-            .create_room(key, room("den", holder, false))
+            .create_room(key, room("den", holder, false), UNLIMITED)
             .await
             .expect_err("the creator holds a den");
         assert!(matches!(err, StoreError::NameInUse), "{err:?}");
@@ -1352,15 +1423,15 @@ pub async fn room_of_resolves_through_memberships(store: &dyn Store) {
     let secret = store.room_secret().await.expect("room secret");
     let [public, keyed, _, open] = den_keys(&secret);
     store
-        .create_room(&keyed, room("Den", "owner", true))
+        .create_room(&keyed, room("Den", "owner", true), UNLIMITED)
         .await
         .expect("hidden room");
     store
-        .create_room(&public, room("den", "stranger", false))
+        .create_room(&public, room("den", "stranger", false), UNLIMITED)
         .await
         .expect("public room");
     store
-        .create_room(&open, room("den", "stranger2", true))
+        .create_room(&open, room("den", "stranger2", true), UNLIMITED)
         .await
         .expect("open hidden room");
     let mine = Membership {
@@ -1434,7 +1505,7 @@ pub async fn one_room_per_name_per_member(store: &dyn Store) {
     let [public, keyed, other_keyed, open] = den_keys(&secret);
     create_room(store, "Den", "alice").await;
     store
-        .create_room(&keyed, room("den", "bob", true))
+        .create_room(&keyed, room("den", "bob", true), UNLIMITED)
         .await
         .expect("bob's hidden room");
     let err = store
@@ -1448,7 +1519,7 @@ pub async fn one_room_per_name_per_member(store: &dyn Store) {
     );
     for key in [&other_keyed, &open] {
         let err = store
-            .create_room(key, room("DEN", "alice", true))
+            .create_room(key, room("DEN", "alice", true), UNLIMITED)
             .await
             .expect_err("alice holds a den");
         assert!(matches!(err, StoreError::NameInUse), "{err:?}");
@@ -1494,7 +1565,7 @@ pub async fn hidden_rooms_keep_their_own_messages(store: &dyn Store) {
     let [public, keyed, _, _] = den_keys(&secret);
     create_room(store, "den", "alice").await;
     store
-        .create_room(&keyed, room("Den", "bob", true))
+        .create_room(&keyed, room("Den", "bob", true), UNLIMITED)
         .await
         .expect("hidden room");
     let to = |key: &RoomKey, id: u8, who: &str| NewMessage {

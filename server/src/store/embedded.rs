@@ -671,11 +671,20 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn create_room(&self, key: &RoomKey, room: RoomRecord) -> Result<(), StoreError> {
+    async fn create_room(
+        &self,
+        key: &RoomKey,
+        room: RoomRecord,
+        quota: usize,
+    ) -> Result<(), StoreError> {
         let room_key = key.as_str().to_owned();
         let owner_key = room.owner.canonical();
         let room_bytes = encode(&room)?;
+        // redb has one writer at a time: the count and the insert below are one atomic step.
         self.write(move |txn| {
+            if owned_rooms(txn, &owner_key, quota)? >= quota {
+                return Err(StoreError::QuotaExceeded);
+            }
             if let Some(held) = membership_of(txn, &owner_key, &room.name)? {
                 return Err(if held.key == room_key {
                     StoreError::AlreadyExists
@@ -704,16 +713,7 @@ impl Store for EmbeddedStore {
         let owner_key = owner.canonical();
         self.read(move |txn| {
             let owned = txn.open_table(OWNED_ROOMS).map_err(backend)?;
-            let upper = successor(&owner_key);
-            let mut count = 0;
-            for entry in owned
-                .range((owner_key.as_str(), "")..(upper.as_str(), ""))
-                .map_err(backend)?
-            {
-                entry.map_err(backend)?;
-                count += 1;
-            }
-            Ok(count)
+            count_owned(&owned, &owner_key, usize::MAX)
         })
         .await
     }
@@ -1032,6 +1032,35 @@ fn fill_owned_rooms(txn: &WriteTransaction) -> Result<(), StoreError> {
 
 /// The display form of `user_key`: the registered account's, or `fallback` when the user
 /// has no account (the store does not require one).
+/// How many rooms the owner with canonical name `owner_key` created, counting no further
+/// than `limit` (a quota check needs to know no more).
+fn count_owned(
+    owned: &impl ReadableTable<(&'static str, &'static str), ()>,
+    owner_key: &str,
+    limit: usize,
+) -> Result<usize, StoreError> {
+    let upper = successor(owner_key);
+    let mut count = 0;
+    for entry in owned
+        .range((owner_key, "")..(upper.as_str(), ""))
+        .map_err(backend)?
+        .take(limit)
+    {
+        entry.map_err(backend)?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// [`count_owned`] inside a write transaction.
+fn owned_rooms(txn: &WriteTransaction, owner_key: &str, limit: usize) -> Result<usize, StoreError> {
+    count_owned(
+        &txn.open_table(OWNED_ROOMS).map_err(backend)?,
+        owner_key,
+        limit,
+    )
+}
+
 fn display_username(
     txn: &WriteTransaction,
     user_key: &str,
@@ -1536,6 +1565,7 @@ mod tests {
                     hidden: false,
                     created_at_ms: 0,
                 },
+                usize::MAX,
             )
             .await
             .expect("room");
@@ -1604,6 +1634,7 @@ mod tests {
                     hidden: false,
                     created_at_ms: 0,
                 },
+                usize::MAX,
             )
             .await
             .expect("room");
@@ -1757,6 +1788,7 @@ mod tests {
                     hidden: false,
                     created_at_ms: 0,
                 },
+                usize::MAX,
             )
             .await
             .expect("room");
@@ -1850,6 +1882,7 @@ mod tests {
                         hidden: true,
                         created_at_ms: 2,
                     },
+                    usize::MAX,
                 )
                 .await
                 .expect("create room");
@@ -1925,6 +1958,7 @@ mod tests {
                     hidden: false,
                     created_at_ms: 0,
                 },
+                usize::MAX,
             )
             .await
             .expect("create room");

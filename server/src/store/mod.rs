@@ -323,6 +323,10 @@ pub enum StoreError {
     /// A unique key (username, room name, message id in a room) is already taken.
     #[error("already exists")]
     AlreadyExists,
+    /// The owner has created as many rooms as the quota given to
+    /// [`Store::create_room`] allows.
+    #[error("room quota used up")]
+    QuotaExceeded,
     /// The room already has `MAX_ROOM_MEMBERS` members.
     #[error("room is full")]
     RoomFull,
@@ -443,16 +447,26 @@ pub trait Store: Send + Sync + 'static {
         username: &Username,
     ) -> Result<Vec<RotationCertificate>, StoreError>;
 
-    /// Creates a room under `key` and makes its owner the first member, atomically.
+    /// Creates a room under `key` and makes its owner the first member, atomically, if the
+    /// owner has created fewer than `quota` rooms so far. The count and the creation are one
+    /// atomic step: of any number of concurrent creations by one owner, at most `quota`
+    /// minus their earlier rooms succeed.
     ///
     /// # Errors
+    /// Checked in this order, and nothing is written when one is returned:
+    /// [`StoreError::QuotaExceeded`] if the owner has created `quota` rooms already;
     /// [`StoreError::NameInUse`] if the owner is a member of another room with the same
-    /// canonical name (checked first); [`StoreError::AlreadyExists`] if `key` is taken.
-    /// Nothing is written then.
-    async fn create_room(&self, key: &RoomKey, room: RoomRecord) -> Result<(), StoreError>;
+    /// canonical name; [`StoreError::AlreadyExists`] if `key` is taken.
+    async fn create_room(
+        &self,
+        key: &RoomKey,
+        room: RoomRecord,
+        quota: usize,
+    ) -> Result<(), StoreError>;
 
     /// How many rooms `owner` created (rooms are never deleted, so this counts every room
-    /// they ever created, whether they are still a member or not).
+    /// they ever created, whether they are still a member or not): what
+    /// [`create_room`](Self::create_room) compares with its quota.
     async fn owned_room_count(&self, owner: &Username) -> Result<usize, StoreError>;
 
     /// Looks a room up by its key.

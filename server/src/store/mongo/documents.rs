@@ -234,9 +234,28 @@ impl<'a> Fields<'a> {
             .cloned()
     }
 
+    /// A sequence number or a counter.
+    ///
+    /// The adapter writes Int64, but a document that went through an export and import
+    /// (`mongoexport`/`mongoimport` write numbers in Extended JSON, and tools on the way may
+    /// narrow them), or through another driver, may hold the same number as an Int32 or a
+    /// Double: MongoDB compares all three by value, so queries and sorts treat them alike,
+    /// and so does this read. A fraction or a negative number is malformed.
     pub(super) fn seq(&self, field: &'static str) -> Result<u64, StoreError> {
-        let value = self.access(field, self.doc.get_i64(field))?;
-        u64::try_from(value).map_err(|_| self.malformed(field, "is negative"))
+        match self.doc.get(field) {
+            Some(value) => number(value).ok_or_else(|| {
+                self.malformed(field, format!("is not a non-negative integer: {value}"))
+            }),
+            None => Err(self.malformed(field, "is missing")),
+        }
+    }
+
+    /// [`seq`](Self::seq) for a counter that starts absent: 0 then.
+    pub(super) fn counter(&self, field: &'static str) -> Result<u64, StoreError> {
+        match self.doc.get(field) {
+            None | Some(Bson::Null) => Ok(0),
+            Some(_) => self.seq(field),
+        }
     }
 
     pub(super) fn millis(&self, field: &'static str) -> Result<u64, StoreError> {
@@ -260,5 +279,20 @@ impl<'a> Fields<'a> {
 
     pub(super) fn room_name(&self, field: &'static str) -> Result<RoomName, StoreError> {
         RoomName::parse(self.str(field)?).map_err(|e| self.malformed(field, e))
+    }
+}
+
+/// A non-negative integer stored as any BSON number type (see [`Fields::seq`]).
+fn number(value: &Bson) -> Option<u64> {
+    match value {
+        Bson::Int32(n) => u64::try_from(*n).ok(),
+        Bson::Int64(n) => u64::try_from(*n).ok(),
+        // 2^53: past it a Double no longer holds every integer exactly.
+        Bson::Double(x) if x.fract() == 0.0 && (0.0..=9_007_199_254_740_992.0).contains(x) =>
+        {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            Some(*x as u64)
+        }
+        _ => None,
     }
 }

@@ -38,6 +38,8 @@ pub(super) enum ConnectError {
         #[source]
         source: DriverError,
     },
+    #[error("the MongoDB database has schema version {found}, written by a newer server; this one reads up to {supported}")]
+    NewerSchema { found: u64, supported: u64 },
     #[error("MongoDB at {hosts} refused {step}")]
     Refused {
         hosts: String,

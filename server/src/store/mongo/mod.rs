@@ -18,15 +18,16 @@
 //!                         nonce: BinData(12 bytes), ciphertext: BinData }, … ] }
 //! meta      { _id: "server_id", server_id: BinData(16 bytes) }
 //!           { _id: "room_secret", room_secret: BinData(32 bytes) }
+//!           { _id: "schema", version: NumberLong(2) }
+//! room_owners { _id: "alice", rooms: NumberLong(3) }
 //! ```
 //!
 //! A room's `_id` is its [`RoomKey`]: the canonical name for a public room, a key in a
 //! hidden namespace otherwise (see [`super`]), so a public and a hidden room may share a
 //! name. `canonical` is the lowercase name in every room, for the per-member lookup
 //! ([`Store::room_of`]). Rooms stored before hidden namespaces have no `canonical`;
-//! [`MongoStore::connect`] sets it from `_id` (then their canonical name) before it builds
-//! the index that needs it, and drops the old `name_ci_unique` index, which made names
-//! unique across namespaces.
+//! the migration to schema 2 sets it from `_id` (then their canonical name); see `mongo/migrate.rs`
+//! for the schema versions and what each migration does.
 //!
 //! `key_history` holds the user's rotation certificates, oldest first, each the protocol
 //! encoding ([`codec`]) of a [`RotationCertificate`]: signed artefacts the server hands
@@ -42,13 +43,15 @@
 //! | collection | name                    | keys                                     | why |
 //! |------------|-------------------------|------------------------------------------|-----|
 //! | `users`    | `_id_`                  | `_id` (canonical username)               | unique username, ignoring case |
-//! | `users`    | `username_ci_unique`    | `username`, collation `en` strength 2    | the same rule, visible on the display field |
 //! | `rooms`    | `public_by_name`        | `hidden, _id`                            | `list_public_rooms`: a page is an `_id` range after the last name, in order; never reads a hidden room |
 //! | `rooms`    | `member_rooms`          | `members.user, canonical`                | `room_of` (one lookup per member and name) and `rooms_of` (multikey) |
-//! | `rooms`    | `owner_ci`              | `owner`, collation `en` strength 2       | `owned_room_count` (the rooms-per-user quota) |
 //! | `messages` | `room_seq_unique`       | `room, seq` (unique)                     | history by room and time; the next sequence number |
 //! | `messages` | `room_message_id_unique`| `room, message_id` (unique)              | one message per sender-chosen id per room |
 //! | `messages` | `room_recipient_seq`    | `room, copies.recipient, seq: -1`        | recipient-scoped history pages |
+//!
+//! No index has a collation: names are compared in their lowercase form, which `_id`
+//! holds, so the unique `_id` index is the case-insensitive rule (a collation index is
+//! used only by queries that name the same collation, and none does).
 //!
 //! # Atomicity without transactions
 //! Multi-document transactions need a replica set and cost extra round trips, so every
@@ -67,6 +70,9 @@
 //!   a failed or interrupted insert can never leave a gap, so a room's sequence is always
 //!   1, 2, 3, … as the contract promises. The message and all its copies are one document
 //!   (at most 256 copies of a frame-limited payload, well below the 16 MiB document limit).
+//! - **The rooms-per-user quota is a per-owner counter** in `room_owners`, taken with one
+//!   conditional upsert before the room is inserted and given back if the insert is
+//!   refused (see `mongo/owners.rs`), so concurrent creations never exceed it.
 //! - **A key rotation is one conditional update** of the user document: its filter names
 //!   the key the certificate retires, and the update sets the new key and `$push`es the
 //!   certificate with `$slice: -MAX_KEY_HISTORY`. Of two concurrent rotations from one key
@@ -113,8 +119,8 @@ use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::error::Error as DriverError;
 use mongodb::options::{
-    Acknowledgment, ClientOptions, Collation, CollationStrength, CollectionOptions, IndexOptions,
-    ReadPreference, SelectionCriteria, WriteConcern,
+    Acknowledgment, ClientOptions, CollectionOptions, IndexOptions, ReadPreference,
+    SelectionCriteria, WriteConcern,
 };
 use mongodb::{Client, Collection, Database, IndexModel};
 use shared::crypto::rotation::RotationCertificate;
@@ -123,9 +129,14 @@ use shared::{RoomName, ServerId, Username};
 
 mod documents;
 mod errors;
+mod migrate;
+mod owners;
+mod settle;
 
 use documents::*;
 use errors::*;
+use migrate::SCHEMA_VERSION;
+use settle::{settle, Outcome};
 
 use super::{
     HistorySlice, Membership, NewMessage, PendingAppend, RoomKey, RoomListing, RoomPage, RoomQuery,
@@ -160,16 +171,13 @@ const USERS: &str = "users";
 const ROOMS: &str = "rooms";
 const MESSAGES: &str = "messages";
 const META: &str = "meta";
+const OWNERS: &str = "room_owners";
 
 /// The `_id` of the `meta` document that holds the server id.
 const SERVER_ID_DOC: &str = "server_id";
 
 /// The `_id` of the `meta` document that holds the room secret.
 const ROOM_SECRET_DOC: &str = "room_secret";
-
-/// Indexes earlier versions created that this one replaces: `name_ci_unique` made room
-/// names unique across namespaces; `members_user` is covered by `member_rooms`.
-const RETIRED_ROOM_INDEXES: [&str; 2] = ["name_ci_unique", "members_user"];
 
 /// MongoDB storage; see the module docs for the document shapes and guarantees.
 ///
@@ -181,6 +189,7 @@ pub struct MongoStore {
     rooms: Collection<Document>,
     messages: Collection<Document>,
     meta: Collection<Document>,
+    owners: Collection<Document>,
 }
 
 impl fmt::Debug for MongoStore {
@@ -243,10 +252,20 @@ impl MongoStore {
             }
         };
         store.ping_primary().await.map_err(step_error("ping"))?;
-        store
-            .migrate_rooms()
+        let found = store
+            .schema_version()
             .await
-            .map_err(step_error("room migration"))?;
+            .map_err(step_error("schema version read"))?;
+        if found > SCHEMA_VERSION {
+            return Err(backend(ConnectError::NewerSchema {
+                found,
+                supported: SCHEMA_VERSION,
+            }));
+        }
+        store
+            .migrate(found)
+            .await
+            .map_err(step_error("migration"))?;
         store
             .create_indexes()
             .await
@@ -287,6 +306,7 @@ impl MongoStore {
             rooms: db.collection_with_options(ROOMS, options()),
             messages: db.collection_with_options(MESSAGES, options()),
             meta: db.collection_with_options(META, options()),
+            owners: db.collection_with_options(OWNERS, options()),
             db,
         }
     }
@@ -335,86 +355,29 @@ impl MongoStore {
         }
     }
 
-    /// Brings rooms stored by earlier versions to this version's shape: each gets
-    /// `canonical` (their `_id` was their canonical name), and the indexes this version
-    /// replaces are dropped. Idempotent: once done, it reads the rooms' `_id`s and finds
-    /// nothing to change.
-    async fn migrate_rooms(&self) -> Result<(), DriverError> {
-        let old: Vec<Document> = self
-            .rooms
-            .find(doc! { "canonical": { "$exists": false } })
-            .projection(doc! { "_id": 1 })
-            .await?
-            .try_collect()
-            .await?;
-        for d in &old {
-            if let Ok(id) = d.get_str("_id") {
-                self.rooms
-                    .update_one(doc! { "_id": id }, doc! { "$set": { "canonical": id } })
-                    .await?;
-            }
-        }
-        if !old.is_empty() {
-            tracing::info!(
-                rooms = old.len(),
-                "MongoDB rooms migrated to name namespaces"
-            );
-        }
-        for name in RETIRED_ROOM_INDEXES {
-            match self.rooms.drop_index(name).await {
-                Ok(()) => tracing::info!(index = name, "dropped a retired index"),
-                Err(e) if is_index_not_found(&e) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
-    }
-
     async fn create_indexes(&self) -> Result<(), DriverError> {
-        self.users
-            .create_indexes([index(
-                doc! { "username": 1 },
-                "username_ci_unique",
-                true,
-                Some(case_insensitive()),
-            )])
-            .await?;
         self.rooms
             .create_indexes([
-                index(
-                    doc! { "hidden": 1, "_id": 1 },
-                    "public_by_name",
-                    false,
-                    None,
-                ),
+                index(doc! { "hidden": 1, "_id": 1 }, "public_by_name", false),
                 index(
                     doc! { "members.user": 1, "canonical": 1 },
                     "member_rooms",
                     false,
-                    None,
-                ),
-                index(
-                    doc! { "owner": 1 },
-                    "owner_ci",
-                    false,
-                    Some(case_insensitive()),
                 ),
             ])
             .await?;
         self.messages
             .create_indexes([
-                index(doc! { "room": 1, "seq": 1 }, "room_seq_unique", true, None),
+                index(doc! { "room": 1, "seq": 1 }, "room_seq_unique", true),
                 index(
                     doc! { "room": 1, "message_id": 1 },
                     "room_message_id_unique",
                     true,
-                    None,
                 ),
                 index(
                     doc! { "room": 1, "copies.recipient": 1, "seq": -1 },
                     "room_recipient_seq",
                     false,
-                    None,
                 ),
             ])
             .await?;
@@ -458,6 +421,24 @@ impl MongoStore {
             Some(_) => Err(StoreError::NameInUse),
             None => Ok(()),
         }
+    }
+
+    /// Inserts the room with its owner as the first member, unless the owner is a member of
+    /// another room of that name (the owner's own room under this key is `AlreadyExists`,
+    /// from the insert).
+    async fn insert_room(
+        &self,
+        key: &RoomKey,
+        room: &RoomRecord,
+        owner: &Username,
+    ) -> Result<(), StoreError> {
+        self.check_name_free(&owner.canonical(), &room.name.canonical(), Some(key))
+            .await?;
+        let member = member_doc(owner, room.created_at_ms)?;
+        let mut d = room_to_doc(key, room)?;
+        d.insert("members", vec![Bson::Document(member)]);
+        self.rooms.insert_one(d).await.map_err(map_err)?;
+        Ok(())
     }
 
     /// The display form of `user`: the registered account's, or `user` itself when there
@@ -674,26 +655,47 @@ impl Store for MongoStore {
             .collect()
     }
 
-    async fn create_room(&self, key: &RoomKey, room: RoomRecord) -> Result<(), StoreError> {
+    async fn create_room(
+        &self,
+        key: &RoomKey,
+        room: RoomRecord,
+        quota: usize,
+    ) -> Result<(), StoreError> {
         let owner = self.display_username(&room.owner).await?;
-        // The owner's own room under this key is `AlreadyExists`, from the insert.
-        self.check_name_free(&owner.canonical(), &room.name.canonical(), Some(key))
-            .await?;
-        let member = member_doc(&owner, room.created_at_ms)?;
-        let mut d = room_to_doc(key, &room)?;
-        d.insert("members", vec![Bson::Document(member)]);
-        self.rooms.insert_one(d).await.map_err(map_err)?;
-        Ok(())
+        let owner_key = owner.canonical();
+        self.take_room_slot(&owner_key, quota).await?;
+        let inserted = self.insert_room(key, &room, &owner).await;
+        let settled = match inserted {
+            Ok(()) => return Ok(()),
+            Err(e @ StoreError::Unavailable { .. }) => {
+                // The insert may have happened: read the room back (see `settle`).
+                match settle(&self.rooms, doc! { "_id": key.as_str() }).await {
+                    Ok(Outcome::Durable(d)) => {
+                        let stored = room_from_doc(&d)?;
+                        if stored.owner.same_as(&owner)
+                            && stored.created_at_ms == room.created_at_ms
+                        {
+                            return Ok(());
+                        }
+                        // Another creator's room: ours was not inserted.
+                        (StoreError::AlreadyExists, true)
+                    }
+                    Ok(Outcome::Absent) => (e, true),
+                    // Unknown: the slot stays taken (the safe side of a quota).
+                    Ok(Outcome::Pending) | Err(_) => (e, false),
+                }
+            }
+            Err(e) => (e, true),
+        };
+        let (error, not_created) = settled;
+        if not_created {
+            self.give_back_room_slot(&owner_key).await;
+        }
+        Err(error)
     }
 
     async fn owned_room_count(&self, owner: &Username) -> Result<usize, StoreError> {
-        let count = self
-            .rooms
-            .count_documents(doc! { "owner": owner.as_str() })
-            .collation(case_insensitive())
-            .await
-            .map_err(map_err)?;
-        Ok(usize::try_from(count).unwrap_or(usize::MAX))
+        self.room_slots(owner).await
     }
 
     async fn find_room(&self, key: &RoomKey) -> Result<Option<RoomRecord>, StoreError> {
@@ -994,14 +996,6 @@ fn check_database_name(name: &str) -> Result<(), ConnectError> {
     }
 }
 
-/// Case-insensitive comparison for ASCII names: ICU `en` at strength 2 ignores case only.
-fn case_insensitive() -> Collation {
-    Collation::builder()
-        .locale("en")
-        .strength(CollationStrength::Secondary)
-        .build()
-}
-
 /// A regular expression matching `text` literally: every character that is not an ASCII
 /// letter or digit is escaped (an escaped punctuation character is always itself).
 fn literal_regex(text: &str) -> String {
@@ -1015,11 +1009,10 @@ fn literal_regex(text: &str) -> String {
     pattern
 }
 
-fn index(keys: Document, name: &str, unique: bool, collation: Option<Collation>) -> IndexModel {
+fn index(keys: Document, name: &str, unique: bool) -> IndexModel {
     let options = IndexOptions::builder()
         .name(name.to_owned())
         .unique(unique.then_some(true))
-        .collation(collation)
         .build();
     IndexModel::builder().keys(keys).options(options).build()
 }
