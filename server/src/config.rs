@@ -40,6 +40,11 @@ pub struct Config {
     #[arg(long, env = "MONGODB_DATABASE", default_value = "e2e_chat")]
     pub mongodb_database: String,
 
+    /// Start on a standalone MongoDB server (not a replica set), with a warning: writes
+    /// acknowledged by one node only. For development and emulators; refused otherwise.
+    #[arg(long, env = "MONGODB_ALLOW_STANDALONE", default_value_t = false)]
+    pub mongodb_allow_standalone: bool,
+
     /// Log filter in `tracing` EnvFilter syntax.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log_filter: String,
@@ -168,6 +173,7 @@ impl Config {
             store_cache_mb: 16,
             mongodb_uri: None,
             mongodb_database: "e2e_chat".into(),
+            mongodb_allow_standalone: false,
             log_filter: "warn".into(),
             heartbeat_secs: 10,
             challenge_ttl_secs: 60,

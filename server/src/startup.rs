@@ -45,7 +45,7 @@ use crate::limits::registrations::RegistrationQuota;
 use crate::limits::Limits;
 use crate::passwords::Hasher;
 use crate::store::embedded::EmbeddedStore;
-use crate::store::mongo::MongoStore;
+use crate::store::mongo::{MongoStore, Standalone};
 use crate::store::{RoomSecret, Store};
 use crate::ws::outbound::outbound;
 use crate::ws::session::{self, SessionSettings};
@@ -102,11 +102,18 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             EmbeddedStore::open_with_cache(&dir, cache_bytes)
                 .with_context(|| format!("cannot open the embedded store in {}", dir.display()))?,
         ),
-        StoreChoice::Mongo { uri: _, database } => Arc::new(
-            MongoStore::connect(config.mongodb_uri.as_deref().unwrap_or_default(), &database)
-                .await
-                .context("MongoDB is configured (MONGODB_URI) but unreachable")?,
-        ),
+        StoreChoice::Mongo { uri, database } => {
+            let standalone = if config.mongodb_allow_standalone {
+                Standalone::Allow
+            } else {
+                Standalone::Refuse
+            };
+            Arc::new(
+                MongoStore::connect(&uri, &database, standalone)
+                    .await
+                    .context("cannot start on the MongoDB named by MONGODB_URI")?,
+            )
+        }
     })
 }
 

@@ -527,9 +527,12 @@ pub trait Store: Send + Sync + 'static {
     /// does; a store may also report those errors here, before the message is queued.
     async fn queue_message(&self, message: &NewMessage) -> Result<PendingAppend, StoreError>;
 
-    /// Durably stores a message with all its copies and returns its sequence number, one
-    /// greater than the room's previous message. When this returns `Ok`, the message
-    /// survives a crash.
+    /// Durably stores a message with all its copies and returns its sequence number:
+    /// greater than every earlier message's in the room, and never one an earlier message
+    /// held (also after that message is deleted). Numbers are consecutive, except that a
+    /// store may leave a gap where a message took a number and was then not stored (the
+    /// MongoDB adapter, after a lost race it cannot undo or an unknown write outcome);
+    /// readers page past gaps. When this returns `Ok`, the message survives a crash.
     ///
     /// # Errors
     /// [`StoreError::AlreadyExists`] if the room already has a message with this id;

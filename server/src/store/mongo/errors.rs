@@ -40,6 +40,16 @@ pub(super) enum ConnectError {
     },
     #[error("the MongoDB database has schema version {found}, written by a newer server; this one reads up to {supported}")]
     NewerSchema { found: u64, supported: u64 },
+    #[error("could not look up the SRV/TXT records of the mongodb+srv:// URI's host (DNS); the URI may be right and the name service down")]
+    SrvLookup(#[source] DriverError),
+    #[error("MongoDB at {hosts} rejected the credentials in MONGODB_URI (authentication failed)")]
+    Authentication {
+        hosts: String,
+        #[source]
+        source: DriverError,
+    },
+    #[error("MongoDB at {hosts} is a standalone server, not a replica set: w: \"majority\" would mean that one node, and an acknowledged message would not survive its loss. Use a replica set (Atlas, or a single-member set as in docker-compose.yml), or set MONGODB_ALLOW_STANDALONE=true for development")]
+    Standalone { hosts: String },
     #[error("MongoDB at {hosts} refused {step}")]
     Refused {
         hosts: String,

@@ -13,7 +13,7 @@
 //! | version | what it added |
 //! |---------|---------------|
 //! | 1       | (no schema document) everything before versioning |
-//! | 2       | every room has `canonical`; `room_owners` counts each owner's rooms; every message has `recipients`; no collation indexes |
+//! | 2       | every room has `canonical` and a `last_seq` counter; `room_owners` counts each owner's rooms; every message has `recipients`; no collation indexes |
 //!
 //! Instances of an older version that keep running during a rolling upgrade do not
 //! maintain the new fields: rooms they create are not counted against their owners'
@@ -66,6 +66,7 @@ impl MongoStore {
         if found < 2 {
             self.set_room_canonical_names().await?;
             self.count_owned_rooms().await?;
+            self.count_room_messages().await?;
             self.fill_recipients().await?;
         }
         self.drop_retired_indexes().await?;
@@ -128,6 +129,26 @@ impl MongoStore {
         }
         if !owned.is_empty() {
             tracing::info!(owners = owned.len(), "room owners counted");
+        }
+        Ok(())
+    }
+
+    /// Every room's `last_seq` counter is raised to its last stored message's `seq`.
+    async fn count_room_messages(&self) -> Result<(), DriverError> {
+        let rooms: Vec<Document> = self
+            .rooms
+            .find(doc! { "last_seq": { "$exists": false } })
+            .projection(doc! { "_id": 1 })
+            .await?
+            .try_collect()
+            .await?;
+        for d in &rooms {
+            if let Ok(id) = d.get_str("_id") {
+                self.raise_seq_counter(id).await?;
+            }
+        }
+        if !rooms.is_empty() {
+            tracing::info!(rooms = rooms.len(), "rooms given sequence counters");
         }
         Ok(())
     }

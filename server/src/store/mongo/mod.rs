@@ -10,6 +10,7 @@
 //! users     { _id: "alice", username: "Alice", public_key: BinData, created_at: ISODate,
 //!             key_history?: [ BinData, … ] }
 //! rooms     { _id: "general", canonical: "general", name: "General", owner: "Alice",
+//!             last_seq: NumberLong(41),
 //!             password_hash?: "$argon2id$…", hidden: false, created_at: ISODate,
 //!             members: [ { user: "alice", username: "Alice", joined_at: ISODate }, … ] }
 //! messages  { _id: ObjectId, room: "general", room_name: "General", seq: NumberLong(42),
@@ -63,13 +64,12 @@
 //!   one conditional `$push` whose filter says "not yet a member" and "fewer than
 //!   `MAX_ROOM_MEMBERS` members" (`members.255` does not exist), so two concurrent joins can
 //!   never overfill a room.
-//! - **Sequence numbers come from the unique `room_seq_unique` index**, not a counter: the
-//!   adapter reads the room's last `seq` and inserts the message with `seq + 1`; if another
-//!   writer took that number first, the insert fails with a duplicate key and the adapter
-//!   reads again. Unlike a `$inc` counter on the room (a second majority write per message),
-//!   a failed or interrupted insert can never leave a gap, so a room's sequence is always
-//!   1, 2, 3, … as the contract promises. The message and all its copies are one document
-//!   (at most 256 copies of a frame-limited payload, well below the 16 MiB document limit).
+//! - **Sequence numbers come from a counter in the room document** (`last_seq`), taken
+//!   with one atomic `findOneAndUpdate` `$inc` before the insert: two round trips per
+//!   message, no retries; a message refused after taking its number may leave a gap, and a
+//!   number is never reused (see `mongo/sequence.rs`). The unique `room_seq_unique` index
+//!   still guards the numbers. The message and all its copies are one document (at most
+//!   256 copies of a frame-limited payload, well below the 16 MiB document limit).
 //! - **The rooms-per-user quota is a per-owner counter** in `room_owners`, taken with one
 //!   conditional upsert before the room is inserted and given back if the insert is
 //!   refused (see `mongo/owners.rs`), so concurrent creations never exceed it.
@@ -117,7 +117,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
-use mongodb::error::Error as DriverError;
+use mongodb::error::{Error as DriverError, ErrorKind};
 use mongodb::options::{
     Acknowledgment, ClientOptions, CollectionOptions, IndexOptions, ReadPreference,
     SelectionCriteria, WriteConcern,
@@ -131,7 +131,11 @@ mod documents;
 mod errors;
 mod migrate;
 mod owners;
+mod sequence;
 mod settle;
+mod topology;
+
+pub use topology::{Deployment, Standalone};
 
 use documents::*;
 use errors::*;
@@ -158,11 +162,6 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// [`StoreError::Unavailable`] (the write may still complete; a retry with the same message
 /// id then reports [`StoreError::AlreadyExists`]).
 const WRITE_CONCERN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How often `insert_message` re-reads the last sequence number after losing a race for
-/// the next one. Each lost race means another message was stored, so this only bounds one
-/// writer's wait in a very hot room.
-const MAX_SEQ_ATTEMPTS: usize = 64;
 
 /// How often `add_member` retries when the room changed between its write and its check.
 const MAX_MEMBER_ATTEMPTS: usize = 8;
@@ -209,16 +208,39 @@ impl MongoStore {
     /// [`DEFAULT_SERVER_SELECTION_TIMEOUT`] and [`DEFAULT_CONNECT_TIMEOUT`], so a wrong URI
     /// or a stopped server fails start-up within seconds.
     ///
+    /// The deployment must be a replica set or a sharded cluster, unless `standalone` is
+    /// [`Standalone::Allow`] (see `mongo/topology.rs` for why).
+    ///
     /// # Errors
-    /// [`StoreError::Unavailable`] if no primary can be reached in time;
-    /// [`StoreError::Backend`] if the URI or database name is invalid, authentication fails,
-    /// or an index cannot be created (for example, an index of the same name with a
-    /// different definition exists). The source names the hosts and the failed step.
-    pub async fn connect(uri: &str, database: &str) -> Result<Self, StoreError> {
+    /// [`StoreError::Unavailable`] if no primary can be reached in time, or the SRV records
+    /// of a `mongodb+srv://` URI cannot be looked up; [`StoreError::Backend`] if the URI or
+    /// database name is invalid, authentication fails, the server is a refused standalone,
+    /// the database was written by a newer server, or an index cannot be created (for
+    /// example, an index of the same name with a different definition exists). The source
+    /// names the hosts and the failed step.
+    pub async fn connect(
+        uri: &str,
+        database: &str,
+        standalone: Standalone,
+    ) -> Result<Self, StoreError> {
         check_database_name(database).map_err(backend)?;
-        let mut options = ClientOptions::parse(uri)
-            .await
-            .map_err(|e| map_err_with(e, ConnectError::Uri))?;
+        let options = ClientOptions::parse(uri).await.map_err(|e| {
+            if matches!(e.kind.as_ref(), ErrorKind::DnsResolve { .. }) {
+                map_err_with(e, ConnectError::SrvLookup)
+            } else {
+                map_err_with(e, ConnectError::Uri)
+            }
+        })?;
+        Self::connect_with(options, database, standalone).await
+    }
+
+    /// [`connect`](Self::connect) with parsed client options (tests add event handlers).
+    async fn connect_with(
+        mut options: ClientOptions,
+        database: &str,
+        standalone: Standalone,
+    ) -> Result<Self, StoreError> {
+        check_database_name(database).map_err(backend)?;
         apply_defaults(&mut options);
         let hosts = options
             .hosts
@@ -236,7 +258,9 @@ impl MongoStore {
         let step_error = |step: &'static str| {
             let hosts = hosts.clone();
             move |source: DriverError| {
-                if is_unavailable(&source) {
+                if matches!(source.kind.as_ref(), ErrorKind::Authentication { .. }) {
+                    backend(ConnectError::Authentication { hosts, source })
+                } else if is_unavailable(&source) {
                     unavailable(ConnectError::Unreachable {
                         hosts,
                         timeout,
@@ -252,6 +276,23 @@ impl MongoStore {
             }
         };
         store.ping_primary().await.map_err(step_error("ping"))?;
+        let deployment = store
+            .deployment()
+            .await
+            .map_err(step_error("topology check"))?;
+        match (&deployment, standalone) {
+            (Deployment::Standalone, Standalone::Refuse) => {
+                return Err(backend(ConnectError::Standalone {
+                    hosts: hosts.clone(),
+                }));
+            }
+            (Deployment::Standalone, Standalone::Allow) => tracing::warn!(
+                hosts,
+                "MongoDB is a standalone server (allowed by MONGODB_ALLOW_STANDALONE): \
+                 acknowledged writes are on one node only and do not survive its loss"
+            ),
+            _ => {}
+        }
         let found = store
             .schema_version()
             .await
@@ -278,7 +319,7 @@ impl MongoStore {
             .ensure_room_secret()
             .await
             .map_err(step_error("room secret creation"))?;
-        tracing::info!(hosts, database, "connected to MongoDB");
+        tracing::info!(hosts, database, %deployment, "connected to MongoDB");
         Ok(store)
     }
 
@@ -309,6 +350,16 @@ impl MongoStore {
             owners: db.collection_with_options(OWNERS, options()),
             db,
         }
+    }
+
+    /// What the primary says the deployment is (`hello`).
+    async fn deployment(&self) -> Result<Deployment, DriverError> {
+        let hello = self
+            .db
+            .run_command(doc! { "hello": 1 })
+            .selection_criteria(SelectionCriteria::ReadPreference(ReadPreference::Primary))
+            .await?;
+        Ok(Deployment::from_hello(&hello))
     }
 
     async fn ping_primary(&self) -> Result<(), DriverError> {
@@ -454,62 +505,6 @@ impl MongoStore {
             Some(d) => Fields::new(USERS, &d).username("username"),
             None => Ok(user.clone()),
         }
-    }
-
-    /// Inserts a message under the room's next sequence number, retrying when a concurrent
-    /// insert took that number first.
-    async fn insert_message(&self, message: &NewMessage) -> Result<u64, StoreError> {
-        let room_key = message.room.as_str().to_owned();
-        let Some(room) = self
-            .rooms
-            .find_one(doc! { "_id": &room_key })
-            .projection(doc! { "name": 1 })
-            .await
-            .map_err(map_err)?
-        else {
-            return Err(StoreError::NotFound);
-        };
-        let room_name = Fields::new(ROOMS, &room).room_name("name")?;
-        let message_id = binary(message.message_id.0.to_vec());
-        let mut d = message_to_doc(message, &room_name)?;
-
-        for _ in 0..MAX_SEQ_ATTEMPTS {
-            let last = self
-                .messages
-                .find_one(doc! { "room": &room_key })
-                .sort(doc! { "seq": -1 })
-                .projection(doc! { "_id": 0, "seq": 1 })
-                .await
-                .map_err(map_err)?
-                .map(|d| Fields::new(MESSAGES, &d).seq("seq"))
-                .transpose()?
-                .unwrap_or(0);
-            let seq = last
-                .checked_add(1)
-                .ok_or_else(|| backend(OutOfRange("message sequence number")))?;
-            d.insert("seq", to_i64(seq, "message sequence number")?);
-            d.remove("_id"); // the driver adds an ObjectId on each insert attempt
-            match self.messages.insert_one(d.clone()).await {
-                Ok(_) => return Ok(seq),
-                Err(e) if is_duplicate_key(&e) => {
-                    // Either this message id is taken, or another message took `seq`.
-                    let taken = self
-                        .messages
-                        .find_one(doc! { "room": &room_key, "message_id": message_id.clone() })
-                        .projection(doc! { "_id": 1 })
-                        .await
-                        .map_err(map_err)?;
-                    if taken.is_some() {
-                        return Err(StoreError::AlreadyExists);
-                    }
-                }
-                Err(e) => return Err(map_err(e)),
-            }
-        }
-        Err(unavailable(SequenceContention {
-            room: room_key,
-            attempts: MAX_SEQ_ATTEMPTS,
-        }))
     }
 }
 

@@ -1,10 +1,14 @@
 //! The adapter's unit tests, and the conformance suite against `TEST_MONGODB_URI`.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures_util::future::join_all;
 use mongodb::bson::from_document;
 use mongodb::error::{CommandError, ErrorKind, WriteConcernError, WriteError, WriteFailure};
+use mongodb::event::command::CommandEvent;
+use mongodb::event::EventHandler;
 use shared::protocol::{DeliveredMessage, Envelope};
 use shared::MessageId;
 
@@ -45,7 +49,7 @@ impl Harness for MongoHarness {
     async fn start() -> Self {
         let uri = test_uri();
         let database = unique_database_name();
-        let store = MongoStore::connect(&uri, &database)
+        let store = MongoStore::connect(&uri, &database, Standalone::Allow)
             .await
             .unwrap_or_else(|e| panic!("connecting to {URI_VAR} failed: {e:?}"));
         Self {
@@ -61,7 +65,7 @@ impl Harness for MongoHarness {
     }
 
     async fn reopen(&mut self) {
-        self.store = MongoStore::connect(&self.uri, &self.database)
+        self.store = MongoStore::connect(&self.uri, &self.database, Standalone::Allow)
             .await
             .unwrap_or_else(|e| panic!("reconnecting to {URI_VAR} failed: {e:?}"));
     }
@@ -90,7 +94,7 @@ impl Drop for MongoHarness {
                 .build()
                 .expect("cleanup runtime");
             runtime.block_on(async {
-                let store = MongoStore::connect(&uri, &database).await?;
+                let store = MongoStore::connect(&uri, &database, Standalone::Allow).await?;
                 store.db.drop().await.map_err(map_err)
             })
         });
@@ -120,7 +124,7 @@ async fn mongo_indexes_are_created_idempotently() {
         })
         .await
         .expect("create user");
-    let again = MongoStore::connect(&h.uri, &h.database)
+    let again = MongoStore::connect(&h.uri, &h.database, Standalone::Allow)
         .await
         .expect("second connect to the same database");
     let mut names = Vec::new();
@@ -217,6 +221,69 @@ async fn mongo_connect_drops_retired_indexes() {
     h.finish().await;
 }
 
+/// A room whose messages were stored without the counter (before schema 2, or by an older
+/// server during an upgrade) continues after its last stored number: the migration sets
+/// the counter, and a number found held anyway is skipped, never reused.
+#[tokio::test]
+#[ignore = "needs TEST_MONGODB_URI (run .ci/mongo-conformance)"]
+async fn mongo_sequence_counters_continue_after_stored_messages() {
+    let mut h = MongoHarness::start().await;
+    h.store
+        .create_room(&general(), sample_room(), 1)
+        .await
+        .expect("create room");
+    let old = |id: u8, seq: i64| {
+        let mut d = message_to_doc(
+            &NewMessage {
+                message_id: MessageId([id; 16]),
+                ..sample_message()
+            },
+            &RoomName::parse("General").expect("room"),
+        )
+        .expect("encode");
+        d.insert("seq", seq);
+        d
+    };
+    h.store
+        .messages
+        .insert_one(old(1, 5))
+        .await
+        .expect("old message");
+    h.store
+        .rooms
+        .update_one(
+            doc! { "_id": "general" },
+            doc! { "$unset": { "last_seq": "" } },
+        )
+        .await
+        .expect("no counter");
+    h.store
+        .meta
+        .delete_one(doc! { "_id": "schema" })
+        .await
+        .expect("unversion");
+    h.reopen().await;
+    let next = |id: u8| {
+        h.store.append_message(NewMessage {
+            message_id: MessageId([id; 16]),
+            ..sample_message()
+        })
+    };
+    assert_eq!(
+        next(2).await.expect("append"),
+        6,
+        "the migration set the counter"
+    );
+    // An older server stores 7 behind the counter's back: the next message skips it.
+    h.store
+        .messages
+        .insert_one(old(3, 7))
+        .await
+        .expect("old message");
+    assert_eq!(next(4).await.expect("append"), 8);
+    h.finish().await;
+}
+
 /// A message stored before protocol 2 has no `recipients`; the migration gives it the list
 /// of its copies' recipients, and it reads again.
 #[tokio::test]
@@ -265,11 +332,83 @@ async fn mongo_a_newer_schema_is_refused() {
         )
         .await
         .expect("set version");
-    let err = MongoStore::connect(&h.uri, &h.database)
+    let err = MongoStore::connect(&h.uri, &h.database, Standalone::Allow)
         .await
         .expect_err("newer schema");
     let source = std::error::Error::source(&err).expect("source").to_string();
     assert!(source.contains("schema version 99"), "{source}");
+    h.finish().await;
+}
+
+/// A standalone server is refused unless allowed, with an error that says so; a replica
+/// set or a sharded cluster is accepted either way. On the emulator (standalone, by its
+/// README) the refusal must happen.
+#[tokio::test]
+#[ignore = "needs TEST_MONGODB_URI (run .ci/mongo-conformance)"]
+async fn mongo_a_standalone_is_refused_unless_allowed() {
+    let h = MongoHarness::start().await;
+    let deployment = h.store.deployment().await.expect("hello");
+    let on_emulator = std::env::var_os("TEST_MONGODB_EMULATOR").is_some();
+    assert!(
+        !on_emulator || deployment == Deployment::Standalone,
+        "{deployment}"
+    );
+    let refused = MongoStore::connect(&h.uri, &h.database, Standalone::Refuse).await;
+    match (&deployment, refused) {
+        (Deployment::Standalone, Err(e)) => {
+            assert!(matches!(e, StoreError::Backend { .. }), "{e:?}");
+            let source = std::error::Error::source(&e).expect("source").to_string();
+            assert!(source.contains("standalone"), "{source}");
+            assert!(source.contains("MONGODB_ALLOW_STANDALONE"), "{source}");
+        }
+        (Deployment::Standalone, Ok(_)) => panic!("a standalone server was accepted"),
+        (_, refused) => {
+            refused.expect("a replica set or a sharded cluster is accepted");
+        }
+    }
+    h.finish().await;
+}
+
+/// Twenty concurrent appends to one room cost one `findAndModify` (the room's counter) and
+/// one `insert` each, and nothing else: no reads of the last seq, no retries.
+#[tokio::test]
+#[ignore = "needs TEST_MONGODB_URI (run .ci/mongo-conformance)"]
+async fn mongo_appends_cost_two_commands_each_without_retries() {
+    const N: u8 = 20;
+    let h = MongoHarness::start().await;
+    let commands: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let mut options = ClientOptions::parse(&h.uri).await.expect("parse");
+    let seen = Arc::clone(&commands);
+    options.command_event_handler = Some(EventHandler::callback(move |event| {
+        if let CommandEvent::Started(started) = event {
+            let mut seen = seen.lock().expect("counts");
+            *seen.entry(started.command_name).or_default() += 1;
+        }
+    }));
+    let store = MongoStore::connect_with(options, &h.database, Standalone::Allow)
+        .await
+        .expect("connect");
+    store
+        .create_room(&general(), sample_room(), 1)
+        .await
+        .expect("create room");
+    commands.lock().expect("counts").clear();
+    let appends = join_all((1..=N).map(|i| {
+        store.append_message(NewMessage {
+            message_id: MessageId([i; 16]),
+            ..sample_message()
+        })
+    }))
+    .await;
+    let mut seqs: Vec<u64> = appends.into_iter().map(|r| r.expect("append")).collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=u64::from(N)).collect::<Vec<_>>());
+    let counts = commands.lock().expect("counts").clone();
+    eprintln!("commands for {N} concurrent appends: {counts:?}");
+    let n = usize::from(N);
+    assert_eq!(counts.get("insert"), Some(&n), "{counts:?}");
+    assert_eq!(counts.get("findAndModify"), Some(&n), "{counts:?}");
+    assert_eq!(counts.values().sum::<usize>(), 2 * n, "{counts:?}");
     h.finish().await;
 }
 
@@ -280,7 +419,8 @@ async fn mongo_a_newer_schema_is_refused() {
 async fn mongo_concurrent_first_connects_agree_on_the_server_id() {
     let uri = test_uri();
     let database = unique_database_name();
-    let stores = join_all((0..4).map(|_| MongoStore::connect(&uri, &database))).await;
+    let stores =
+        join_all((0..4).map(|_| MongoStore::connect(&uri, &database, Standalone::Allow))).await;
     let mut ids = Vec::new();
     for store in &stores {
         let store = store.as_ref().expect("connect");
@@ -478,6 +618,7 @@ async fn unreachable_server_fails_fast() {
     let err = MongoStore::connect(
         "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=300&connectTimeoutMS=300",
         "e2e_chat",
+        Standalone::Refuse,
     )
     .await
     .expect_err("nothing listens there");
@@ -502,7 +643,7 @@ async fn bad_configuration_is_rejected_before_connecting() {
         ("mongodb://127.0.0.1:1/", ""),
     ] {
         let started = Instant::now();
-        let err = MongoStore::connect(uri, database)
+        let err = MongoStore::connect(uri, database, Standalone::Refuse)
             .await
             .expect_err("invalid configuration");
         assert!(
@@ -689,4 +830,21 @@ fn numbers_of_any_bson_type_are_read_by_value() {
         0
     );
     assert!(Fields::new(MESSAGES, &empty).seq("seq").is_err());
+}
+
+#[test]
+fn hello_replies_tell_the_deployment() {
+    assert_eq!(
+        Deployment::from_hello(&doc! { "isWritablePrimary": true, "setName": "rs0" }),
+        Deployment::ReplicaSet("rs0".into())
+    );
+    assert_eq!(
+        Deployment::from_hello(&doc! { "isWritablePrimary": true, "msg": "isdbgrid" }),
+        Deployment::Sharded
+    );
+    // The emulator's reply, as it gives it.
+    assert_eq!(
+        Deployment::from_hello(&doc! { "ok": 1, "isWritablePrimary": true, "maxWireVersion": 25 }),
+        Deployment::Standalone
+    );
 }
