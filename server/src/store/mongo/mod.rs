@@ -93,7 +93,11 @@
 //!   lists are empty.)
 //!
 //! # Durability
-//! Every collection handle writes with `{ w: "majority", j: true, wtimeout: 10 s }`,
+//! Every collection handle reads with read concern `majority`: MongoDB documents that such
+//! a read returns only data a majority has acknowledged, which can never be rolled back, so
+//! history, membership and accounts never show a write a failover would undo. A write
+//! acknowledged with `w: "majority"` is in that majority snapshot when it returns, so the
+//! writer's next read sees it. Every collection handle writes with `{ w: "majority", j: true, wtimeout: 10 s }`,
 //! overriding the URI, so a write — above all a message, which is acknowledged to its
 //! sender only after [`Store::append_message`] returns — has been journaled on a majority
 //! of the replica set and survives a primary failover. Reads go to the primary regardless
@@ -119,7 +123,7 @@ use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Bson, Document};
 use mongodb::error::{Error as DriverError, ErrorKind};
 use mongodb::options::{
-    Acknowledgment, ClientOptions, CollectionOptions, IndexOptions, ReadPreference,
+    Acknowledgment, ClientOptions, CollectionOptions, IndexOptions, ReadConcern, ReadPreference,
     SelectionCriteria, WriteConcern,
 };
 use mongodb::{Client, Collection, Database, IndexModel};
@@ -340,6 +344,7 @@ impl MongoStore {
             CollectionOptions::builder()
                 .write_concern(durable_write_concern())
                 .selection_criteria(SelectionCriteria::ReadPreference(ReadPreference::Primary))
+                .read_concern(ReadConcern::majority())
                 .build()
         };
         Self {
@@ -564,11 +569,19 @@ impl Store for MongoStore {
     }
 
     async fn create_user(&self, user: UserRecord) -> Result<(), StoreError> {
-        self.users
-            .insert_one(user_to_doc(&user)?)
-            .await
-            .map_err(map_err)?;
-        Ok(())
+        let error = match self.users.insert_one(user_to_doc(&user)?).await {
+            Ok(_) => return Ok(()),
+            Err(e) => map_err(e),
+        };
+        if !matches!(error, StoreError::Unavailable { .. }) {
+            return Err(error);
+        }
+        // The insert may have happened: read the account back (see `settle.rs`).
+        match settle(&self.users, doc! { "_id": user.username.canonical() }).await {
+            Ok(Outcome::Durable(d)) if user_from_doc(&d)? == user => Ok(()),
+            Ok(Outcome::Durable(_)) => Err(StoreError::AlreadyExists),
+            Ok(Outcome::Pending | Outcome::Absent) | Err(_) => Err(error),
+        }
     }
 
     async fn find_user(&self, username: &Username) -> Result<Option<UserRecord>, StoreError> {

@@ -9,6 +9,7 @@ use mongodb::bson::from_document;
 use mongodb::error::{CommandError, ErrorKind, WriteConcernError, WriteError, WriteFailure};
 use mongodb::event::command::CommandEvent;
 use mongodb::event::EventHandler;
+use mongodb::options::ReadConcernLevel;
 use shared::protocol::{DeliveredMessage, Envelope};
 use shared::MessageId;
 
@@ -281,6 +282,35 @@ async fn mongo_sequence_counters_continue_after_stored_messages() {
         .await
         .expect("old message");
     assert_eq!(next(4).await.expect("append"), 8);
+    h.finish().await;
+}
+
+/// After a write whose outcome is unknown, reading back finds a written record as durable
+/// and a missing one as absent.
+#[tokio::test]
+#[ignore = "needs TEST_MONGODB_URI (run .ci/mongo-conformance)"]
+async fn mongo_unknown_outcomes_are_read_back() {
+    let h = MongoHarness::start().await;
+    let user = UserRecord {
+        username: name("Alice"),
+        public_key: vec![1, 2],
+        created_at_ms: 5,
+    };
+    h.store
+        .create_user(user.clone())
+        .await
+        .expect("create user");
+    let found = settle(&h.store.users, doc! { "_id": "alice" })
+        .await
+        .expect("read back");
+    match found {
+        Outcome::Durable(d) => assert_eq!(user_from_doc(&d).expect("decode"), user),
+        other => panic!("{other:?}"),
+    }
+    let missing = settle(&h.store.users, doc! { "_id": "bob" })
+        .await
+        .expect("read back");
+    assert!(matches!(missing, Outcome::Absent), "{missing:?}");
     h.finish().await;
 }
 
@@ -565,13 +595,25 @@ fn other_failures_are_backend_and_never_show_driver_text() {
 }
 
 #[tokio::test]
-async fn collections_write_majority_journaled_and_read_the_primary() {
+async fn collections_write_majority_journaled_and_read_majority_from_the_primary() {
     let options = ClientOptions::parse("mongodb://127.0.0.1:1/?w=1&readPreference=secondary")
         .await
         .expect("parse");
     let client = Client::with_options(options).expect("client");
     let store = MongoStore::with_client(&client, "e2e_chat");
-    for coll in [&store.users, &store.rooms, &store.messages, &store.meta] {
+    for coll in [
+        &store.users,
+        &store.rooms,
+        &store.messages,
+        &store.meta,
+        &store.owners,
+    ] {
+        assert_eq!(
+            coll.read_concern().map(|rc| &rc.level),
+            Some(&ReadConcernLevel::Majority),
+            "{}",
+            coll.name()
+        );
         let wc = coll.write_concern().expect("write concern set");
         assert_eq!(wc.w, Some(Acknowledgment::Majority), "{}", coll.name());
         assert_eq!(wc.journal, Some(true));
