@@ -44,6 +44,7 @@ use crate::limits::joins::{JoinBackoff, JoinThrottle};
 use crate::limits::registrations::RegistrationQuota;
 use crate::limits::Limits;
 use crate::passwords::Hasher;
+use crate::retention;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::mongo::{MongoStore, Standalone};
 use crate::store::{RoomSecret, Store};
@@ -165,6 +166,12 @@ impl Application {
         let connections = ConnectionCounter::new(config.connections_per_address);
         let trust_forwarded_for = config.trust_forwarded_for;
         let shutdown = CancellationToken::new();
+        let _retention = retention::spawn(
+            Arc::clone(&store),
+            config.retention(),
+            retention::DEFAULT_INTERVAL,
+            shutdown.clone(),
+        );
         let next_conn = Arc::new(AtomicU64::new(1));
         let endpoint_shutdown = shutdown.clone();
         let stall_limit = config.heartbeat() * 3;

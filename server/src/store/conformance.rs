@@ -21,8 +21,8 @@ use shared::protocol::{Envelope, MAX_KEY_HISTORY, MAX_ROOM_MEMBERS, MAX_ROTATION
 use shared::{DeviceId, MessageId, RoomName, Username};
 
 use super::{
-    Membership, NewMessage, RoomFilter, RoomKey, RoomQuery, RoomRecord, RoomSecret, Store,
-    StoreError, UserRecord,
+    Membership, NewMessage, Retention, RoomFilter, RoomKey, RoomQuery, RoomRecord, RoomSecret,
+    Store, StoreError, UserRecord,
 };
 
 #[doc(inline)]
@@ -120,6 +120,9 @@ macro_rules! conformance_tests {
             room_of_resolves_through_memberships,
             one_room_per_name_per_member,
             hidden_rooms_keep_their_own_messages,
+            retention_keeps_the_newest_per_room,
+            retention_deletes_by_age,
+            retention_never_reuses_sequence_numbers,
         );
         $crate::conformance_tests!(@harness_cases [$(#[$attr])*] $harness;
             server_id_survives_reopening,
@@ -1617,4 +1620,91 @@ pub async fn room_secrets_differ_between_stores<H: Harness>() {
     assert_ne!(secret_a.to_bytes(), [0; 32]);
     a.finish().await;
     b.finish().await;
+}
+
+/// Retention by count keeps each room's newest `keep_newest` messages, room by room; what it
+/// deletes is gone from history, ids included (a deleted message's id may be sent again,
+/// under a new number), and the other rooms are untouched.
+pub async fn retention_keeps_the_newest_per_room(store: &dyn Store) {
+    create_room(store, "busy", "alice").await;
+    create_room(store, "quiet", "alice").await;
+    for id in 1..=6 {
+        append(store, message("busy", id, "alice", &["alice"])).await;
+    }
+    append(store, message("quiet", 1, "alice", &["alice"])).await;
+    assert_eq!(
+        store
+            .prune_messages(&Retention::default())
+            .await
+            .expect("keep all"),
+        0
+    );
+    let by_count = Retention {
+        older_than_ms: None,
+        keep_newest: Some(4),
+    };
+    assert_eq!(store.prune_messages(&by_count).await.expect("prune"), 2);
+    assert_eq!(alice_seqs(store, "busy").await, [3, 4, 5, 6]);
+    assert_eq!(alice_seqs(store, "quiet").await, [1]);
+    assert_eq!(store.prune_messages(&by_count).await.expect("again"), 0);
+    assert_eq!(
+        append(store, message("busy", 1, "alice", &["alice"])).await,
+        7
+    );
+}
+
+/// Retention by age deletes the messages accepted before the cutoff, in every room.
+pub async fn retention_deletes_by_age(store: &dyn Store) {
+    create_room(store, "busy", "alice").await;
+    create_room(store, "quiet", "alice").await;
+    for id in 1..=6 {
+        append(store, message("busy", id, "alice", &["alice"])).await;
+    }
+    append(store, message("quiet", 1, "alice", &["alice"])).await;
+    // Message `id` was accepted at T0 + id: older than T0 + 5 are ids 1 to 4 (and the quiet
+    // room's 1).
+    let by_age = Retention {
+        older_than_ms: Some(T0 + 5),
+        keep_newest: None,
+    };
+    assert_eq!(store.prune_messages(&by_age).await.expect("prune"), 5);
+    assert_eq!(alice_seqs(store, "busy").await, [5, 6]);
+    assert!(alice_seqs(store, "quiet").await.is_empty());
+}
+
+async fn alice_seqs(store: &dyn Store, room: &str) -> Vec<u64> {
+    seqs(
+        &store
+            .history_for(&key(room), &name("alice"), None, 100)
+            .await
+            .expect("history"),
+    )
+}
+
+/// Sequence numbers continue after the newest messages were deleted: a room emptied by
+/// retention, and then written to, never hands out an old number again.
+pub async fn retention_never_reuses_sequence_numbers(store: &dyn Store) {
+    create_room(store, "room", "alice").await;
+    for id in 1..=3 {
+        append(store, message("room", id, "alice", &["alice"])).await;
+    }
+    let everything = Retention {
+        older_than_ms: None,
+        keep_newest: Some(0),
+    };
+    assert_eq!(store.prune_messages(&everything).await.expect("prune"), 3);
+    assert_eq!(
+        append(store, message("room", 4, "alice", &["alice"])).await,
+        4
+    );
+    assert_eq!(store.prune_messages(&everything).await.expect("prune"), 1);
+    assert_eq!(
+        append(store, message("room", 5, "alice", &["alice"])).await,
+        5
+    );
+    let history = store
+        .history_for(&key("room"), &name("alice"), None, 10)
+        .await
+        .expect("history");
+    assert_eq!(seqs(&history), [5]);
 }

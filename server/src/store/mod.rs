@@ -303,6 +303,23 @@ pub struct HistorySlice {
     pub next_before: Option<u64>,
 }
 
+/// Which messages [`Store::prune_messages`] deletes, in every room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Retention {
+    /// Delete the messages accepted before this server time (milliseconds since the Unix
+    /// epoch); `None` keeps messages of any age.
+    pub older_than_ms: Option<u64>,
+    /// Keep at most this many of each room's newest messages; `None` keeps any number.
+    pub keep_newest: Option<u64>,
+}
+
+impl Retention {
+    /// Whether the policy deletes nothing (both limits off).
+    pub fn keeps_everything(&self) -> bool {
+        self.older_than_ms.is_none() && self.keep_newest.is_none()
+    }
+}
+
 /// A message the store has taken and placed in its room's order, on its way to durable
 /// storage. Awaiting it gives the message's sequence number once it is durable, or the
 /// reason it was refused.
@@ -540,6 +557,16 @@ pub trait Store: Send + Sync + 'static {
     async fn append_message(&self, message: NewMessage) -> Result<u64, StoreError> {
         self.queue_message(&message).await?.await
     }
+
+    /// Deletes, in every room, the messages `policy` does not keep: those accepted before
+    /// [`Retention::older_than_ms`], and all but the [`Retention::keep_newest`] newest.
+    /// Deleted messages' sequence numbers are never given to later messages, also when a
+    /// room's newest messages go. Returns how many messages were deleted.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Backend`]; messages deleted before the
+    /// failure stay deleted.
+    async fn prune_messages(&self, policy: &Retention) -> Result<u64, StoreError>;
 
     /// Up to `limit` of the newest messages in `room` with `seq < before_seq` (all, when
     /// `None`) that have a copy for `recipient`, in ascending order. A store may bound the

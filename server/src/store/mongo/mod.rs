@@ -49,6 +49,7 @@
 //! | `messages` | `room_seq_unique`       | `room, seq` (unique)                     | history by room and time; the next sequence number |
 //! | `messages` | `room_message_id_unique`| `room, message_id` (unique)              | one message per sender-chosen id per room |
 //! | `messages` | `room_recipient_seq`    | `room, copies.recipient, seq: -1`        | recipient-scoped history pages |
+//! | `messages` | `retention_by_time`     | `server_time`                            | retention by age (`mongo/retention.rs`) |
 //!
 //! No index has a collation: names are compared in their lowercase form, which `_id`
 //! holds, so the unique `_id` index is the case-insensitive rule (a collation index is
@@ -135,6 +136,7 @@ mod documents;
 mod errors;
 mod migrate;
 mod owners;
+mod retention;
 mod sequence;
 mod settle;
 mod topology;
@@ -147,8 +149,8 @@ use migrate::SCHEMA_VERSION;
 use settle::{settle, Outcome};
 
 use super::{
-    HistorySlice, Membership, NewMessage, PendingAppend, RoomKey, RoomListing, RoomPage, RoomQuery,
-    RoomRecord, RoomSecret, Store, StoreError, UserRecord,
+    HistorySlice, Membership, NewMessage, PendingAppend, Retention, RoomKey, RoomListing, RoomPage,
+    RoomQuery, RoomRecord, RoomSecret, Store, StoreError, UserRecord,
 };
 
 /// The adapter's name in errors, logs and `/health`.
@@ -425,6 +427,7 @@ impl MongoStore {
         self.messages
             .create_indexes([
                 index(doc! { "room": 1, "seq": 1 }, "room_seq_unique", true),
+                index(doc! { "server_time": 1 }, "retention_by_time", false),
                 index(
                     doc! { "room": 1, "message_id": 1 },
                     "room_message_id_unique",
@@ -898,6 +901,10 @@ impl Store for MongoStore {
         // therefore stored in the order it queues them.
         let stored = self.insert_message(message).await;
         Ok(Box::pin(std::future::ready(stored)))
+    }
+
+    async fn prune_messages(&self, policy: &Retention) -> Result<u64, StoreError> {
+        self.prune(policy).await
     }
 
     async fn history_for(

@@ -140,6 +140,7 @@ async fn mongo_indexes_are_created_idempotently() {
         "member_rooms",
         "public_by_name",
         "room_message_id_unique",
+        "retention_by_time",
         "room_recipient_seq",
         "room_seq_unique",
     ];
