@@ -82,6 +82,7 @@ async fn real_store(messages: usize, in_flight: usize) {
                 hidden: false,
                 created_at_ms: 0,
             },
+            1,
         )
         .await
         .unwrap();

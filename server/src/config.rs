@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+
+use crate::retention::RetentionSettings;
 use shared::protocol::MAX_FRAME_BYTES;
 
 /// Every setting the server reads.
@@ -39,6 +41,11 @@ pub struct Config {
     /// MongoDB database name.
     #[arg(long, env = "MONGODB_DATABASE", default_value = "e2e_chat")]
     pub mongodb_database: String,
+
+    /// Start on a standalone MongoDB server (not a replica set), with a warning: writes
+    /// acknowledged by one node only. For development and emulators; refused otherwise.
+    #[arg(long, env = "MONGODB_ALLOW_STANDALONE", default_value_t = false)]
+    pub mongodb_allow_standalone: bool,
 
     /// Log filter in `tracing` EnvFilter syntax.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
@@ -127,6 +134,15 @@ pub struct Config {
     #[arg(long, env = "LOGIN_DEADLINE_SECS", default_value_t = 30)]
     pub login_deadline_secs: u64,
 
+    /// Days a message is kept; a background task deletes older ones (0 keeps them forever).
+    #[arg(long, env = "RETENTION_DAYS", default_value_t = 0)]
+    pub retention_days: u64,
+
+    /// Messages kept per room, the newest; a background task deletes older ones (0 keeps
+    /// them all).
+    #[arg(long, env = "RETENTION_MESSAGES_PER_ROOM", default_value_t = 0)]
+    pub retention_messages_per_room: u64,
+
     /// The largest ciphertext of one copy of a message, in bytes.
     #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 65536)]
     pub max_message_bytes: usize,
@@ -175,6 +191,9 @@ impl Config {
             store_cache_mb: 16,
             mongodb_uri: None,
             mongodb_database: "e2e_chat".into(),
+            mongodb_allow_standalone: false,
+            retention_days: 0,
+            retention_messages_per_room: 0,
             log_filter: "warn".into(),
             heartbeat_secs: 10,
             challenge_ttl_secs: 60,
@@ -246,6 +265,16 @@ impl Config {
             return invalid("mongodb-uri", "is set but empty");
         }
         Ok(())
+    }
+
+    /// What the retention task keeps.
+    pub fn retention(&self) -> RetentionSettings {
+        RetentionSettings {
+            max_age: (self.retention_days > 0)
+                .then(|| Duration::from_secs(self.retention_days.saturating_mul(86_400))),
+            max_messages_per_room: (self.retention_messages_per_room > 0)
+                .then_some(self.retention_messages_per_room),
+        }
     }
 
     /// The store this configuration selects.

@@ -7,6 +7,7 @@
 //! - [`hub`] — the task that routes frames to online connections.
 //! - [`store`] — the persistence trait and its adapters (embedded redb, MongoDB).
 //! - [`passwords`] — argon2id room passwords, on a bounded pool of their own.
+//! - [`retention`] — the background task that deletes messages past the retention limits.
 //! - [`limits`] — per-address and per-user limits: connections, registrations, failed
 //!   joins.
 //! - [`error`] — the handler error and its sanitised wire form.
@@ -21,6 +22,7 @@ pub mod handlers;
 pub mod hub;
 pub mod limits;
 pub mod passwords;
+pub mod retention;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -45,8 +45,9 @@ use crate::limits::rates::{RateSettings, UserRates};
 use crate::limits::registrations::RegistrationQuota;
 use crate::limits::Limits;
 use crate::passwords::Hasher;
+use crate::retention;
 use crate::store::embedded::EmbeddedStore;
-use crate::store::mongo::MongoStore;
+use crate::store::mongo::{MongoStore, Standalone};
 use crate::store::{RoomSecret, Store};
 use crate::ws::outbound::outbound;
 use crate::ws::session::{self, SessionSettings};
@@ -103,11 +104,18 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             EmbeddedStore::open_with_cache(&dir, cache_bytes)
                 .with_context(|| format!("cannot open the embedded store in {}", dir.display()))?,
         ),
-        StoreChoice::Mongo { uri: _, database } => Arc::new(
-            MongoStore::connect(config.mongodb_uri.as_deref().unwrap_or_default(), &database)
-                .await
-                .context("MongoDB is configured (MONGODB_URI) but unreachable")?,
-        ),
+        StoreChoice::Mongo { uri, database } => {
+            let standalone = if config.mongodb_allow_standalone {
+                Standalone::Allow
+            } else {
+                Standalone::Refuse
+            };
+            Arc::new(
+                MongoStore::connect(&uri, &database, standalone)
+                    .await
+                    .context("cannot start on the MongoDB named by MONGODB_URI")?,
+            )
+        }
     })
 }
 
@@ -159,6 +167,12 @@ impl Application {
         let connections = ConnectionCounter::new(config.connections_per_address);
         let trust_forwarded_for = config.trust_forwarded_for;
         let shutdown = CancellationToken::new();
+        let _retention = retention::spawn(
+            Arc::clone(&store),
+            config.retention(),
+            retention::DEFAULT_INTERVAL,
+            shutdown.clone(),
+        );
         let next_conn = Arc::new(AtomicU64::new(1));
         let endpoint_shutdown = shutdown.clone();
         let stall_limit = config.heartbeat() * 3;

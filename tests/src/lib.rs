@@ -87,6 +87,9 @@ fn select_store(config: &mut Config) {
     let digest =
         shared::crypto::keys::Fingerprint::of_der(config.data_dir.to_string_lossy().as_bytes());
     config.mongodb_uri = Some(uri);
+    // The tests exercise behaviour, not durability; a standalone development server or the
+    // emulator will do (the adapter's own tests cover the topology check).
+    config.mongodb_allow_standalone = true;
     config.mongodb_database = format!("e2e_chat_e2e_{}", &hex_prefix(&digest.0));
 }
 
@@ -162,6 +165,15 @@ impl TestServer {
         }
     }
 
+    /// The name of the store this server runs on, as `/health` reports it.
+    pub fn store_backend(&self) -> &'static str {
+        if self.mongo.is_some() {
+            server::store::mongo::STORE
+        } else {
+            server::store::embedded::STORE
+        }
+    }
+
     /// The WebSocket URL.
     pub fn ws_url(&self) -> String {
         format!("ws://{}/ws", self.addr)
@@ -174,9 +186,13 @@ impl TestServer {
         self.stopper.stop().await;
         let _ = tokio::time::timeout(Duration::from_secs(30), self.task).await;
         if let (Some((uri, database)), Some(_)) = (&self.mongo, &self._dir) {
-            let store = server::store::mongo::MongoStore::connect(uri, database)
-                .await
-                .expect("reconnect to drop the test database");
+            let store = server::store::mongo::MongoStore::connect(
+                uri,
+                database,
+                server::store::mongo::Standalone::Allow,
+            )
+            .await
+            .expect("reconnect to drop the test database");
             store.drop_database().await.expect("drop the test database");
         }
         self._dir

@@ -142,10 +142,10 @@ pub async fn create(
         passwords::validate(pw)?;
     }
     let quota = state.limits.rooms_per_user;
+    // A cheap early refusal, before any argon2 hash; the store's create enforces the quota
+    // atomically (concurrent creates may all pass this read).
     if state.store.owned_room_count(user).await? >= quota {
-        return Err(HandlerError::QuotaExceeded(format!(
-            "you have created the most rooms one user may ({quota})"
-        )));
+        return Err(quota_exceeded(quota));
     }
     let (key, password_hash) = if req.hidden {
         let key = state
@@ -171,8 +171,9 @@ pub async fn create(
         hidden: req.hidden,
         created_at_ms: now_ms(),
     };
-    match state.store.create_room(&key, record.clone()).await {
+    match state.store.create_room(&key, record.clone(), quota).await {
         Ok(()) => {}
+        Err(StoreError::QuotaExceeded) => return Err(quota_exceeded(quota)),
         Err(StoreError::AlreadyExists) => return Err(HandlerError::RoomExists),
         Err(StoreError::NameInUse) => return Err(HandlerError::RoomNameInUse),
         Err(e) => return Err(e.into()),
@@ -180,6 +181,13 @@ pub async fn create(
     tracing::info!(room = %req.name, owner = %user, hidden = req.hidden, "room created");
     let snapshot = snapshot(state, &key, &record, user, 0).await?;
     Ok(Reply::RoomCreated(snapshot))
+}
+
+/// The refusal of a create past the rooms-per-user `quota`.
+fn quota_exceeded(quota: usize) -> HandlerError {
+    HandlerError::QuotaExceeded(format!(
+        "you have created the most rooms one user may ({quota})"
+    ))
 }
 
 /// # JoinRoom

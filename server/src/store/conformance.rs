@@ -21,8 +21,8 @@ use shared::protocol::{Envelope, MAX_KEY_HISTORY, MAX_ROOM_MEMBERS, MAX_ROTATION
 use shared::{DeviceId, MessageId, RoomName, Username};
 
 use super::{
-    Membership, NewMessage, RoomFilter, RoomKey, RoomQuery, RoomRecord, RoomSecret, Store,
-    StoreError, UserRecord,
+    Membership, NewMessage, Retention, RoomFilter, RoomKey, RoomQuery, RoomRecord, RoomSecret,
+    Store, StoreError, UserRecord,
 };
 
 #[doc(inline)]
@@ -93,6 +93,7 @@ macro_rules! conformance_tests {
             create_room_makes_owner_member,
             duplicate_room_name_rejected,
             owned_rooms_are_counted,
+            concurrent_creations_stop_at_the_quota,
             find_room_ignores_case,
             public_listing_hides_hidden_rooms_and_sorts,
             room_listing_pages_after_a_name,
@@ -119,6 +120,9 @@ macro_rules! conformance_tests {
             room_of_resolves_through_memberships,
             one_room_per_name_per_member,
             hidden_rooms_keep_their_own_messages,
+            retention_keeps_the_newest_per_room,
+            retention_deletes_by_age,
+            retention_never_reuses_sequence_numbers,
         );
         $crate::conformance_tests!(@harness_cases [$(#[$attr])*] $harness;
             server_id_survives_reopening,
@@ -130,6 +134,9 @@ macro_rules! conformance_tests {
 }
 
 const T0: u64 = 1_700_000_000_000;
+
+/// The rooms quota for the cases that do not test it.
+const UNLIMITED: usize = usize::MAX;
 
 fn name(s: &str) -> Username {
     Username::parse(s).expect("test username is valid")
@@ -196,7 +203,7 @@ async fn create_users(store: &dyn Store, names: &[&str]) {
 
 async fn create_room(store: &dyn Store, room_: &str, owner: &str) {
     store
-        .create_room(&key(room_), room(room_, owner, false))
+        .create_room(&key(room_), room(room_, owner, false), UNLIMITED)
         .await
         .expect("create room");
 }
@@ -485,6 +492,7 @@ pub async fn create_room_makes_owner_member(store: &dyn Store) {
                 password_hash: Some("$argon2id$v=19$stub".into()),
                 ..room("Lounge", "Owner", false)
             },
+            UNLIMITED,
         )
         .await
         .expect("create room");
@@ -511,7 +519,7 @@ pub async fn owned_rooms_are_counted(store: &dyn Store) {
     create_room(store, "two", "Alice").await;
     create_room(store, "three", "bob").await;
     let _ = store
-        .create_room(&key("ONE"), room("ONE", "Alice", false))
+        .create_room(&key("ONE"), room("ONE", "Alice", false), UNLIMITED)
         .await;
     assert!(store
         .remove_member(&key("two"), &name("alice"))
@@ -531,12 +539,74 @@ pub async fn owned_rooms_are_counted(store: &dyn Store) {
     );
 }
 
+/// Of many simultaneous creations by one owner (in various cases of their name), exactly
+/// as many succeed as the quota leaves after their earlier rooms; the others are
+/// `QuotaExceeded` and leave nothing behind. A creation refused for another reason does not
+/// use up the quota, and another owner's quota is their own.
+pub async fn concurrent_creations_stop_at_the_quota(store: &dyn Store) {
+    const QUOTA: usize = 5;
+    const TRIES: usize = 16;
+    create_users(store, &["Alice", "bob"]).await;
+    store
+        .create_room(&key("earlier"), room("earlier", "Alice", false), QUOTA)
+        .await
+        .expect("first room");
+    let names: Vec<String> = (0..TRIES).map(|i| format!("race-{i}")).collect();
+    let keys: Vec<RoomKey> = names.iter().map(|n| key(n)).collect();
+    let results = join_all(names.iter().zip(&keys).enumerate().map(|(i, (n, k))| {
+        let owner = if i % 2 == 0 { "alice" } else { "ALICE" };
+        store.create_room(k, room(n, owner, false), QUOTA)
+    }))
+    .await;
+    let created = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(created, QUOTA - 1, "{results:?}");
+    for r in &results {
+        assert!(
+            matches!(r, Ok(()) | Err(StoreError::QuotaExceeded)),
+            "{r:?}"
+        );
+    }
+    assert_eq!(
+        store.owned_room_count(&name("alice")).await.expect("count"),
+        QUOTA
+    );
+    assert_eq!(
+        store.rooms_of(&name("alice")).await.expect("rooms").len(),
+        QUOTA
+    );
+    let mut stored = 0;
+    for n in &names {
+        stored += usize::from(store.find_room(&key(n)).await.expect("find").is_some());
+    }
+    assert_eq!(stored, QUOTA - 1, "refused creations left no room behind");
+
+    // Refused for a taken name: bob's quota is untouched, and it is his own.
+    let err = store
+        .create_room(&key("earlier"), room("earlier", "bob", false), 1)
+        .await
+        .expect_err("the key is taken");
+    assert!(matches!(err, StoreError::AlreadyExists), "{err:?}");
+    assert_eq!(
+        store.owned_room_count(&name("bob")).await.expect("count"),
+        0
+    );
+    store
+        .create_room(&key("bobs"), room("bobs", "bob", false), 1)
+        .await
+        .expect("bob's only room");
+    let err = store
+        .create_room(&key("more"), room("more", "bob", false), 1)
+        .await
+        .expect_err("bob's quota is used up");
+    assert!(matches!(err, StoreError::QuotaExceeded), "{err:?}");
+}
+
 /// A room name taken in another case is refused; the first room is unchanged.
 pub async fn duplicate_room_name_rejected(store: &dyn Store) {
     create_users(store, &["alice", "bob"]).await;
     create_room(store, "General", "alice").await;
     let err = store
-        .create_room(&key("GENERAL"), room("GENERAL", "bob", true))
+        .create_room(&key("GENERAL"), room("GENERAL", "bob", true), UNLIMITED)
         .await
         .expect_err("duplicate room");
     assert!(matches!(err, StoreError::AlreadyExists), "{err:?}");
@@ -571,7 +641,7 @@ pub async fn public_listing_hides_hidden_rooms_and_sorts(store: &dyn Store) {
     create_room(store, "zeta", "alice").await;
     create_room(store, "Alpha", "Bob").await;
     store
-        .create_room(&key("Secret"), room("Secret", "carol", true))
+        .create_room(&key("Secret"), room("Secret", "carol", true), UNLIMITED)
         .await
         .expect("create hidden");
     create_room(store, "beta", "carol").await;
@@ -643,7 +713,7 @@ pub async fn room_listing_pages_after_a_name(store: &dyn Store) {
         ("r8", key("r8")),
     ] {
         store
-            .create_room(&key, room(hidden, "alice", true))
+            .create_room(&key, room(hidden, "alice", true), UNLIMITED)
             .await
             .expect("create hidden");
     }
@@ -690,7 +760,11 @@ pub async fn room_listing_filters_ignoring_case(store: &dyn Store) {
         create_room(store, r, "alice").await;
     }
     store
-        .create_room(&key("hidden-ab"), room("hidden-ab", "alice", true))
+        .create_room(
+            &key("hidden-ab"),
+            room("hidden-ab", "alice", true),
+            UNLIMITED,
+        )
         .await
         .expect("create hidden");
     assert_eq!(
@@ -1307,7 +1381,7 @@ pub async fn hidden_namespaces_do_not_collide(store: &dyn Store) {
     for ((key, spelling), owner) in keys.iter().zip(spellings).zip(owners) {
         let hidden = key.is_hidden();
         store
-            .create_room(key, room(spelling, owner, hidden))
+            .create_room(key, room(spelling, owner, hidden), UNLIMITED)
             .await
             .expect("a room of the same name in another namespace");
     }
@@ -1317,14 +1391,14 @@ pub async fn hidden_namespaces_do_not_collide(store: &dyn Store) {
         let members = store.members(key).await.expect("members");
         assert_eq!(usernames(&members), [owner]);
         let err = store
-            .create_room(key, room("den", "fresh", false))
+            .create_room(key, room("den", "fresh", false), UNLIMITED)
             .await
             .expect_err("the key is taken");
         assert!(matches!(err, StoreError::AlreadyExists), "{err:?}");
         // A creator holding a room of the name hears that first, whatever the key.
         let holder = if *key == keys[0] { "key_a" } else { "pub" };
         let err = store
-            .create_room(key, room("den", holder, false))
+            .create_room(key, room("den", holder, false), UNLIMITED)
             .await
             .expect_err("the creator holds a den");
         assert!(matches!(err, StoreError::NameInUse), "{err:?}");
@@ -1352,15 +1426,15 @@ pub async fn room_of_resolves_through_memberships(store: &dyn Store) {
     let secret = store.room_secret().await.expect("room secret");
     let [public, keyed, _, open] = den_keys(&secret);
     store
-        .create_room(&keyed, room("Den", "owner", true))
+        .create_room(&keyed, room("Den", "owner", true), UNLIMITED)
         .await
         .expect("hidden room");
     store
-        .create_room(&public, room("den", "stranger", false))
+        .create_room(&public, room("den", "stranger", false), UNLIMITED)
         .await
         .expect("public room");
     store
-        .create_room(&open, room("den", "stranger2", true))
+        .create_room(&open, room("den", "stranger2", true), UNLIMITED)
         .await
         .expect("open hidden room");
     let mine = Membership {
@@ -1434,7 +1508,7 @@ pub async fn one_room_per_name_per_member(store: &dyn Store) {
     let [public, keyed, other_keyed, open] = den_keys(&secret);
     create_room(store, "Den", "alice").await;
     store
-        .create_room(&keyed, room("den", "bob", true))
+        .create_room(&keyed, room("den", "bob", true), UNLIMITED)
         .await
         .expect("bob's hidden room");
     let err = store
@@ -1448,7 +1522,7 @@ pub async fn one_room_per_name_per_member(store: &dyn Store) {
     );
     for key in [&other_keyed, &open] {
         let err = store
-            .create_room(key, room("DEN", "alice", true))
+            .create_room(key, room("DEN", "alice", true), UNLIMITED)
             .await
             .expect_err("alice holds a den");
         assert!(matches!(err, StoreError::NameInUse), "{err:?}");
@@ -1494,7 +1568,7 @@ pub async fn hidden_rooms_keep_their_own_messages(store: &dyn Store) {
     let [public, keyed, _, _] = den_keys(&secret);
     create_room(store, "den", "alice").await;
     store
-        .create_room(&keyed, room("Den", "bob", true))
+        .create_room(&keyed, room("Den", "bob", true), UNLIMITED)
         .await
         .expect("hidden room");
     let to = |key: &RoomKey, id: u8, who: &str| NewMessage {
@@ -1546,4 +1620,91 @@ pub async fn room_secrets_differ_between_stores<H: Harness>() {
     assert_ne!(secret_a.to_bytes(), [0; 32]);
     a.finish().await;
     b.finish().await;
+}
+
+/// Retention by count keeps each room's newest `keep_newest` messages, room by room; what it
+/// deletes is gone from history, ids included (a deleted message's id may be sent again,
+/// under a new number), and the other rooms are untouched.
+pub async fn retention_keeps_the_newest_per_room(store: &dyn Store) {
+    create_room(store, "busy", "alice").await;
+    create_room(store, "quiet", "alice").await;
+    for id in 1..=6 {
+        append(store, message("busy", id, "alice", &["alice"])).await;
+    }
+    append(store, message("quiet", 1, "alice", &["alice"])).await;
+    assert_eq!(
+        store
+            .prune_messages(&Retention::default())
+            .await
+            .expect("keep all"),
+        0
+    );
+    let by_count = Retention {
+        older_than_ms: None,
+        keep_newest: Some(4),
+    };
+    assert_eq!(store.prune_messages(&by_count).await.expect("prune"), 2);
+    assert_eq!(alice_seqs(store, "busy").await, [3, 4, 5, 6]);
+    assert_eq!(alice_seqs(store, "quiet").await, [1]);
+    assert_eq!(store.prune_messages(&by_count).await.expect("again"), 0);
+    assert_eq!(
+        append(store, message("busy", 1, "alice", &["alice"])).await,
+        7
+    );
+}
+
+/// Retention by age deletes the messages accepted before the cutoff, in every room.
+pub async fn retention_deletes_by_age(store: &dyn Store) {
+    create_room(store, "busy", "alice").await;
+    create_room(store, "quiet", "alice").await;
+    for id in 1..=6 {
+        append(store, message("busy", id, "alice", &["alice"])).await;
+    }
+    append(store, message("quiet", 1, "alice", &["alice"])).await;
+    // Message `id` was accepted at T0 + id: older than T0 + 5 are ids 1 to 4 (and the quiet
+    // room's 1).
+    let by_age = Retention {
+        older_than_ms: Some(T0 + 5),
+        keep_newest: None,
+    };
+    assert_eq!(store.prune_messages(&by_age).await.expect("prune"), 5);
+    assert_eq!(alice_seqs(store, "busy").await, [5, 6]);
+    assert!(alice_seqs(store, "quiet").await.is_empty());
+}
+
+async fn alice_seqs(store: &dyn Store, room: &str) -> Vec<u64> {
+    seqs(
+        &store
+            .history_for(&key(room), &name("alice"), None, 100)
+            .await
+            .expect("history"),
+    )
+}
+
+/// Sequence numbers continue after the newest messages were deleted: a room emptied by
+/// retention, and then written to, never hands out an old number again.
+pub async fn retention_never_reuses_sequence_numbers(store: &dyn Store) {
+    create_room(store, "room", "alice").await;
+    for id in 1..=3 {
+        append(store, message("room", id, "alice", &["alice"])).await;
+    }
+    let everything = Retention {
+        older_than_ms: None,
+        keep_newest: Some(0),
+    };
+    assert_eq!(store.prune_messages(&everything).await.expect("prune"), 3);
+    assert_eq!(
+        append(store, message("room", 4, "alice", &["alice"])).await,
+        4
+    );
+    assert_eq!(store.prune_messages(&everything).await.expect("prune"), 1);
+    assert_eq!(
+        append(store, message("room", 5, "alice", &["alice"])).await,
+        5
+    );
+    let history = store
+        .history_for(&key("room"), &name("alice"), None, 10)
+        .await
+        .expect("history");
+    assert_eq!(seqs(&history), [5]);
 }

@@ -303,6 +303,23 @@ pub struct HistorySlice {
     pub next_before: Option<u64>,
 }
 
+/// Which messages [`Store::prune_messages`] deletes, in every room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Retention {
+    /// Delete the messages accepted before this server time (milliseconds since the Unix
+    /// epoch); `None` keeps messages of any age.
+    pub older_than_ms: Option<u64>,
+    /// Keep at most this many of each room's newest messages; `None` keeps any number.
+    pub keep_newest: Option<u64>,
+}
+
+impl Retention {
+    /// Whether the policy deletes nothing (both limits off).
+    pub fn keeps_everything(&self) -> bool {
+        self.older_than_ms.is_none() && self.keep_newest.is_none()
+    }
+}
+
 /// A message the store has taken and placed in its room's order, on its way to durable
 /// storage. Awaiting it gives the message's sequence number once it is durable, or the
 /// reason it was refused.
@@ -323,6 +340,10 @@ pub enum StoreError {
     /// A unique key (username, room name, message id in a room) is already taken.
     #[error("already exists")]
     AlreadyExists,
+    /// The owner has created as many rooms as the quota given to
+    /// [`Store::create_room`] allows.
+    #[error("room quota used up")]
+    QuotaExceeded,
     /// The room already has `MAX_ROOM_MEMBERS` members.
     #[error("room is full")]
     RoomFull,
@@ -443,16 +464,26 @@ pub trait Store: Send + Sync + 'static {
         username: &Username,
     ) -> Result<Vec<RotationCertificate>, StoreError>;
 
-    /// Creates a room under `key` and makes its owner the first member, atomically.
+    /// Creates a room under `key` and makes its owner the first member, atomically, if the
+    /// owner has created fewer than `quota` rooms so far. The count and the creation are one
+    /// atomic step: of any number of concurrent creations by one owner, at most `quota`
+    /// minus their earlier rooms succeed.
     ///
     /// # Errors
+    /// Checked in this order, and nothing is written when one is returned:
+    /// [`StoreError::QuotaExceeded`] if the owner has created `quota` rooms already;
     /// [`StoreError::NameInUse`] if the owner is a member of another room with the same
-    /// canonical name (checked first); [`StoreError::AlreadyExists`] if `key` is taken.
-    /// Nothing is written then.
-    async fn create_room(&self, key: &RoomKey, room: RoomRecord) -> Result<(), StoreError>;
+    /// canonical name; [`StoreError::AlreadyExists`] if `key` is taken.
+    async fn create_room(
+        &self,
+        key: &RoomKey,
+        room: RoomRecord,
+        quota: usize,
+    ) -> Result<(), StoreError>;
 
     /// How many rooms `owner` created (rooms are never deleted, so this counts every room
-    /// they ever created, whether they are still a member or not).
+    /// they ever created, whether they are still a member or not): what
+    /// [`create_room`](Self::create_room) compares with its quota.
     async fn owned_room_count(&self, owner: &Username) -> Result<usize, StoreError>;
 
     /// Looks a room up by its key.
@@ -513,9 +544,12 @@ pub trait Store: Send + Sync + 'static {
     /// does; a store may also report those errors here, before the message is queued.
     async fn queue_message(&self, message: &NewMessage) -> Result<PendingAppend, StoreError>;
 
-    /// Durably stores a message with all its copies and returns its sequence number, one
-    /// greater than the room's previous message. When this returns `Ok`, the message
-    /// survives a crash.
+    /// Durably stores a message with all its copies and returns its sequence number:
+    /// greater than every earlier message's in the room, and never one an earlier message
+    /// held (also after that message is deleted). Numbers are consecutive, except that a
+    /// store may leave a gap where a message took a number and was then not stored (the
+    /// MongoDB adapter, after a lost race it cannot undo or an unknown write outcome);
+    /// readers page past gaps. When this returns `Ok`, the message survives a crash.
     ///
     /// # Errors
     /// [`StoreError::AlreadyExists`] if the room already has a message with this id;
@@ -523,6 +557,16 @@ pub trait Store: Send + Sync + 'static {
     async fn append_message(&self, message: NewMessage) -> Result<u64, StoreError> {
         self.queue_message(&message).await?.await
     }
+
+    /// Deletes, in every room, the messages `policy` does not keep: those accepted before
+    /// [`Retention::older_than_ms`], and all but the [`Retention::keep_newest`] newest.
+    /// Deleted messages' sequence numbers are never given to later messages, also when a
+    /// room's newest messages go. Returns how many messages were deleted.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Backend`]; messages deleted before the
+    /// failure stay deleted.
+    async fn prune_messages(&self, policy: &Retention) -> Result<u64, StoreError>;
 
     /// Up to `limit` of the newest messages in `room` with `seq < before_seq` (all, when
     /// `None`) that have a copy for `recipient`, in ascending order. A store may bound the

@@ -486,6 +486,7 @@ async fn a_history_holding_a_huge_copy_can_still_be_paged_past() {
                     hidden: false,
                     created_at_ms: 0,
                 },
+                1,
             )
             .await
             .expect("room");

@@ -125,7 +125,8 @@ async fn health_reports_the_store() {
     let server = TestServer::start().await;
     let response = http_get(server.addr, "/health").await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    assert!(response.contains(r#""store":"embedded""#), "{response}");
+    let store = format!(r#""store":"{}""#, server.store_backend());
+    assert!(response.contains(&store), "{response}");
 }
 
 #[tokio::test]

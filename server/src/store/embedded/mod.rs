@@ -36,6 +36,7 @@
 //! | `member_first_seq` | (room key, user)             | first seq the member can hold      |
 //! | `key_history`  | (user, rotation number)          | an encoded [`RotationCertificate`] |
 //! | `owned_rooms`  | (owner, room)                    | `()`: counts a user's rooms for the rooms-per-user quota |
+//! | `room_seq_floor` | room key                       | `u64`: the last seq retention deleted (`retention.rs`) |
 //!
 //! Room keys are [`RoomKey`]s: a public room's canonical name, or a key in a hidden
 //! namespace (see [`super`]). `memberships` is keyed by the room's canonical *name*, not
@@ -81,13 +82,15 @@ use shared::{MessageId, RoomName, ServerId, Username};
 use tokio::sync::{mpsc, oneshot};
 
 use super::disk::{DbHandle, Disk};
+
+mod retention;
 use super::{
-    HistorySlice, Membership, NewMessage, PendingAppend, RoomKey, RoomListing, RoomPage, RoomQuery,
-    RoomRecord, RoomSecret, Store, StoreError, UserRecord, HIDDEN_KEY_MARK,
+    HistorySlice, Membership, NewMessage, PendingAppend, Retention, RoomKey, RoomListing, RoomPage,
+    RoomQuery, RoomRecord, RoomSecret, Store, StoreError, UserRecord, HIDDEN_KEY_MARK,
 };
 
 /// The adapter's name in errors, logs and `/health`.
-const STORE: &str = "embedded";
+pub const STORE: &str = "embedded";
 
 /// Messages one `history_for` call looks at, at most (and [`HISTORY_SCAN_BYTES`] of them):
 /// the bound on one history request's reading, whatever gaps the recipient's history has.
@@ -671,11 +674,20 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn create_room(&self, key: &RoomKey, room: RoomRecord) -> Result<(), StoreError> {
+    async fn create_room(
+        &self,
+        key: &RoomKey,
+        room: RoomRecord,
+        quota: usize,
+    ) -> Result<(), StoreError> {
         let room_key = key.as_str().to_owned();
         let owner_key = room.owner.canonical();
         let room_bytes = encode(&room)?;
+        // redb has one writer at a time: the count and the insert below are one atomic step.
         self.write(move |txn| {
+            if owned_rooms(txn, &owner_key, quota)? >= quota {
+                return Err(StoreError::QuotaExceeded);
+            }
             if let Some(held) = membership_of(txn, &owner_key, &room.name)? {
                 return Err(if held.key == room_key {
                     StoreError::AlreadyExists
@@ -704,16 +716,7 @@ impl Store for EmbeddedStore {
         let owner_key = owner.canonical();
         self.read(move |txn| {
             let owned = txn.open_table(OWNED_ROOMS).map_err(backend)?;
-            let upper = successor(&owner_key);
-            let mut count = 0;
-            for entry in owned
-                .range((owner_key.as_str(), "")..(upper.as_str(), ""))
-                .map_err(backend)?
-            {
-                entry.map_err(backend)?;
-                count += 1;
-            }
-            Ok(count)
+            count_owned(&owned, &owner_key, usize::MAX)
         })
         .await
     }
@@ -928,6 +931,31 @@ impl Store for EmbeddedStore {
             .await
     }
 
+    async fn prune_messages(&self, policy: &Retention) -> Result<u64, StoreError> {
+        if policy.keeps_everything() {
+            return Ok(0);
+        }
+        let rooms = self
+            .read(|txn| {
+                let rooms = txn.open_table(ROOMS).map_err(backend)?;
+                let mut keys = Vec::new();
+                for entry in rooms.iter().map_err(backend)? {
+                    keys.push(entry.map_err(backend)?.0.value().to_owned());
+                }
+                Ok(keys)
+            })
+            .await?;
+        let mut deleted = 0;
+        // One write transaction per room: appends to other rooms are not held up for long.
+        for room_key in rooms {
+            let policy = *policy;
+            deleted += self
+                .write(move |txn| retention::prune_room(txn, &room_key, &policy))
+                .await?;
+        }
+        Ok(deleted)
+    }
+
     async fn history_for(
         &self,
         room: &RoomKey,
@@ -1032,6 +1060,35 @@ fn fill_owned_rooms(txn: &WriteTransaction) -> Result<(), StoreError> {
 
 /// The display form of `user_key`: the registered account's, or `fallback` when the user
 /// has no account (the store does not require one).
+/// How many rooms the owner with canonical name `owner_key` created, counting no further
+/// than `limit` (a quota check needs to know no more).
+fn count_owned(
+    owned: &impl ReadableTable<(&'static str, &'static str), ()>,
+    owner_key: &str,
+    limit: usize,
+) -> Result<usize, StoreError> {
+    let upper = successor(owner_key);
+    let mut count = 0;
+    for entry in owned
+        .range((owner_key, "")..(upper.as_str(), ""))
+        .map_err(backend)?
+        .take(limit)
+    {
+        entry.map_err(backend)?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// [`count_owned`] inside a write transaction.
+fn owned_rooms(txn: &WriteTransaction, owner_key: &str, limit: usize) -> Result<usize, StoreError> {
+    count_owned(
+        &txn.open_table(OWNED_ROOMS).map_err(backend)?,
+        owner_key,
+        limit,
+    )
+}
+
 fn display_username(
     txn: &WriteTransaction,
     user_key: &str,
@@ -1086,24 +1143,27 @@ fn insert_membership(
     let mut first = txn.open_table(FIRST_SEQ).map_err(backend)?;
     if first.get((room_key, user_key)).map_err(backend)?.is_none() {
         let next =
-            last_seq(&txn.open_table(MESSAGES).map_err(backend)?, room_key)?.saturating_add(1);
+            last_seq(txn, &txn.open_table(MESSAGES).map_err(backend)?, room_key)?.saturating_add(1);
         first.insert((room_key, user_key), next).map_err(backend)?;
     }
     Ok(())
 }
 
-/// The room's newest sequence number, 0 when it has no messages.
+/// The room's newest sequence number, 0 when it never had messages: its last message's,
+/// or the highest one retention deleted when that is higher (numbers are never reused).
 fn last_seq(
+    txn: &WriteTransaction,
     messages: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
     room_key: &str,
 ) -> Result<u64, StoreError> {
-    Ok(messages
+    let stored = messages
         .range((room_key, 0)..=(room_key, u64::MAX))
         .map_err(backend)?
         .next_back()
         .transpose()
         .map_err(backend)?
-        .map_or(0, |(key, _)| key.value().1))
+        .map_or(0, |(key, _)| key.value().1);
+    Ok(stored.max(retention::seq_floor(txn, room_key)?))
 }
 
 /// One message waiting for the group-commit writer.
@@ -1434,7 +1494,7 @@ fn append_in(txn: &WriteTransaction, job: &AppendJob) -> Result<u64, StoreError>
         return Err(StoreError::AlreadyExists);
     }
     let mut messages = txn.open_table(MESSAGES).map_err(backend)?;
-    let seq = last_seq(&messages, room_key)?
+    let seq = last_seq(txn, &messages, room_key)?
         .checked_add(1)
         .ok_or_else(|| backend("message sequence exhausted"))?;
     ids.insert((room_key, &job.id.0), seq).map_err(backend)?;
@@ -1536,6 +1596,7 @@ mod tests {
                     hidden: false,
                     created_at_ms: 0,
                 },
+                usize::MAX,
             )
             .await
             .expect("room");
@@ -1604,6 +1665,7 @@ mod tests {
                     hidden: false,
                     created_at_ms: 0,
                 },
+                usize::MAX,
             )
             .await
             .expect("room");
@@ -1757,6 +1819,7 @@ mod tests {
                     hidden: false,
                     created_at_ms: 0,
                 },
+                usize::MAX,
             )
             .await
             .expect("room");
@@ -1850,6 +1913,7 @@ mod tests {
                         hidden: true,
                         created_at_ms: 2,
                     },
+                    usize::MAX,
                 )
                 .await
                 .expect("create room");
@@ -1925,6 +1989,7 @@ mod tests {
                     hidden: false,
                     created_at_ms: 0,
                 },
+                usize::MAX,
             )
             .await
             .expect("create room");
