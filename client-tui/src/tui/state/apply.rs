@@ -5,7 +5,7 @@ use shared::{RoomName, Username};
 use super::super::command::Command;
 use super::super::event::{describe_disconnect, list, ConnectionState, UiEvent};
 use super::words::{join_line, plural, rejection_words, short_fingerprint};
-use super::{AppState, DialogKind, Effect, Focus, KeyAlert, Level, Lobby, Phase};
+use super::{AppState, DialogKind, Effect, Focus, KeyAlert, Level, OutState, Phase};
 use crate::directory::KeyStatus;
 use crate::events::{ClientEvent, MembershipSource};
 
@@ -34,18 +34,11 @@ impl AppState {
                 );
                 self.me = Some(me);
                 self.phase = Phase::Main;
-                vec![Effect::EnterMain, Effect::FocusLobby]
+                vec![Effect::EnterMain]
             }
-            UiEvent::Connection(state) => {
-                self.connection_changed(state);
-                Vec::new()
-            }
+            UiEvent::Connection(state) => self.connection_changed(state),
             UiEvent::RoomList(list) => {
-                self.lobby = Lobby {
-                    rooms: list.rooms,
-                    users_online: list.users_online,
-                    loaded: true,
-                };
+                self.lobby.replace(list);
                 if self
                     .status
                     .as_ref()
@@ -89,6 +82,7 @@ impl AppState {
                     effects.extend(self.show_room(&view.room));
                     self.set_status(format!("Joined #{}", view.room), Level::Info);
                 }
+                self.settle_outbox(&view.room);
                 effects
             }
             UiEvent::HistoryLoaded(page) => {
@@ -97,6 +91,7 @@ impl AppState {
                 buffer.loading_older = false;
                 buffer.merge_history(&page, me.as_ref());
                 let effects = buffer.continue_gap_fill(&page);
+                self.settle_outbox(&page.room);
                 if self
                     .status
                     .as_ref()
@@ -118,8 +113,18 @@ impl AppState {
                 ack,
             } => {
                 self.resent.remove(&local_id);
+                self.outbox.remove(local_id);
                 if let Some(buffer) = self.room_mut(&room) {
                     buffer.timeline.confirm(local_id, &ack);
+                }
+                Vec::new()
+            }
+            UiEvent::AlreadyStored { room, local_id } => {
+                self.resent.remove(&local_id);
+                if let Some(sent) = self.outbox.remove(local_id) {
+                    if let Some(buffer) = self.room_mut(&room) {
+                        buffer.timeline.confirm_stored(local_id, sent.message_id);
+                    }
                 }
                 Vec::new()
             }
@@ -127,15 +132,38 @@ impl AppState {
                 room,
                 local_id,
                 reason,
+                waiting,
             } => {
                 self.resent.remove(&local_id);
+                self.outbox.failed(local_id, waiting);
                 if let Some(buffer) = self.room_mut(&room) {
-                    buffer.timeline.fail(local_id, &reason);
+                    if waiting {
+                        buffer.timeline.wait(local_id);
+                    } else {
+                        buffer.timeline.fail(local_id, &reason);
+                    }
                 }
-                self.set_status(format!("Not sent to #{room}: {reason}"), Level::Error);
+                // Not re-sent from here even if the state still says online: the report
+                // of the lost connection may be on its way, and re-sending into it would
+                // loop. The next connection (or /retry) sends it.
+                if waiting {
+                    self.set_status(
+                        format!(
+                            "Not sent to #{room} yet: {reason} It goes out once you are \
+                             connected (/reconnect to try now, /retry to send it now)."
+                        ),
+                        Level::Warning,
+                    );
+                } else {
+                    self.set_status(
+                        format!("Not sent to #{room}: {reason} /retry sends it again."),
+                        Level::Error,
+                    );
+                }
                 Vec::new()
             }
             UiEvent::Left(room) => {
+                self.outbox.remove_room(&room);
                 self.rooms.retain(|r| !r.name.same_as(&room));
                 let effects = if matches!(&self.focus, Focus::Room(key) if *key == room.canonical())
                 {
@@ -264,11 +292,47 @@ impl AppState {
         }
     }
 
-    fn connection_changed(&mut self, state: ConnectionState) {
+    /// After a (re)connection, every message waiting for it goes out again.
+    fn resend_waiting(&mut self) -> Vec<Effect> {
+        let again = self.outbox.resend_waiting();
+        for command in &again {
+            if let Command::Send { room, local_id, .. } = command {
+                if let Some(buffer) = self.room_mut(room) {
+                    buffer.timeline.sending(*local_id);
+                }
+            }
+        }
+        again.into_iter().map(Effect::Command).collect()
+    }
+
+    /// Forgets unconfirmed messages of `room` that history shows stored already (an
+    /// earlier attempt was stored and its ack lost), so they are not sent again.
+    fn settle_outbox(&mut self, room: &RoomName) {
+        let Some(index) = self.rooms.iter().position(|r| r.name.same_as(room)) else {
+            return;
+        };
+        let stored: Vec<u64> = self
+            .outbox
+            .items()
+            .iter()
+            .filter(|o| o.room.same_as(room) && o.state != OutState::InFlight)
+            .filter(|o| self.rooms[index].timeline.has_message_id(&o.message_id))
+            .map(|o| o.local_id)
+            .collect();
+        for local_id in stored {
+            self.outbox.remove(local_id);
+            self.rooms[index].timeline.remove_pending(local_id);
+        }
+    }
+
+    fn connection_changed(&mut self, state: ConnectionState) -> Vec<Effect> {
         let was_online = self.connection == ConnectionState::Online;
+        let mut effects = Vec::new();
         match &state {
             ConnectionState::Online if !was_online => {
                 self.set_status(format!("Connected to {}", self.server_url), Level::Info);
+                self.connection = state.clone();
+                effects = self.resend_waiting();
                 if self.rooms.iter().any(|r| !r.timeline.entries().is_empty()) {
                     for buffer in &mut self.rooms {
                         buffer.timeline.push_notice("Reconnected.", Level::Info);
@@ -300,6 +364,7 @@ impl AppState {
             ConnectionState::Connecting | ConnectionState::Online => {}
         }
         self.connection = state;
+        effects
     }
 
     /// A send refused because members were added: shows the additions the client's
@@ -320,16 +385,25 @@ impl AppState {
                 .push_notice(join_line(user, "was added", None), Level::Info);
             buffer.announced_joins.push(key);
         }
-        let Some(text) = buffer.timeline.pending_text(local_id).map(str::to_owned) else {
-            return Vec::new();
-        };
-        if !first_refusal {
-            let reason = "more members were added while sending; send it again to include them";
-            buffer.timeline.fail(local_id, reason);
-            self.resent.remove(&local_id);
-            self.set_status(format!("Not sent to #{room}: {reason}."), Level::Warning);
+        if buffer.timeline.pending_text(local_id).is_none() {
             return Vec::new();
         }
+        if !first_refusal {
+            let reason = "more members were added while sending.";
+            buffer.timeline.fail(local_id, reason);
+            self.outbox.failed(local_id, false);
+            self.resent.remove(&local_id);
+            self.set_status(
+                format!("Not sent to #{room}: {reason} /retry sends it to them too."),
+                Level::Warning,
+            );
+            return Vec::new();
+        }
+        // This attempt is over (nothing was stored): send it again under the same id.
+        self.outbox.failed(local_id, false);
+        let Some(again) = self.outbox.resend(local_id) else {
+            return Vec::new();
+        };
         self.resent.insert(local_id);
         self.set_status(
             format!(
@@ -338,11 +412,7 @@ impl AppState {
             ),
             Level::Info,
         );
-        vec![Effect::Command(Command::Send {
-            room: room.clone(),
-            text,
-            local_id,
-        })]
+        vec![Effect::Command(again)]
     }
 
     fn client_event(&mut self, event: ClientEvent) -> Vec<Effect> {

@@ -3,15 +3,24 @@
 //! The UI keeps exactly one `AppState` (in cursive's user data). Two entry points change
 //! it, and both return [`Effect`]s for the cursive layer to carry out:
 //!
-//! - [`AppState::act`] for an [`Action`] (a key, a form, the input line);
-//! - [`AppState::apply`] for a [`UiEvent`] from the network task.
+//! - [`AppState::act`] for an [`Action`](super::command::Action) (a key, a form, the
+//!   input line), in `act.rs`;
+//! - [`AppState::apply`] for a [`UiEvent`](super::event::UiEvent) from the network task,
+//!   in `apply.rs`.
+//!
+//! The parts, one concern each: [`Timeline`] (a room's lines), [`RoomBuffer`] (a joined
+//! room), [`Lobby`] (the public rooms and the row chosen), [`Outbox`] (messages not
+//! confirmed yet, sent again under the same id), [`InputHistory`] and [`complete`] (the
+//! input line's Up/Down and Tab), [`StatusLine`] (with its expiry), and plain words.
 //!
 //! Views are re-rendered from the state after each call, so the logic here is tested
-//! without a terminal (see the tests at the bottom and `tests/tui_views.rs`).
+//! without a terminal (`state/tests.rs`, `tests/tui_views.rs`, `tests/tui_focus.rs`).
 
 mod act;
 mod apply;
+mod input;
 mod lobby;
+mod outbox;
 mod room;
 mod status;
 #[cfg(test)]
@@ -20,7 +29,7 @@ mod timeline;
 mod words;
 
 use std::collections::{HashSet, VecDeque};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use shared::crypto::keys::Fingerprint;
 use shared::{RoomName, Username};
@@ -30,7 +39,9 @@ use super::event::{ConnectionState, Me};
 use super::profile::Start;
 use crate::directory::MemberView;
 
+pub use self::input::{complete, Completion, InputHistory};
 pub use self::lobby::Lobby;
+pub use self::outbox::{OutState, Outbox, Outgoing};
 pub use self::room::RoomBuffer;
 pub use self::status::{Level, StatusLine};
 pub use self::timeline::{Delivery, Entry, EntryKind, Timeline};
@@ -126,6 +137,11 @@ pub enum DialogKind {
         /// The fingerprint to compare.
         fingerprint: Fingerprint,
     },
+    /// "Quit?" after Ctrl-C, which is pressed by accident as often as on purpose.
+    ConfirmQuit {
+        /// Messages not confirmed by the server, lost on quitting.
+        unsent: usize,
+    },
     /// "Replace your key?" before rotating it.
     ConfirmRotate {
         /// The user's current fingerprint.
@@ -149,10 +165,9 @@ pub enum Effect {
     EnterMain,
     /// Open a dialog.
     Dialog(DialogKind),
-    /// Put the cursor in the input line.
-    FocusInput,
-    /// Put the cursor in the lobby's room list.
-    FocusLobby,
+    /// Replace what the input line holds (history, completion). The input line is the
+    /// only widget of the main screen that takes keys, so there is no focus to move.
+    SetInput(String),
     /// Close the key-change dialog for this user if it is open (the change was settled,
     /// e.g. by a verified rotation).
     CloseKeyAlert(Username),
@@ -186,6 +201,10 @@ pub struct AppState {
     /// The key the server presented for the user, once the alarm was raised for it (the
     /// alarm dialog opens once per presented key, not once per room).
     pub own_key_alarm: Option<Fingerprint>,
+    /// The user's messages not confirmed by the server yet.
+    pub outbox: Outbox,
+    /// Lines sent from the input line, for Up and Down.
+    pub history: InputHistory,
     /// Pending messages already re-sent once after members were added.
     resent: HashSet<u64>,
     /// The next id for a pending message.
@@ -211,6 +230,8 @@ impl AppState {
             key_changes: VecDeque::new(),
             busy: None,
             own_key_alarm: None,
+            outbox: Outbox::default(),
+            history: InputHistory::default(),
             resent: HashSet::new(),
             next_local_id: 1,
         }
@@ -249,10 +270,17 @@ impl AppState {
     }
 
     fn set_status(&mut self, text: impl Into<String>, level: Level) {
-        self.status = Some(StatusLine {
-            text: text.into(),
-            level,
-        });
+        self.status = Some(StatusLine::new(text, level));
+    }
+
+    /// Clears the status line once it has been up for its level's lifetime. Returns
+    /// whether it changed (the screen then needs a render).
+    pub fn expire_status(&mut self, now: Instant) -> bool {
+        if self.status.as_ref().is_some_and(|s| s.expired(now)) {
+            self.status = None;
+            return true;
+        }
+        false
     }
 
     /// Informational status lines describe the moment; moving elsewhere retires them.
@@ -266,7 +294,7 @@ impl AppState {
         self.me.as_ref().map(|m| &m.username)
     }
 
-    /// Shows a joined room (resetting its unread count) and focuses the input line.
+    /// Shows a joined room (resetting its unread count).
     fn show_room(&mut self, name: &RoomName) -> Vec<Effect> {
         let Some(room) = self.room_mut(name) else {
             return Vec::new();
@@ -274,13 +302,13 @@ impl AppState {
         room.unread = 0;
         self.focus = Focus::Room(name.canonical());
         self.clear_info_status();
-        vec![Effect::FocusInput]
+        Vec::new()
     }
 
     fn show_lobby(&mut self) -> Vec<Effect> {
         self.focus = Focus::Lobby;
         self.clear_info_status();
-        vec![Effect::Command(Command::RefreshRooms), Effect::FocusLobby]
+        vec![Effect::Command(Command::RefreshRooms)]
     }
 
     /// The order the room list shows: the lobby, then the joined rooms.
@@ -298,7 +326,7 @@ impl AppState {
         if next == 0 {
             self.focus = Focus::Lobby;
             self.clear_info_status();
-            return vec![Effect::FocusLobby];
+            return Vec::new();
         }
         let name = self.rooms[(next - 1) as usize].name.clone();
         self.show_room(&name)

@@ -1,4 +1,7 @@
-//! The status line: one short message above the help bar, and how loud it is.
+//! The status line: one short message above the help bar, how loud it is, and when it
+//! stops being news.
+
+use std::time::{Duration, Instant};
 
 /// How loud a notice or status line is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -11,6 +14,18 @@ pub enum Level {
     Error,
 }
 
+impl Level {
+    /// How long a status line of this level stays up: information describes the moment,
+    /// warnings and errors stay long enough to be read after looking away.
+    pub fn lifetime(self) -> Duration {
+        match self {
+            Self::Info => Duration::from_secs(8),
+            Self::Warning => Duration::from_secs(30),
+            Self::Error => Duration::from_secs(60),
+        }
+    }
+}
+
 /// The line above the help bar.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusLine {
@@ -18,4 +33,22 @@ pub struct StatusLine {
     pub text: String,
     /// How loud.
     pub level: Level,
+    /// When it was set, so it can expire ([`Level::lifetime`]).
+    pub since: Instant,
+}
+
+impl StatusLine {
+    /// A status line set now.
+    pub fn new(text: impl Into<String>, level: Level) -> Self {
+        Self {
+            text: text.into(),
+            level,
+            since: Instant::now(),
+        }
+    }
+
+    /// Whether it has been up for longer than its level's lifetime at `now`.
+    pub fn expired(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.since) >= self.level.lifetime()
+    }
 }

@@ -82,7 +82,7 @@ fn logged_in() -> AppState {
         fingerprint: Fingerprint([1; 32]),
         key_path: PathBuf::from("/k.pem"),
     }));
-    assert_eq!(effects, vec![Effect::EnterMain, Effect::FocusLobby]);
+    assert_eq!(effects, vec![Effect::EnterMain]);
     state.apply(UiEvent::Connection(ConnectionState::Online));
     state
 }
@@ -241,29 +241,36 @@ fn unread_counts_grow_elsewhere_and_reset_on_view() {
     ))));
     assert_eq!(state.room(&room("a")).map(|r| r.unread), Some(2));
     assert_eq!(state.room(&room("b")).map(|r| r.unread), Some(0));
-    assert_eq!(
-        state.act(Action::PrevRoom),
-        vec![Effect::FocusInput],
-        "b → a"
-    );
+    assert_eq!(state.act(Action::PrevRoom), Vec::new());
+    assert_eq!(state.focus, Focus::Room("a".into()), "b → a");
     assert_eq!(state.room(&room("a")).map(|r| r.unread), Some(0));
-    assert_eq!(state.act(Action::PrevRoom), vec![Effect::FocusLobby]);
+    assert_eq!(state.act(Action::PrevRoom), Vec::new());
     assert_eq!(state.focus, Focus::Lobby);
 }
 
 #[test]
 fn sending_needs_a_room_and_creates_a_pending_line() {
     let mut state = logged_in();
-    assert!(state.act(Action::Send("hi".into())).is_empty());
+    assert_eq!(
+        state.act(Action::Send("hi".into())),
+        vec![Effect::SetInput("hi".into())],
+        "the text is given back, not lost"
+    );
     assert_eq!(state.status.as_ref().map(|s| s.level), Some(Level::Warning));
     open(&mut state, "a", true, Vec::new());
     let effects = state.act(Action::Send("hi".into()));
+    let message_id = state
+        .outbox
+        .get(1)
+        .map(|o| o.message_id)
+        .expect("in the outbox");
     assert_eq!(
         effects,
         vec![Effect::Command(Command::Send {
             room: room("a"),
             text: "hi".into(),
             local_id: 1,
+            message_id,
         })]
     );
     let pending = state
@@ -377,7 +384,12 @@ fn joining_an_open_room_switches_and_a_refused_join_asks_for_a_password() {
             room: room("A"),
             password: None
         }),
-        vec![Effect::FocusInput]
+        Vec::new()
+    );
+    assert_eq!(
+        state.focus,
+        Focus::Room("a".into()),
+        "switched, not joined again"
     );
     assert_eq!(
         state.apply(UiEvent::PasswordNeeded {
@@ -479,14 +491,16 @@ fn a_send_refused_for_added_members_shows_them_and_is_resent_once() {
         local_id: id,
         added: vec![name("carol")],
     });
+    let message_id = state.outbox.get(id).map(|o| o.message_id).expect("unsent");
     assert_eq!(
         effects,
         vec![Effect::Command(Command::Send {
             room: room("a"),
             text: "hello all".into(),
             local_id: id,
+            message_id,
         })],
-        "re-sent once, with the same line"
+        "re-sent once, with the same line and id"
     );
     assert!(notices(&state, "a").contains(&"→ carol was added".to_owned()));
     let pending = |s: &AppState| {
@@ -522,8 +536,21 @@ fn a_send_refused_for_added_members_shows_them_and_is_resent_once() {
             _ => None,
         })
     });
-    assert!(failed.is_some_and(|why| why.contains("send it again")));
+    assert!(failed.is_some_and(|why| why.contains("more members were added")));
     assert!(notices(&state, "a").contains(&"→ dave was added".to_owned()));
+    // On request it goes out again, under the same id, now to dave too.
+    let retried = state.act(Action::Retry);
+    assert!(
+        matches!(retried.as_slice(), [Effect::Command(Command::Send { local_id, message_id: m, .. })]
+            if *local_id == id && *m == message_id),
+        "{retried:?}"
+    );
+    state.apply(UiEvent::Sent {
+        room: room("a"),
+        local_id: id,
+        ack: ack("a", 20, 20),
+    });
+    assert!(state.outbox.get(id).is_none(), "confirmed, forgotten");
 
     // When the event came first, the error adds no second line, and the ack confirms.
     let id = send_pending(&mut state, "again");
@@ -881,4 +908,248 @@ fn rotating_asks_first_shows_progress_and_updates_the_fingerprint() {
         reason: "x".into(),
     }));
     assert!(state.act(Action::AskRotateKey).is_empty());
+}
+
+fn delivery_of(state: &AppState, r: &str, text: &str) -> Option<Delivery> {
+    state.room(&room(r)).and_then(|b| {
+        b.timeline.entries().iter().find_map(|e| match &e.kind {
+            EntryKind::Message {
+                text: t, delivery, ..
+            } if t == text => Some(delivery.clone()),
+            _ => None,
+        })
+    })
+}
+
+fn offline() -> ConnectionState {
+    ConnectionState::Offline {
+        reason: "The connection to the server was lost.".into(),
+        retry_in: Duration::from_secs(4),
+        attempt: 1,
+    }
+}
+
+#[test]
+fn a_message_cut_off_by_the_connection_waits_and_goes_out_again_once_online() {
+    let mut state = logged_in();
+    open(&mut state, "a", true, Vec::new());
+    let id = send_pending(&mut state, "not lost");
+    let message_id = state.outbox.get(id).map(|o| o.message_id).expect("unsent");
+    state.apply(UiEvent::Connection(offline()));
+    state.apply(UiEvent::SendFailed {
+        room: room("a"),
+        local_id: id,
+        reason: "The connection to the server was lost.".into(),
+        waiting: true,
+    });
+    assert_eq!(
+        delivery_of(&state, "a", "not lost"),
+        Some(Delivery::Waiting)
+    );
+    let status = state.status.clone().expect("said");
+    assert!(status.text.contains("once you are connected"), "{status:?}");
+    assert!(!status.text.contains("Not sent: Not sent"), "{status:?}");
+
+    let effects = state.apply(UiEvent::Connection(ConnectionState::Online));
+    assert_eq!(
+        effects,
+        vec![Effect::Command(Command::Send {
+            room: room("a"),
+            text: "not lost".into(),
+            local_id: id,
+            message_id,
+        })],
+        "sent again under the same id"
+    );
+    assert_eq!(
+        delivery_of(&state, "a", "not lost"),
+        Some(Delivery::Sending)
+    );
+    assert!(
+        state
+            .apply(UiEvent::Connection(ConnectionState::Online))
+            .is_empty(),
+        "never twice"
+    );
+    // The server had stored the first attempt: the duplicate is refused, the line kept once.
+    state.apply(UiEvent::AlreadyStored {
+        room: room("a"),
+        local_id: id,
+    });
+    assert_eq!(
+        delivery_of(&state, "a", "not lost"),
+        Some(Delivery::Verified)
+    );
+    assert!(state.outbox.items().is_empty());
+}
+
+#[test]
+fn a_waiting_message_that_history_shows_stored_is_not_sent_again() {
+    let mut state = logged_in();
+    open(&mut state, "a", true, Vec::new());
+    let id = send_pending(&mut state, "stored, ack lost");
+    let message_id = state.outbox.get(id).map(|o| o.message_id).expect("unsent");
+    state.apply(UiEvent::Connection(offline()));
+    state.apply(UiEvent::SendFailed {
+        room: room("a"),
+        local_id: id,
+        reason: "lost".into(),
+        waiting: true,
+    });
+    // The re-opened room's newest page holds it.
+    let mut stored = msg("a", 5, "alice", "stored, ack lost");
+    stored.message_id = message_id;
+    open(&mut state, "a", false, vec![stored]);
+    assert!(state.outbox.items().is_empty());
+    let shown = state
+        .room(&room("a"))
+        .map(|b| {
+            b.timeline
+                .entries()
+                .iter()
+                .filter(|e| matches!(&e.kind, EntryKind::Message { text, .. } if text == "stored, ack lost"))
+                .count()
+        })
+        .unwrap_or_default();
+    assert_eq!(shown, 1, "shown once");
+    assert!(state
+        .apply(UiEvent::Connection(ConnectionState::Online))
+        .is_empty());
+}
+
+#[test]
+fn a_refused_message_stays_visible_until_the_user_retries() {
+    let mut state = logged_in();
+    open(&mut state, "a", true, Vec::new());
+    let id = send_pending(&mut state, "refused");
+    state.apply(UiEvent::SendFailed {
+        room: room("a"),
+        local_id: id,
+        reason: "The key of bob changed and is not accepted yet.".into(),
+        waiting: false,
+    });
+    assert!(matches!(
+        delivery_of(&state, "a", "refused"),
+        Some(Delivery::Failed(_))
+    ));
+    assert!(
+        state
+            .apply(UiEvent::Connection(ConnectionState::Online))
+            .is_empty(),
+        "a refusal is not retried behind the user's back"
+    );
+    let status = state.status.clone().expect("said").text;
+    assert!(status.contains("/retry"), "{status}");
+    assert_eq!(state.act(Action::Retry).len(), 1);
+    assert_eq!(delivery_of(&state, "a", "refused"), Some(Delivery::Sending));
+    assert!(state.act(Action::Retry).is_empty(), "under way already");
+}
+
+#[test]
+fn reconnect_cuts_the_back_off_short_only_while_offline() {
+    let mut state = logged_in();
+    assert!(state.act(Action::Reconnect).is_empty(), "online already");
+    state.apply(UiEvent::Connection(offline()));
+    assert_eq!(
+        state.act(Action::Reconnect),
+        vec![Effect::Command(Command::Reconnect)]
+    );
+}
+
+#[test]
+fn status_lines_expire_by_their_level() {
+    let mut state = logged_in();
+    state.act(Action::Refresh);
+    let since = state.status.as_ref().map(|s| s.since).expect("set");
+    assert!(!state.expire_status(since + Duration::from_secs(2)));
+    assert!(state.expire_status(since + Duration::from_secs(9)));
+    assert!(state.status.is_none());
+    state.apply(UiEvent::Warning("look".into()));
+    let since = state.status.as_ref().map(|s| s.since).expect("set");
+    assert!(
+        !state.expire_status(since + Duration::from_secs(9)),
+        "warnings stay longer"
+    );
+    assert!(state.expire_status(since + Duration::from_secs(31)));
+}
+
+#[test]
+fn up_and_down_move_the_lobby_cursor_and_recall_lines_in_a_room() {
+    let mut state = logged_in();
+    state.apply(UiEvent::RoomList(shared::protocol::RoomList {
+        rooms: ["x", "y"]
+            .iter()
+            .map(|n| shared::protocol::RoomSummary {
+                name: room(n),
+                has_password: false,
+                members: 1,
+                members_online: 1,
+            })
+            .collect(),
+        users_online: 1,
+        next_after: None,
+    }));
+    assert_eq!(state.act(Action::Submit(String::new())), Vec::new());
+    state.act(Action::Down);
+    state.act(Action::Down);
+    state.act(Action::Down);
+    assert_eq!(
+        state.lobby.chosen().map(|r| r.name.to_string()),
+        Some("y".into())
+    );
+    assert_eq!(
+        state.act(Action::Submit(String::new())),
+        vec![Effect::Command(Command::JoinRoom {
+            room: room("y"),
+            password: None
+        })]
+    );
+
+    open(&mut state, "a", true, Vec::new());
+    state.act(Action::Submit("one".into()));
+    state.act(Action::Submit("/join den secret".into()));
+    state.act(Action::Submit("two".into()));
+    assert_eq!(
+        state.act(Action::Up {
+            draft: "dra".into()
+        }),
+        vec![Effect::SetInput("two".into())]
+    );
+    assert_eq!(
+        state.act(Action::Up {
+            draft: "two".into()
+        }),
+        vec![Effect::SetInput("one".into())],
+        "a line with a room password is not remembered"
+    );
+    assert_eq!(
+        state.act(Action::Down),
+        vec![Effect::SetInput("two".into())]
+    );
+    assert_eq!(
+        state.act(Action::Down),
+        vec![Effect::SetInput("dra".into())]
+    );
+}
+
+#[test]
+fn a_mistyped_command_is_given_back_to_fix() {
+    let mut state = logged_in();
+    assert_eq!(
+        state.act(Action::Submit("/jion den".into())),
+        vec![Effect::SetInput("/jion den".into())]
+    );
+    assert_eq!(state.status.as_ref().map(|s| s.level), Some(Level::Warning));
+}
+
+#[test]
+fn tab_completes_members_of_the_room_shown() {
+    let mut state = logged_in();
+    open(&mut state, "a", true, Vec::new());
+    assert_eq!(
+        state.act(Action::Complete {
+            line: "hi b".into()
+        }),
+        vec![Effect::SetInput("hi bob ".into())]
+    );
 }

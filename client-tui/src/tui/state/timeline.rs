@@ -16,6 +16,9 @@ pub enum Delivery {
     Verified,
     /// The user's own message, being encrypted and sent.
     Sending,
+    /// The user's own message, waiting for the connection: it is sent again (with the
+    /// same id) once the client is online.
+    Waiting,
     /// The user's own message that could not be sent.
     Failed(String),
 }
@@ -253,9 +256,54 @@ impl Timeline {
 
     /// Marks a pending message as failed.
     pub fn fail(&mut self, local_id: u64, reason: &str) {
+        self.set_delivery(local_id, Delivery::Failed(reason.to_owned()));
+    }
+
+    /// Marks a pending message as waiting for the connection.
+    pub fn wait(&mut self, local_id: u64) {
+        self.set_delivery(local_id, Delivery::Waiting);
+    }
+
+    /// Marks a pending message as being sent (again).
+    pub fn sending(&mut self, local_id: u64) {
+        self.set_delivery(local_id, Delivery::Sending);
+    }
+
+    /// A pending message the server already holds (an earlier attempt was stored, its
+    /// ack lost): dropped if that message is shown already, else marked stored under its
+    /// id, so the copy history brings later is recognised.
+    pub fn confirm_stored(&mut self, local_id: u64, id: MessageId) {
+        let Some(i) = self.pending_index(local_id) else {
+            return;
+        };
+        if self.has_message_id(&id) {
+            self.entries.remove(i);
+            return;
+        }
+        if let EntryKind::Message {
+            local_id: l,
+            message_id,
+            delivery,
+            ..
+        } = &mut self.entries[i].kind
+        {
+            *l = None;
+            *message_id = Some(id);
+            *delivery = Delivery::Verified;
+        }
+    }
+
+    /// Drops a pending line (its message arrived through history, or its room was left).
+    pub fn remove_pending(&mut self, local_id: u64) {
+        if let Some(i) = self.pending_index(local_id) {
+            self.entries.remove(i);
+        }
+    }
+
+    fn set_delivery(&mut self, local_id: u64, to: Delivery) {
         if let Some(i) = self.pending_index(local_id) {
             if let EntryKind::Message { delivery, .. } = &mut self.entries[i].kind {
-                *delivery = Delivery::Failed(reason.to_owned());
+                *delivery = to;
             }
         }
     }

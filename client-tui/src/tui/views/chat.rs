@@ -22,17 +22,17 @@ use cursive::utils::markup::StyledString;
 use cursive::view::ScrollStrategy;
 use cursive::views::{
     EditView, HideableView, LinearLayout, NamedView, OnEventView, Panel, ResizedView, ScrollView,
-    SelectView, TextView,
+    TextView,
 };
 use cursive::Cursive;
 
-use super::super::app::dispatch;
-use super::super::command::{parse_input, Action};
+use super::super::command::Action;
 use super::super::event::ConnectionState;
+use super::super::shell::act as dispatch;
 use super::super::state::{
     short_fingerprint, AppState, Delivery, Entry, EntryKind, Focus, Level, RoomBuffer,
 };
-use super::{help, level_style, lobby, name_style, trust_mark};
+use super::{help, level_style, lobby, name_style, trust_mark, Unfocusable};
 
 /// The narrowest screen that still shows the member pane.
 const MEMBERS_MIN_SCREEN: usize = 90;
@@ -74,20 +74,10 @@ pub enum ListTarget {
     Room(String),
 }
 
-/// Builds the main screen and makes it the only layer.
+/// Builds the main screen and makes it the only layer. Its input line is the only
+/// widget that takes the focus (see the module doc of [`super`]).
 pub fn show_main(siv: &mut Cursive) {
-    let room_list = SelectView::<ListTarget>::new()
-        .on_submit(|s, target: &ListTarget| {
-            let action = match target {
-                ListTarget::Lobby => Action::ShowLobby,
-                ListTarget::Room(key) => match shared::RoomName::parse(key) {
-                    Ok(room) => Action::ShowRoom(room),
-                    Err(_) => return,
-                },
-            };
-            dispatch(s, action);
-        })
-        .with_name(super::ROOM_LIST);
+    let room_list = TextView::new("").with_name(super::ROOM_LIST);
 
     let timeline = ScrollView::new(TextView::new("").with_name(super::TIMELINE))
         .scroll_strategy(ScrollStrategy::StickToBottom)
@@ -114,31 +104,28 @@ pub fn show_main(siv: &mut Cursive) {
             .child(chat)
             .full_screen(),
     };
-    let body = LinearLayout::horizontal()
-        .child(Panel::new(room_list).title("Rooms").fixed_width(20))
-        .child(centre)
-        .child(members)
-        .full_height();
+    let body = Unfocusable::new(
+        LinearLayout::horizontal()
+            .child(Panel::new(room_list).title("Rooms").fixed_width(20))
+            .child(centre)
+            .child(members),
+    )
+    .full_height();
 
     let input = EditView::new()
         .on_submit(|s, text| {
             let line = text.to_owned();
-            s.call_on_name(super::INPUT, |v: &mut EditView| v.set_content(""));
-            match parse_input(&line) {
-                Ok(Some(action)) => dispatch(s, action),
-                Ok(None) => {}
-                Err(message) => {
-                    super::super::app::with_app(s, |_, app| {
-                        app.state.status = Some(super::super::state::StatusLine {
-                            text: message,
-                            level: Level::Warning,
-                        });
-                    });
-                    super::super::app::render(s);
-                }
-            }
+            set_input(s, "");
+            dispatch(s, Action::Submit(line));
         })
-        .with_name(super::INPUT)
+        .with_name(super::INPUT);
+    // Tab is caught here, on its way to the input line: cursive's layers would otherwise
+    // use it to wrap the focus around (back to the input line, the only stop).
+    let input = OnEventView::new(input)
+        .on_pre_event(Key::Tab, |s| {
+            let line = input_text(s);
+            dispatch(s, Action::Complete { line });
+        })
         .full_width();
     let input_line = LinearLayout::horizontal()
         .child(TextView::new("> ").with_name(super::PROMPT))
@@ -154,6 +141,20 @@ pub fn show_main(siv: &mut Cursive) {
     let _ = siv.focus_name(super::INPUT);
 }
 
+/// What the input line holds.
+pub fn input_text(siv: &mut Cursive) -> String {
+    siv.call_on_name(super::INPUT, |v: &mut EditView| v.get_content().to_string())
+        .unwrap_or_default()
+}
+
+/// Replaces what the input line holds, with the cursor at its end.
+pub fn set_input(siv: &mut Cursive, text: &str) {
+    siv.call_on_name(super::INPUT, |v: &mut EditView| {
+        v.set_content(text);
+        v.set_cursor(text.len());
+    });
+}
+
 /// Scrolls the timeline one page up. Returns `true` if it was already at the top, which
 /// asks for older history.
 pub fn page_up(siv: &mut Cursive) -> bool {
@@ -163,6 +164,9 @@ pub fn page_up(siv: &mut Cursive) -> bool {
         }
         let viewport = s.content_viewport();
         let page = viewport.height().saturating_sub(1).max(1);
+        // Stop sticking to the bottom, or the next layout scrolls straight back down
+        // (PgUp "did nothing"); PgDn at the bottom sticks again.
+        let _ = s.set_scroll_strategy(ScrollStrategy::KeepRow);
         let _ = s.set_offset((0, viewport.top().saturating_sub(page)));
         false
     })
@@ -195,8 +199,8 @@ pub fn render(siv: &mut Cursive, state: &AppState) {
     siv.call_on_name(super::STATUS, |v: &mut TextView| {
         v.set_content(status(state))
     });
-    siv.call_on_name(super::ROOM_LIST, |v: &mut SelectView<ListTarget>| {
-        render_room_list(v, state)
+    siv.call_on_name(super::ROOM_LIST, |v: &mut TextView| {
+        v.set_content(room_list(state))
     });
     let room = state.current_room();
     siv.call_on_name(super::PROMPT, |v: &mut TextView| {
@@ -274,27 +278,28 @@ pub fn room_list_items(state: &AppState) -> Vec<(String, ListTarget)> {
     items
 }
 
-fn render_room_list(view: &mut SelectView<ListTarget>, state: &AppState) {
-    view.clear();
-    let selected = match &state.focus {
+/// The room list as text: the shown entry reversed, rooms with unread messages bold.
+/// It is only read: Ctrl-N/P and Alt-arrows move through it from the input line.
+fn room_list(state: &AppState) -> StyledString {
+    let shown = match &state.focus {
         Focus::Lobby => ListTarget::Lobby,
         Focus::Room(key) => ListTarget::Room(key.clone()),
     };
-    let mut selected_index = 0;
-    for (i, (label, target)) in room_list_items(state).into_iter().enumerate() {
-        if target == selected {
-            selected_index = i;
-        }
+    let mut out = StyledString::new();
+    for (label, target) in room_list_items(state) {
         let unread = matches!(&target, ListTarget::Room(key)
             if state.rooms.iter().any(|r| r.name.canonical() == *key && r.unread > 0));
-        let label = if unread {
-            StyledString::styled(label, Style::from(TextEffect::Bold))
+        let style = if target == shown {
+            Style::from(TextEffect::Reverse)
+        } else if unread {
+            Style::from(TextEffect::Bold)
         } else {
-            StyledString::plain(label)
+            Style::none()
         };
-        view.add_item(label, target);
+        out.append_styled(label, style);
+        out.append_plain("\n");
     }
-    let _ = view.set_selection(selected_index);
+    out
 }
 
 fn room_title(room: &RoomBuffer) -> String {
@@ -352,10 +357,27 @@ pub fn timeline(room: &RoomBuffer) -> StyledString {
     if room.loading_older {
         out.append_styled("  loading older messages…\n", level_style(Level::Info));
     }
+    let mut day = None;
     for entry in room.timeline.entries() {
+        let date = local_date(entry.time_ms);
+        if date.is_some() && date != day {
+            if let Some(date) = date {
+                out.append_styled(
+                    format!("──── {} ────\n", date.format("%A %-d %B %Y")),
+                    level_style(Level::Info),
+                );
+            }
+            day = date;
+        }
         append_entry(&mut out, entry, width);
     }
     out
+}
+
+/// The local calendar day of a timestamp (`None` if it is out of range).
+fn local_date(ms: u64) -> Option<chrono::NaiveDate> {
+    let ms = i64::try_from(ms).ok()?;
+    Some(Local.timestamp_millis_opt(ms).single()?.date_naive())
 }
 
 fn append_entry(out: &mut StyledString, entry: &Entry, width: usize) {
@@ -385,6 +407,7 @@ fn append_entry(out: &mut StyledString, entry: &Entry, width: usize) {
                     )),
                 ),
                 Delivery::Sending => (" … ", level_style(Level::Info)),
+                Delivery::Waiting => (" ↻ ", level_style(Level::Warning)),
                 Delivery::Failed(_) => (" ✗ ", level_style(Level::Error)),
             };
             out.append_styled(mark, style);
@@ -392,8 +415,16 @@ fn append_entry(out: &mut StyledString, entry: &Entry, width: usize) {
                 out.append_styled("⏱ ", level_style(Level::Warning));
             }
             out.append_plain(text.as_str());
-            if let Delivery::Failed(reason) = delivery {
-                out.append_styled(format!("  (not sent: {reason})"), level_style(Level::Error));
+            match delivery {
+                Delivery::Failed(reason) => out.append_styled(
+                    format!("  (not sent: {reason} /retry sends it again)"),
+                    level_style(Level::Error),
+                ),
+                Delivery::Waiting => out.append_styled(
+                    "  (waiting for the connection; sent once online)",
+                    level_style(Level::Warning),
+                ),
+                Delivery::Verified | Delivery::Sending => {}
             }
             if let Some(server) = disputed_server_time {
                 out.append_styled(

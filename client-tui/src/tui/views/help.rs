@@ -5,7 +5,15 @@ use cursive::utils::markup::StyledString;
 
 /// The key bindings of the main screen, as (keys, what they do).
 pub const BINDINGS: &[(&str, &str)] = &[
-    ("Enter", "send the message / join the selected room"),
+    (
+        "Enter",
+        "send the message / join the lobby row chosen with Up/Down",
+    ),
+    (
+        "Up / Down",
+        "earlier / later lines you sent; in the lobby: choose a room",
+    ),
+    ("Tab", "complete a command, #room or member name"),
     ("F1", "this help"),
     (
         "F2",
@@ -26,12 +34,9 @@ pub const BINDINGS: &[(&str, &str)] = &[
         "Ctrl-N / Ctrl-P",
         "next / previous room (also Alt-Right / Alt-Left)",
     ),
-    (
-        "Tab",
-        "move between the input line, the room list and the lobby",
-    ),
+    ("Ctrl-U / Ctrl-K", "delete before / after the cursor"),
     ("Esc", "close a dialog"),
-    ("Ctrl-Q / F10", "quit"),
+    ("Ctrl-Q / F10", "quit (Ctrl-C asks first)"),
 ];
 
 /// The commands the input line understands.
@@ -41,6 +46,8 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("/leave", "leave the current room"),
     ("/lobby, /refresh", "show / refresh the lobby"),
     ("/older", "load older messages"),
+    ("/retry", "send this room's unsent messages again"),
+    ("/reconnect", "reconnect now instead of waiting"),
     ("/fp, /keys", "your fingerprint / the members' keys"),
     ("/verify USER", "mark USER's key verified (after comparing)"),
     ("/rotate-key", "replace your key with a new one"),
@@ -103,7 +110,8 @@ pub fn help_text() -> String {
         out.push_str(&format!("  {command:<36} {what}\n"));
     }
     out.push_str(
-        "\nMarks in the conversation: ✓ signature verified · … sending · ✗ not sent · ⏱ the \
+        "\nMarks in the conversation: ✓ signature verified · … sending · ↻ waiting for the \
+         connection, sent again once online · ✗ not sent (/retry) · ⏱ the \
          signed time and the server's differ by minutes · ⚠ refused, or also sent to someone \
          not shown as a member\n\
          Marks in the member list: ✓✓ key verified by you · ✓ trusted on first use · ! key \
