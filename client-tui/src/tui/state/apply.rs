@@ -50,6 +50,7 @@ impl AppState {
             }
             UiEvent::RoomOpened { view, focus } => {
                 let me = self.my_name().cloned();
+                let shown = self.is_focused(&view.room) || focus;
                 let buffer = self.room_or_insert(&view.room);
                 let first_open = buffer.owner.is_none();
                 let newest_shown = buffer.timeline.newest_seq();
@@ -57,7 +58,12 @@ impl AppState {
                 buffer.has_password = view.has_password;
                 buffer.hidden = view.hidden;
                 buffer.members = view.members.clone();
-                buffer.merge_history(&view.history, me.as_ref());
+                let added = buffer.merge_history(&view.history, me.as_ref());
+                // Re-opened after a reconnect while the user looks elsewhere: what arrived
+                // meanwhile is unread, as if it had been pushed.
+                if !first_open && !shown {
+                    buffer.count_caught_up(&added, newest_shown);
+                }
                 let mut effects = Vec::new();
                 if !first_open && !buffer.loading_older {
                     buffer.gap_floor = newest_shown;
@@ -87,9 +93,13 @@ impl AppState {
             }
             UiEvent::HistoryLoaded(page) => {
                 let me = self.my_name().cloned();
+                let shown = self.is_focused(&page.room);
                 let buffer = self.room_or_insert(&page.room);
                 buffer.loading_older = false;
-                buffer.merge_history(&page, me.as_ref());
+                let added = buffer.merge_history(&page, me.as_ref());
+                if let (Some(floor), false) = (buffer.gap_floor, shown) {
+                    buffer.count_caught_up(&added, Some(floor));
+                }
                 let effects = buffer.continue_gap_fill(&page);
                 self.settle_outbox(&page.room);
                 if self

@@ -84,11 +84,16 @@ impl RoomBuffer {
         self.members.iter().any(|m| m.username.same_as(user))
     }
 
-    pub(super) fn merge_history(&mut self, page: &HistoryView, me: Option<&Username>) {
+    /// Merges a page of history; returns the positions of the messages from others it
+    /// added (the caller counts those newer than what was shown as unread).
+    pub(super) fn merge_history(&mut self, page: &HistoryView, me: Option<&Username>) -> Vec<u64> {
         let before = self.timeline.oldest_seq();
+        let mut added = Vec::new();
         for msg in &page.messages {
             let own = me.is_some_and(|m| m.same_as(&msg.sender));
-            self.timeline.insert_message(msg, own);
+            if self.timeline.insert_message(msg, own) && !own {
+                added.push(msg.seq);
+            }
         }
         for rejection in &page.rejected {
             self.timeline.insert_rejection(rejection);
@@ -110,5 +115,15 @@ impl RoomBuffer {
                 self.older_before = page.next_before;
             }
         }
+        added
+    }
+
+    /// Counts as unread the added messages newer than `floor` (the newest shown before
+    /// a reconnect; `None`: nothing was shown).
+    pub(super) fn count_caught_up(&mut self, added: &[u64], floor: Option<u64>) {
+        self.unread += added
+            .iter()
+            .filter(|seq| floor.is_none_or(|f| **seq > f))
+            .count();
     }
 }

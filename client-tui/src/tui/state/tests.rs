@@ -1153,3 +1153,60 @@ fn tab_completes_members_of_the_room_shown() {
         vec![Effect::SetInput("hi bob ".into())]
     );
 }
+
+#[test]
+fn messages_caught_up_after_a_reconnect_count_as_unread_where_the_user_is_not() {
+    let mut state = logged_in();
+    open(
+        &mut state,
+        "r",
+        false,
+        (1..=3)
+            .map(|q| msg("r", q, "bob", &format!("m{q}")))
+            .collect(),
+    );
+    open(&mut state, "shown", true, Vec::new());
+    assert_eq!(
+        state.room(&room("r")).map(|b| b.unread),
+        Some(0),
+        "history is not news"
+    );
+    // Reconnected: #r's newest page starts at 60, with a gap down to the 3 shown.
+    let mut newest = page("r", 60..=109, true);
+    newest.messages[0].sender = name("alice");
+    state.apply(UiEvent::RoomOpened {
+        view: RoomView {
+            room: room("r"),
+            owner: name("bob"),
+            has_password: false,
+            hidden: false,
+            members: vec![member("alice", 1), member("bob", 2)],
+            history: newest,
+        },
+        focus: false,
+    });
+    assert_eq!(
+        state.room(&room("r")).map(|b| b.unread),
+        Some(49),
+        "the user's own message is not unread"
+    );
+    state.apply(UiEvent::HistoryLoaded(page("r", 1..=59, false)));
+    assert_eq!(state.room(&room("r")).map(|b| b.unread), Some(49 + 56));
+    // Older pages the user asks for are not news.
+    state.act(Action::NextRoom);
+    state.act(Action::NextRoom);
+    assert!(state
+        .current_room()
+        .is_some_and(|r| r.name.same_as(&room("r"))));
+    assert_eq!(state.room(&room("r")).map(|b| b.unread), Some(0));
+    // The room on screen gains no unread count when it is re-opened; others do.
+    open(&mut state, "r", false, vec![msg("r", 110, "bob", "new")]);
+    assert_eq!(state.room(&room("r")).map(|b| b.unread), Some(0));
+    open(
+        &mut state,
+        "shown",
+        false,
+        vec![msg("shown", 1, "bob", "new")],
+    );
+    assert_eq!(state.room(&room("shown")).map(|b| b.unread), Some(1));
+}
