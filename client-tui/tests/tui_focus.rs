@@ -244,3 +244,19 @@ fn page_up_and_down_scroll_the_conversation_from_the_input_line() {
     h.press(Key::PageDown);
     h.assert_shows("line 60");
 }
+
+#[test]
+fn ctrl_w_and_ctrl_arrows_edit_the_input_line_by_words() {
+    let mut h = in_den();
+    h.type_text("hello big world");
+    h.press(Event::CtrlChar('w'));
+    assert_eq!(h.input_line(), "hello big ");
+    h.press(Event::Ctrl(Key::Left));
+    h.type_text("very ");
+    assert_eq!(h.input_line(), "hello very big ");
+    h.press(Event::Ctrl(Key::Right));
+    h.type_text("!");
+    assert_eq!(h.input_line(), "hello very big! ");
+    h.press(Event::CtrlChar('l'));
+    h.assert_shows("[#den] > hello very big!");
+}

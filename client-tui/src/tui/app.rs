@@ -101,6 +101,11 @@ fn bind_keys(siv: &mut Cursive) {
         }
     });
     siv.add_global_callback(Event::WindowResize, render);
+    // Ctrl-L: redraw the whole terminal (after another program scribbled on it).
+    siv.add_global_callback(Event::CtrlChar('l'), |s| {
+        s.clear();
+        render(s);
+    });
     // Ctrl-C is pressed by accident as often as on purpose: it asks (a second Ctrl-C
     // quits); Ctrl-Q and F10 quit at once.
     siv.add_global_callback(Event::CtrlChar('c'), |s| {

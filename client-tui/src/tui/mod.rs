@@ -4,6 +4,7 @@
 //! - [`command`]: [`Action`](command::Action)s (what the user asked for) and
 //!   [`Command`](command::Command)s (what the network task is asked to do), plus the input
 //!   line's `/commands`.
+//! - [`editing`]: word-wise editing of the input line (Ctrl-W, Ctrl-←/→).
 //! - [`event`]: [`UiEvent`](event::UiEvent)s, what the network task reports, and plain-words
 //!   error descriptions.
 //! - [`state`]: [`AppState`](state::AppState), everything shown, with no cursive types:
@@ -28,6 +29,7 @@
 
 pub mod app;
 pub mod command;
+pub mod editing;
 pub mod event;
 pub mod keyfile;
 pub mod network;

@@ -15,7 +15,7 @@
 //! ```
 
 use chrono::{Local, TimeZone};
-use cursive::event::Key;
+use cursive::event::{Event, Key};
 use cursive::style::{Effect as TextEffect, Style};
 use cursive::traits::{Nameable, Resizable};
 use cursive::utils::markup::StyledString;
@@ -27,6 +27,7 @@ use cursive::views::{
 use cursive::Cursive;
 
 use super::super::command::Action;
+use super::super::editing;
 use super::super::event::ConnectionState;
 use super::super::shell::act as dispatch;
 use super::super::state::{
@@ -126,6 +127,19 @@ pub fn show_main(siv: &mut Cursive) {
             let line = input_text(s);
             dispatch(s, Action::Complete { line });
         })
+        .on_pre_event(Event::CtrlChar('w'), |s| {
+            edit_input(s, editing::delete_word_before)
+        })
+        .on_pre_event(Event::Ctrl(Key::Left), |s| {
+            edit_input(s, |text, cursor| {
+                (text.to_owned(), editing::word_start(text, cursor))
+            })
+        })
+        .on_pre_event(Event::Ctrl(Key::Right), |s| {
+            edit_input(s, |text, cursor| {
+                (text.to_owned(), editing::word_end(text, cursor))
+            })
+        })
         .full_width();
     let input_line = LinearLayout::horizontal()
         .child(TextView::new("> ").with_name(super::PROMPT))
@@ -145,6 +159,16 @@ pub fn show_main(siv: &mut Cursive) {
 pub fn input_text(siv: &mut Cursive) -> String {
     siv.call_on_name(super::INPUT, |v: &mut EditView| v.get_content().to_string())
         .unwrap_or_default()
+}
+
+/// Applies a word-wise edit to the input line: `edit` maps (text, cursor) to the new
+/// text and cursor.
+fn edit_input(siv: &mut Cursive, edit: impl FnOnce(&str, usize) -> (String, usize)) {
+    siv.call_on_name(super::INPUT, |v: &mut EditView| {
+        let (text, cursor) = edit(&v.get_content(), v.get_cursor());
+        v.set_content(text);
+        v.set_cursor(cursor);
+    });
 }
 
 /// Replaces what the input line holds, with the cursor at its end.

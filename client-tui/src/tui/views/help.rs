@@ -23,8 +23,7 @@ pub const BINDINGS: &[(&str, &str)] = &[
         "F3",
         "members' full fingerprints; mark them verified; accept changed keys",
     ),
-    ("F4", "the lobby (public rooms)"),
-    ("F5", "refresh the lobby"),
+    ("F4 / F5", "the lobby (public rooms) / refresh it"),
     ("F6", "create a room (name, password, hidden)"),
     ("F7", "join a room by name: the way into hidden rooms"),
     ("F8", "leave the current room"),
@@ -34,8 +33,11 @@ pub const BINDINGS: &[(&str, &str)] = &[
         "Ctrl-N / Ctrl-P",
         "next / previous room (also Alt-Right / Alt-Left)",
     ),
-    ("Ctrl-U / Ctrl-K", "delete before / after the cursor"),
-    ("Esc", "close a dialog"),
+    (
+        "Ctrl-U/K/W, Ctrl-←/→",
+        "delete before / after the cursor, the word before; by words",
+    ),
+    ("Esc / Ctrl-L", "close a dialog / redraw the screen"),
     ("Ctrl-Q / F10", "quit (Ctrl-C asks first)"),
 ];
 
@@ -46,8 +48,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("/leave", "leave the current room"),
     ("/lobby, /refresh", "show / refresh the lobby"),
     ("/older", "load older messages"),
-    ("/retry", "send this room's unsent messages again"),
-    ("/reconnect", "reconnect now instead of waiting"),
+    (
+        "/retry, /reconnect",
+        "send unsent messages again / reconnect now",
+    ),
     ("/fp, /keys", "your fingerprint / the members' keys"),
     ("/verify USER", "mark USER's key verified (after comparing)"),
     ("/rotate-key", "replace your key with a new one"),
