@@ -152,6 +152,12 @@ impl Tmux {
         }
     }
 
+    /// Resizes the terminal the client runs in.
+    fn resize(&self, columns: u16, rows: u16) {
+        let (x, y) = (columns.to_string(), rows.to_string());
+        self.run(&["resize-window", "-t", self.session, "-x", &x, "-y", &y]);
+    }
+
     fn pane_dead(&self) -> bool {
         self.run(&["display-message", "-p", "-t", self.session, "#{pane_dead}"])
             .trim()
@@ -381,6 +387,17 @@ async fn tui_registers_joins_a_hidden_room_and_chats_end_to_end() {
             _ => {}
         }
     }
+
+    // Resizing lays the panes out again at once, without a key press: the member pane
+    // gives way on a narrow terminal and comes back on a wide one.
+    tmux.resize(80, 24);
+    tmux.wait_gone("Members").await;
+    tmux.resize(120, 40);
+    tmux.wait_for("Members").await;
+    // KNOWN ISSUE, open: a key sent at once after a tmux resize was
+    // sometimes not seen by the client (Ctrl-C below, 3 of 7 runs); the cause is not
+    // found yet. The pause keeps this test about what it checks.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
 
     // Ctrl-C asks first, and Enter keeps the client running.
     tmux.keys(&["C-c"]);

@@ -19,7 +19,7 @@ use cursive::event::{Event, Key};
 use cursive::style::{Effect as TextEffect, Style};
 use cursive::traits::{Nameable, Resizable};
 use cursive::utils::markup::StyledString;
-use cursive::view::ScrollStrategy;
+use cursive::view::{Finder, ScrollStrategy, View};
 use cursive::views::{
     EditView, HideableView, LinearLayout, NamedView, OnEventView, Panel, ResizedView, ScrollView,
     TextView,
@@ -34,6 +34,9 @@ use super::super::state::{
     short_fingerprint, AppState, Delivery, Entry, EntryKind, Focus, Level, RoomBuffer,
 };
 use super::{help, level_style, lobby, name_style, trust_mark, Unfocusable};
+
+/// The main screen's row of panes.
+const BODY: &str = "body";
 
 /// The narrowest screen that still shows the member pane.
 const MEMBERS_MIN_SCREEN: usize = 90;
@@ -63,6 +66,44 @@ impl<V: cursive::View> cursive::view::ViewWrapper for Squeezable<V> {
     fn wrap_required_size(&mut self, req: cursive::Vec2) -> cursive::Vec2 {
         let size = self.inner.required_size(req);
         cursive::Vec2::new(size.x.min(req.x), size.y)
+    }
+}
+
+/// The row of panes under the title bar. Whether the member pane fits is decided here,
+/// when the row is laid out at its real width: a render only knows the previous
+/// layout's size (`Cursive::screen_size`), so deciding there left the panes one resize
+/// behind until the next key press.
+pub struct Body {
+    inner: LinearLayout,
+    /// Whether a room is shown, so its members could be (set by [`render`]).
+    members_wanted: bool,
+}
+
+impl cursive::view::ViewWrapper for Body {
+    cursive::wrap_impl!(self.inner: LinearLayout);
+
+    fn wrap_layout(&mut self, size: cursive::Vec2) {
+        let show = self.members_wanted && size.x >= MEMBERS_MIN_SCREEN;
+        self.inner
+            .call_on_name(super::MEMBERS_PANE, |v: &mut MembersPane| {
+                v.set_visible(show)
+            });
+        self.inner.layout(size);
+    }
+}
+
+/// The key help bar, fitted to its width when it is laid out (see [`Body`] for why not
+/// at render time).
+pub struct HelpBar {
+    inner: TextView,
+}
+
+impl cursive::view::ViewWrapper for HelpBar {
+    cursive::wrap_impl!(self.inner: TextView);
+
+    fn wrap_layout(&mut self, size: cursive::Vec2) {
+        self.inner.set_content(help::help_bar(size.x));
+        self.inner.layout(size);
     }
 }
 
@@ -106,10 +147,14 @@ pub fn show_main(siv: &mut Cursive) {
             .full_screen(),
     };
     let body = Unfocusable::new(
-        LinearLayout::horizontal()
-            .child(Panel::new(room_list).title("Rooms").fixed_width(20))
-            .child(centre)
-            .child(members),
+        Body {
+            inner: LinearLayout::horizontal()
+                .child(Panel::new(room_list).title("Rooms").fixed_width(20))
+                .child(centre)
+                .child(members),
+            members_wanted: false,
+        }
+        .with_name(BODY),
     )
     .full_height();
 
@@ -150,7 +195,9 @@ pub fn show_main(siv: &mut Cursive) {
         .child(body)
         .child(input_line)
         .child(TextView::new("").with_name(super::STATUS))
-        .child(TextView::new("").with_name(super::HELP_BAR));
+        .child(HelpBar {
+            inner: TextView::new(""),
+        });
     siv.add_fullscreen_layer(layout.with_name(super::MAIN));
     let _ = siv.focus_name(super::INPUT);
 }
@@ -212,13 +259,6 @@ pub fn page_down(siv: &mut Cursive) {
 /// Re-renders everything but the lobby pane.
 pub fn render(siv: &mut Cursive, state: &AppState) {
     // Zero before the first layout: show everything then.
-    let width = match siv.screen_size().x {
-        0 => usize::MAX,
-        w => w,
-    };
-    siv.call_on_name(super::HELP_BAR, |v: &mut TextView| {
-        v.set_content(help::help_bar(width))
-    });
     siv.call_on_name(super::TITLE, |v: &mut TextView| v.set_content(title(state)));
     siv.call_on_name(super::STATUS, |v: &mut TextView| {
         v.set_content(status(state))
@@ -236,11 +276,9 @@ pub fn render(siv: &mut Cursive, state: &AppState) {
     siv.call_on_name(super::CHAT_PANE, |v: &mut ChatPane| {
         v.set_visible(room.is_some())
     });
-    // Narrow terminals give the conversation the room; F3 still lists the members.
-    let members_fit = width >= MEMBERS_MIN_SCREEN;
-    siv.call_on_name(super::MEMBERS_PANE, |v: &mut MembersPane| {
-        v.set_visible(room.is_some() && members_fit)
-    });
+    // Narrow terminals give the conversation the room (decided at layout, see
+    // [`Body`]); F3 still lists the members.
+    siv.call_on_name(BODY, |v: &mut Body| v.members_wanted = room.is_some());
     let Some(room) = room else {
         return;
     };

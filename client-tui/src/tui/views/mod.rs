@@ -63,8 +63,6 @@ pub const PROMPT: &str = "prompt";
 pub const INPUT: &str = "input";
 /// The status line.
 pub const STATUS: &str = "status";
-/// The key help bar.
-pub const HELP_BAR: &str = "help_bar";
 /// The onboarding form's layer.
 pub const ONBOARDING: &str = "onboarding";
 /// The progress layer shown over onboarding.
