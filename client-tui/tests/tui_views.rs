@@ -611,3 +611,33 @@ fn a_connection_failure_keeps_the_message_visible_and_waiting() {
     );
     h.assert_shows("alice … keep me");
 }
+
+#[test]
+fn a_mention_in_another_room_marks_it_and_says_who() {
+    let mut h = Harness::logged_in();
+    h.event(opened("den", vec![member("alice", 0xab)], Vec::new()));
+    h.event(UiEvent::RoomOpened {
+        view: match opened("town", vec![member("alice", 0xab)], Vec::new()) {
+            UiEvent::RoomOpened { view, .. } => view,
+            _ => unreachable!("opened builds RoomOpened"),
+        },
+        focus: false,
+    });
+    h.event(UiEvent::Client(ClientEvent::Message(message(
+        "town",
+        1,
+        "bob",
+        "just chatting",
+    ))));
+    h.event(UiEvent::Client(ClientEvent::Message(message(
+        "town",
+        2,
+        "bob",
+        "@alice look at this",
+    ))));
+    h.assert_shows("#town (2 @1)");
+    h.assert_shows("bob mentioned you in #town.");
+    h.press(Event::CtrlChar('n'));
+    h.assert_shows("bob ✓ @alice look at this");
+    assert!(!h.screen().contains("@1)"), "seen now\n{}", h.screen());
+}

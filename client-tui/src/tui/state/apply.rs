@@ -4,7 +4,7 @@ use shared::{RoomName, Username};
 
 use super::super::command::Command;
 use super::super::event::{describe_disconnect, list, ConnectionState, UiEvent};
-use super::words::{join_line, plural, rejection_words, short_fingerprint};
+use super::words::{join_line, mentions, plural, rejection_words, short_fingerprint};
 use super::{AppState, DialogKind, Effect, Focus, KeyAlert, Level, OutState, Phase};
 use crate::directory::KeyStatus;
 use crate::events::{ClientEvent, MembershipSource};
@@ -429,10 +429,18 @@ impl AppState {
         match event {
             ClientEvent::Message(msg) => {
                 let own = self.my_name().is_some_and(|m| m.same_as(&msg.sender));
+                let mentioned = !own && self.my_name().is_some_and(|me| mentions(&msg.text, me));
                 let focused = self.is_focused(&msg.room);
                 let buffer = self.room_or_insert(&msg.room);
                 if buffer.timeline.insert_message(&msg, own) && !focused && !own {
                     buffer.unread += 1;
+                    if mentioned {
+                        buffer.mentions += 1;
+                        self.set_status(
+                            format!("{} mentioned you in #{}.", msg.sender, msg.room),
+                            Level::Info,
+                        );
+                    }
                 }
                 if !msg.unknown_recipients.is_empty() {
                     self.set_status(

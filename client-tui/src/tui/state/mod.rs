@@ -45,7 +45,7 @@ pub use self::outbox::{OutState, Outbox, Outgoing};
 pub use self::room::RoomBuffer;
 pub use self::status::{Level, StatusLine};
 pub use self::timeline::{Delivery, Entry, EntryKind, Timeline};
-pub use self::words::{now_ms, plural, rejection_words, short_fingerprint};
+pub use self::words::{mentions, now_ms, plural, rejection_words, short_fingerprint};
 
 /// What the centre of the main screen shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -300,6 +300,7 @@ impl AppState {
             return Vec::new();
         };
         room.unread = 0;
+        room.mentions = 0;
         self.focus = Focus::Room(name.canonical());
         self.clear_info_status();
         Vec::new()

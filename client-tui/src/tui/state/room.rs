@@ -25,6 +25,8 @@ pub struct RoomBuffer {
     pub timeline: Timeline,
     /// Messages that arrived while the user looked elsewhere.
     pub unread: usize,
+    /// Those of them that mention the user (the room list marks the room with `@`).
+    pub mentions: usize,
     /// Whether older messages exist on the server.
     pub has_more: bool,
     /// Whether a page of older messages is on its way.
@@ -51,6 +53,7 @@ impl RoomBuffer {
             members: Vec::new(),
             timeline: Timeline::default(),
             unread: 0,
+            mentions: 0,
             has_more: false,
             loading_older: false,
             gap_floor: None,

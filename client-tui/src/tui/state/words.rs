@@ -8,6 +8,18 @@ use shared::Username;
 
 use crate::inbox::RejectReason;
 
+/// Whether `text` mentions `me`: the name (or `@name`) as a whole word, in any case.
+pub fn mentions(text: &str, me: &Username) -> bool {
+    let name = me.as_str().to_lowercase();
+    let text = text.to_lowercase();
+    let part_of_name = |c: char| c.is_alphanumeric() || c == '_' || c == '-';
+    text.match_indices(&name).any(|(at, found)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + found.len()..].chars().next();
+        !before.is_some_and(part_of_name) && !after.is_some_and(part_of_name)
+    })
+}
+
 /// `→ carol joined · key 7777 7777…` (the key once it is known).
 pub(super) fn join_line(user: &Username, how: &str, fingerprint: Option<&Fingerprint>) -> String {
     match fingerprint {
@@ -65,4 +77,20 @@ pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mention_is_the_whole_name_in_any_case() {
+        let me = Username::parse("alice").expect("valid");
+        for yes in ["alice: hi", "hi @Alice!", "ALICE", "thanks, alice."] {
+            assert!(mentions(yes, &me), "{yes}");
+        }
+        for no in ["malice", "alice_b", "alice-bot", "alicé", "ali ce", ""] {
+            assert!(!mentions(no, &me), "{no}");
+        }
+    }
 }

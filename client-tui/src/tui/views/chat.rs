@@ -25,13 +25,14 @@ use cursive::views::{
     TextView,
 };
 use cursive::Cursive;
+use shared::Username;
 
 use super::super::command::Action;
 use super::super::editing;
 use super::super::event::ConnectionState;
 use super::super::shell::act as dispatch;
 use super::super::state::{
-    short_fingerprint, AppState, Delivery, Entry, EntryKind, Focus, Level, RoomBuffer,
+    mentions, short_fingerprint, AppState, Delivery, Entry, EntryKind, Focus, Level, RoomBuffer,
 };
 use super::{help, level_style, lobby, name_style, trust_mark, Unfocusable};
 
@@ -286,7 +287,7 @@ pub fn render(siv: &mut Cursive, state: &AppState) {
         v.set_title(room_title(room))
     });
     siv.call_on_name(super::TIMELINE, |v: &mut TextView| {
-        v.set_content(timeline(room))
+        v.set_content(timeline(room, state.me.as_ref().map(|m| &m.username)))
     });
     siv.call_on_name(super::MEMBERS, |v: &mut TextView| {
         v.set_content(members(room, state))
@@ -332,8 +333,10 @@ pub fn room_list_items(state: &AppState) -> Vec<(String, ListTarget)> {
     let mut items = vec![("Lobby".to_owned(), ListTarget::Lobby)];
     for room in &state.rooms {
         let mut label = format!("#{}", room.name);
-        if room.unread > 0 {
-            label.push_str(&format!(" ({})", room.unread));
+        match (room.unread, room.mentions) {
+            (0, _) => {}
+            (n, 0) => label.push_str(&format!(" ({n})")),
+            (n, m) => label.push_str(&format!(" ({n} @{m})")),
         }
         items.push((label, ListTarget::Room(room.name.canonical())));
     }
@@ -351,8 +354,12 @@ fn room_list(state: &AppState) -> StyledString {
     for (label, target) in room_list_items(state) {
         let unread = matches!(&target, ListTarget::Room(key)
             if state.rooms.iter().any(|r| r.name.canonical() == *key && r.unread > 0));
+        let mentioned = matches!(&target, ListTarget::Room(key)
+            if state.rooms.iter().any(|r| r.name.canonical() == *key && r.mentions > 0));
         let style = if target == shown {
             Style::from(TextEffect::Reverse)
+        } else if mentioned {
+            mention_style()
         } else if unread {
             Style::from(TextEffect::Bold)
         } else {
@@ -379,6 +386,14 @@ fn room_title(room: &RoomBuffer) -> String {
     }
 }
 
+/// How a mention of the user stands out (the text, and its room in the list).
+fn mention_style() -> Style {
+    Style::from(cursive::style::Color::Dark(
+        cursive::style::BaseColor::Yellow,
+    ))
+    .combine(TextEffect::Bold)
+}
+
 /// Local time of a timestamp: `HH:MM` today, `MM-DD HH:MM` on other days.
 pub fn local_time(ms: u64) -> String {
     let Ok(ms) = i64::try_from(ms) else {
@@ -394,8 +409,9 @@ pub fn local_time(ms: u64) -> String {
     }
 }
 
-/// The timeline as styled text: `time sender mark text`, senders right-aligned.
-pub fn timeline(room: &RoomBuffer) -> StyledString {
+/// The timeline as styled text: `time sender mark text`, senders right-aligned; messages
+/// from others that mention `me` stand out.
+pub fn timeline(room: &RoomBuffer, me: Option<&Username>) -> StyledString {
     let width = room
         .timeline
         .entries()
@@ -431,7 +447,7 @@ pub fn timeline(room: &RoomBuffer) -> StyledString {
             }
             day = date;
         }
-        append_entry(&mut out, entry, width);
+        append_entry(&mut out, entry, width, me);
     }
     out
 }
@@ -442,7 +458,7 @@ fn local_date(ms: u64) -> Option<chrono::NaiveDate> {
     Some(Local.timestamp_millis_opt(ms).single()?.date_naive())
 }
 
-fn append_entry(out: &mut StyledString, entry: &Entry, width: usize) {
+fn append_entry(out: &mut StyledString, entry: &Entry, width: usize, me: Option<&Username>) {
     out.append_styled(
         format!("{} ", local_time(entry.time_ms)),
         level_style(Level::Info),
@@ -476,7 +492,11 @@ fn append_entry(out: &mut StyledString, entry: &Entry, width: usize) {
             if disputed_server_time.is_some() {
                 out.append_styled("⏱ ", level_style(Level::Warning));
             }
-            out.append_plain(text.as_str());
+            if !*own && me.is_some_and(|me| mentions(text, me)) {
+                out.append_styled(text.as_str(), mention_style());
+            } else {
+                out.append_plain(text.as_str());
+            }
             match delivery {
                 Delivery::Failed(reason) => out.append_styled(
                     format!("  (not sent: {reason} /retry sends it again)"),
