@@ -170,9 +170,19 @@ fn run_effects(siv: &mut Cursive, effects: Vec<Effect>) {
                     siv.screen_mut().remove_layer(position);
                 }
             }
+            Effect::Bell => ring_bell(),
             Effect::Quit => siv.quit(),
         }
     }
+}
+
+/// Rings the terminal bell: BEL written straight to the terminal (cursive has no call
+/// for it; the character moves nothing on screen). A failure to write is not worth more
+/// than a lost beep.
+fn ring_bell() {
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    let _ = out.write_all(b"\x07").and_then(|()| out.flush());
 }
 
 /// Re-renders every view from the state.

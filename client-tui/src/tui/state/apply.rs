@@ -432,6 +432,7 @@ impl AppState {
                 let mentioned = !own && self.my_name().is_some_and(|me| mentions(&msg.text, me));
                 let focused = self.is_focused(&msg.room);
                 let buffer = self.room_or_insert(&msg.room);
+                let mut effects = Vec::new();
                 if buffer.timeline.insert_message(&msg, own) && !focused && !own {
                     buffer.unread += 1;
                     if mentioned {
@@ -440,6 +441,7 @@ impl AppState {
                             format!("{} mentioned you in #{}.", msg.sender, msg.room),
                             Level::Info,
                         );
+                        effects.push(Effect::Bell);
                     }
                 }
                 if !msg.unknown_recipients.is_empty() {
@@ -453,7 +455,7 @@ impl AppState {
                         Level::Warning,
                     );
                 }
-                Vec::new()
+                effects
             }
             ClientEvent::Rejected(rejection) => {
                 let room = rejection.room.clone();

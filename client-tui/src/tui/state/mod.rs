@@ -171,6 +171,8 @@ pub enum Effect {
     /// Close the key-change dialog for this user if it is open (the change was settled,
     /// e.g. by a verified rotation).
     CloseKeyAlert(Username),
+    /// Ring the terminal bell (a mention in a room not shown).
+    Bell,
     /// Quit the application.
     Quit,
 }

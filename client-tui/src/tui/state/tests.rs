@@ -1210,3 +1210,32 @@ fn messages_caught_up_after_a_reconnect_count_as_unread_where_the_user_is_not() 
     );
     assert_eq!(state.room(&room("shown")).map(|b| b.unread), Some(1));
 }
+
+#[test]
+fn a_mention_rings_the_bell_only_where_the_user_is_not() {
+    let mut state = logged_in();
+    open(&mut state, "a", false, Vec::new());
+    open(&mut state, "b", true, Vec::new());
+    let effects = state.apply(UiEvent::Client(ClientEvent::Message(msg(
+        "a",
+        1,
+        "bob",
+        "alice, are you there?",
+    ))));
+    assert_eq!(effects, vec![Effect::Bell]);
+    assert_eq!(state.room(&room("a")).map(|r| r.mentions), Some(1));
+    let quiet = state.apply(UiEvent::Client(ClientEvent::Message(msg(
+        "b",
+        1,
+        "bob",
+        "alice, here?",
+    ))));
+    assert!(quiet.is_empty(), "the room shown: {quiet:?}");
+    let plain = state.apply(UiEvent::Client(ClientEvent::Message(msg(
+        "a",
+        2,
+        "bob",
+        "no name here",
+    ))));
+    assert!(plain.is_empty(), "{plain:?}");
+}
