@@ -394,9 +394,13 @@ async fn tui_registers_joins_a_hidden_room_and_chats_end_to_end() {
     tmux.wait_gone("Members").await;
     tmux.resize(120, 40);
     tmux.wait_for("Members").await;
-    // KNOWN ISSUE, open: a key sent at once after a tmux resize was
-    // sometimes not seen by the client (Ctrl-C below, 3 of 7 runs); the cause is not
-    // found yet. The pause keeps this test about what it checks.
+    // KNOWN ISSUE, open (crossterm 0.28, under cursive 0.21): its unix event source
+    // returns after the first ready token of an edge-triggered (mio/epoll) batch, so when
+    // the resize signal and typed keys are ready together, one of them waits for the next
+    // input: keys typed at once after a resize can sit unread until another key comes
+    // (seen here: the late resize event, then Ctrl-Q never read). The pause lets the
+    // resize be read alone, so this test checks the relayout; the bug needs a crossterm
+    // fix or a backend of our own.
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     // Ctrl-C asks first, and Enter keeps the client running.
