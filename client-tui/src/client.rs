@@ -342,6 +342,23 @@ impl Client {
     /// cannot be saved; [`ClientError::Codec`] if the message is too large; connection
     /// errors.
     pub async fn send_text(&self, room: &RoomName, text: &str) -> Result<SendAck, ClientError> {
+        self.send_text_as(room, text, MessageId::random()).await
+    }
+
+    /// [`send_text`](Self::send_text) under a message id the caller chose: sending again
+    /// after a lost connection under the first attempt's id makes the server refuse a
+    /// message it already stored (`ErrorCode::DuplicateMessage`) instead of storing it
+    /// twice.
+    ///
+    /// # Errors
+    /// As [`send_text`](Self::send_text); `ClientError::Server` with `DuplicateMessage` if
+    /// a message with this id is stored in the room already.
+    pub async fn send_text_as(
+        &self,
+        room: &RoomName,
+        text: &str,
+        message_id: MessageId,
+    ) -> Result<SendAck, ClientError> {
         let session = &self.inner.session;
         let identity = session.identity()?;
         let max = self.inner.server.max_message_bytes;
@@ -352,7 +369,6 @@ impl Client {
         session.recipients(room)?;
         // One id and one counter for both attempts: the first was refused, so it was
         // never stored.
-        let message_id = MessageId::random();
         let counter = session.next_counter(room)?;
         let result = self
             .send_sealed(room, text, &identity, message_id, counter)

@@ -12,7 +12,7 @@ use client_tui::tui::network::{self, Backoff, CommandSender, NetworkConfig, UiSi
 use client_tui::{Client, ClientEvent, EventReceiver, Identity, PinStore};
 use server::config::Config;
 use server::startup::{Application, Stopper};
-use shared::{RoomName, Username};
+use shared::{MessageId, RoomName, Username};
 use tokio::sync::mpsc;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -132,6 +132,20 @@ async fn core_message(events: &mut EventReceiver, text: &str) {
     }
 }
 
+/// The texts of the messages that arrive before `text` does.
+async fn messages_until(events: &mut EventReceiver, text: &str) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut before = Vec::new();
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(ClientEvent::Message(m))) if m.text == text => return before,
+            Ok(Some(ClientEvent::Message(m))) => before.push(m.text),
+            Ok(Some(_)) => {}
+            other => panic!("no message {text:?}: {other:?}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn onboarding_password_prompt_sending_and_reconnecting() {
     let data = tempfile::tempdir().expect("tempdir");
@@ -196,10 +210,12 @@ async fn onboarding_password_prompt_sending_and_reconnecting() {
     )
     .await;
 
+    let first_id = MessageId::random();
     net.send(Command::Send {
         room: room("den"),
         text: "first".into(),
         local_id: 1,
+        message_id: first_id,
     });
     net.expect("the ack", |e| {
         matches!(e, UiEvent::Sent { local_id: 1, .. })
@@ -215,13 +231,22 @@ async fn onboarding_password_prompt_sending_and_reconnecting() {
         matches!(e, UiEvent::Connection(ConnectionState::Offline { .. }))
     })
     .await;
+    let offline_id = MessageId::random();
     net.send(Command::Send {
         room: room("den"),
         text: "while offline".into(),
         local_id: 2,
+        message_id: offline_id,
     });
-    net.expect("an offline failure", |e| {
-        matches!(e, UiEvent::SendFailed { local_id: 2, .. })
+    net.expect("an offline failure that waits for the connection", |e| {
+        matches!(
+            e,
+            UiEvent::SendFailed {
+                local_id: 2,
+                waiting: true,
+                ..
+            }
+        )
     })
     .await;
     let server = start_server(data.path(), port).await;
@@ -244,16 +269,44 @@ async fn onboarding_password_prompt_sending_and_reconnecting() {
         client.login(&identity).await.expect("logs in");
         (client, events)
     };
+    // The waiting message goes out again under its id; the first one, sent again as if
+    // its ack had been lost, is refused by the server as a duplicate: stored once.
+    net.send(Command::Send {
+        room: room("den"),
+        text: "while offline".into(),
+        local_id: 2,
+        message_id: offline_id,
+    });
+    net.expect("the retried message's ack", |e| {
+        matches!(e, UiEvent::Sent { local_id: 2, .. })
+    })
+    .await;
+    core_message(&mut bob_events, "while offline").await;
+    net.send(Command::Send {
+        room: room("den"),
+        text: "first".into(),
+        local_id: 1,
+        message_id: first_id,
+    });
+    net.expect("the duplicate recognised", |e| {
+        matches!(e, UiEvent::AlreadyStored { local_id: 1, .. })
+    })
+    .await;
     net.send(Command::Send {
         room: room("den"),
         text: "after the restart".into(),
         local_id: 3,
+        message_id: MessageId::random(),
     });
     net.expect("the ack", |e| {
         matches!(e, UiEvent::Sent { local_id: 3, .. })
     })
     .await;
-    core_message(&mut bob_events, "after the restart").await;
+    let before = messages_until(&mut bob_events, "after the restart").await;
+    assert!(
+        !before.iter().any(|t| t == "first"),
+        "the duplicate was delivered: {before:?}"
+    );
     net.quit().await;
 
     // A later run unlocks the saved key: a wrong passphrase is refused in plain words.

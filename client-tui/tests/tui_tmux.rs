@@ -136,6 +136,28 @@ impl Tmux {
         }
     }
 
+    /// Polls the screen until `text` is gone; returns the screen.
+    async fn wait_gone(&self, text: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let screen = self.screen();
+            if !screen.contains(text) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{text:?} stayed on screen for {WAIT:?}:\n{screen}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Resizes the terminal the client runs in.
+    fn resize(&self, columns: u16, rows: u16) {
+        let (x, y) = (columns.to_string(), rows.to_string());
+        self.run(&["resize-window", "-t", self.session, "-x", &x, "-y", &y]);
+    }
+
     fn pane_dead(&self) -> bool {
         self.run(&["display-message", "-p", "-t", self.session, "#{pane_dead}"])
             .trim()
@@ -291,6 +313,21 @@ async fn tui_registers_joins_a_hidden_room_and_chats_end_to_end() {
         "key not encrypted"
     );
 
+    // Keyboard focus stays on the input line: Down only moves the lobby's cursor, and
+    // typed text (not the highlighted room) is what Enter acts on; Tab completes.
+    tmux.keys(&["Down"]);
+    tmux.wait_for(&format!("▶ {PUBLIC_ROOM}")).await;
+    tmux.text("/refr");
+    tmux.keys(&["Tab"]);
+    tmux.wait_for("> /refresh").await;
+    tmux.keys(&["Enter"]);
+    tmux.wait_gone("> /refresh").await;
+    assert!(
+        !tmux.screen().contains(&format!("[#{PUBLIC_ROOM}]")),
+        "Enter opened the highlighted room:\n{}",
+        tmux.screen()
+    );
+
     // Join the hidden room by typing its name and password.
     tmux.keys(&["F7"]);
     tmux.wait_for("Join a room by name").await;
@@ -306,7 +343,17 @@ async fn tui_registers_joins_a_hidden_room_and_chats_end_to_end() {
     })
     .await;
 
-    // Send a message: bob's client core receives and decrypts it.
+    // Send a message: bob's client core receives and decrypts it. On the way, Up recalls
+    // the line sent before and Down the (empty) draft; PgUp, F4 and Ctrl-N leave the
+    // typing on the input line.
+    tmux.keys(&["Up"]);
+    tmux.wait_for(&format!("[#{HIDDEN_ROOM}] > /refresh")).await;
+    tmux.keys(&["Down"]);
+    tmux.wait_gone("> /refresh").await;
+    tmux.keys(&["PPage", "F4"]);
+    tmux.wait_for("[lobby] >").await;
+    tmux.keys(&["C-n"]);
+    tmux.wait_for(&format!("[#{HIDDEN_ROOM}] >")).await;
     let text = "hello from the terminal";
     tmux.text(text);
     tmux.keys(&["Enter"]);
@@ -340,6 +387,28 @@ async fn tui_registers_joins_a_hidden_room_and_chats_end_to_end() {
             _ => {}
         }
     }
+
+    // Resizing lays the panes out again at once, without a key press: the member pane
+    // gives way on a narrow terminal and comes back on a wide one.
+    tmux.resize(80, 24);
+    tmux.wait_gone("Members").await;
+    tmux.resize(120, 40);
+    tmux.wait_for("Members").await;
+    // KNOWN ISSUE, open (crossterm 0.28, under cursive 0.21): its unix event source
+    // returns after the first ready token of an edge-triggered (mio/epoll) batch, so when
+    // the resize signal and typed keys are ready together, one of them waits for the next
+    // input: keys typed at once after a resize can sit unread until another key comes
+    // (seen here: the late resize event, then Ctrl-Q never read). The pause lets the
+    // resize be read alone, so this test checks the relayout; the bug needs a crossterm
+    // fix or a backend of our own.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    // Ctrl-C asks first, and Enter keeps the client running.
+    tmux.keys(&["C-c"]);
+    tmux.wait_for("Quit e2e-chat?").await;
+    tmux.keys(&["Enter"]);
+    tmux.wait_gone("Quit e2e-chat?").await;
+    assert!(!tmux.pane_dead(), "Enter on the quit question quit");
 
     // Quit cleanly; logs went to the file, not the terminal.
     tmux.keys(&["C-q"]);

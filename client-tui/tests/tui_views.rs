@@ -5,188 +5,18 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use client_tui::tui::app::{self, App};
 use client_tui::tui::command::{Command, KeySource, Secret};
-use client_tui::tui::event::{ConnectionState, Me, UiEvent};
-use client_tui::tui::network::CommandSender;
+use client_tui::tui::event::{ConnectionState, UiEvent};
 use client_tui::tui::profile::Start;
-use client_tui::tui::state::AppState;
-use client_tui::{
-    ClientEvent, DecryptedMessage, HistoryView, KeyStatus, MemberView, MembershipSource, RoomView,
-};
-use cursive::backends::puppet::observed::ObservedScreen;
-use cursive::backends::puppet::Backend;
+use client_tui::{ClientEvent, HistoryView, MembershipSource, RoomView};
 use cursive::event::{Event, Key};
-use cursive::{Cursive, CursiveRunner, Vec2};
 use shared::crypto::keys::Fingerprint;
 use shared::protocol::{RoomList, RoomSummary, SendAck};
-use shared::{DeviceId, MessageId, RoomName, Username};
-use tokio::sync::mpsc;
+use shared::MessageId;
 
-struct Harness {
-    runner: CursiveRunner<Cursive>,
-    input: crossbeam_like::Input,
-    frames: crossbeam_like::Frames,
-    commands: mpsc::Receiver<Command>,
-    last: Option<ObservedScreen>,
-}
+mod support;
 
-/// The puppet backend's channel types, named without depending on crossbeam directly.
-mod crossbeam_like {
-    pub type Input = cursive::reexports::crossbeam_channel::Sender<Option<cursive::event::Event>>;
-    pub type Frames = cursive::reexports::crossbeam_channel::Receiver<
-        cursive::backends::puppet::observed::ObservedScreen,
-    >;
-}
-
-fn name(s: &str) -> Username {
-    Username::parse(s).expect("valid username")
-}
-
-fn room(s: &str) -> RoomName {
-    RoomName::parse(s).expect("valid room name")
-}
-
-impl Harness {
-    fn new(start: Start) -> Self {
-        let backend = Backend::init(Some(Vec2::new(120, 36)));
-        let input = backend.input();
-        let frames = backend.stream();
-        let mut siv = Cursive::new();
-        let (commands, rx) = CommandSender::channel();
-        app::install(
-            &mut siv,
-            App {
-                state: AppState::new("ws://test/ws", start),
-                commands,
-                key_bits: 2048,
-                config_dir: Some(PathBuf::from("/cfg")),
-            },
-        );
-        let runner = siv.into_runner(backend);
-        let mut h = Self {
-            runner,
-            input,
-            frames,
-            commands: rx,
-            last: None,
-        };
-        h.step();
-        h
-    }
-
-    /// A harness past onboarding, logged in as alice.
-    fn logged_in() -> Self {
-        let mut h = Self::new(Start::NewAccount {
-            username: None,
-            import: None,
-            key_path: None,
-        });
-        h.event(UiEvent::Ready(Me {
-            username: name("alice"),
-            fingerprint: Fingerprint([0xab; 32]),
-            key_path: PathBuf::from("/cfg/keys/alice.pem"),
-        }));
-        h.event(UiEvent::Connection(ConnectionState::Online));
-        h.drain();
-        h
-    }
-
-    fn step(&mut self) {
-        self.runner.refresh();
-        for _ in 0..5 {
-            self.runner.step();
-        }
-        self.runner.refresh();
-        if let Some(frame) = self.frames.try_iter().last() {
-            self.last = Some(frame);
-        }
-    }
-
-    fn press(&mut self, event: impl Into<Event>) {
-        self.input.send(Some(event.into())).expect("backend alive");
-        self.step();
-    }
-
-    fn type_text(&mut self, text: &str) {
-        for c in text.chars() {
-            self.input
-                .send(Some(Event::Char(c)))
-                .expect("backend alive");
-        }
-        self.step();
-    }
-
-    fn event(&mut self, event: UiEvent) {
-        app::on_event(&mut self.runner, event);
-        self.step();
-    }
-
-    fn screen(&self) -> String {
-        self.last
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default()
-    }
-
-    fn assert_shows(&self, text: &str) {
-        let screen = self.screen();
-        assert!(screen.contains(text), "{text:?} not on screen:\n{screen}");
-    }
-
-    fn drain(&mut self) -> Vec<Command> {
-        let mut out = Vec::new();
-        while let Ok(c) = self.commands.try_recv() {
-            out.push(c);
-        }
-        out
-    }
-}
-
-fn member(n: &str, byte: u8) -> MemberView {
-    MemberView {
-        username: name(n),
-        fingerprint: Fingerprint([byte; 32]),
-        status: KeyStatus::Trusted,
-        verified: false,
-    }
-}
-
-fn message(r: &str, seq: u64, sender: &str, text: &str) -> DecryptedMessage {
-    DecryptedMessage {
-        room: room(r),
-        seq,
-        message_id: MessageId([seq as u8; 16]),
-        sender: name(sender),
-        device: DeviceId([1; 16]),
-        counter: seq,
-        sent_at_ms: 1_700_000_000_000 + seq,
-        server_time_ms: 1_700_000_000_000 + seq,
-        recipients: vec![name("alice"), name(sender)],
-        unknown_recipients: Vec::new(),
-        text: text.into(),
-    }
-}
-
-fn opened(r: &str, members: Vec<MemberView>, messages: Vec<DecryptedMessage>) -> UiEvent {
-    UiEvent::RoomOpened {
-        view: RoomView {
-            room: room(r),
-            owner: name("bob"),
-            has_password: true,
-            hidden: true,
-            members,
-            history: HistoryView {
-                room: room(r),
-                messages,
-                rejected: Vec::new(),
-                has_more: true,
-                next_before: None,
-            },
-        },
-        focus: true,
-    }
-}
+use support::{member, message, name, opened, room, Harness};
 
 #[test]
 fn onboarding_form_sends_create_account_with_the_typed_values() {
@@ -300,6 +130,7 @@ fn chat_shows_messages_members_and_sends_from_the_input_line() {
         room: r,
         text,
         local_id,
+        ..
     }] = commands.as_slice()
     else {
         panic!("expected a Send, got {commands:?}");
@@ -704,4 +535,109 @@ fn import_and_unlock_forms_send_their_commands() {
         })]
     );
     h.assert_shows("Please wait");
+}
+
+#[test]
+fn ctrl_c_asks_before_quitting_and_enter_stays() {
+    let mut h = Harness::logged_in();
+    h.press(Event::CtrlChar('c'));
+    h.assert_shows("Quit e2e-chat?");
+    h.press(Key::Enter);
+    assert!(h.running(), "Enter chose the safe button\n{}", h.screen());
+    assert!(!h.screen().contains("Quit e2e-chat?"));
+    h.press(Event::CtrlChar('c'));
+    h.press(Event::CtrlChar('c'));
+    assert!(!h.running(), "a second Ctrl-C quits");
+}
+
+#[test]
+fn an_unsent_message_is_counted_when_asked_to_quit() {
+    let mut h = Harness::logged_in();
+    h.event(opened("den", vec![member("alice", 0xab)], Vec::new()));
+    h.type_text("still going");
+    h.press(Key::Enter);
+    h.press(Event::CtrlChar('c'));
+    h.assert_shows("One message is not sent yet");
+}
+
+#[test]
+fn messages_of_different_days_are_separated_by_their_date() {
+    let mut h = Harness::logged_in();
+    let mut later = message("den", 2, "bob", "a day later");
+    later.sent_at_ms += 86_400_000;
+    later.server_time_ms += 86_400_000;
+    h.event(opened(
+        "den",
+        vec![member("alice", 0xab)],
+        vec![message("den", 1, "bob", "first day"), later],
+    ));
+    let screen = h.screen();
+    let separators = screen.matches(" 2023 ────").count();
+    assert_eq!(separators, 2, "two date lines:\n{screen}");
+    let first = screen.find("first day").expect("shown");
+    let second_date = screen.rfind(" 2023 ────").expect("shown");
+    let later = screen.find("a day later").expect("shown");
+    assert!(first < second_date && second_date < later, "{screen}");
+}
+
+#[test]
+fn a_connection_failure_keeps_the_message_visible_and_waiting() {
+    let mut h = Harness::logged_in();
+    h.event(opened("den", vec![member("alice", 0xab)], Vec::new()));
+    h.type_text("keep me");
+    h.press(Key::Enter);
+    let local_id = match h.drain().as_slice() {
+        [Command::Send { local_id, .. }] => *local_id,
+        other => panic!("expected a Send, got {other:?}"),
+    };
+    h.event(UiEvent::Connection(ConnectionState::Offline {
+        reason: "The connection to the server was lost.".into(),
+        retry_in: Duration::from_secs(2),
+        attempt: 1,
+    }));
+    h.event(UiEvent::SendFailed {
+        room: room("den"),
+        local_id,
+        reason: "You are not connected to the server.".into(),
+        waiting: true,
+    });
+    h.assert_shows("alice ↻ keep me");
+    h.assert_shows("waiting for the connection");
+    h.event(UiEvent::Connection(ConnectionState::Online));
+    let again = h.drain();
+    assert!(
+        matches!(again.as_slice(), [Command::Send { local_id: l, text, .. }] if *l == local_id && text == "keep me"),
+        "{again:?}"
+    );
+    h.assert_shows("alice … keep me");
+}
+
+#[test]
+fn a_mention_in_another_room_marks_it_and_says_who() {
+    let mut h = Harness::logged_in();
+    h.event(opened("den", vec![member("alice", 0xab)], Vec::new()));
+    h.event(UiEvent::RoomOpened {
+        view: match opened("town", vec![member("alice", 0xab)], Vec::new()) {
+            UiEvent::RoomOpened { view, .. } => view,
+            _ => unreachable!("opened builds RoomOpened"),
+        },
+        focus: false,
+    });
+    h.event(UiEvent::Client(ClientEvent::Message(message(
+        "town",
+        1,
+        "bob",
+        "just chatting",
+    ))));
+    h.event(UiEvent::Client(ClientEvent::Message(message(
+        "town",
+        2,
+        "bob",
+        "@alice look at this",
+    ))));
+    h.assert_shows("#town (2 @1)");
+    h.assert_shows("bob mentioned you in #town.");
+    h.press(Event::CtrlChar('n'));
+    h.assert_shows("bob ✓ @alice look at this");
+    assert!(!h.screen().contains("@1)"), "seen now\n{}", h.screen());
 }

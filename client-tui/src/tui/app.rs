@@ -1,45 +1,37 @@
-//! The glue between cursive and the state: the [`App`] kept in cursive's user data, the
-//! global key bindings, and the three entry points every callback goes through:
+//! The app layer: installs the [`App`] in cursive's user data, owns every key binding of
+//! the main screen, and runs the three entry points every callback goes through:
 //!
 //! - [`dispatch`]: a user [`Action`] → [`AppState::act`] → effects → re-render;
 //! - [`on_event`]: a network [`UiEvent`] → [`AppState::apply`] → effects → re-render;
 //! - [`submit`]: an onboarding [`Command`] straight to the network task.
+//!
+//! # Keyboard focus
+//! The main screen's input line is the only widget that takes the focus (see
+//! [`super::views`]), so this module needs no notion of focus: keys the input line does
+//! not use (F-keys, PgUp/PgDn, Up/Down, Ctrl-N/P, Alt-arrows) bubble up to the global
+//! bindings below and become [`Action`]s. Under a dialog they are ignored, so the dialog
+//! gets them. (Tab is caught by the input line itself, see [`chat::show_main`].)
 
-use std::path::PathBuf;
+use std::time::Instant;
 
 use cursive::event::{Event, Key};
 use cursive::theme::Theme;
 use cursive::Cursive;
 
+pub use super::shell::{with_app, App, Hooks};
+
 use super::command::{Action, Command};
 use super::event::UiEvent;
-use super::network::CommandSender;
-use super::state::{AppState, Effect, Level, Phase, StatusLine};
+use super::state::{Effect, Level, Phase, StatusLine};
 use super::views::{self, chat, dialogs, lobby, onboarding};
 
-/// Everything the UI thread keeps: the state, and the way to reach the network task.
-#[derive(Debug)]
-pub struct App {
-    /// What is shown.
-    pub state: AppState,
-    /// Commands to the network task.
-    pub commands: CommandSender,
-    /// Size of a generated key.
-    pub key_bits: usize,
-    /// The configuration directory, for default key paths.
-    pub config_dir: Option<PathBuf>,
-}
-
-/// Runs `f` with the app taken out of cursive's user data, so `f` may use both.
-pub fn with_app<R>(siv: &mut Cursive, f: impl FnOnce(&mut Cursive, &mut App) -> R) -> Option<R> {
-    let mut app = siv.take_user_data::<App>()?;
-    let out = f(siv, &mut app);
-    siv.set_user_data(app);
-    Some(out)
-}
-
-/// Sets up `siv`: theme, key bindings, and the first screen.
-pub fn install(siv: &mut Cursive, app: App) {
+/// Sets up `siv`: theme, hooks, key bindings, and the first screen.
+pub fn install(siv: &mut Cursive, mut app: App) {
+    app.hooks = Hooks {
+        act: dispatch,
+        submit,
+        render,
+    };
     siv.set_theme(Theme::terminal_default());
     siv.set_user_data(app);
     siv.clear_all_global_callbacks();
@@ -58,11 +50,26 @@ fn in_main(siv: &mut Cursive) -> bool {
         .is_some_and(|app| app.state.phase == Phase::Main)
 }
 
+/// Whether a key of the main screen applies now: on the main screen, with no dialog open.
+fn main_keys(siv: &mut Cursive) -> bool {
+    in_main(siv) && !dialog_open(siv)
+}
+
 /// Binds a key to an action on the main screen (ignored under a dialog or onboarding).
 fn bind(siv: &mut Cursive, event: impl Into<Event>, action: Action) {
     siv.add_global_callback(event, move |s| {
-        if in_main(s) && !dialog_open(s) {
+        if main_keys(s) {
             dispatch(s, action.clone());
+        }
+    });
+}
+
+/// Binds a key to an action built from the input line's content.
+fn bind_with_input(siv: &mut Cursive, event: impl Into<Event>, action: fn(String) -> Action) {
+    siv.add_global_callback(event, move |s| {
+        if main_keys(s) {
+            let line = chat::input_text(s);
+            dispatch(s, action(line));
         }
     });
 }
@@ -81,22 +88,38 @@ fn bind_keys(siv: &mut Cursive) {
     bind(siv, Event::CtrlChar('p'), Action::PrevRoom);
     bind(siv, Event::Alt(Key::Right), Action::NextRoom);
     bind(siv, Event::Alt(Key::Left), Action::PrevRoom);
+    bind(siv, Key::Down, Action::Down);
+    bind_with_input(siv, Key::Up, |draft| Action::Up { draft });
     siv.add_global_callback(Key::PageUp, |s| {
-        if in_main(s) && !dialog_open(s) && chat::page_up(s) {
+        if main_keys(s) && chat::page_up(s) {
             dispatch(s, Action::LoadOlder);
         }
     });
     siv.add_global_callback(Key::PageDown, |s| {
-        if in_main(s) && !dialog_open(s) {
+        if main_keys(s) {
             chat::page_down(s);
         }
     });
     siv.add_global_callback(Event::WindowResize, render);
-    for quit in [
-        Event::CtrlChar('q'),
-        Event::CtrlChar('c'),
-        Event::Key(Key::F10),
-    ] {
+    // Ctrl-L: redraw the whole terminal (after another program scribbled on it).
+    siv.add_global_callback(Event::CtrlChar('l'), |s| {
+        s.clear();
+        render(s);
+    });
+    // Ctrl-C is pressed by accident as often as on purpose: it asks (a second Ctrl-C
+    // quits); Ctrl-Q and F10 quit at once.
+    siv.add_global_callback(Event::CtrlChar('c'), |s| {
+        if s.screen_mut()
+            .find_layer_from_name(dialogs::CONFIRM_QUIT)
+            .is_some()
+            || !in_main(s)
+        {
+            s.quit();
+        } else {
+            dispatch(s, Action::AskQuit);
+        }
+    });
+    for quit in [Event::CtrlChar('q'), Event::Key(Key::F10)] {
         siv.add_global_callback(quit, Cursive::quit);
     }
 }
@@ -115,14 +138,18 @@ pub fn on_event(siv: &mut Cursive, event: UiEvent) {
     render(siv);
 }
 
+/// Clears a status line that has been up long enough (called once a second).
+pub fn tick(siv: &mut Cursive, now: Instant) {
+    if with_app(siv, |_, app| app.state.expire_status(now)).unwrap_or(false) {
+        render(siv);
+    }
+}
+
 /// Sends a command to the network task, reporting a full queue on the status line.
 pub fn submit(siv: &mut Cursive, command: Command) {
     with_app(siv, |_, app| {
         if let Err(message) = app.commands.send(command) {
-            app.state.status = Some(StatusLine {
-                text: message,
-                level: Level::Error,
-            });
+            app.state.status = Some(StatusLine::new(message, Level::Error));
         }
     });
 }
@@ -136,25 +163,26 @@ fn run_effects(siv: &mut Cursive, effects: Vec<Effect>) {
                 chat::show_main(siv);
             }
             Effect::Dialog(kind) => dialogs::open(siv, kind),
-            Effect::FocusInput => {
-                let _ = siv.focus_name(views::INPUT);
-            }
-            Effect::FocusLobby => {
-                // Rendered first, so the lobby pane is visible and can take the focus.
-                render(siv);
-                if siv.focus_name(views::LOBBY_LIST).is_err() {
-                    let _ = siv.focus_name(views::INPUT);
-                }
-            }
+            Effect::SetInput(text) => chat::set_input(siv, &text),
             Effect::CloseKeyAlert(user) => {
                 let name = dialogs::key_alert_name(&user);
                 if let Some(position) = siv.screen_mut().find_layer_from_name(&name) {
                     siv.screen_mut().remove_layer(position);
                 }
             }
+            Effect::Bell => ring_bell(),
             Effect::Quit => siv.quit(),
         }
     }
+}
+
+/// Rings the terminal bell: BEL written straight to the terminal (cursive has no call
+/// for it; the character moves nothing on screen). A failure to write is not worth more
+/// than a lost beep.
+fn ring_bell() {
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    let _ = out.write_all(b"\x07").and_then(|()| out.flush());
 }
 
 /// Re-renders every view from the state.

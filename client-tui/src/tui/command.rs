@@ -14,7 +14,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use shared::{RoomName, Username};
+use shared::{MessageId, RoomName, Username};
 use zeroize::Zeroizing;
 
 /// A passphrase or room password: zeroed on drop, never printed by `Debug`.
@@ -118,6 +118,9 @@ pub enum Command {
         text: String,
         /// The UI's id for the pending line, echoed back in the result.
         local_id: u64,
+        /// The message's id, the same on every attempt: a message stored before its ack
+        /// was lost is refused as a duplicate rather than stored twice.
+        message_id: MessageId,
     },
     /// Fetch messages older than `before_seq`.
     LoadOlder {
@@ -145,6 +148,8 @@ pub enum Command {
     /// the server switch to it, then keep the old file as a backup (see
     /// [`super::keyfile`]).
     RotateKey,
+    /// Cut a reconnection back-off short and try now.
+    Reconnect,
     /// Close the connection and stop.
     Quit,
 }
@@ -152,8 +157,29 @@ pub enum Command {
 /// An intent from a key, a form or the input line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
+    /// Enter on the input line, with what it held.
+    Submit(String),
     /// Send a message to the current room.
     Send(String),
+    /// Up on the input line: the lobby's previous row, or an older line of the input
+    /// history (`draft` is what the line holds now, given back after the newest).
+    Up {
+        /// The input line's content.
+        draft: String,
+    },
+    /// Down on the input line: the lobby's next row, or a newer line of the history.
+    Down,
+    /// Tab on the input line: complete its last word.
+    Complete {
+        /// The input line's content.
+        line: String,
+    },
+    /// Send the current room's unconfirmed messages again (`/retry`).
+    Retry,
+    /// Reconnect now instead of waiting for the back-off (`/reconnect`).
+    Reconnect,
+    /// Ask before quitting (Ctrl-C).
+    AskQuit,
     /// Join a room by name (the way into hidden rooms).
     Join {
         /// The room.
@@ -210,6 +236,24 @@ pub enum Action {
     Quit,
 }
 
+/// The commands [`parse_input`] knows by their main name: what Tab completes after `/`.
+pub const COMMAND_NAMES: &[&str] = &[
+    "/create",
+    "/fingerprint",
+    "/help",
+    "/join",
+    "/keys",
+    "/leave",
+    "/lobby",
+    "/older",
+    "/quit",
+    "/reconnect",
+    "/refresh",
+    "/retry",
+    "/rotate-key",
+    "/verify",
+];
+
 /// What the input line asked for, or why it is not understood.
 ///
 /// # Errors
@@ -261,6 +305,8 @@ pub fn parse_input(line: &str) -> Result<Option<Action>, String> {
         "leave" | "part" => Action::LeaveCurrent,
         "lobby" | "rooms" => Action::ShowLobby,
         "refresh" => Action::Refresh,
+        "retry" | "resend" => Action::Retry,
+        "reconnect" => Action::Reconnect,
         "older" | "more" => Action::LoadOlder,
         "fp" | "fingerprint" | "whoami" => Action::ShowFingerprint,
         "keys" | "members" => Action::ShowKeys,
@@ -332,6 +378,17 @@ mod tests {
         assert!(parse_input("/join bad! pw").is_err());
         assert!(parse_input("/join a b c").is_err());
         assert!(parse_input("/frobnicate").is_err());
+    }
+
+    #[test]
+    fn every_completed_command_is_understood() {
+        for name in COMMAND_NAMES {
+            if let Err(e) = parse_input(name) {
+                assert!(!e.starts_with("unknown command"), "{name}: {e}");
+            }
+        }
+        assert_eq!(parse_input("/retry"), Ok(Some(Action::Retry)));
+        assert_eq!(parse_input("/reconnect"), Ok(Some(Action::Reconnect)));
     }
 
     #[test]

@@ -102,6 +102,17 @@ pub enum UiEvent {
         local_id: u64,
         /// Why, in plain words.
         reason: String,
+        /// The connection failed under it (rather than the server refusing it): it is
+        /// sent again once the client is online.
+        waiting: bool,
+    },
+    /// A message sent again was already stored (an earlier attempt's ack was lost); the
+    /// server refused the duplicate, so it is stored exactly once.
+    AlreadyStored {
+        /// The room.
+        room: RoomName,
+        /// The UI's id for the pending line.
+        local_id: u64,
     },
     /// The user left a room.
     Left(RoomName),
@@ -173,7 +184,7 @@ pub fn describe(err: &ClientError) -> String {
                 "The server address is not valid ({m}). Use ws://host:port/ws or wss://host/ws."
             )
         }
-        ClientError::Transport(e) => format!("Could not reach the server: {e}."),
+        ClientError::Transport(e) => format!("Could not reach the server: {}.", transport_words(e)),
         ClientError::ProtocolVersion { message } => {
             format!("The server speaks another protocol version ({message}). Update the client.")
         }
@@ -188,17 +199,17 @@ pub fn describe(err: &ClientError) -> String {
         ClientError::UntrustedKeys { usernames, .. } => {
             let names: Vec<&str> = usernames.iter().map(Username::as_str).collect();
             format!(
-                "Not sent: the key of {} changed and is not accepted yet. Compare fingerprints \
+                "The key of {} changed and is not accepted yet. Compare fingerprints \
                  out of band, then accept it (F3).",
                 names.join(", ")
             )
         }
         ClientError::MessageTooLarge { max } => format!(
-            "Not sent: the message is too long for this server (at most about {} KiB).",
+            "The message is too long for this server (at most about {} KiB).",
             max / 1024
         ),
         ClientError::MembersAdded { room, added } => format!(
-            "Not sent: {} joined #{room}; the message was not encrypted to them.",
+            "{} joined #{room}; the message was not encrypted to them.",
             list(added)
         ),
         ClientError::ServerIdentityChanged { address, .. } => format!(
@@ -229,6 +240,67 @@ pub fn describe(err: &ClientError) -> String {
         // The core may grow variants; its own message is the best fallback.
         #[allow(unreachable_patterns)]
         other => other.to_string(),
+    }
+}
+
+/// A transport failure in plain words, without the operating system's error numbers
+/// ("os error 111"): what a user can act on.
+pub fn transport_words(e: &tokio_tungstenite::tungstenite::Error) -> String {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    match e {
+        WsError::Io(io) => io_words(io),
+        WsError::Tls(_) => "the secure (TLS) connection could not be set up".into(),
+        WsError::Http(response) => format!(
+            "the address answered with HTTP status {} instead of a chat server",
+            response.status()
+        ),
+        WsError::Url(_) => "the server address is not valid".into(),
+        WsError::ConnectionClosed | WsError::AlreadyClosed => "the connection was closed".into(),
+        WsError::Protocol(_) => "the server broke the WebSocket protocol".into(),
+        other => other.to_string(),
+    }
+}
+
+/// An I/O failure in plain words, by its kind rather than its OS error number.
+pub fn io_words(e: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match e.kind() {
+        ErrorKind::ConnectionRefused => {
+            "nothing answers at that address (is the server running?)".into()
+        }
+        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => {
+            "the connection was cut".into()
+        }
+        ErrorKind::TimedOut => "the server did not answer in time".into(),
+        ErrorKind::NotFound => "no such file or address".into(),
+        ErrorKind::PermissionDenied => "permission denied".into(),
+        ErrorKind::AddrNotAvailable
+        | ErrorKind::NetworkUnreachable
+        | ErrorKind::HostUnreachable => "the network or the server cannot be reached".into(),
+        ErrorKind::UnexpectedEof => "the connection ended unexpectedly".into(),
+        ErrorKind::AlreadyExists => "it exists already".into(),
+        _ => {
+            // The name resolver's failures carry no kind of their own.
+            let text = e.to_string();
+            if text.contains("failed to lookup address") || text.contains("Name or service") {
+                "the server's name could not be resolved".into()
+            } else {
+                strip_os_error(&text)
+            }
+        }
+    }
+}
+
+/// `"Broken thing (os error 32)"` → `"broken thing"`.
+fn strip_os_error(text: &str) -> String {
+    let trimmed = match text.find(" (os error") {
+        Some(i) => &text[..i],
+        None => text,
+    };
+    let mut chars = trimmed.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
     }
 }
 
@@ -265,8 +337,9 @@ pub fn describe_keystore(err: &KeystoreError) -> String {
         }
         KeystoreError::Io { path, source } => {
             format!(
-                "Cannot read or write the key file {}: {source}.",
-                path.display()
+                "Cannot read or write the key file {}: {}.",
+                path.display(),
+                io_words(source)
             )
         }
         KeystoreError::InvalidKey { path, source } => format!(

@@ -4,15 +4,20 @@
 //! - [`command`]: [`Action`](command::Action)s (what the user asked for) and
 //!   [`Command`](command::Command)s (what the network task is asked to do), plus the input
 //!   line's `/commands`.
+//! - [`editing`]: word-wise editing of the input line (Ctrl-W, Ctrl-←/→).
 //! - [`event`]: [`UiEvent`](event::UiEvent)s, what the network task reports, and plain-words
 //!   error descriptions.
 //! - [`state`]: [`AppState`](state::AppState), everything shown, with no cursive types:
-//!   `act(action)` and `apply(event)` return [`Effect`](state::Effect)s.
+//!   `act(action)` and `apply(event)` return [`Effect`](state::Effect)s. Split by concern:
+//!   timeline, room, lobby, outbox (unsent messages), input history and completion,
+//!   status line.
 //! - [`network`]: the tokio task that owns the [`Client`](crate::Client), runs commands one
 //!   after another off the UI thread, forwards client events, and reconnects with back-off.
 //! - [`keyfile`]: the key file around a rotation of the own key, and the retired keys.
 //! - [`profile`]: the remembered account and which onboarding form a start-up needs.
-//! - [`app`]: the glue: cursive user data, key bindings, effects, rendering.
+//! - [`shell`]: what cursive keeps between callbacks (the [`App`](shell::App)) and the
+//!   hooks widget callbacks call, so views never call the app layer by name.
+//! - [`app`]: the glue: key bindings (every key of the main screen), effects, rendering.
 //! - [`views`]: the widgets, one module per screen (onboarding, lobby, chat, dialogs, help).
 //!
 //! # Threads
@@ -24,10 +29,12 @@
 
 pub mod app;
 pub mod command;
+pub mod editing;
 pub mod event;
 pub mod keyfile;
 pub mod network;
 pub mod profile;
+pub mod shell;
 pub mod state;
 pub mod views;
 
@@ -44,12 +51,30 @@ use self::state::AppState;
 /// How long quitting waits for the network task to close the connection.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
+/// How often the UI checks whether the status line has expired.
+const TICK: Duration = Duration::from_secs(1);
+
 /// A [`UiSink`] delivering every event to the cursive loop behind `sink`.
 pub fn cursive_sink(sink: cursive::CbSink) -> UiSink {
     UiSink::new(move |event| {
         // A closed sink means the UI has quit; the event no longer matters.
         let _ = sink.send(Box::new(move |siv: &mut Cursive| app::on_event(siv, event)));
     })
+}
+
+/// Wakes the UI every [`TICK`] so a status line expires without a key press.
+async fn tick(sink: cursive::CbSink) {
+    let mut interval = tokio::time::interval(TICK);
+    loop {
+        interval.tick().await;
+        let now = std::time::Instant::now();
+        if sink
+            .send(Box::new(move |siv: &mut Cursive| app::tick(siv, now)))
+            .is_err()
+        {
+            return;
+        }
+    }
 }
 
 /// Runs the terminal client until the user quits.
@@ -74,17 +99,19 @@ pub fn run(options: LaunchOptions) -> anyhow::Result<()> {
         command_rx,
         cursive_sink(siv.cb_sink().clone()),
     ));
+    let ticks = runtime.spawn(tick(siv.cb_sink().clone()));
     app::install(
         &mut siv,
-        App {
-            state: AppState::new(options.server_url.clone(), start),
-            commands: commands.clone(),
-            key_bits: options.key_bits,
-            config_dir: options.config_dir.clone(),
-        },
+        App::new(
+            AppState::new(options.server_url.clone(), start),
+            commands.clone(),
+            options.key_bits,
+            options.config_dir.clone(),
+        ),
     );
     let result = siv.try_run_with(cursive::backends::crossterm::Backend::init);
 
+    ticks.abort();
     let _ = commands.send(Command::Quit);
     runtime.block_on(async {
         if tokio::time::timeout(SHUTDOWN_GRACE, network).await.is_err() {

@@ -79,6 +79,14 @@ impl Backoff {
         let factor = 1u32 << failures.min(16);
         self.initial.saturating_mul(factor).min(self.max)
     }
+
+    /// [`delay`](Self::delay) with "equal jitter": a random point in its upper half, so
+    /// clients cut off together (a server restart) do not all come back at one instant.
+    pub fn jittered(&self, failures: u32, rng: &mut impl rand::Rng) -> Duration {
+        let full = self.delay(failures);
+        let half = full / 2;
+        half + rng.gen_range(Duration::ZERO..=full - half)
+    }
 }
 
 /// What the network task needs to know.
@@ -259,7 +267,7 @@ pub async fn run(config: NetworkConfig, mut commands: mpsc::Receiver<Command>, u
                     }
                     Err(e) => {
                         tracing::info!(error = %e, failures, "reconnect attempt failed");
-                        let retry_in = config.backoff.delay(failures);
+                        let retry_in = config.backoff.jittered(failures, &mut rand::thread_rng());
                         failures = failures.saturating_add(1);
                         ui.send(UiEvent::Connection(ConnectionState::Offline {
                             reason: describe(&e),
@@ -286,7 +294,7 @@ pub async fn run(config: NetworkConfig, mut commands: mpsc::Receiver<Command>, u
             }
             SessionEnd::Lost(reason) => {
                 tracing::warn!(%reason, "connection lost");
-                let retry_in = config.backoff.delay(0);
+                let retry_in = config.backoff.jittered(0, &mut rand::thread_rng());
                 failures = 1;
                 ui.send(UiEvent::Connection(ConnectionState::Offline {
                     reason: format!("{}.", describe_disconnect(&reason)),
@@ -299,6 +307,19 @@ pub async fn run(config: NetworkConfig, mut commands: mpsc::Receiver<Command>, u
             }
         }
     }
+}
+
+/// A send that failed because the connection did (not because the server refused it):
+/// it is sent again, under the same id, once the client is online.
+fn is_connection_failure(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Disconnected { .. }
+            | ClientError::Transport(_)
+            | ClientError::Timeout(_)
+            | ClientError::NotLoggedIn
+            | ClientError::RoomNotOpen(_)
+    )
 }
 
 /// Errors that retrying will not fix.
@@ -569,6 +590,7 @@ async fn wait_offline(
             () = &mut sleep => return true,
             command = commands.recv() => match command {
                 None | Some(Command::Quit) => return false,
+                Some(Command::Reconnect) => return true,
                 Some(command) => refuse_offline(command, ui),
             },
         }
@@ -591,12 +613,17 @@ fn refuse_offline(command: Command, ui: &UiSink) {
         Command::Send { room, local_id, .. } => ui.send(UiEvent::SendFailed {
             room,
             local_id,
-            reason: OFFLINE.into(),
+            reason: "You are not connected to the server.".into(),
+            waiting: true,
         }),
         Command::RotateKey => ui.send(UiEvent::RotationFailed {
             message: format!("Your key was not changed: {OFFLINE}"),
         }),
-        Command::RefreshRooms | Command::CreateAccount(_) | Command::Unlock(_) | Command::Quit => {}
+        Command::RefreshRooms
+        | Command::CreateAccount(_)
+        | Command::Unlock(_)
+        | Command::Reconnect
+        | Command::Quit => {}
         other => ui.send(UiEvent::Failed {
             action: action_name(&other),
             message: format!("Not possible while {OFFLINE}"),
@@ -618,6 +645,7 @@ fn action_name(command: &Command) -> String {
         Command::AcceptKey { username } => format!("Accepting {username}'s key"),
         Command::MarkVerified { username } => format!("Marking {username}'s key verified"),
         Command::RotateKey => "Replacing your key".into(),
+        Command::Reconnect => "Reconnecting".into(),
         Command::Quit => "Quitting".into(),
     }
 }
@@ -668,7 +696,8 @@ async fn session(
             },
             command = commands.recv() => match command {
                 None | Some(Command::Quit) => break SessionEnd::Quit(client.clone()),
-                Some(Command::CreateAccount(_) | Command::Unlock(_)) => {}
+                // Already connected: nothing to cut short.
+                Some(Command::CreateAccount(_) | Command::Unlock(_) | Command::Reconnect) => {}
                 Some(command) => {
                     let _ = jobs.send(Job::User(command));
                 }
@@ -768,7 +797,8 @@ async fn execute(client: &Client, job: Job, ui: &UiSink, ctx: &Context) {
             room,
             text,
             local_id,
-        } => match client.send_text(&room, &text).await {
+            message_id,
+        } => match client.send_text_as(&room, &text, message_id).await {
             Ok(ack) => ui.send(UiEvent::Sent {
                 room,
                 local_id,
@@ -780,12 +810,18 @@ async fn execute(client: &Client, job: Job, ui: &UiSink, ctx: &Context) {
                 local_id,
                 added,
             }),
+            // An earlier attempt under this id was stored; its ack was lost.
+            Err(ClientError::Server {
+                code: ErrorCode::DuplicateMessage,
+                ..
+            }) => ui.send(UiEvent::AlreadyStored { room, local_id }),
             Err(e) => {
                 tracing::info!(%room, error = %e, "send failed");
                 ui.send(UiEvent::SendFailed {
                     room,
                     local_id,
                     reason: describe(&e),
+                    waiting: is_connection_failure(&e),
                 });
             }
         },
@@ -836,7 +872,7 @@ async fn execute(client: &Client, job: Job, ui: &UiSink, ctx: &Context) {
             Err(e) => report(ui, action, &e),
         },
         Command::RotateKey => rotate_own_key(client, &ctx.account, ctx.key_bits, ui).await,
-        Command::CreateAccount(_) | Command::Unlock(_) | Command::Quit => {}
+        Command::CreateAccount(_) | Command::Unlock(_) | Command::Reconnect | Command::Quit => {}
     }
 }
 
@@ -1021,6 +1057,25 @@ mod tests {
         let secs: Vec<u64> = (0..8).map(|n| b.delay(n).as_secs()).collect();
         assert_eq!(secs, vec![1, 2, 4, 8, 16, 30, 30, 30]);
         assert_eq!(b.delay(u32::MAX), Duration::from_secs(30));
+    }
+
+    #[test]
+    fn jitter_stays_in_the_upper_half_of_the_delay_and_varies() {
+        use rand::SeedableRng;
+        let b = Backoff::default();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(14);
+        for failures in 0..8 {
+            let full = b.delay(failures);
+            let delays: Vec<Duration> = (0..20).map(|_| b.jittered(failures, &mut rng)).collect();
+            assert!(
+                delays.iter().all(|d| *d >= full / 2 && *d <= full),
+                "{failures}: {delays:?} outside {full:?}/2..={full:?}"
+            );
+            assert!(
+                delays.iter().any(|d| *d != delays[0]),
+                "{failures}: no jitter in {delays:?}"
+            );
+        }
     }
 
     #[test]

@@ -15,24 +15,29 @@
 //! ```
 
 use chrono::{Local, TimeZone};
-use cursive::event::Key;
+use cursive::event::{Event, Key};
 use cursive::style::{Effect as TextEffect, Style};
 use cursive::traits::{Nameable, Resizable};
 use cursive::utils::markup::StyledString;
-use cursive::view::ScrollStrategy;
+use cursive::view::{Finder, ScrollStrategy, View};
 use cursive::views::{
     EditView, HideableView, LinearLayout, NamedView, OnEventView, Panel, ResizedView, ScrollView,
-    SelectView, TextView,
+    TextView,
 };
 use cursive::Cursive;
+use shared::Username;
 
-use super::super::app::dispatch;
-use super::super::command::{parse_input, Action};
+use super::super::command::Action;
+use super::super::editing;
 use super::super::event::ConnectionState;
+use super::super::shell::act as dispatch;
 use super::super::state::{
-    short_fingerprint, AppState, Delivery, Entry, EntryKind, Focus, Level, RoomBuffer,
+    mentions, short_fingerprint, AppState, Delivery, Entry, EntryKind, Focus, Level, RoomBuffer,
 };
-use super::{help, level_style, lobby, name_style, trust_mark};
+use super::{help, level_style, lobby, name_style, trust_mark, Unfocusable};
+
+/// The main screen's row of panes.
+const BODY: &str = "body";
 
 /// The narrowest screen that still shows the member pane.
 const MEMBERS_MIN_SCREEN: usize = 90;
@@ -65,6 +70,44 @@ impl<V: cursive::View> cursive::view::ViewWrapper for Squeezable<V> {
     }
 }
 
+/// The row of panes under the title bar. Whether the member pane fits is decided here,
+/// when the row is laid out at its real width: a render only knows the previous
+/// layout's size (`Cursive::screen_size`), so deciding there left the panes one resize
+/// behind until the next key press.
+pub struct Body {
+    inner: LinearLayout,
+    /// Whether a room is shown, so its members could be (set by [`render`]).
+    members_wanted: bool,
+}
+
+impl cursive::view::ViewWrapper for Body {
+    cursive::wrap_impl!(self.inner: LinearLayout);
+
+    fn wrap_layout(&mut self, size: cursive::Vec2) {
+        let show = self.members_wanted && size.x >= MEMBERS_MIN_SCREEN;
+        self.inner
+            .call_on_name(super::MEMBERS_PANE, |v: &mut MembersPane| {
+                v.set_visible(show)
+            });
+        self.inner.layout(size);
+    }
+}
+
+/// The key help bar, fitted to its width when it is laid out (see [`Body`] for why not
+/// at render time).
+pub struct HelpBar {
+    inner: TextView,
+}
+
+impl cursive::view::ViewWrapper for HelpBar {
+    cursive::wrap_impl!(self.inner: TextView);
+
+    fn wrap_layout(&mut self, size: cursive::Vec2) {
+        self.inner.set_content(help::help_bar(size.x));
+        self.inner.layout(size);
+    }
+}
+
 /// What the room list's entries stand for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListTarget {
@@ -74,20 +117,10 @@ pub enum ListTarget {
     Room(String),
 }
 
-/// Builds the main screen and makes it the only layer.
+/// Builds the main screen and makes it the only layer. Its input line is the only
+/// widget that takes the focus (see the module doc of [`super`]).
 pub fn show_main(siv: &mut Cursive) {
-    let room_list = SelectView::<ListTarget>::new()
-        .on_submit(|s, target: &ListTarget| {
-            let action = match target {
-                ListTarget::Lobby => Action::ShowLobby,
-                ListTarget::Room(key) => match shared::RoomName::parse(key) {
-                    Ok(room) => Action::ShowRoom(room),
-                    Err(_) => return,
-                },
-            };
-            dispatch(s, action);
-        })
-        .with_name(super::ROOM_LIST);
+    let room_list = TextView::new("").with_name(super::ROOM_LIST);
 
     let timeline = ScrollView::new(TextView::new("").with_name(super::TIMELINE))
         .scroll_strategy(ScrollStrategy::StickToBottom)
@@ -114,31 +147,45 @@ pub fn show_main(siv: &mut Cursive) {
             .child(chat)
             .full_screen(),
     };
-    let body = LinearLayout::horizontal()
-        .child(Panel::new(room_list).title("Rooms").fixed_width(20))
-        .child(centre)
-        .child(members)
-        .full_height();
+    let body = Unfocusable::new(
+        Body {
+            inner: LinearLayout::horizontal()
+                .child(Panel::new(room_list).title("Rooms").fixed_width(20))
+                .child(centre)
+                .child(members),
+            members_wanted: false,
+        }
+        .with_name(BODY),
+    )
+    .full_height();
 
     let input = EditView::new()
         .on_submit(|s, text| {
             let line = text.to_owned();
-            s.call_on_name(super::INPUT, |v: &mut EditView| v.set_content(""));
-            match parse_input(&line) {
-                Ok(Some(action)) => dispatch(s, action),
-                Ok(None) => {}
-                Err(message) => {
-                    super::super::app::with_app(s, |_, app| {
-                        app.state.status = Some(super::super::state::StatusLine {
-                            text: message,
-                            level: Level::Warning,
-                        });
-                    });
-                    super::super::app::render(s);
-                }
-            }
+            set_input(s, "");
+            dispatch(s, Action::Submit(line));
         })
-        .with_name(super::INPUT)
+        .with_name(super::INPUT);
+    // Tab is caught here, on its way to the input line: cursive's layers would otherwise
+    // use it to wrap the focus around (back to the input line, the only stop).
+    let input = OnEventView::new(input)
+        .on_pre_event(Key::Tab, |s| {
+            let line = input_text(s);
+            dispatch(s, Action::Complete { line });
+        })
+        .on_pre_event(Event::CtrlChar('w'), |s| {
+            edit_input(s, editing::delete_word_before)
+        })
+        .on_pre_event(Event::Ctrl(Key::Left), |s| {
+            edit_input(s, |text, cursor| {
+                (text.to_owned(), editing::word_start(text, cursor))
+            })
+        })
+        .on_pre_event(Event::Ctrl(Key::Right), |s| {
+            edit_input(s, |text, cursor| {
+                (text.to_owned(), editing::word_end(text, cursor))
+            })
+        })
         .full_width();
     let input_line = LinearLayout::horizontal()
         .child(TextView::new("> ").with_name(super::PROMPT))
@@ -149,9 +196,35 @@ pub fn show_main(siv: &mut Cursive) {
         .child(body)
         .child(input_line)
         .child(TextView::new("").with_name(super::STATUS))
-        .child(TextView::new("").with_name(super::HELP_BAR));
+        .child(HelpBar {
+            inner: TextView::new(""),
+        });
     siv.add_fullscreen_layer(layout.with_name(super::MAIN));
     let _ = siv.focus_name(super::INPUT);
+}
+
+/// What the input line holds.
+pub fn input_text(siv: &mut Cursive) -> String {
+    siv.call_on_name(super::INPUT, |v: &mut EditView| v.get_content().to_string())
+        .unwrap_or_default()
+}
+
+/// Applies a word-wise edit to the input line: `edit` maps (text, cursor) to the new
+/// text and cursor.
+fn edit_input(siv: &mut Cursive, edit: impl FnOnce(&str, usize) -> (String, usize)) {
+    siv.call_on_name(super::INPUT, |v: &mut EditView| {
+        let (text, cursor) = edit(&v.get_content(), v.get_cursor());
+        v.set_content(text);
+        v.set_cursor(cursor);
+    });
+}
+
+/// Replaces what the input line holds, with the cursor at its end.
+pub fn set_input(siv: &mut Cursive, text: &str) {
+    siv.call_on_name(super::INPUT, |v: &mut EditView| {
+        v.set_content(text);
+        v.set_cursor(text.len());
+    });
 }
 
 /// Scrolls the timeline one page up. Returns `true` if it was already at the top, which
@@ -163,6 +236,9 @@ pub fn page_up(siv: &mut Cursive) -> bool {
         }
         let viewport = s.content_viewport();
         let page = viewport.height().saturating_sub(1).max(1);
+        // Stop sticking to the bottom, or the next layout scrolls straight back down
+        // (PgUp "did nothing"); PgDn at the bottom sticks again.
+        let _ = s.set_scroll_strategy(ScrollStrategy::KeepRow);
         let _ = s.set_offset((0, viewport.top().saturating_sub(page)));
         false
     })
@@ -184,19 +260,12 @@ pub fn page_down(siv: &mut Cursive) {
 /// Re-renders everything but the lobby pane.
 pub fn render(siv: &mut Cursive, state: &AppState) {
     // Zero before the first layout: show everything then.
-    let width = match siv.screen_size().x {
-        0 => usize::MAX,
-        w => w,
-    };
-    siv.call_on_name(super::HELP_BAR, |v: &mut TextView| {
-        v.set_content(help::help_bar(width))
-    });
     siv.call_on_name(super::TITLE, |v: &mut TextView| v.set_content(title(state)));
     siv.call_on_name(super::STATUS, |v: &mut TextView| {
         v.set_content(status(state))
     });
-    siv.call_on_name(super::ROOM_LIST, |v: &mut SelectView<ListTarget>| {
-        render_room_list(v, state)
+    siv.call_on_name(super::ROOM_LIST, |v: &mut TextView| {
+        v.set_content(room_list(state))
     });
     let room = state.current_room();
     siv.call_on_name(super::PROMPT, |v: &mut TextView| {
@@ -208,11 +277,9 @@ pub fn render(siv: &mut Cursive, state: &AppState) {
     siv.call_on_name(super::CHAT_PANE, |v: &mut ChatPane| {
         v.set_visible(room.is_some())
     });
-    // Narrow terminals give the conversation the room; F3 still lists the members.
-    let members_fit = width >= MEMBERS_MIN_SCREEN;
-    siv.call_on_name(super::MEMBERS_PANE, |v: &mut MembersPane| {
-        v.set_visible(room.is_some() && members_fit)
-    });
+    // Narrow terminals give the conversation the room (decided at layout, see
+    // [`Body`]); F3 still lists the members.
+    siv.call_on_name(BODY, |v: &mut Body| v.members_wanted = room.is_some());
     let Some(room) = room else {
         return;
     };
@@ -220,7 +287,7 @@ pub fn render(siv: &mut Cursive, state: &AppState) {
         v.set_title(room_title(room))
     });
     siv.call_on_name(super::TIMELINE, |v: &mut TextView| {
-        v.set_content(timeline(room))
+        v.set_content(timeline(room, state.me.as_ref().map(|m| &m.username)))
     });
     siv.call_on_name(super::MEMBERS, |v: &mut TextView| {
         v.set_content(members(room, state))
@@ -266,35 +333,42 @@ pub fn room_list_items(state: &AppState) -> Vec<(String, ListTarget)> {
     let mut items = vec![("Lobby".to_owned(), ListTarget::Lobby)];
     for room in &state.rooms {
         let mut label = format!("#{}", room.name);
-        if room.unread > 0 {
-            label.push_str(&format!(" ({})", room.unread));
+        match (room.unread, room.mentions) {
+            (0, _) => {}
+            (n, 0) => label.push_str(&format!(" ({n})")),
+            (n, m) => label.push_str(&format!(" ({n} @{m})")),
         }
         items.push((label, ListTarget::Room(room.name.canonical())));
     }
     items
 }
 
-fn render_room_list(view: &mut SelectView<ListTarget>, state: &AppState) {
-    view.clear();
-    let selected = match &state.focus {
+/// The room list as text: the shown entry reversed, rooms with unread messages bold.
+/// It is only read: Ctrl-N/P and Alt-arrows move through it from the input line.
+fn room_list(state: &AppState) -> StyledString {
+    let shown = match &state.focus {
         Focus::Lobby => ListTarget::Lobby,
         Focus::Room(key) => ListTarget::Room(key.clone()),
     };
-    let mut selected_index = 0;
-    for (i, (label, target)) in room_list_items(state).into_iter().enumerate() {
-        if target == selected {
-            selected_index = i;
-        }
+    let mut out = StyledString::new();
+    for (label, target) in room_list_items(state) {
         let unread = matches!(&target, ListTarget::Room(key)
             if state.rooms.iter().any(|r| r.name.canonical() == *key && r.unread > 0));
-        let label = if unread {
-            StyledString::styled(label, Style::from(TextEffect::Bold))
+        let mentioned = matches!(&target, ListTarget::Room(key)
+            if state.rooms.iter().any(|r| r.name.canonical() == *key && r.mentions > 0));
+        let style = if target == shown {
+            Style::from(TextEffect::Reverse)
+        } else if mentioned {
+            mention_style()
+        } else if unread {
+            Style::from(TextEffect::Bold)
         } else {
-            StyledString::plain(label)
+            Style::none()
         };
-        view.add_item(label, target);
+        out.append_styled(label, style);
+        out.append_plain("\n");
     }
-    let _ = view.set_selection(selected_index);
+    out
 }
 
 fn room_title(room: &RoomBuffer) -> String {
@@ -312,6 +386,14 @@ fn room_title(room: &RoomBuffer) -> String {
     }
 }
 
+/// How a mention of the user stands out (the text, and its room in the list).
+fn mention_style() -> Style {
+    Style::from(cursive::style::Color::Dark(
+        cursive::style::BaseColor::Yellow,
+    ))
+    .combine(TextEffect::Bold)
+}
+
 /// Local time of a timestamp: `HH:MM` today, `MM-DD HH:MM` on other days.
 pub fn local_time(ms: u64) -> String {
     let Ok(ms) = i64::try_from(ms) else {
@@ -327,8 +409,9 @@ pub fn local_time(ms: u64) -> String {
     }
 }
 
-/// The timeline as styled text: `time sender mark text`, senders right-aligned.
-pub fn timeline(room: &RoomBuffer) -> StyledString {
+/// The timeline as styled text: `time sender mark text`, senders right-aligned; messages
+/// from others that mention `me` stand out.
+pub fn timeline(room: &RoomBuffer, me: Option<&Username>) -> StyledString {
     let width = room
         .timeline
         .entries()
@@ -352,13 +435,30 @@ pub fn timeline(room: &RoomBuffer) -> StyledString {
     if room.loading_older {
         out.append_styled("  loading older messages…\n", level_style(Level::Info));
     }
+    let mut day = None;
     for entry in room.timeline.entries() {
-        append_entry(&mut out, entry, width);
+        let date = local_date(entry.time_ms);
+        if date.is_some() && date != day {
+            if let Some(date) = date {
+                out.append_styled(
+                    format!("──── {} ────\n", date.format("%A %-d %B %Y")),
+                    level_style(Level::Info),
+                );
+            }
+            day = date;
+        }
+        append_entry(&mut out, entry, width, me);
     }
     out
 }
 
-fn append_entry(out: &mut StyledString, entry: &Entry, width: usize) {
+/// The local calendar day of a timestamp (`None` if it is out of range).
+fn local_date(ms: u64) -> Option<chrono::NaiveDate> {
+    let ms = i64::try_from(ms).ok()?;
+    Some(Local.timestamp_millis_opt(ms).single()?.date_naive())
+}
+
+fn append_entry(out: &mut StyledString, entry: &Entry, width: usize, me: Option<&Username>) {
     out.append_styled(
         format!("{} ", local_time(entry.time_ms)),
         level_style(Level::Info),
@@ -385,15 +485,28 @@ fn append_entry(out: &mut StyledString, entry: &Entry, width: usize) {
                     )),
                 ),
                 Delivery::Sending => (" … ", level_style(Level::Info)),
+                Delivery::Waiting => (" ↻ ", level_style(Level::Warning)),
                 Delivery::Failed(_) => (" ✗ ", level_style(Level::Error)),
             };
             out.append_styled(mark, style);
             if disputed_server_time.is_some() {
                 out.append_styled("⏱ ", level_style(Level::Warning));
             }
-            out.append_plain(text.as_str());
-            if let Delivery::Failed(reason) = delivery {
-                out.append_styled(format!("  (not sent: {reason})"), level_style(Level::Error));
+            if !*own && me.is_some_and(|me| mentions(text, me)) {
+                out.append_styled(text.as_str(), mention_style());
+            } else {
+                out.append_plain(text.as_str());
+            }
+            match delivery {
+                Delivery::Failed(reason) => out.append_styled(
+                    format!("  (not sent: {reason} /retry sends it again)"),
+                    level_style(Level::Error),
+                ),
+                Delivery::Waiting => out.append_styled(
+                    "  (waiting for the connection; sent once online)",
+                    level_style(Level::Warning),
+                ),
+                Delivery::Verified | Delivery::Sending => {}
             }
             if let Some(server) = disputed_server_time {
                 out.append_styled(

@@ -14,8 +14,8 @@ use cursive::Cursive;
 use shared::crypto::keys::Fingerprint;
 use shared::{RoomName, Username};
 
-use super::super::app::dispatch;
 use super::super::command::{Action, Secret};
+use super::super::shell::act as dispatch;
 use super::super::state::{DialogKind, KeyAlert, Level};
 use super::chat::closable;
 use super::{help, level_style, trust_mark};
@@ -30,6 +30,8 @@ const ROOM_PASSWORD: &str = "room_password";
 const FORM_ERROR: &str = "form_error";
 const KEYS_LIST: &str = "keys_list";
 const KEYS_DETAIL: &str = "keys_detail";
+/// The "Quit?" dialog's layer: a second Ctrl-C while it is open quits.
+pub const CONFIRM_QUIT: &str = "confirm_quit";
 
 /// The name of the key-change dialog for `user`, so it can be closed when the change is
 /// settled otherwise (a verified rotation).
@@ -91,6 +93,20 @@ pub fn open(siv: &mut Cursive, kind: DialogKind) {
             })
             .dismiss_button("Cancel");
             siv.add_layer(closable(focused(dialog, 1).max_width(60)));
+        }
+        DialogKind::ConfirmQuit { unsent } => {
+            let lost = match unsent {
+                0 => String::new(),
+                1 => "\n\nOne message is not sent yet and will be lost.".to_owned(),
+                n => format!("\n\n{n} messages are not sent yet and will be lost."),
+            };
+            let dialog = Dialog::text(format!(
+                "Quit e2e-chat?{lost}\n\n(Ctrl-C again, Ctrl-Q or F10 quit at once.)"
+            ))
+            .title("Quit")
+            .button("Quit", Cursive::quit)
+            .dismiss_button("Stay");
+            siv.add_layer(closable(focused(dialog, 1).max_width(60)).with_name(CONFIRM_QUIT));
         }
         DialogKind::OwnKeyAlarm { presented, own } => open_own_key_alarm(siv, presented, own),
         DialogKind::ConfirmVerify {
@@ -389,7 +405,7 @@ fn member_detail(m: &MemberView) -> String {
 
 /// Shows `user`'s detail under the list (looked up in the state's current room).
 fn show_member_detail(siv: &mut Cursive, user: &Username) {
-    let member = super::super::app::with_app(siv, |_, app| {
+    let member = super::super::shell::with_app(siv, |_, app| {
         app.state
             .current_room()
             .and_then(|r| r.members.iter().find(|m| m.username.same_as(user)).cloned())

@@ -5,7 +5,15 @@ use cursive::utils::markup::StyledString;
 
 /// The key bindings of the main screen, as (keys, what they do).
 pub const BINDINGS: &[(&str, &str)] = &[
-    ("Enter", "send the message / join the selected room"),
+    (
+        "Enter",
+        "send the message / join the lobby row chosen with Up/Down",
+    ),
+    (
+        "Up / Down",
+        "earlier / later lines you sent; in the lobby: choose a room",
+    ),
+    ("Tab", "complete a command, #room or member name"),
     ("F1", "this help"),
     (
         "F2",
@@ -15,8 +23,7 @@ pub const BINDINGS: &[(&str, &str)] = &[
         "F3",
         "members' full fingerprints; mark them verified; accept changed keys",
     ),
-    ("F4", "the lobby (public rooms)"),
-    ("F5", "refresh the lobby"),
+    ("F4 / F5", "the lobby (public rooms) / refresh it"),
     ("F6", "create a room (name, password, hidden)"),
     ("F7", "join a room by name: the way into hidden rooms"),
     ("F8", "leave the current room"),
@@ -27,11 +34,11 @@ pub const BINDINGS: &[(&str, &str)] = &[
         "next / previous room (also Alt-Right / Alt-Left)",
     ),
     (
-        "Tab",
-        "move between the input line, the room list and the lobby",
+        "Ctrl-U/K/W, Ctrl-←/→",
+        "delete before / after the cursor, the word before; by words",
     ),
-    ("Esc", "close a dialog"),
-    ("Ctrl-Q / F10", "quit"),
+    ("Esc / Ctrl-L", "close a dialog / redraw the screen"),
+    ("Ctrl-Q / F10", "quit (Ctrl-C asks first)"),
 ];
 
 /// The commands the input line understands.
@@ -41,6 +48,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("/leave", "leave the current room"),
     ("/lobby, /refresh", "show / refresh the lobby"),
     ("/older", "load older messages"),
+    (
+        "/retry, /reconnect",
+        "send unsent messages again / reconnect now",
+    ),
     ("/fp, /keys", "your fingerprint / the members' keys"),
     ("/verify USER", "mark USER's key verified (after comparing)"),
     ("/rotate-key", "replace your key with a new one"),
@@ -103,7 +114,8 @@ pub fn help_text() -> String {
         out.push_str(&format!("  {command:<36} {what}\n"));
     }
     out.push_str(
-        "\nMarks in the conversation: ✓ signature verified · … sending · ✗ not sent · ⏱ the \
+        "\nMarks in the conversation: ✓ signature verified · … sending · ↻ waiting for the \
+         connection, sent again once online · ✗ not sent (/retry) · ⏱ the \
          signed time and the server's differ by minutes · ⚠ refused, or also sent to someone \
          not shown as a member\n\
          Marks in the member list: ✓✓ key verified by you · ✓ trusted on first use · ! key \

@@ -1,5 +1,7 @@
 //! The lobby pane: the public rooms with their members online, the number of users online,
-//! and the ways in (Enter on a room, F7 to join a hidden room by name, F6 to create one).
+//! and the ways in (Up/Down to a room and Enter, F7 to join a hidden room by name, F6 to
+//! create one). The list is only read: its cursor is the state's
+//! [`Lobby::cursor`](super::super::state::Lobby::cursor), moved from the input line.
 //!
 //! ```text
 //! ┌──────────────────────── Lobby ──────────────────────────┐
@@ -7,7 +9,7 @@
 //! │room       online  members                               │
 //! │general         3        3  (joined)                     │
 //! │rust-lang       1        1  password                     │
-//! │Enter join · F5 refresh · F6 create · F7 join by name    │
+//! │↑/↓ choose · Enter join · F6 create · F7 join by name    │
 //! └─────────────────────────────────────────────────────────┘
 //! ```
 
@@ -15,14 +17,13 @@ use cursive::style::{Effect, Style};
 use cursive::traits::{Nameable, Resizable, Scrollable};
 use cursive::utils::markup::StyledString;
 use cursive::view::View;
-use cursive::views::{HideableView, LinearLayout, Panel, SelectView, TextView};
+use cursive::views::NamedView;
+use cursive::views::{HideableView, LinearLayout, Panel, ScrollView, TextView};
 use cursive::Cursive;
 use shared::RoomName;
 
-use super::super::app::dispatch;
-use super::super::command::Action;
-use super::super::state::{plural, AppState, DialogKind, Level};
-use super::{dialogs, level_style};
+use super::super::state::{plural, AppState, Level};
+use super::level_style;
 
 /// One public room in the list.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,36 +36,21 @@ pub struct LobbyItem {
     pub joined: bool,
 }
 
+/// The lobby list's scroll view, kept on the cursor's row.
+const LOBBY_SCROLL: &str = "lobby_scroll";
+
 /// Builds the (initially visible) lobby pane.
 pub fn build() -> impl View {
-    let list = SelectView::<LobbyItem>::new()
-        .on_submit(|s: &mut Cursive, item: &LobbyItem| {
-            if item.joined || !item.has_password {
-                dispatch(
-                    s,
-                    Action::Join {
-                        room: item.room.clone(),
-                        password: None,
-                    },
-                );
-            } else {
-                dialogs::open(
-                    s,
-                    DialogKind::Password {
-                        room: item.room.clone(),
-                        wrong: false,
-                    },
-                );
-            }
-        })
+    let list = TextView::new("")
         .with_name(super::LOBBY_LIST)
         .scrollable()
+        .with_name(LOBBY_SCROLL)
         .full_height();
     let content = LinearLayout::vertical()
         .child(TextView::new("Loading the room list…").with_name(super::LOBBY_HEADER))
         .child(list)
         .child(TextView::new(StyledString::styled(
-            "Enter join · F5 refresh · F6 create · F7 join by name (hidden rooms)",
+            "↑/↓ choose · Enter join · F6 create · F7 join by name (hidden rooms)",
             level_style(Level::Info),
         )));
     HideableView::new(Panel::new(content).title("Lobby").full_screen()).with_name(super::LOBBY_PANE)
@@ -133,7 +119,7 @@ pub fn header(state: &AppState) -> StyledString {
         out.append_plain("No public rooms yet. Create one with F6.");
     } else {
         out.append_styled(
-            format!("{:<width$}  {:>6}  {:>7}", "room", "online", "members"),
+            format!("  {:<width$}  {:>6}  {:>7}", "room", "online", "members"),
             Style::from(Effect::Underline),
         );
     }
@@ -152,18 +138,24 @@ pub fn render(siv: &mut Cursive, state: &AppState) {
     siv.call_on_name(super::LOBBY_HEADER, |v: &mut TextView| {
         v.set_content(header(state))
     });
-    siv.call_on_name(super::LOBBY_LIST, |v: &mut SelectView<LobbyItem>| {
-        let selected = v.selection().map(|item| item.room.canonical());
-        v.clear();
-        let mut index = 0;
-        for (i, (label, item)) in items(state).into_iter().enumerate() {
-            if selected.as_deref() == Some(item.room.canonical().as_str()) {
-                index = i;
+    let mut text = StyledString::new();
+    for (i, (label, _)) in items(state).into_iter().enumerate() {
+        if state.lobby.cursor == Some(i) {
+            text.append_styled(format!("▶ {label}"), Style::from(Effect::Reverse));
+        } else {
+            text.append_plain(format!("  {label}"));
+        }
+        text.append_plain("\n");
+    }
+    siv.call_on_name(super::LOBBY_LIST, |v: &mut TextView| v.set_content(text));
+    if let Some(row) = state.lobby.cursor {
+        siv.call_on_name(LOBBY_SCROLL, |v: &mut ScrollView<NamedView<TextView>>| {
+            let viewport = v.content_viewport();
+            if row < viewport.top() {
+                let _ = v.set_offset((0, row));
+            } else if row > viewport.bottom() && viewport.height() > 0 {
+                let _ = v.set_offset((0, row + 1 - viewport.height()));
             }
-            v.add_item(label, item);
-        }
-        if !v.is_empty() {
-            let _ = v.set_selection(index);
-        }
-    });
+        });
+    }
 }

@@ -2,8 +2,15 @@
 //!
 //! Views only *build* widgets and *render* [`AppState`](super::state::AppState) into them.
 //! They never talk to the network: their callbacks turn keys and form submissions into
-//! [`Action`](super::command::Action)s (through [`super::app::dispatch`]) or, during
+//! [`Action`](super::command::Action)s (through [`super::shell::act`]) or, during
 //! onboarding, into [`Command`](super::command::Command)s.
+//!
+//! # Keyboard focus
+//! On the main screen the input line is the only widget that takes the focus: everything
+//! else is wrapped in [`Unfocusable`]. So typing always reaches the input line unless a
+//! dialog (a layer above) is open, and Enter never acts on a list the user did not move
+//! to. Lists are moved through the state (the lobby's cursor, the current room) by keys
+//! the app layer binds.
 //!
 //! Views are found by name; the names are the constants below.
 
@@ -15,8 +22,11 @@ pub mod onboarding;
 
 use std::time::Duration;
 
+use cursive::direction::Direction;
+use cursive::event::{Event, EventResult, MouseEvent};
 use cursive::style::{BaseColor, Color, Effect, Style};
 use cursive::traits::{Nameable, Resizable};
+use cursive::view::{CannotFocus, ViewWrapper};
 use cursive::views::{Dialog, TextView};
 use cursive::Cursive;
 
@@ -53,14 +63,43 @@ pub const PROMPT: &str = "prompt";
 pub const INPUT: &str = "input";
 /// The status line.
 pub const STATUS: &str = "status";
-/// The key help bar.
-pub const HELP_BAR: &str = "help_bar";
 /// The onboarding form's layer.
 pub const ONBOARDING: &str = "onboarding";
 /// The progress layer shown over onboarding.
 pub const BUSY: &str = "busy";
 /// The progress text.
 pub const BUSY_TEXT: &str = "busy_text";
+
+/// Shows `inner` but never takes the keyboard focus, and passes it only the mouse wheel:
+/// the main screen's panes are read, never typed into.
+pub struct Unfocusable<V> {
+    inner: V,
+}
+
+impl<V> Unfocusable<V> {
+    /// Wraps `inner`.
+    pub fn new(inner: V) -> Self {
+        Self { inner }
+    }
+}
+
+impl<V: cursive::View> ViewWrapper for Unfocusable<V> {
+    cursive::wrap_impl!(self.inner: V);
+
+    fn wrap_take_focus(&mut self, _source: Direction) -> Result<EventResult, CannotFocus> {
+        Err(CannotFocus)
+    }
+
+    fn wrap_on_event(&mut self, event: Event) -> EventResult {
+        match event {
+            Event::Mouse {
+                event: MouseEvent::WheelUp | MouseEvent::WheelDown,
+                ..
+            } => self.inner.on_event(event),
+            _ => EventResult::Ignored,
+        }
+    }
+}
 
 /// How a member's key is trusted: a mark for lists and a few words.
 ///

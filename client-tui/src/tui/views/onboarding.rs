@@ -12,9 +12,9 @@ use cursive::views::{Dialog, EditView, LinearLayout, ListView, ResizedView, Text
 use cursive::Cursive;
 use shared::Username;
 
-use super::super::app::{self, submit, with_app};
 use super::super::command::{Command, KeySource, NewAccount, Secret, Unlock};
 use super::super::profile::{default_key_path_in, Start};
+use super::super::shell::{self, submit, with_app};
 use super::super::state::{Level, Onboarding, Phase};
 use super::level_style;
 
@@ -220,7 +220,7 @@ fn set_error(siv: &mut Cursive, message: &str) {
             o.error = Some(message.to_owned());
         }
     });
-    app::render(siv);
+    shell::render(siv);
 }
 
 /// Validates the form and sends its command.
@@ -305,7 +305,7 @@ fn submit_form(siv: &mut Cursive) {
         }
     });
     submit(siv, command);
-    app::render(siv);
+    shell::render(siv);
 }
 
 /// Shows the error and the progress box as the state says.
