@@ -16,15 +16,30 @@ use crate::inbox::{Origin, RejectReason};
 use crate::net::{Inbound, WeakConnection};
 use crate::session::Session;
 
+/// How long the first push waits for the login before it to be recorded (it is recorded
+/// as soon as the task that logged in runs again; only a server pushing before any login
+/// waits this long, and only once).
+const LOGIN_RECORD_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Processes inbound items until the connection closes.
 pub(crate) async fn run(
     mut inbound: mpsc::Receiver<Inbound>,
     session: Arc<Session>,
     conn: WeakConnection,
 ) {
+    let mut login_awaited = false;
     while let Some(item) = inbound.recv().await {
         match item {
-            Inbound::Push(push) => handle_push(&session, &conn, push).await,
+            Inbound::Push(push) => {
+                // The reader forwards the login's reply and the pushes behind it at once;
+                // the login is recorded by the task that asked for it, which may not have
+                // run yet.
+                if !login_awaited {
+                    session.until_logged_in(LOGIN_RECORD_WAIT).await;
+                    login_awaited = true;
+                }
+                handle_push(&session, &conn, push).await;
+            }
             Inbound::ServerError { code, message } => {
                 session.emit(ClientEvent::ServerError { code, message });
             }

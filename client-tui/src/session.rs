@@ -38,6 +38,10 @@ pub(crate) struct Session {
     /// The connection, to close it when the server floods the client.
     conn: WeakConnection,
     state: Mutex<State>,
+    /// Whether the login on this connection has been recorded: the server pushes right
+    /// after its `LoggedIn` reply, and a push handled before the reply's rooms are
+    /// recorded would be refused as being for a room the user is not in.
+    logged_in: tokio::sync::watch::Sender<bool>,
 }
 
 struct State {
@@ -87,7 +91,16 @@ impl Session {
                 member_of: HashSet::new(),
                 live: HashMap::new(),
             }),
+            logged_in: tokio::sync::watch::Sender::new(false),
         }
+    }
+
+    /// Waits (at most `limit`) until a login on this connection has been recorded. A
+    /// server sends no push before login; one that does is answered as before once the
+    /// wait runs out.
+    pub(crate) async fn until_logged_in(&self, limit: std::time::Duration) {
+        let mut seen = self.logged_in.subscribe();
+        let _ = tokio::time::timeout(limit, seen.wait_for(|done| *done)).await;
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -183,6 +196,8 @@ impl Session {
         st.directory.set_own(&identity)?;
         st.identity = Some(identity);
         st.member_of = rooms.iter().map(RoomName::canonical).collect();
+        drop(st);
+        self.logged_in.send_replace(true);
         Ok(())
     }
 

@@ -161,6 +161,12 @@ impl Peer {
 
     /// Runs the login exchange for `name`, checking the proof against `k`.
     async fn login(&mut self, name: &str, k: &RsaPrivateKey) {
+        self.login_pushing_first(name, k, None).await;
+    }
+
+    /// Logs `name` in as [`Peer::login`] does, but first sends `early` (if any) just before
+    /// the `LoggedIn` reply, so that it reaches the client before the login is recorded.
+    async fn login_pushing_first(&mut self, name: &str, k: &RsaPrivateKey, early: Option<Push>) {
         let frame = self.recv().await;
         let ClientMsg::LoginStart(start) = frame.msg else {
             panic!("expected LoginStart, got {:?}", frame.msg)
@@ -187,6 +193,9 @@ impl Peer {
             &proof.signature,
         )
         .expect("login proof verifies");
+        if let Some(push) = early {
+            self.push(push).await;
+        }
         self.reply(
             frame.request_id,
             Reply::LoggedIn(LoggedIn {
@@ -507,6 +516,44 @@ async fn unknown_sender_key_is_fetched_and_pinned() {
             assert_eq!(m.text, "bye");
         }
         other => panic!("expected dave's message, got {other:?}"),
+    }
+    drop(client);
+    server.await.expect("server script");
+}
+
+/// A push read before the login's reply is recorded (the reader forwards both at once) is
+/// handled as the logged-in user's, not refused as being for a room they are not in.
+#[tokio::test]
+async fn a_push_racing_the_login_reply_waits_for_the_login() {
+    let (a, b) = (key(0), key(1));
+    let (sa, sb) = (a.clone(), b.clone());
+    let (url, server) = serve(move |mut peer| async move {
+        peer.greet().await;
+        let msg = delivered(
+            "general",
+            3,
+            ("bob", &sb),
+            &[("alice", &sa), ("bob", &sb)],
+            "alice",
+            "right after login",
+        );
+        peer.login_pushing_first("alice", &sa, Some(Push::Message(msg)))
+            .await;
+        // Bob's key, fetched to verify the message.
+        let frame = peer.recv().await;
+        let ClientMsg::GetUserKey(_) = frame.msg else {
+            panic!("expected GetUserKey")
+        };
+        peer.reply(frame.request_id, Reply::UserKey(member("bob", &sb)))
+            .await;
+        while peer.ws.next().await.is_some() {}
+    })
+    .await;
+    let (client, mut events) = connect(&url).await;
+    client.login(&alice()).await.expect("logs in");
+    match next_event(&mut events).await {
+        ClientEvent::Message(m) => assert_eq!(m.text, "right after login"),
+        other => panic!("expected bob's message, got {other:?}"),
     }
     drop(client);
     server.await.expect("server script");
