@@ -17,10 +17,10 @@ use server::startup::{Application, Stopper};
 use shared::crypto::keys;
 use shared::crypto::RsaPrivateKey;
 use shared::protocol::{
-    codec, ClientFrame, ClientMsg, Hello, LoginProof, LoginStart, Push, Register, Reply, ServerMsg,
-    PROTOCOL_VERSION,
+    codec, ClientFrame, ClientMsg, CreateRoom, FetchHistory, Hello, JoinRoom, LoginProof,
+    LoginStart, Push, Register, Reply, ServerMsg, PROTOCOL_VERSION,
 };
-use shared::{ErrorCode, ErrorDetail, RequestId, Username};
+use shared::{ErrorCode, ErrorDetail, MessageId, RequestId, Username};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -525,6 +525,46 @@ pub fn open_text(
 /// A room name from a literal.
 pub fn room(s: &str) -> shared::RoomName {
     shared::RoomName::parse(s).expect("valid room name")
+}
+
+/// "alice" (test key 0) and "slow" (test key 1), registered and logged in on `url`, both
+/// members of alice's new public room `name`: the set-up of the tests that push more at a
+/// client than it reads.
+pub async fn sender_and_reader(url: &str, name: &str) -> (RawClient, RawClient, shared::RoomName) {
+    let mut alice = RawClient::registered(url, "alice", &test_key(0)).await;
+    let mut slow = RawClient::registered(url, "slow", &test_key(1)).await;
+    let r = room(name);
+    alice
+        .request(ClientMsg::CreateRoom(CreateRoom {
+            name: r.clone(),
+            password: None,
+            hidden: false,
+        }))
+        .await
+        .expect("created");
+    slow.request(ClientMsg::JoinRoom(JoinRoom {
+        name: r.clone(),
+        password: None,
+        history_limit: 0,
+    }))
+    .await
+    .expect("joined");
+    (alice, slow, r)
+}
+
+/// The ids of the newest 50 messages in `c`'s history of room `r`, oldest first.
+pub async fn history_ids(c: &mut RawClient, r: &shared::RoomName) -> Vec<MessageId> {
+    match c
+        .request(ClientMsg::FetchHistory(FetchHistory {
+            room: r.clone(),
+            before_seq: None,
+            limit: 50,
+        }))
+        .await
+    {
+        Ok(Reply::History(page)) => page.messages.iter().map(|m| m.message_id).collect(),
+        other => panic!("expected a history page, got {other:?}"),
+    }
 }
 
 /// A logged-in client-core [`client_tui::Client`] with its event stream, as the TUI and

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use server::config::Config;
-use shared::protocol::{ClientMsg, CreateRoom, JoinRoom, ListRooms, Reply, SendMessage};
-use tests::{room, seal_text, server_side_sockets, test_key, RawClient, TestServer};
+use shared::protocol::{ClientMsg, ListRooms, Reply, SendMessage};
+use tests::{seal_text, server_side_sockets, test_key, TestServer};
 
 #[tokio::test]
 async fn a_client_over_its_byte_budget_is_dropped_and_its_socket_released_at_once() {
@@ -26,23 +26,7 @@ async fn a_client_over_its_byte_budget_is_dropped_and_its_socket_released_at_onc
     let server = TestServer::start_with(config).await;
     let url = server.ws_url();
     let (ka, kb) = (test_key(0), test_key(1));
-    let mut a = RawClient::registered(&url, "alice", &ka).await;
-    let mut slow = RawClient::registered(&url, "slow", &kb).await;
-    let r = room("firehose");
-    a.request(ClientMsg::CreateRoom(CreateRoom {
-        name: r.clone(),
-        password: None,
-        hidden: false,
-    }))
-    .await
-    .expect("created");
-    slow.request(ClientMsg::JoinRoom(JoinRoom {
-        name: r.clone(),
-        password: None,
-        history_limit: 0,
-    }))
-    .await
-    .expect("joined");
+    let (mut a, slow, r) = tests::sender_and_reader(&url, "firehose").await;
     let (port, peer) = (server.addr.port(), slow.local_port());
     let text = "x".repeat(256 * 1024);
     let mut dropped = false;

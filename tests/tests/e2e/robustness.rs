@@ -212,7 +212,7 @@ struct Firehose {
 /// until the hub drops `slow` as too slow (alice sees one user online), which the server
 /// must do rather than buffer without limit.
 async fn flood_a_client_that_stopped_reading(heartbeat_secs: u64) -> Firehose {
-    use shared::protocol::{CreateRoom, JoinRoom, SendMessage};
+    use shared::protocol::SendMessage;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = server::config::Config::for_tests(dir.path().to_path_buf());
     config.outbound_queue = 16;
@@ -224,23 +224,7 @@ async fn flood_a_client_that_stopped_reading(heartbeat_secs: u64) -> Firehose {
     let server = TestServer::start_with(config).await;
     let url = server.ws_url();
     let (ka, kb) = (test_key(0), test_key(1));
-    let mut a = RawClient::registered(&url, "alice", &ka).await;
-    let mut slow = RawClient::registered(&url, "slow", &kb).await;
-    let r = tests::room("firehose");
-    a.request(ClientMsg::CreateRoom(CreateRoom {
-        name: r.clone(),
-        password: None,
-        hidden: false,
-    }))
-    .await
-    .expect("created");
-    slow.request(ClientMsg::JoinRoom(JoinRoom {
-        name: r.clone(),
-        password: None,
-        history_limit: 0,
-    }))
-    .await
-    .expect("joined");
+    let (mut a, slow, r) = tests::sender_and_reader(&url, "firehose").await;
     let text = "x".repeat(256 * 1024);
     let (ka, kb) = (ka.as_ref(), kb.as_ref());
     for _ in 0..200 {

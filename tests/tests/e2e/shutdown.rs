@@ -8,9 +8,7 @@ use std::time::{Duration, Instant};
 use server::config::Config;
 use server::store::embedded::EmbeddedStore;
 use server::store::faults::FaultyDisk;
-use shared::protocol::{
-    ClientMsg, CreateRoom, FetchHistory, JoinRoom, Reply, SendMessage, ServerMsg,
-};
+use shared::protocol::{ClientMsg, CreateRoom, Reply, SendMessage, ServerMsg};
 use shared::MessageId;
 use tests::{room, seal_text, test_key, RawClient, TestServer};
 
@@ -79,17 +77,7 @@ async fn sends_in_flight_at_shutdown_are_all_answered_and_stored() {
 
     let server = TestServer::start_with(config()).await;
     let mut a = RawClient::logged_in(&server.ws_url(), "alice", &key).await;
-    let Ok(Reply::History(page)) = a
-        .request(ClientMsg::FetchHistory(FetchHistory {
-            room: r.clone(),
-            before_seq: None,
-            limit: 50,
-        }))
-        .await
-    else {
-        panic!("expected a history page")
-    };
-    let stored: BTreeSet<MessageId> = page.messages.iter().map(|m| m.message_id).collect();
+    let stored: BTreeSet<MessageId> = tests::history_ids(&mut a, &r).await.into_iter().collect();
     assert_eq!(
         stored, sent,
         "exactly the messages answered Sent are stored: none unanswered"
@@ -108,23 +96,7 @@ async fn a_client_that_stopped_reading_does_not_hold_the_shutdown() {
     let server = TestServer::start_with(config).await;
     let url = server.ws_url();
     let (ka, kb) = (test_key(0), test_key(1));
-    let mut a = RawClient::registered(&url, "alice", &ka).await;
-    let mut slow = RawClient::registered(&url, "slow", &kb).await;
-    let r = room("backlog");
-    a.request(ClientMsg::CreateRoom(CreateRoom {
-        name: r.clone(),
-        password: None,
-        hidden: false,
-    }))
-    .await
-    .expect("created");
-    slow.request(ClientMsg::JoinRoom(JoinRoom {
-        name: r.clone(),
-        password: None,
-        history_limit: 0,
-    }))
-    .await
-    .expect("joined");
+    let (mut a, slow, r) = tests::sender_and_reader(&url, "backlog").await;
     // `slow` reads nothing from now on, while far more than the socket buffers hold is
     // pushed to it (within its budget, so it is not dropped for that).
     let text = "x".repeat(256 * 1024);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use server::config::Config;
 use server::store::embedded::EmbeddedStore;
 use server::store::faults::FaultyDisk;
-use shared::protocol::{ClientMsg, CreateRoom, FetchHistory, Register, Reply, SendMessage};
+use shared::protocol::{ClientMsg, CreateRoom, Register, Reply, SendMessage};
 use shared::{ErrorCode, MessageId, RoomName};
 use tests::{name, public_der, room, seal_text, test_key, RawClient, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -140,17 +140,7 @@ async fn a_failing_disk_is_answered_honestly_and_health_recovers_by_itself() {
     drop(dir_guard);
     let server = TestServer::start_with(Config::for_tests(dir.path().to_path_buf())).await;
     let mut a = RawClient::logged_in(&server.ws_url(), "alice", &test_key(0)).await;
-    let Ok(Reply::History(page)) = a
-        .request(ClientMsg::FetchHistory(FetchHistory {
-            room: r.clone(),
-            before_seq: None,
-            limit: 50,
-        }))
-        .await
-    else {
-        panic!("expected a history page")
-    };
-    let ids: Vec<MessageId> = page.messages.iter().map(|m| m.message_id).collect();
+    let ids = tests::history_ids(&mut a, &r).await;
     assert_eq!(ids, stored);
     server.shutdown().await;
 }
