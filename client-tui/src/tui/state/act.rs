@@ -354,7 +354,15 @@ impl AppState {
                 vec![Effect::Command(Command::LoadOlder { room, before_seq })]
             }
             _ => {
-                self.set_status(format!("#{room} has no older messages."), Level::Info);
+                // History holds only the messages with a copy for this member: those sent
+                // before they joined were never encrypted to them.
+                self.set_status(
+                    format!(
+                        "No older messages in #{room} for you: messages sent before you \
+                         joined were not encrypted to you."
+                    ),
+                    Level::Info,
+                );
                 Vec::new()
             }
         }

@@ -308,6 +308,13 @@ fn older_history_is_requested_once_and_only_when_there_is_more() {
     let buffer = state.room(&room("a")).cloned().expect("open");
     assert!(!buffer.loading_older && !buffer.has_more);
     assert!(state.act(Action::LoadOlder).is_empty());
+    // Saying why: what came before the user joined was never encrypted to them.
+    let said = state
+        .status
+        .as_ref()
+        .map(|s| s.text.clone())
+        .expect("a status");
+    assert!(said.contains("before you joined"), "{said}");
 }
 
 #[test]
