@@ -203,7 +203,7 @@ pub async fn run(
                             () = shutdown.cancelled() => {}
                             () = evicted.cancelled() => {}
                         }
-                        if let Some(exit) = handle_frame(&state, &mut conn, &outbound, &rates, &sends, &bytes).await {
+                        if let Some(exit) = handle_frame(&state, &mut conn, &outbound, (&rates, user.as_deref()), &sends, &bytes).await {
                             break exit;
                         }
                         // Frames already read do not make the stream yield: a client that
@@ -290,19 +290,21 @@ pub async fn run(
     }
 }
 
-/// Decodes and answers one frame. Returns `Some` when the connection must end.
+/// Decodes and answers one frame, charging its turns to the connection's rates and to
+/// `user`'s (its user key, read once per frame). Returns `Some` when the connection must
+/// end.
 async fn handle_frame(
     state: &Arc<AppState>,
     conn: &mut Connection,
     outbound: &Outbound,
-    rates: &ConnectionRates,
+    (rates, user): (&ConnectionRates, Option<&str>),
     sends: &Arc<Semaphore>,
     bytes: &[u8],
 ) -> Option<Exit> {
     // Every frame takes its turn, undecodable ones too: garbage costs a reply like any
     // request, so it must not come for free. A frame over the rate is refused unread but
     // for its request id.
-    if !rates.admit(&state.limits.users, user_key(conn).as_deref()) {
+    if !rates.admit(&state.limits.users, user) {
         return send(outbound, rate_limited(codec::request_id_of(bytes)))
             .await
             .err();
@@ -320,7 +322,7 @@ async fn handle_frame(
         }
     };
     let request_id = frame.request_id;
-    if !rates.admit_request(&state.limits.users, user_key(conn).as_deref(), &frame.msg) {
+    if !rates.admit_request(&state.limits.users, user, &frame.msg) {
         return send(outbound, rate_limited(Some(request_id))).await.err();
     }
     // Every request takes a permit; a queued send keeps it until it completes, so a
