@@ -47,6 +47,24 @@ pub struct Config {
     #[arg(long, env = "MONGODB_ALLOW_STANDALONE", default_value_t = false)]
     pub mongodb_allow_standalone: bool,
 
+    /// Run as one of several instances sharing one MongoDB (needs `MONGODB_URI`): pushes,
+    /// evictions and presence reach the other instances' connections through change
+    /// streams (docs/SCALING.md). Off, the server pays nothing for it.
+    #[arg(long, env = "SCALE_OUT", default_value_t = false)]
+    pub scale_out: bool,
+
+    /// This instance's id among several (1 to 64 letters, digits, `.`, `_`, `-`), unique
+    /// among the running instances. Keep it across restarts (e.g. the replica's or dyno's
+    /// name): the change stream's position is saved under it. Unset, a random id is chosen
+    /// at each start.
+    #[arg(long, env = "INSTANCE_ID")]
+    pub instance_id: Option<String>,
+
+    /// Seconds between scale-out presence heartbeats; an instance silent for three is no
+    /// longer counted online, nor are its users.
+    #[arg(long, env = "PRESENCE_INTERVAL_SECS", default_value_t = 5)]
+    pub presence_interval_secs: u64,
+
     /// Log filter in `tracing` EnvFilter syntax.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log_filter: String,
@@ -192,6 +210,9 @@ impl Config {
             mongodb_uri: None,
             mongodb_database: "e2e_chat".into(),
             mongodb_allow_standalone: false,
+            scale_out: false,
+            instance_id: None,
+            presence_interval_secs: 5,
             retention_days: 0,
             retention_messages_per_room: 0,
             log_filter: "warn".into(),
@@ -264,6 +285,24 @@ impl Config {
         if matches!(&self.mongodb_uri, Some(uri) if uri.trim().is_empty()) {
             return invalid("mongodb-uri", "is set but empty");
         }
+        if self.scale_out && self.mongodb_uri.is_none() {
+            return invalid(
+                "scale-out",
+                "needs MONGODB_URI (instances share MongoDB; the embedded store is one process's)",
+            );
+        }
+        if let Some(id) = &self.instance_id {
+            let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+            if id.is_empty() || id.len() > 64 || !id.chars().all(allowed) {
+                return invalid(
+                    "instance-id",
+                    "must be 1 to 64 letters, digits, '.', '_' or '-'",
+                );
+            }
+        }
+        if self.presence_interval_secs == 0 {
+            return invalid("presence-interval-secs", "must be at least 1");
+        }
         Ok(())
     }
 
@@ -289,6 +328,29 @@ impl Config {
                 cache_bytes: self.store_cache_mb.saturating_mul(1024 * 1024),
             },
         }
+    }
+
+    /// What scale-out needs, when it is on (validated: MongoDB is configured).
+    pub fn scale_out(&self) -> Option<crate::fanout::Settings> {
+        if !self.scale_out {
+            return None;
+        }
+        let uri = self.mongodb_uri.clone()?;
+        let instance = self.instance_id.clone().unwrap_or_else(|| {
+            let id = format!("i-{}", hex::encode(rand::random::<[u8; 6]>()));
+            tracing::warn!(
+                instance = %id,
+                "no INSTANCE_ID: using a random one, so this instance's change-stream \
+                 position is not resumed after a restart"
+            );
+            id
+        });
+        Some(crate::fanout::Settings {
+            uri,
+            database: self.mongodb_database.clone(),
+            instance,
+            presence_interval: Duration::from_secs(self.presence_interval_secs),
+        })
     }
 
     /// The per-connection byte budget, in bytes.

@@ -13,9 +13,9 @@
 //! kept here — the store owns it — so callers name the recipients.
 //!
 //! Handlers see delivery only through the [`Fanout`] trait (connect, disconnect, evict,
-//! deliver, count who is online). [`HubHandle`] is its single-instance implementation; the trait is
-//! the seam where a multi-instance fan-out over MongoDB change streams plugs in
-//! (docs/SCALING.md).
+//! deliver, count who is online). [`HubHandle`] is its single-instance implementation;
+//! [`crate::fanout::ChangeStreamFanout`] wraps it to reach the connections of other
+//! instances through MongoDB change streams (docs/SCALING.md).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -61,6 +61,11 @@ impl PushFrame {
         self.len() == 0
     }
 
+    /// The pieces, in order, borrowed: the shared one (if any) and the frame's own.
+    pub fn pieces(&self) -> (Option<&Arc<Bytes>>, &Bytes) {
+        (self.shared.as_ref(), &self.own)
+    }
+
     /// The pieces, in order; the shared one, if any, as a cheap clone.
     pub fn into_parts(self) -> (Option<Bytes>, Bytes) {
         (self.shared.map(|s| Bytes::clone(&s)), self.own)
@@ -77,12 +82,18 @@ impl From<Bytes> for PushFrame {
 }
 
 /// Why the hub ended a connection; the connection's task closes the socket accordingly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// It is serialisable because an eviction asked for on one instance is carried to the
+/// others (`crate::fanout`): a variant added here crosses instances with no more work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Eviction {
     /// Its push queue was full: the client does not keep up.
     TooSlow,
     /// The user's key was rotated on another connection, so this login's key is retired.
     KeyRotated,
+    /// This instance may have missed deliveries (its change stream's history was lost):
+    /// the client is to reconnect and re-read history. Only scale-out raises it.
+    Resync,
 }
 
 /// What the hub holds for one logged-in connection. Made by the connection's task, kept
@@ -123,6 +134,12 @@ enum Command {
     Online {
         groups: Vec<Vec<String>>,
         reply: oneshot::Sender<OnlineCounts>,
+    },
+    Users {
+        reply: oneshot::Sender<Vec<String>>,
+    },
+    EvictAll {
+        why: Eviction,
     },
 }
 
@@ -221,6 +238,24 @@ impl HubHandle {
 
     async fn send(&self, cmd: Command) -> Result<(), HubStopped> {
         self.tx.send(cmd).await.map_err(|_| HubStopped)
+    }
+
+    /// The users (canonical names) with at least one connection on this instance.
+    ///
+    /// # Errors
+    /// [`HubStopped`] if the hub has shut down.
+    pub async fn users(&self) -> Result<Vec<String>, HubStopped> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Users { reply }).await?;
+        rx.await.map_err(|_| HubStopped)
+    }
+
+    /// Ends every connection on this instance, each told `why`.
+    ///
+    /// # Errors
+    /// [`HubStopped`] if the hub has shut down.
+    pub async fn evict_all(&self, why: Eviction) -> Result<(), HubStopped> {
+        self.send(Command::EvictAll { why }).await
     }
 }
 
@@ -345,6 +380,20 @@ impl Hub {
                     users_online,
                 });
             }
+            Command::Users { reply } => {
+                let _ = reply.send(self.online.keys().cloned().collect());
+            }
+            Command::EvictAll { why } => {
+                let ending: Vec<(String, ConnId)> = self
+                    .online
+                    .iter()
+                    .flat_map(|(user, conns)| conns.keys().map(move |&c| (user.clone(), c)))
+                    .collect();
+                tracing::warn!(connections = ending.len(), ?why, "ending every connection");
+                for (user, conn) in ending {
+                    self.evict(&user, conn, why);
+                }
+            }
         }
     }
 
@@ -461,6 +510,22 @@ mod tests {
         assert!(a1_why.try_recv().is_err() && b_why.try_recv().is_err());
         let counts = hub.online(vec![vec!["alice".into()]]).await.expect("hub");
         assert_eq!(counts.per_group, vec![1]);
+    }
+
+    #[tokio::test]
+    async fn users_lists_who_is_online_and_evict_all_ends_everyone() {
+        let (hub, _task) = HubHandle::spawn();
+        let (a, _a_rx, a_why) = registration(4);
+        let (b, _b_rx, b_why) = registration(4);
+        hub.connect(1, "alice".into(), a).await.expect("hub");
+        hub.connect(2, "bob".into(), b).await.expect("hub");
+        let mut users = hub.users().await.expect("hub");
+        users.sort();
+        assert_eq!(users, ["alice", "bob"]);
+        hub.evict_all(Eviction::Resync).await.expect("hub");
+        assert_eq!(a_why.await, Ok(Eviction::Resync));
+        assert_eq!(b_why.await, Ok(Eviction::Resync));
+        assert!(hub.users().await.expect("hub").is_empty());
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@
 //! - [`ws`] — the WebSocket endpoint; one task per connection.
 //! - [`handlers`] — one function per request kind.
 //! - [`hub`] — the task that routes frames to online connections.
+//! - [`fanout`] — scale-out: deliveries between instances through MongoDB change streams.
 //! - [`store`] — the persistence trait and its adapters (embedded redb, MongoDB).
 //! - [`passwords`] — argon2id room passwords, on a bounded pool of their own.
 //! - [`retention`] — the background task that deletes messages past the retention limits.
@@ -18,6 +19,7 @@
 
 pub mod config;
 pub mod error;
+pub mod fanout;
 pub mod handlers;
 pub mod hub;
 pub mod limits;

@@ -1,10 +1,9 @@
 //! The server binary: parse the configuration, start logging, serve until Ctrl-C or
 //! SIGTERM, then drain.
 
-use anyhow::Context;
 use clap::Parser;
 use server::config::Config;
-use server::startup::{shutdown_signal, Application};
+use server::startup::serve_blocking;
 use server::telemetry;
 
 /// jemalloc rather than glibc's allocator: in the 100-member fan-out glibc spent about a
@@ -14,21 +13,8 @@ use server::telemetry;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-#[actix_web::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     telemetry::init(&config.log_filter);
-    let app = Application::build(config)
-        .await
-        .context("server start-up failed")?;
-    tracing::info!(port = app.port(), store = app.backend(), "serving");
-    let stopper = app.stopper();
-    actix_web::rt::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("shutdown signal received; draining");
-        stopper.stop().await;
-    });
-    app.run_until_stopped().await?;
-    tracing::info!("stopped");
-    Ok(())
+    serve_blocking(config)
 }

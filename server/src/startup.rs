@@ -2,7 +2,8 @@
 //! its two routes, and graceful shutdown.
 //!
 //! - `GET /ws` upgrades to the chat WebSocket.
-//! - `GET /health` answers 200 when the store is reachable and can write, 503 otherwise.
+//! - `GET /health` answers 200 when the store is reachable and can write (and, with
+//!   scale-out, the change stream is live), 503 otherwise.
 //!
 //! Shutdown ([`Stopper::stop`]): stop accepting new connections; each session reads no
 //! further request, waits (a few seconds at most) until its sends in flight are answered,
@@ -36,8 +37,9 @@ use shared::ServerId;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, StoreChoice};
+use crate::fanout::{ChangeStreamFanout, StreamState, StreamStatus};
 use crate::handlers::AppState;
-use crate::hub::HubHandle;
+use crate::hub::{Fanout, HubHandle};
 use crate::limits::address::ClientAddress;
 use crate::limits::connections::ConnectionCounter;
 use crate::limits::joins::{JoinBackoff, JoinThrottle};
@@ -63,6 +65,8 @@ struct Endpoint {
     connections: Arc<ConnectionCounter>,
     /// Whether the client address comes from `X-Forwarded-For`.
     trust_forwarded_for: bool,
+    /// The change stream's state, when scale-out is on.
+    stream: Option<StreamStatus>,
 }
 
 /// A built server, bound to its port and ready to run.
@@ -146,15 +150,28 @@ impl Application {
             .room_secret()
             .await
             .context("cannot read the room secret from the store")?;
+        let shutdown = CancellationToken::new();
+        // With scale-out, the change stream is open before the port is: a client accepted
+        // from then on misses no other instance's delivery.
+        let (hub, stream): (Arc<dyn Fanout>, _) = match config.scale_out() {
+            Some(settings) => {
+                let (fanout, status) = ChangeStreamFanout::start(settings, shutdown.clone())
+                    .await
+                    .context("scale-out could not start")?;
+                (Arc::new(fanout), Some(status))
+            }
+            None => (Arc::new(HubHandle::spawn().0), None),
+        };
         let listener = TcpListener::bind((config.bind, config.port))
             .with_context(|| format!("cannot bind {}:{}", config.bind, config.port))?;
         let port = listener.local_addr()?.port();
         let backend = store.backend();
-        let state = Arc::new(app_state(
+        let state = Arc::new(app_state_with_hub(
             &config,
             Arc::clone(&store),
             server_id,
             room_secret,
+            hub,
         )?);
         let settings = SessionSettings {
             heartbeat: config.heartbeat(),
@@ -166,7 +183,6 @@ impl Application {
         };
         let connections = ConnectionCounter::new(config.connections_per_address);
         let trust_forwarded_for = config.trust_forwarded_for;
-        let shutdown = CancellationToken::new();
         let _retention = retention::spawn(
             Arc::clone(&store),
             config.retention(),
@@ -185,6 +201,7 @@ impl Application {
                     shutdown: endpoint_shutdown.clone(),
                     connections: connections.clone(),
                     trust_forwarded_for,
+                    stream: stream.clone(),
                 }))
                 .route("/ws", web::get().to(upgrade))
                 .route("/health", web::get().to(health))
@@ -347,24 +364,64 @@ async fn upgrade(
 /// class (`storage_full`, `storage_unavailable`, `timeout`) and never its detail. An
 /// embedded store that cannot write answers 503 until its own periodic probe write
 /// succeeds again, then 200.
+///
+/// With scale-out the answer also names the instance and its change stream's state
+/// (`"instance":"a","stream":"live"`), and is 503 (`stream_resuming`) while the stream is
+/// being reopened: this instance's clients then get no other instance's pushes until it is.
 async fn health(endpoint: web::Data<Endpoint>) -> HttpResponse {
     let backend = endpoint.state.store.backend();
-    let reason =
-        match tokio::time::timeout(Duration::from_secs(5), endpoint.state.store.ping()).await {
-            Ok(Ok(())) => {
-                return HttpResponse::Ok()
-                    .content_type("application/json")
-                    .body(format!(r#"{{"status":"ok","store":"{backend}"}}"#))
-            }
-            Ok(Err(e)) if e.is_storage_full() => "storage_full",
-            Ok(Err(_)) => "storage_unavailable",
-            Err(_) => "timeout",
-        };
+    let scale_out = endpoint.stream.as_ref().map(|s| (s.instance(), s.state()));
+    let fields = scale_out.map_or_else(String::new, |(instance, state)| {
+        format!(r#","instance":"{instance}","stream":"{}""#, state.as_str())
+    });
+    let reason = match tokio::time::timeout(Duration::from_secs(5), endpoint.state.store.ping())
+        .await
+    {
+        Ok(Ok(())) if scale_out.is_some_and(|(_, s)| s != StreamState::Live) => "stream_resuming",
+        Ok(Ok(())) => {
+            return HttpResponse::Ok()
+                .content_type("application/json")
+                .body(format!(r#"{{"status":"ok","store":"{backend}"{fields}}}"#))
+        }
+        Ok(Err(e)) if e.is_storage_full() => "storage_full",
+        Ok(Err(_)) => "storage_unavailable",
+        Err(_) => "timeout",
+    };
     HttpResponse::ServiceUnavailable()
         .content_type("application/json")
         .body(format!(
-            r#"{{"status":"unavailable","store":"{backend}","reason":"{reason}"}}"#
+            r#"{{"status":"unavailable","store":"{backend}","reason":"{reason}"{fields}}}"#
         ))
+}
+
+/// What the server binary does once its configuration is read and logging started: build,
+/// serve until Ctrl-C or SIGTERM, then drain. Test harnesses that need the server as a
+/// process of its own (to kill it) run this from their own binary.
+///
+/// # Errors
+/// Start-up failures ([`Application::build`]) and I/O errors of the HTTP server.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let app = Application::build(config)
+        .await
+        .context("server start-up failed")?;
+    tracing::info!(port = app.port(), store = app.backend(), "serving");
+    let stopper = app.stopper();
+    actix_web::rt::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown signal received; draining");
+        stopper.stop().await;
+    });
+    app.run_until_stopped().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// [`serve`] on an actix system of its own, blocking until it ends.
+///
+/// # Errors
+/// As [`serve`].
+pub fn serve_blocking(config: Config) -> anyhow::Result<()> {
+    actix_web::rt::System::new().block_on(serve(config))
 }
 
 /// Resolves on Ctrl-C or SIGTERM (what Heroku and Docker send).
@@ -389,10 +446,9 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// What every connection of a server built from `config` on `store` shares: the hub
-/// (spawned on the current runtime), the password pool and the quotas. The server builds
-/// its state here, and so do harnesses that drive the handlers without a socket (the
-/// fuzzer).
+/// What every connection of a single-instance server built from `config` on `store`
+/// shares: the hub (spawned on the current runtime), the password pool and the quotas.
+/// Harnesses that drive the handlers without a socket (the fuzzer) build their state here.
 ///
 /// # Errors
 /// A limit configured as zero where at least one is needed, or a password pool that
@@ -404,6 +460,20 @@ pub fn app_state(
     room_secret: RoomSecret,
 ) -> anyhow::Result<AppState> {
     let (hub, _hub_task) = HubHandle::spawn();
+    app_state_with_hub(config, store, server_id, room_secret, Arc::new(hub))
+}
+
+/// [`app_state`] with the delivery the caller chose (the local hub, or scale-out's).
+///
+/// # Errors
+/// As [`app_state`].
+pub fn app_state_with_hub(
+    config: &Config,
+    store: Arc<dyn Store>,
+    server_id: ServerId,
+    room_secret: RoomSecret,
+    hub: Arc<dyn Fanout>,
+) -> anyhow::Result<AppState> {
     let limits = Limits {
         registrations: RegistrationQuota::new(
             at_least_one(
@@ -424,7 +494,7 @@ pub fn app_state(
     };
     Ok(AppState {
         store,
-        hub: Arc::new(hub),
+        hub,
         challenge_ttl: config.challenge_ttl(),
         server_id,
         passwords: Hasher::new(config.argon2_concurrency())?,

@@ -107,6 +107,12 @@ fn evicted_close(why: Eviction) -> Exit {
             CloseCode::Other(CLOSE_KEY_ROTATED),
             "key rotated on another session",
         ),
+        // 1012 "service restart": a standard code every client already answers by
+        // reconnecting, and a reconnecting client re-reads history (docs/SCALING.md).
+        Eviction::Resync => close(
+            CloseCode::Restart,
+            "deliveries may have been missed; reconnect and re-read history",
+        ),
     }
 }
 
