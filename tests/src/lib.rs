@@ -3,6 +3,7 @@
 //! directly ([`RawClient`]) where a test needs to send what a well-behaved client never
 //! would.
 
+pub mod scale;
 pub mod tamper;
 
 use std::collections::VecDeque;
@@ -237,6 +238,30 @@ impl RawClient {
             pushes: VecDeque::new(),
             server_id: shared::ServerId([0; 16]),
         }
+    }
+
+    /// Opens a WebSocket to `url` (no Hello sent), and returns the value of the upgrade
+    /// response's `header`, if it has one (a load balancer's note of where it went).
+    ///
+    /// # Errors
+    /// The handshake's error, e.g. an HTTP refusal.
+    pub async fn connect_reporting(
+        url: &str,
+        header: &str,
+    ) -> Result<(Self, Option<String>), tokio_tungstenite::tungstenite::Error> {
+        let (ws, response) = tokio_tungstenite::connect_async(url).await?;
+        let value = response
+            .headers()
+            .get(header)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let client = Self {
+            ws,
+            next_id: 1,
+            pushes: VecDeque::new(),
+            server_id: shared::ServerId([0; 16]),
+        };
+        Ok((client, value))
     }
 
     /// Opens a WebSocket to `url` whose upgrade request says it was forwarded for

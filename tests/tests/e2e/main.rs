@@ -13,6 +13,7 @@ mod persistence;
 mod robustness;
 mod rooms;
 mod rotation;
+mod scale_out;
 mod server_id;
 mod shutdown;
 mod storage;
