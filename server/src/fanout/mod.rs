@@ -317,30 +317,4 @@ async fn prepare(db: &Database) -> anyhow::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn online_counts_add_remote_users_once() {
-        let (hub, _task) = HubHandle::spawn();
-        let (pushes, _rx) = crate::ws::outbound::push_queue(4, 1 << 20);
-        let (evicted, _why) = tokio::sync::oneshot::channel();
-        hub.connect(1, "alice".into(), Registration { pushes, evicted })
-            .await
-            .expect("hub");
-        // alice is online here and elsewhere; bob elsewhere only; carol nowhere.
-        let remote: HashSet<String> = ["alice".to_owned(), "bob".to_owned()].into();
-        let counts = combine(
-            &hub,
-            &remote,
-            vec![
-                vec!["alice".into(), "bob".into(), "carol".into()],
-                vec!["carol".into()],
-            ],
-        )
-        .await
-        .expect("hub");
-        assert_eq!(counts.per_group, vec![2, 0]);
-        assert_eq!(counts.users_online, 2);
-    }
-}
+mod tests;

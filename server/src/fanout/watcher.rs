@@ -103,6 +103,8 @@ pub struct Running {
     token: Option<ResumeToken>,
     saved: Option<ResumeToken>,
     saved_at: Instant,
+    /// Events applied at start-up, before the stream was live.
+    backlog: u64,
 }
 
 impl Watcher {
@@ -134,15 +136,25 @@ impl Watcher {
             token: None,
             saved: None,
             saved_at: Instant::now(),
+            backlog: 0,
         };
-        let mut backlog = 0u64;
-        while let Some(event) = running.stream.next_if_any().await? {
-            running.parts.apply(event).await;
-            backlog += 1;
+        // Caught up once the server has answered empty twice running: the first answer
+        // after opening is the `aggregate`'s own first batch, which may be empty even when
+        // events wait (the driver hands it over without a `getMore`).
+        let mut empty = 0;
+        while empty < 2 {
+            match running.stream.next_if_any().await? {
+                Some(event) => {
+                    running.parts.apply(event).await;
+                    running.backlog += 1;
+                    empty = 0;
+                }
+                None => empty += 1,
+            }
         }
         running.token = running.stream.resume_token();
         running.save().await;
-        tracing::info!(backlog, "change stream open");
+        tracing::info!(backlog = running.backlog, "change stream open");
         running.parts.state.send_replace(StreamState::Live);
         Ok(running)
     }
@@ -209,6 +221,13 @@ impl Watcher {
 }
 
 impl Running {
+    /// How many events were applied at start-up, before the stream was live (the backlog
+    /// since the saved position).
+    #[cfg(test)]
+    pub fn backlog(&self) -> u64 {
+        self.backlog
+    }
+
     /// Applies events until `shutdown`, reopening the stream when it is lost; saves the
     /// token before it returns.
     pub async fn run(mut self, shutdown: CancellationToken) {
