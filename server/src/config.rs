@@ -54,9 +54,9 @@ pub struct Config {
     pub scale_out: bool,
 
     /// This instance's id among several (1 to 64 letters, digits, `.`, `_`, `-`), unique
-    /// among the running instances. Keep it across restarts (e.g. the replica's or dyno's
-    /// name): the change stream's position is saved under it. Unset, a random id is chosen
-    /// at each start.
+    /// among the running instances. Keep it across restarts (e.g. the replica's name): the
+    /// change stream's position is saved under it. Unset, Heroku's `DYNO` (`web.1`) is
+    /// used, or else a random id chosen at each start.
     #[arg(long, env = "INSTANCE_ID")]
     pub instance_id: Option<String>,
 
@@ -164,6 +164,13 @@ pub struct Config {
     /// The largest ciphertext of one copy of a message, in bytes.
     #[arg(long, env = "MAX_MESSAGE_BYTES", default_value_t = 65536)]
     pub max_message_bytes: usize,
+}
+
+/// Whether `id` can name an instance: 1 to 64 letters, digits, `.`, `_` or `-` (it is
+/// written into `/health`'s JSON and used as a document id).
+fn valid_instance_id(id: &str) -> bool {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    !id.is_empty() && id.len() <= 64 && id.chars().all(allowed)
 }
 
 /// Which store the configuration selects.
@@ -292,8 +299,7 @@ impl Config {
             );
         }
         if let Some(id) = &self.instance_id {
-            let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-            if id.is_empty() || id.len() > 64 || !id.chars().all(allowed) {
+            if !valid_instance_id(id) {
                 return invalid(
                     "instance-id",
                     "must be 1 to 64 letters, digits, '.', '_' or '-'",
@@ -336,7 +342,8 @@ impl Config {
             return None;
         }
         let uri = self.mongodb_uri.clone()?;
-        let instance = self.instance_id.clone().unwrap_or_else(|| {
+        let dyno = std::env::var("DYNO").ok().filter(|d| valid_instance_id(d));
+        let instance = self.instance_id.clone().or(dyno).unwrap_or_else(|| {
             let id = format!("i-{}", hex::encode(rand::random::<[u8; 6]>()));
             tracing::warn!(
                 instance = %id,
@@ -384,5 +391,35 @@ impl Config {
             0 => std::thread::available_parallelism().map_or(1, usize::from),
             n => n,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_out_needs_mongodb_and_a_usable_instance_id() {
+        let base = Config::for_tests("unused".into());
+        assert!(base.scale_out().is_none(), "off by default: nothing runs");
+        let mut config = Config {
+            scale_out: true,
+            ..base.clone()
+        };
+        assert!(
+            config.validate().is_err(),
+            "the embedded store cannot be shared"
+        );
+        config.mongodb_uri = Some("mongodb://db:27017/".into());
+        for bad in ["", "a b", "a\"b", &"x".repeat(65)] {
+            config.instance_id = Some(bad.to_owned());
+            assert!(config.validate().is_err(), "{bad:?}");
+        }
+        config.instance_id = Some("web.1".into());
+        config.validate().expect("valid");
+        let settings = config.scale_out().expect("on");
+        assert_eq!(settings.instance, "web.1");
+        assert_eq!(settings.database, "e2e_chat");
+        assert_eq!(settings.presence_interval, Duration::from_secs(5));
     }
 }

@@ -18,8 +18,8 @@ use tokio::sync::{mpsc, oneshot};
 /// How long a write is retried before its callers are told it failed.
 pub const PUBLISH_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Documents taken into one `insertMany` at most.
-const BATCH_DOCS: usize = 256;
+/// Requests (each one delivery or eviction) taken into one `insertMany` at most.
+const BATCH_REQUESTS: usize = 256;
 
 /// Requests waiting for the writer before callers wait to queue.
 const QUEUE: usize = 4096;
@@ -71,7 +71,7 @@ impl Publisher {
 
 async fn run(events: Collection<Document>, mut rx: mpsc::Receiver<Request>) {
     let mut waiting = Vec::new();
-    while rx.recv_many(&mut waiting, BATCH_DOCS).await > 0 {
+    while rx.recv_many(&mut waiting, BATCH_REQUESTS).await > 0 {
         let docs: Vec<Document> = waiting
             .iter()
             .flat_map(|r: &Request| r.docs.iter().cloned())

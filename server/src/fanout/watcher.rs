@@ -266,9 +266,13 @@ impl Running {
     /// is lost (then closes this instance's connections); `None` on shutdown.
     async fn recover(&mut self, mut error: Error, shutdown: &CancellationToken) -> Option<Stream> {
         let mut pause = FIRST_RETRY;
+        // Once the history is lost, the connections are closed after whichever attempt
+        // opens the new stream, even if other errors come in between.
+        let mut resync = false;
         loop {
-            let lost = history_lost(&error);
-            if lost {
+            self.parts.state.send_replace(StreamState::Resuming);
+            if history_lost(&error) {
+                resync = true;
                 tracing::error!(
                     error = %error,
                     "change-stream history lost: other instances' deliveries since the \
@@ -277,7 +281,6 @@ impl Running {
                 );
                 self.token = None;
             } else {
-                self.parts.state.send_replace(StreamState::Resuming);
                 tracing::warn!(error = %error, ?pause, "change stream lost; resuming after the last event applied");
                 tokio::select! {
                     () = shutdown.cancelled() => return None,
@@ -287,7 +290,7 @@ impl Running {
             }
             match self.parts.open(self.token.clone()).await {
                 Ok(stream) => {
-                    if lost {
+                    if resync {
                         // Only now that the new stream is open: a client that reconnects
                         // here reads history after this point and misses nothing.
                         if self.parts.hub.evict_all(Eviction::Resync).await.is_err() {
@@ -345,6 +348,24 @@ fn history_lost(e: &Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn command_error(code: i32) -> Error {
+        let e: mongodb::error::CommandError =
+            bson::from_document(doc! { "code": code, "codeName": "X", "errmsg": "x" })
+                .expect("command error");
+        Error::from(ErrorKind::Command(e))
+    }
+
+    #[test]
+    fn only_a_lost_resume_point_counts_as_history_lost() {
+        for code in HISTORY_LOST {
+            assert!(history_lost(&command_error(code)), "{code}");
+        }
+        // NotWritablePrimary, HostUnreachable: resumable, the position is still there.
+        for code in [10107, 6] {
+            assert!(!history_lost(&command_error(code)), "{code}");
+        }
+    }
 
     #[test]
     fn a_token_survives_being_saved_as_bson() {
