@@ -350,6 +350,70 @@ fn compose_stop_grace_outlasts_the_shutdown_drain() {
 }
 
 // ---------------------------------------------------------------------------------------
+// docker-compose.scale.yml and deploy/nginx
+
+/// The `host:port` entries of the `upstream` in `deploy/nginx/default.conf`.
+fn nginx_upstream() -> Vec<String> {
+    read("deploy/nginx/default.conf")
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("server "))
+        .filter(|rest| !rest.starts_with('{'))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(|entry| entry.trim_end_matches(';').to_owned())
+        .collect()
+}
+
+#[test]
+fn compose_scale_runs_distinct_scale_out_instances_that_nginx_balances() {
+    let scale = yaml("docker-compose.scale.yml");
+    let base = compose();
+    let known = cli_env_names();
+    let port = env_value(service(&base, "server"), "PORT").expect("the server's PORT");
+    assert!(
+        env_value(service(&base, "server"), "MONGODB_URI").is_some(),
+        "scale-out needs MongoDB"
+    );
+    let upstream = nginx_upstream();
+    let mut ids = BTreeSet::new();
+    for name in ["server-1", "server-2"] {
+        let instance = service(&scale, name);
+        assert_eq!(
+            scalar(get(instance, &["extends", "file"])),
+            "docker-compose.yml"
+        );
+        assert_eq!(scalar(get(instance, &["extends", "service"])), "server");
+        for (key, _) in environment(instance) {
+            assert!(
+                known.contains(&key),
+                "{name} sets {key}, which the server does not read"
+            );
+        }
+        assert_eq!(
+            env_value(instance, "SCALE_OUT").as_deref(),
+            Some("true"),
+            "{name}"
+        );
+        ids.insert(env_value(instance, "INSTANCE_ID").expect("an INSTANCE_ID"));
+        assert!(
+            upstream.contains(&format!("{name}:{port}")),
+            "nginx's upstream {upstream:?} lacks {name}:{port}"
+        );
+    }
+    assert_eq!(ids.len(), 2, "each instance has an id of its own");
+    assert_eq!(
+        upstream.len(),
+        2,
+        "nginx balances exactly the two instances"
+    );
+    let listen: u16 = read("deploy/nginx/default.conf")
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("listen "))
+        .and_then(|rest| rest.trim_end_matches(';').parse().ok())
+        .expect("nginx listens on a port");
+    assert_eq!(container_ports(service(&scale, "balancer")), vec![listen]);
+}
+
+// ---------------------------------------------------------------------------------------
 // heroku.yml
 
 #[test]
