@@ -14,7 +14,16 @@
 # verification); idle; abuse (10 rooms of 10 members at 200 msg/s, without and then with
 # one attacker on $ATTACK_CONNECTIONS connections, against a server with its default rate
 # limit, global registration quota, room quota, argon2 pool and join throttle; not part of
+# the default set); scale-one, scale-one-so and scale-two (scale-out, below; not part of
 # the default set). Environment knobs are listed below with their defaults.
+#
+# The scale-out scenarios need MongoDB or the emulator (TEST_MONGODB_URI) and compare the
+# same load on one instance without scale-out (scale-one), one with it (scale-one-so) and
+# two with it, each room's members spread over both (scale-two); each run has a fresh
+# database. Through the EMULATOR (figures that say more about round trips than MongoDB):
+#
+#   ../shared/mongo-emulator/with-emulator env SCENARIOS="scale-one scale-one-so scale-two" \
+#       loadgen/run-bench.sh
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,6 +38,7 @@ ATTACK_CONNECTIONS=${ATTACK_CONNECTIONS:-12}
 TACTICS=${TACTICS:-}                # abuse: comma-separated tactics (default: all six)
 OUT=${OUT:-$TARGET_DIR/bench-results/$(date +%Y%m%d-%H%M%S)}
 SKIP_BUILD=${SKIP_BUILD:-}
+SCALE_RATE=${SCALE_RATE:-100}     # scale-*: messages/s offered in the fixed-rate half
 
 mkdir -p "$OUT"
 if [[ -z "$SKIP_BUILD" ]]; then
@@ -52,7 +62,16 @@ stop_server() {
     fi
     SERVER_PID=""
 }
+SERVER2_PID=""
+stop_second_server() {
+    if [[ -n "$SERVER2_PID" ]] && kill -0 "$SERVER2_PID" 2>/dev/null; then
+        kill -TERM "$SERVER2_PID"
+        wait "$SERVER2_PID" 2>/dev/null || true
+    fi
+    SERVER2_PID=""
+}
 cleanup() {
+    stop_second_server
     stop_server
     if [[ -n "$DATA_DIR" ]]; then rm -rf "$DATA_DIR"; fi
     if [[ -n "${IDLE_DIR:-}" ]]; then rm -rf "$IDLE_DIR"; fi
@@ -99,6 +118,57 @@ fresh_limited_server() {
 }
 
 URL="ws://127.0.0.1:$PORT/ws"
+PORT2=$((PORT + 1))
+URL2="ws://127.0.0.1:$PORT2/ws"
+
+# mongo_servers COUNT SCALE_OUT: COUNT servers (1 or 2) on a fresh database of
+# TEST_MONGODB_URI, with SCALE_OUT as given; the second on $PORT2.
+mongo_servers() {
+    local count=$1 scale=$2
+    stop_second_server
+    stop_server
+    if [[ -z "${TEST_MONGODB_URI:-}" ]]; then
+        echo "the scale-* scenarios need TEST_MONGODB_URI (MongoDB or the emulator)" >&2
+        exit 2
+    fi
+    local db="bench_$(date +%s%N | tail -c 10)"
+    # HEARTBEAT_SECS=30: on the emulator, setting up 100 members takes longer than three
+    # 10 s heartbeats, and connections waiting their turn are not read meanwhile.
+    local common=("${GLOBAL_LIFTED[@]}" MONGODB_URI="$TEST_MONGODB_URI" MONGODB_DATABASE="$db"
+        MONGODB_ALLOW_STANDALONE=true SCALE_OUT="$scale" HEARTBEAT_SECS=30)
+    DATA_DIR=$(mktemp -d)
+    start_server "$DATA_DIR" "${common[@]}" INSTANCE_ID=one
+    if [[ "$count" == 2 ]]; then
+        env DATA_DIR="$DATA_DIR" PORT="$PORT2" BIND_ADDRESS=127.0.0.1 RUST_LOG=warn \
+            SHUTDOWN_GRACE_SECS=2 "${PER_ADDRESS_LIFTED[@]}" "${common[@]}" INSTANCE_ID=two \
+            "$SERVER_BIN" >>"$OUT/server.log" 2>&1 &
+        SERVER2_PID=$!
+        for _ in $(seq 100); do
+            if (exec 3<>/dev/tcp/127.0.0.1/"$PORT2") 2>/dev/null; then return 0; fi
+            sleep 0.1
+        done
+        echo "second server did not start; see $OUT/server.log" >&2
+        exit 1
+    fi
+}
+
+# scale_runs JSON-PREFIX COUNT SCALE_OUT: the scale-out load on fresh servers (see
+# mongo_servers) and a fresh database each time: closed loop (capacity) into
+# PREFIX-max.json, then at $SCALE_RATE msg/s (latency) into PREFIX.json. With two servers
+# each room's members alternate between them. CPU figures are the first server's only.
+scale_runs() {
+    local prefix=$1 count=$2 scale=$3
+    local spread=()
+    [[ "$count" == 1 ]] || spread=(--spread-url "$URL2")
+    local load=(--rooms 10 --members 10 --payload 256 --window 4 --duration "$DURATION"
+        "${spread[@]}")
+    mongo_servers "$count" "$scale"
+    "$LOADGEN" fanout --server-url "$URL" --server-pid "$SERVER_PID" "${load[@]}" \
+        --json "$prefix-max.json"
+    mongo_servers "$count" "$scale"
+    "$LOADGEN" fanout --server-url "$URL" --server-pid "$SERVER_PID" "${load[@]}" \
+        --rate "$SCALE_RATE" --json "$prefix.json"
+}
 {
     echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)," \
         "$(free -m | awk '/Mem:/ {print $2}') MiB, kernel $(uname -r)"
@@ -154,6 +224,15 @@ for scenario in $SCENARIOS; do
                 --attack-connections "$ATTACK_CONNECTIONS" --duration "$DURATION" \
                 ${TACTICS:+--tactics "$TACTICS"} --json "$json"
             ;;
+        scale-one)
+            scale_runs "$OUT/$scenario-$run" 1 false
+            ;;
+        scale-one-so)
+            scale_runs "$OUT/$scenario-$run" 1 true
+            ;;
+        scale-two)
+            scale_runs "$OUT/$scenario-$run" 2 true
+            ;;
         *)
             echo "unknown scenario $scenario" >&2
             exit 2
@@ -161,7 +240,12 @@ for scenario in $SCENARIOS; do
         esac
         files+=("$json")
     done
+    stop_second_server
     stop_server
+    if [[ "$scenario" == scale-* ]]; then
+        # Two medians: closed-loop capacity, and the fixed rate's latency.
+        "$LOADGEN" median "${files[@]/%.json/-max.json}" | tee "$OUT/$scenario-max-median.txt"
+    fi
     "$LOADGEN" median "${files[@]}" | tee "$OUT/$scenario-median.txt"
 done
 echo "results in $OUT"

@@ -73,6 +73,27 @@ pub struct Target {
     pub kind: TargetKind,
     /// The process serving it, for CPU and RSS figures (optional).
     pub pid: Option<u32>,
+    /// More instances of the same server (scale-out): members connect round-robin to
+    /// `url` and these, so that each room's members are spread over all of them.
+    pub also: Vec<String>,
+}
+
+impl Target {
+    /// The URL member `i` connects to.
+    pub fn url_for(&self, i: usize) -> &str {
+        match i % (1 + self.also.len()) {
+            0 => &self.url,
+            n => &self.also[n - 1],
+        }
+    }
+
+    /// Every URL, for reports.
+    pub fn describe_urls(&self) -> String {
+        std::iter::once(self.url.as_str())
+            .chain(self.also.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" + ")
+    }
 }
 
 /// How messages are produced.
@@ -592,7 +613,7 @@ impl Prepared {
         let delivered = load(&counters.delivered);
         FanoutResult {
             target: self.target.kind,
-            url: self.target.url.clone(),
+            url: self.target.describe_urls(),
             mode: params.mode,
             mode_note: params.mode.describe().to_owned(),
             params: params.clone(),
@@ -671,7 +692,7 @@ async fn connect_all(
 ) -> anyhow::Result<Vec<SetupConn>> {
     let mut conns: Vec<(usize, SetupConn)> = stream::iter(members.iter().enumerate())
         .map(|(i, m)| async move {
-            let mut conn = SetupConn::open(&target.url, false).await?;
+            let mut conn = SetupConn::open(target.url_for(i), false).await?;
             match target.kind {
                 TargetKind::Server => {
                     conn.register(&m.name, &m.key.der).await?;
@@ -972,4 +993,27 @@ async fn live_frame(
         }),
     };
     codec::encode_client(&frame).ok().map(Bytes::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_are_spread_round_robin_over_every_instance() {
+        let target = Target {
+            url: "ws://a/ws".into(),
+            kind: TargetKind::Server,
+            pid: None,
+            also: vec!["ws://b/ws".into()],
+        };
+        let urls: Vec<&str> = (0..4).map(|i| target.url_for(i)).collect();
+        assert_eq!(urls, ["ws://a/ws", "ws://b/ws", "ws://a/ws", "ws://b/ws"]);
+        assert_eq!(target.describe_urls(), "ws://a/ws + ws://b/ws");
+        let single = Target {
+            also: Vec::new(),
+            ..target
+        };
+        assert!((0..3).all(|i| single.url_for(i) == "ws://a/ws"));
+    }
 }

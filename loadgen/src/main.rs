@@ -145,6 +145,10 @@ struct FanoutArgs {
     /// With --compare: worker threads of the spawned relay (default: one per core).
     #[arg(long)]
     relay_threads: Option<usize>,
+    /// Another instance of the same server (repeatable; scale-out): members connect
+    /// round-robin to --server-url and these, so each room spans every instance.
+    #[arg(long)]
+    spread_url: Vec<String>,
     /// Rooms.
     #[arg(long, default_value_t = 1)]
     rooms: usize,
@@ -379,6 +383,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 url: args.endpoint.server_url,
                 kind: TargetKind::Server,
                 pid: args.endpoint.server_pid,
+                also: Vec::new(),
             };
             let result = abuse::run(&params, &pool, &target).await?;
             println!("{}", report::abuse_table(&result));
@@ -417,6 +422,7 @@ async fn fanout_command(keys_dir: Option<&PathBuf>, args: FanoutArgs) -> anyhow:
             args.target
         },
         pid: args.endpoint.server_pid,
+        also: args.spread_url.clone(),
     };
     if !args.compare {
         let result = fanout::run(&params, &pool, &server).await?;
@@ -434,6 +440,7 @@ async fn fanout_command(keys_dir: Option<&PathBuf>, args: FanoutArgs) -> anyhow:
             url,
             kind: TargetKind::Relay,
             pid: args.relay_pid,
+            also: Vec::new(),
         },
         None => {
             let (process, relay) = spawn_relay(args.relay_threads).await?;
@@ -480,6 +487,7 @@ async fn spawn_relay(threads: Option<usize>) -> anyhow::Result<(tokio::process::
         url: url.to_owned(),
         kind: TargetKind::Relay,
         pid: child.id(),
+        also: Vec::new(),
     };
     Ok((child, relay))
 }

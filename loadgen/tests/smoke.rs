@@ -43,6 +43,7 @@ impl Running {
             url: self.url.clone(),
             kind: TargetKind::Server,
             pid: Some(std::process::id()),
+            also: Vec::new(),
         }
     }
 
@@ -62,6 +63,7 @@ async fn in_process_relay(pid: Option<u32>) -> (relay::RelayHandle, Target) {
         url: relay.url(),
         kind: TargetKind::Relay,
         pid,
+        also: Vec::new(),
     };
     (relay, target)
 }
