@@ -3,7 +3,8 @@
 //!
 //! [`ChangeStreamFanout`] is the multi-instance [`Fanout`]. It wraps the local hub:
 //!
-//! - `deliver` and `broadcast` hand the frames to the local hub at once, then write them,
+//! - `deliver` (and `broadcast`, the trait's own, on top of it) hands the frames to the
+//!   local hub at once, then writes them,
 //!   as the encoded bytes the handler made, to the events collection ([`publisher`]);
 //!   they return once that write is durable, so a sender is acknowledged only after every
 //!   instance can deliver. Any push kind, present or future, crosses instances this way.
@@ -28,7 +29,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use bytes::Bytes;
 use mongodb::bson::{doc, Document};
 use mongodb::options::{
     Acknowledgment, ClientOptions, DatabaseOptions, IndexOptions, WriteConcern,
@@ -212,17 +212,6 @@ impl Fanout for ChangeStreamFanout {
     async fn online(&self, groups: Vec<Vec<String>>) -> Result<OnlineCounts, HubStopped> {
         let remote = self.presence.remote();
         combine(&self.local, &remote, groups).await
-    }
-
-    async fn broadcast(
-        &self,
-        users: Vec<String>,
-        frame: Bytes,
-        except: Option<ConnId>,
-    ) -> Result<(), HubStopped> {
-        let frame = PushFrame::from(frame);
-        let frames = users.into_iter().map(|u| (u, frame.clone())).collect();
-        self.deliver(frames, except).await
     }
 }
 

@@ -34,6 +34,8 @@ fn skipped(test: &str) -> bool {
 /// A user of the tests: name, key, and their connection.
 struct Member {
     name: &'static str,
+    /// The index of its test key.
+    key_index: usize,
     key: Arc<RsaPrivateKey>,
     client: RawClient,
     /// The instance's port this connection reached.
@@ -48,10 +50,10 @@ impl Member {
         balancer: &Balancer,
         port: u16,
         name: &'static str,
-        key: usize,
+        key_index: usize,
         register: bool,
     ) -> Self {
-        let key = test_key(key);
+        let key = test_key(key_index);
         let mut reached_instead = Vec::new();
         for _ in 0..40 {
             let (mut client, reached) = balancer.greeted().await;
@@ -66,6 +68,7 @@ impl Member {
             client.login(name, &key).await.expect("login");
             return Self {
                 name,
+                key_index,
                 key,
                 client,
                 port,
@@ -74,6 +77,11 @@ impl Member {
         panic!(
             "the balancer never sent {name} to the instance on port {port}: {reached_instead:?}"
         );
+    }
+
+    /// The same user logged in again through `balancer`, on the instance on `port`.
+    async fn again(&self, balancer: &Balancer, port: u16) -> Self {
+        Self::on(balancer, port, self.name, self.key_index, false).await
     }
 
     async fn join(&mut self, r: &RoomName) {
@@ -305,166 +313,125 @@ async fn two_instances_behind_nginx_serve_one_room_as_one_server() {
     drop_database(&db).await;
 }
 
+/// Five messages from each sender, interleaved; each reader gets all ten once, whichever
+/// instances the four are on. The senders' own pushes are not looked at.
+async fn round(
+    phase: &str,
+    senders: &mut [Member; 2],
+    readers: &mut [Member; 2],
+    r: &RoomName,
+    all: &[(&str, &RsaPrivateKey)],
+    acked: &mut Vec<MessageId>,
+) {
+    let mut sent = Vec::new();
+    for i in 0..5 {
+        for s in senders.iter_mut() {
+            s.client.pushes.clear();
+            sent.push(s.send(r, all, &format!("{phase} {i}")).await);
+        }
+    }
+    for reader in readers.iter_mut() {
+        let got = reader.messages(sent.len()).await;
+        exactly_once(&format!("{} ({phase})", reader.name), &got, &sent);
+        reader.no_more_messages().await;
+    }
+    acked.extend(sent);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_or_restarting_either_instance_loses_and_repeats_nothing_acknowledged() {
     if skipped("killing_or_restarting_either_instance_loses_and_repeats_nothing_acknowledged") {
         return;
     }
     let db = fresh_database("kill");
-    let mut a = Instance::start(Path::new(EXE), "a", &db).await;
-    let mut b = Instance::start(Path::new(EXE), "b", &db).await;
-    let lb = Balancer::start(&[a.port, b.port]).await;
+    let mut instances = [
+        Instance::start(Path::new(EXE), "a", &db).await,
+        Instance::start(Path::new(EXE), "b", &db).await,
+    ];
+    let ports = [instances[0].port, instances[1].port];
+    let lb = Balancer::start(&ports).await;
     let r = room("ops");
+    // A sender and a reader on each instance: senda and reada on a, sendb and readb on b.
     let keys = [test_key(4), test_key(5), test_key(6), test_key(7)];
     let all = [
         ("senda", &*keys[0]),
-        ("reada", &*keys[1]),
-        ("sendb", &*keys[2]),
+        ("sendb", &*keys[1]),
+        ("reada", &*keys[2]),
         ("readb", &*keys[3]),
     ];
-    let mut sa = Member::on(&lb, a.port, "senda", 4, true).await;
-    let mut ra = Member::on(&lb, a.port, "reada", 5, true).await;
-    let mut sb = Member::on(&lb, b.port, "sendb", 6, true).await;
-    let mut rb = Member::on(&lb, b.port, "readb", 7, true).await;
-    create(&mut sa, &r).await;
-    for m in [&mut ra, &mut sb, &mut rb] {
-        m.join(&r).await;
+    let mut senders = [
+        Member::on(&lb, ports[0], "senda", 4, true).await,
+        Member::on(&lb, ports[1], "sendb", 5, true).await,
+    ];
+    let mut readers = [
+        Member::on(&lb, ports[0], "reada", 6, true).await,
+        Member::on(&lb, ports[1], "readb", 7, true).await,
+    ];
+    create(&mut senders[0], &r).await;
+    senders[1].join(&r).await;
+    for reader in &mut readers {
+        reader.join(&r).await;
     }
     let mut acked: Vec<MessageId> = Vec::new();
+    round("both up", &mut senders, &mut readers, &r, &all, &mut acked).await;
 
-    // Five from each sender, interleaved; each reader gets all ten once, whichever
-    // instances the four are on.
-    async fn round(
-        phase: &str,
-        sa: &mut Member,
-        sb: &mut Member,
-        readers: [&mut Member; 2],
-        r: &RoomName,
-        all: &[(&str, &RsaPrivateKey)],
-        acked: &mut Vec<MessageId>,
-    ) {
-        let mut sent = Vec::new();
-        for i in 0..5 {
-            sent.push(sa.send(r, all, &format!("{phase} a{i}")).await);
-            sent.push(sb.send(r, all, &format!("{phase} b{i}")).await);
+    for (down, id) in [(0, "a"), (1, "b")] {
+        let other = 1 - down;
+        // Kill it: its sender and reader lose their connections without a goodbye, come
+        // back through the balancer on the other instance, and find every acknowledged
+        // message in history.
+        instances[down].kill();
+        for m in [&mut senders[down], &mut readers[down]] {
+            assert_eq!(
+                m.client.close_code().await,
+                None,
+                "{}: no close frame",
+                m.name
+            );
+            *m = m.again(&lb, ports[other]).await;
         }
-        for reader in readers {
-            let got = reader.messages(sent.len()).await;
-            exactly_once(&format!("{} ({phase})", reader.name), &got, &sent);
-            reader.no_more_messages().await;
+        assert_eq!(
+            history_ids(&mut readers[down].client, &r).await,
+            acked,
+            "history after moving from {id}"
+        );
+        round(
+            &format!("{id} down"),
+            &mut senders,
+            &mut readers,
+            &r,
+            &all,
+            &mut acked,
+        )
+        .await;
+
+        // Restart it (it resumes its saved stream position); its two come back to it.
+        instances[down].restart().await;
+        for m in [&mut senders[down], &mut readers[down]] {
+            *m = m.again(&lb, ports[down]).await;
         }
-        acked.extend(sent);
+        round(
+            &format!("{id} restarted"),
+            &mut senders,
+            &mut readers,
+            &r,
+            &all,
+            &mut acked,
+        )
+        .await;
     }
-
-    round(
-        "both up",
-        &mut sa,
-        &mut sb,
-        [&mut ra, &mut rb],
-        &r,
-        &all,
-        &mut acked,
-    )
-    .await;
-    // Pushes the senders got from each other are not looked at again.
-    sa.client.pushes.clear();
-    sb.client.pushes.clear();
-
-    // Kill A: its clients lose their connections and come back through the balancer, on B.
-    a.kill();
-    for m in [&mut sa, &mut ra] {
-        assert_eq!(
-            m.client.close_code().await,
-            None,
-            "{}: no goodbye from a killed instance",
-            m.name
-        );
-    }
-    sa = Member::on(&lb, b.port, "senda", 4, false).await;
-    ra = Member::on(&lb, b.port, "reada", 5, false).await;
-    assert_eq!(
-        history_ids(&mut ra.client, &r).await,
-        acked,
-        "history after moving to B"
-    );
-    round(
-        "a down",
-        &mut sa,
-        &mut sb,
-        [&mut ra, &mut rb],
-        &r,
-        &all,
-        &mut acked,
-    )
-    .await;
-
-    // Restart A (it resumes its saved stream position); readers on both again.
-    a.restart().await;
-    sa = Member::on(&lb, a.port, "senda", 4, false).await;
-    ra = Member::on(&lb, a.port, "reada", 5, false).await;
-    sb.client.pushes.clear();
-    round(
-        "a restarted",
-        &mut sa,
-        &mut sb,
-        [&mut ra, &mut rb],
-        &r,
-        &all,
-        &mut acked,
-    )
-    .await;
-    sa.client.pushes.clear();
-    sb.client.pushes.clear();
-
-    // Kill B: its clients move to A.
-    b.kill();
-    for m in [&mut sb, &mut rb] {
-        assert_eq!(
-            m.client.close_code().await,
-            None,
-            "{}: no goodbye from a killed instance",
-            m.name
-        );
-    }
-    sb = Member::on(&lb, a.port, "sendb", 6, false).await;
-    rb = Member::on(&lb, a.port, "readb", 7, false).await;
-    assert_eq!(
-        history_ids(&mut rb.client, &r).await,
-        acked,
-        "history after moving to A"
-    );
-    round(
-        "b down",
-        &mut sa,
-        &mut sb,
-        [&mut ra, &mut rb],
-        &r,
-        &all,
-        &mut acked,
-    )
-    .await;
-
-    // Restart B; a reader and a sender back on it.
-    b.restart().await;
-    sb = Member::on(&lb, b.port, "sendb", 6, false).await;
-    rb = Member::on(&lb, b.port, "readb", 7, false).await;
-    sa.client.pushes.clear();
-    round(
-        "b restarted",
-        &mut sa,
-        &mut sb,
-        [&mut ra, &mut rb],
-        &r,
-        &all,
-        &mut acked,
-    )
-    .await;
 
     // Fifty acknowledged messages, each in history once, in the order they were sent.
     assert_eq!(acked.len(), 50);
-    assert_eq!(history_ids(&mut ra.client, &r).await, acked);
-    assert_eq!(history_ids(&mut rb.client, &r).await, acked);
-    drop((a, b, lb));
+    for reader in &mut readers {
+        assert_eq!(
+            history_ids(&mut reader.client, &r).await,
+            acked,
+            "{}",
+            reader.name
+        );
+    }
+    drop((instances, lb));
     drop_database(&db).await;
 }
 
