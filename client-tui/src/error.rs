@@ -197,5 +197,8 @@ fn reply_name(reply: &shared::protocol::Reply) -> &'static str {
         Reply::UserKey(_) => "UserKey",
         Reply::KeyRotated(_) => "KeyRotated",
         Reply::KeyHistory(_) => "KeyHistory",
+        Reply::Moderated(_) => "Moderated",
+        Reply::Done => "Done",
+        Reply::AccountDeleted => "AccountDeleted",
     }
 }

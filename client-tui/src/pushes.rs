@@ -99,5 +99,11 @@ async fn handle_push(session: &Session, conn: &WeakConnection, push: Push) {
                 tracing::error!(error = %e, user = %member.username, "could not record key");
             }
         }
+        Push::RoomEvent(_)
+        | Push::DirectOpened { .. }
+        | Push::Typing { .. }
+        | Push::ReadUpTo { .. } => {
+            tracing::debug!("push kind not handled by this client yet");
+        }
     }
 }

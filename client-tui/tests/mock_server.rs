@@ -201,6 +201,7 @@ impl Peer {
             Reply::LoggedIn(LoggedIn {
                 username: user(name),
                 rooms: vec![room("general")],
+                blocked: Vec::new(),
             }),
         )
         .await;
@@ -231,9 +232,13 @@ impl Peer {
             frame.request_id,
             Reply::Joined(RoomSnapshot {
                 room: room("general"),
+                kind: shared::protocol::RoomKind::Group,
                 owner: user("alice"),
+                admins: Vec::new(),
+                topic: None,
                 has_password: false,
                 hidden: false,
+                read_up_to: 0,
                 members,
                 history: HistoryPage {
                     room: room("general"),

@@ -204,5 +204,6 @@ pub async fn login_proof(
     Ok(Reply::LoggedIn(LoggedIn {
         username: user.username,
         rooms,
+        blocked: Vec::new(),
     }))
 }

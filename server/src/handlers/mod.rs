@@ -158,6 +158,14 @@ pub async fn dispatch(
         ClientMsg::GetUserKey(req) => keys::get(state, conn.user()?, req).await,
         ClientMsg::RotateKey(req) => keys::rotate(state, conn.id, conn.user()?, req).await,
         ClientMsg::GetKeyHistory(req) => keys::history(state, conn.user()?, req).await,
+        ClientMsg::Moderate(_)
+        | ClientMsg::OpenDirect(_)
+        | ClientMsg::SetBlocked(_)
+        | ClientMsg::SetTyping(_)
+        | ClientMsg::MarkRead(_)
+        | ClientMsg::DeleteAccount(_) => Err(HandlerError::InvalidInput(
+            "this server does not handle this request yet".into(),
+        )),
     }?;
     Ok(Handled::Reply(reply))
 }

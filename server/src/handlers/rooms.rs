@@ -42,7 +42,7 @@
 
 use shared::protocol::{
     CreateRoom, DeliveredMessage, HistoryPage, JoinRoom, LeaveRoom, Left, ListRooms, Push, Reply,
-    RoomList, RoomSnapshot, RoomSummary, MAX_HISTORY_PAGE, MAX_ROOM_LIST_PAGE,
+    RoomKind, RoomList, RoomSnapshot, RoomSummary, MAX_HISTORY_PAGE, MAX_ROOM_LIST_PAGE,
 };
 use shared::{RoomName, Username};
 
@@ -109,6 +109,7 @@ pub async fn list(
             has_password: l.room.password_hash.is_some(),
             members: u32::try_from(l.members.len()).unwrap_or(u32::MAX),
             members_online: online,
+            topic: None,
         })
         .collect();
     Ok(Reply::Rooms(RoomList {
@@ -443,11 +444,15 @@ async fn snapshot(
     let history = history_page(state, key, &room.name, user, None, history_limit).await?;
     Ok(RoomSnapshot {
         room: room.name.clone(),
+        kind: RoomKind::Group,
         owner: room.owner.clone(),
+        admins: Vec::new(),
+        topic: None,
         has_password: room.password_hash.is_some() || key.password_in_key(),
         hidden: room.hidden,
         members: members.iter().map(member_info).collect(),
         history,
+        read_up_to: 0,
     })
 }
 

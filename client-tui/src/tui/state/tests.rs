@@ -1091,6 +1091,7 @@ fn up_and_down_move_the_lobby_cursor_and_recall_lines_in_a_room() {
                 has_password: false,
                 members: 1,
                 members_online: 1,
+                topic: None,
             })
             .collect(),
         users_online: 1,
