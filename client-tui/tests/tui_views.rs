@@ -416,6 +416,10 @@ fn unread_counts_errors_and_slash_commands() {
         view: RoomView {
             room: room("town"),
             owner: name("bob"),
+            kind: shared::protocol::RoomKind::Group,
+            admins: Vec::new(),
+            topic: None,
+            read_up_to: 0,
             has_password: false,
             hidden: false,
             members: vec![member("alice", 0xab)],

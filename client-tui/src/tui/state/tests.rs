@@ -92,6 +92,10 @@ fn open(state: &mut AppState, r: &str, focus: bool, messages: Vec<DecryptedMessa
         view: RoomView {
             room: room(r),
             owner: name("bob"),
+            kind: shared::protocol::RoomKind::Group,
+            admins: Vec::new(),
+            topic: None,
+            read_up_to: 0,
             has_password: false,
             hidden: false,
             members: vec![member("alice", 1), member("bob", 2)],
@@ -133,6 +137,10 @@ fn a_reopened_room_fills_the_gap_left_while_offline() {
         view: RoomView {
             room: room("r"),
             owner: name("bob"),
+            kind: shared::protocol::RoomKind::Group,
+            admins: Vec::new(),
+            topic: None,
+            read_up_to: 0,
             has_password: false,
             hidden: false,
             members: vec![member("alice", 1), member("bob", 2)],
@@ -1186,6 +1194,10 @@ fn messages_caught_up_after_a_reconnect_count_as_unread_where_the_user_is_not() 
         view: RoomView {
             room: room("r"),
             owner: name("bob"),
+            kind: shared::protocol::RoomKind::Group,
+            admins: Vec::new(),
+            topic: None,
+            read_up_to: 0,
             has_password: false,
             hidden: false,
             members: vec![member("alice", 1), member("bob", 2)],
