@@ -24,6 +24,8 @@ mod outbox;
 mod presence;
 mod room;
 mod running;
+#[cfg(test)]
+mod running_tests;
 mod status;
 #[cfg(test)]
 mod tests;

@@ -31,12 +31,16 @@ impl AppState {
         let (Some(room), true, true) = (room, composing, self.settings.typing) else {
             return self.stop_typing();
         };
-        let fresh = matches!(&self.typing_sent,
-            Some((sent_to, at)) if sent_to.same_as(&room) && now.duration_since(*at) < TYPING_REPEAT);
-        if fresh {
-            return Vec::new();
-        }
-        let mut effects = self.stop_typing();
+        let mut effects = match &self.typing_sent {
+            Some((sent_to, at)) if sent_to.same_as(&room) => {
+                if now.saturating_duration_since(*at) < TYPING_REPEAT {
+                    return Vec::new();
+                }
+                Vec::new()
+            }
+            // Typing moved to another room: the first one is told it stopped.
+            _ => self.stop_typing(),
+        };
         self.typing_sent = Some((room.clone(), now));
         effects.push(Effect::Command(Command::SetTyping { room, typing: true }));
         effects
