@@ -242,7 +242,8 @@ impl Client {
         Ok(logged_in)
     }
 
-    /// Lists the public rooms and how many users are online.
+    /// Lists the public rooms and how many users are online (a topic with control
+    /// characters is dropped).
     ///
     /// # Errors
     /// `Unauthenticated` before login; connection errors.
@@ -251,7 +252,12 @@ impl Client {
             .request(ClientMsg::ListRooms(ListRooms::default()))
             .await?;
         match reply {
-            Reply::Rooms(list) => Ok(list),
+            Reply::Rooms(mut list) => {
+                for summary in &mut list.rooms {
+                    summary.topic = believable_topic(summary.topic.take());
+                }
+                Ok(list)
+            }
             other => Err(ClientError::unexpected("Rooms", &other)),
         }
     }

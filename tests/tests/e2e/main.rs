@@ -3,6 +3,7 @@
 //! binary, several modules.
 
 mod adversary;
+mod adversary_rooms;
 mod auth;
 mod backpressure;
 mod client_core;
