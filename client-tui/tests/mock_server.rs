@@ -628,12 +628,7 @@ async fn changed_key_blocks_sending_until_accepted() {
     })
     .await;
 
-    let (client, mut events) = connect(&url).await;
-    client.login(&alice()).await.expect("logs in");
-    client
-        .join_room(&room("general"), None)
-        .await
-        .expect("joins");
+    let (client, mut events) = alice_in_general(&url).await;
 
     match next_event(&mut events).await {
         ClientEvent::KeyChanged {
@@ -782,12 +777,7 @@ async fn a_message_sealed_for_someone_not_shown_as_a_member_is_flagged() {
         while peer.ws.next().await.is_some() {}
     })
     .await;
-    let (client, mut events) = connect(&url).await;
-    client.login(&alice()).await.expect("logs in");
-    client
-        .join_room(&room("general"), None)
-        .await
-        .expect("joins");
+    let (client, mut events) = alice_in_general(&url).await;
     match next_event(&mut events).await {
         ClientEvent::Message(m) => {
             assert_eq!(m.text, "between us");
@@ -809,7 +799,18 @@ async fn a_message_sealed_for_someone_not_shown_as_a_member_is_flagged() {
     server.await.expect("server script");
 }
 
-/// A room event pushed for `general` by `actor`.
+/// Alice, logged in, with `general` open.
+async fn alice_in_general(url: &str) -> (Client, EventReceiver) {
+    let (client, events) = connect(url).await;
+    client.login(&alice()).await.expect("logs in");
+    client
+        .join_room(&room("general"), None)
+        .await
+        .expect("joins");
+    (client, events)
+}
+
+/// A room event pushed for `room_name` by `actor`.
 fn room_event(room_name: &str, actor: &str, change: RoomChange) -> Push {
     Push::RoomEvent(RoomEvent {
         room: room(room_name),
@@ -910,12 +911,7 @@ async fn kicked_and_banned_members_get_no_copy_and_foreign_pushes_are_dropped() 
         while peer.ws.next().await.is_some() {}
     })
     .await;
-    let (client, mut events) = connect(&url).await;
-    client.login(&alice()).await.expect("logs in");
-    client
-        .join_room(&room("general"), None)
-        .await
-        .expect("joins");
+    let (client, mut events) = alice_in_general(&url).await;
     match next_event(&mut events).await {
         ClientEvent::Typing {
             room: r,
@@ -1033,12 +1029,7 @@ async fn a_direct_conversation_is_checked_like_any_room_and_never_sealed_for_a_t
         while peer.ws.next().await.is_some() {}
     })
     .await;
-    let (client, mut events) = connect(&url).await;
-    client.login(&alice()).await.expect("logs in");
-    client
-        .join_room(&room("general"), None)
-        .await
-        .expect("joins");
+    let (client, mut events) = alice_in_general(&url).await;
     match next_event(&mut events).await {
         ClientEvent::KeyChanged { username, .. } => assert_eq!(username, user("bob")),
         other => panic!("expected bob's key change first, got {other:?}"),
@@ -1123,12 +1114,7 @@ async fn moderation_is_reported_once_and_refusals_are_typed() {
         while peer.ws.next().await.is_some() {}
     })
     .await;
-    let (client, mut events) = connect(&url).await;
-    client.login(&alice()).await.expect("logs in");
-    client
-        .join_room(&room("general"), None)
-        .await
-        .expect("joins");
+    let (client, mut events) = alice_in_general(&url).await;
     let event = client
         .moderate(
             &room("general"),

@@ -507,21 +507,22 @@ impl Session {
         self.update(|st| (forget_room(st, room), Vec::new()));
     }
 
-    /// A member joined (a push): check their key, list them, tell the user.
-    pub(crate) async fn member_joined(
+    /// Runs one user's reported key (seen in `room`) through pin checking; a key that
+    /// cannot be recorded is shown as unusable.
+    async fn observe_one(
         &self,
         conn: Option<&Connection>,
-        room: &RoomName,
         member: &MemberInfo,
-    ) {
-        let view = match self
+        room: &RoomName,
+    ) -> MemberView {
+        let observed = self
             .observe(
                 conn,
                 std::slice::from_ref(member),
                 std::slice::from_ref(room),
             )
-            .await
-        {
+            .await;
+        match observed {
             Ok(mut views) if !views.is_empty() => views.remove(0),
             result => {
                 let reason = match result {
@@ -536,7 +537,17 @@ impl Session {
                     verified: false,
                 }
             }
-        };
+        }
+    }
+
+    /// A member joined (a push): check their key, list them, tell the user.
+    pub(crate) async fn member_joined(
+        &self,
+        conn: Option<&Connection>,
+        room: &RoomName,
+        member: &MemberInfo,
+    ) {
+        let view = self.observe_one(conn, member, room).await;
         self.update(|st| {
             st.rooms.add_member(room, &member.username);
             st.ledger.add_member(room, &member.username);

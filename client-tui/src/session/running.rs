@@ -3,13 +3,11 @@
 //! user's block list. Each is checked before it acts: the server is trusted to deliver,
 //! not to vouch, so nothing here is believed because the server says so.
 
-use shared::crypto::keys::Fingerprint;
 use shared::protocol::{MemberInfo, RoomChange, RoomEvent};
 use shared::{RoomName, Username};
 
 use super::{forget_room, remove_member, Session, State, RECENT_EVENTS};
 use crate::credence::{check_event, is_direct_between};
-use crate::directory::{KeyStatus, MemberView};
 use crate::events::ClientEvent;
 use crate::net::Connection;
 
@@ -61,25 +59,7 @@ impl Session {
             tracing::info!(peer = %peer.username, "direct conversation from a blocked user");
             return;
         }
-        let observed = self
-            .observe(conn, std::slice::from_ref(peer), std::slice::from_ref(room))
-            .await;
-        let view = match observed {
-            Ok(mut views) if !views.is_empty() => views.remove(0),
-            other => {
-                let reason = match other {
-                    Err(e) => e.to_string(),
-                    Ok(_) => "no view".into(),
-                };
-                tracing::error!(error = %reason, user = %peer.username, "could not record key");
-                MemberView {
-                    username: peer.username.clone(),
-                    fingerprint: Fingerprint::of_der(&peer.public_key),
-                    status: KeyStatus::Invalid { reason },
-                    verified: false,
-                }
-            }
-        };
+        let view = self.observe_one(conn, peer, room).await;
         self.update(|st| {
             st.member_of.insert(room.canonical());
             let event = ClientEvent::DirectOpened {
