@@ -786,3 +786,12 @@ fn a_password_typed_on_the_input_line_is_masked() {
     );
     assert!(!h.screen().contains("hunter2"));
 }
+
+#[test]
+fn the_lobby_shows_a_rooms_topic() {
+    let mut h = Harness::logged_in();
+    let mut list = support::lobby_list();
+    list.rooms[0].topic = Some("all things general".into());
+    h.event(UiEvent::RoomList(list));
+    h.assert_shows("general       2        5  — all things general");
+}

@@ -116,6 +116,9 @@ pub enum UiEvent {
     },
     /// The user left a room.
     Left(RoomName),
+    /// Logged in (again): the rooms the user is a member of now. A room shown that is not
+    /// among them was left behind while the user was away (removed, or deleted).
+    Memberships(Vec<RoomName>),
     /// A block or unblock is in place.
     Blocked {
         /// Who.

@@ -716,6 +716,7 @@ async fn session(
     // Unbounded on purpose: fed only by the bounded command channel (and the user's
     // rooms), so its length is bounded by what the user typed.
     let (jobs, job_rx) = mpsc::unbounded_channel();
+    ui.send(UiEvent::Memberships(logged_in.rooms.clone()));
     let mut initial: VecDeque<Job> = logged_in.rooms.iter().cloned().map(Job::Reopen).collect();
     initial.push_back(Job::User(Command::RefreshRooms));
     for job in initial {

@@ -202,6 +202,10 @@ impl AppState {
                 self.set_status(format!("You left {label}."), Level::Info);
                 effects
             }
+            UiEvent::Memberships(rooms) => {
+                self.memberships(&rooms);
+                Vec::new()
+            }
             UiEvent::Blocked { user, blocked } => self.blocked(&user, blocked),
             UiEvent::DirectFailed { user, message } => self.direct_failed(&user, message),
             UiEvent::PasswordNeeded { room, wrong } => {

@@ -298,6 +298,30 @@ impl AppState {
         Vec::new()
     }
 
+    /// After a login: a room shown that the user is no longer a member of ends (it was
+    /// left behind while the user was away).
+    pub(super) fn memberships(&mut self, rooms: &[RoomName]) {
+        let gone: Vec<RoomName> = self
+            .rooms
+            .iter()
+            .filter(|r| r.ended.is_none() && r.owner.is_some())
+            .filter(|r| !rooms.iter().any(|m| m.same_as(&r.name)))
+            .map(|r| r.name.clone())
+            .collect();
+        let why = "you were removed, or the room was deleted, while you were away";
+        for room in gone {
+            if let Some(buffer) = self.room_mut(&room) {
+                buffer.ended = Some(why.to_owned());
+                buffer.members.clear();
+                buffer.timeline.push_notice(
+                    format!("You are no longer a member: {why}."),
+                    Level::Warning,
+                );
+            }
+            self.fail_unsent(&room, "you are no longer a member of the room.");
+        }
+    }
+
     /// Marks a room's unsent messages failed (the user can no longer send there).
     fn fail_unsent(&mut self, room: &RoomName, reason: &str) {
         let unsent: Vec<u64> = self

@@ -414,3 +414,17 @@ fn an_account_is_deleted_only_when_its_name_is_typed() {
     let effects = state.apply(UiEvent::Client(ClientEvent::AccountDeleted));
     assert_eq!(effects, vec![Effect::Dialog(DialogKind::AccountDeleted)]);
 }
+
+#[test]
+fn a_room_left_behind_while_away_ends_after_the_next_login() {
+    let mut state = logged_in();
+    open(&mut state, "den", false, Vec::new());
+    open(&mut state, "zoo", false, Vec::new());
+    state.apply(UiEvent::Memberships(vec![room("zoo")]));
+    let den = state.room(&room("den")).expect("still listed");
+    assert!(den
+        .ended
+        .as_deref()
+        .is_some_and(|w| w.contains("while you were away")));
+    assert!(state.room(&room("zoo")).expect("listed").ended.is_none());
+}
