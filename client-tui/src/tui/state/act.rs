@@ -246,6 +246,13 @@ impl AppState {
             );
             return Vec::new();
         };
+        if let Some(why) = self.current_room().and_then(|r| r.ended.clone()) {
+            self.set_status(
+                format!("You are no longer in this room ({why}); nothing can be sent there."),
+                Level::Warning,
+            );
+            return Vec::new();
+        }
         let again = self.outbox.resend_room(&room);
         if again.is_empty() {
             self.set_status(format!("#{room} has no unsent messages."), Level::Info);

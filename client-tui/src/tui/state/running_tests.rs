@@ -155,6 +155,10 @@ fn a_user_kicked_with_unsent_messages_sees_them_fail_and_can_join_again() {
         .status
         .as_ref()
         .is_some_and(|s| s.text.contains("bob kicked alice")));
+    assert!(
+        commands(&state.act(Action::Retry)).is_empty(),
+        "nothing is sent again to a room the user is out of"
+    );
     let effects = state.act(Action::Join {
         room: room("den"),
         password: None,
