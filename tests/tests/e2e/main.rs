@@ -2,14 +2,18 @@
 //! directory, ephemeral port) and talks to it over WebSockets as clients do. One test
 //! binary, several modules.
 
+mod account;
 mod adversary;
 mod auth;
 mod backpressure;
 mod client_core;
+mod direct;
 mod hidden;
 mod limits;
 mod messaging;
+mod moderation;
 mod persistence;
+mod presence;
 mod robustness;
 mod rooms;
 mod rotation;
