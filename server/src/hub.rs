@@ -83,6 +83,8 @@ pub enum Eviction {
     TooSlow,
     /// The user's key was rotated on another connection, so this login's key is retired.
     KeyRotated,
+    /// The user's account was deleted (on this connection or another).
+    AccountDeleted,
 }
 
 /// What the hub holds for one logged-in connection. Made by the connection's task, kept

@@ -36,6 +36,7 @@ use shared::ServerId;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, StoreChoice};
+use crate::handlers::presence::TypingFilter;
 use crate::handlers::AppState;
 use crate::hub::HubHandle;
 use crate::limits::address::ClientAddress;
@@ -430,6 +431,7 @@ pub fn app_state(
         passwords: Hasher::new(config.argon2_concurrency())?,
         limits,
         room_secret,
+        typing: TypingFilter::default(),
     })
 }
 

@@ -138,7 +138,8 @@ async fn mongo_indexes_are_created_idempotently() {
         "_id_",
         "_id_",
         "member_rooms",
-        "public_by_name",
+        "public_by_key",
+        "room_key_unique",
         "room_message_id_unique",
         "retention_by_time",
         "room_recipient_seq",
@@ -190,7 +191,10 @@ async fn mongo_connect_migrates_an_unversioned_database() {
 
     h.reopen().await;
     let store = &h.store;
-    assert_eq!(store.schema_version().await.expect("version"), 2);
+    assert_eq!(
+        store.schema_version().await.expect("version"),
+        super::migrate::SCHEMA_VERSION
+    );
     assert_eq!(
         store.owned_room_count(&name("ALICE")).await.expect("count"),
         2
@@ -234,6 +238,12 @@ async fn mongo_sequence_counters_continue_after_stored_messages() {
         .create_room(&general(), sample_room(), 1)
         .await
         .expect("create room");
+    let room_id = h
+        .store
+        .room_id(&general())
+        .await
+        .expect("read")
+        .expect("room");
     let old = |id: u8, seq: i64| {
         let mut d = message_to_doc(
             &NewMessage {
@@ -244,6 +254,7 @@ async fn mongo_sequence_counters_continue_after_stored_messages() {
         )
         .expect("encode");
         d.insert("seq", seq);
+        d.insert("room", room_id.as_str());
         d
     };
     h.store
@@ -254,7 +265,7 @@ async fn mongo_sequence_counters_continue_after_stored_messages() {
     h.store
         .rooms
         .update_one(
-            doc! { "_id": "general" },
+            doc! { "_id": room_id.as_str() },
             doc! { "$unset": { "last_seq": "" } },
         )
         .await
@@ -485,9 +496,14 @@ async fn mongo_message_is_one_document_with_all_copies() {
         .await
         .expect("append");
     assert_eq!(seq, 1);
+    let room_id = store
+        .room_id(&general())
+        .await
+        .expect("read")
+        .expect("room");
     let stored = store
         .messages
-        .find_one(doc! { "room": "general" })
+        .find_one(doc! { "room": room_id })
         .await
         .expect("find")
         .expect("message stored");
@@ -723,13 +739,13 @@ fn general() -> RoomKey {
 }
 
 fn sample_room() -> RoomRecord {
-    RoomRecord {
-        name: RoomName::parse("General").expect("valid room"),
-        owner: name("Alice"),
-        password_hash: Some("$argon2id$v=19$stub".into()),
-        hidden: true,
-        created_at_ms: 1_700_000_000_123,
-    }
+    RoomRecord::group(
+        RoomName::parse("General").expect("valid room"),
+        name("Alice"),
+        Some("$argon2id$v=19$stub".into()),
+        true,
+        1_700_000_000_123,
+    )
 }
 
 fn envelope(recipient: &str, byte: u8) -> Envelope {
@@ -764,8 +780,29 @@ fn user_and_room_documents_round_trip() {
 
     let room = sample_room();
     let mut d = room_to_doc(&general(), &room).expect("encode");
-    assert_eq!(d.get_str("_id").expect("_id"), "general");
+    assert_eq!(d.get_str("key").expect("key"), "general");
+    assert!(
+        d.get_str("_id").expect("_id").starts_with('#'),
+        "a permanent id"
+    );
+    assert_ne!(
+        room_to_doc(&general(), &room)
+            .expect("encode")
+            .get_str("_id"),
+        d.get_str("_id"),
+        "every room document gets an id of its own"
+    );
     assert_eq!(room_from_doc(&d).expect("decode"), room);
+    let direct = RoomRecord {
+        kind: crate::store::RoomKindRecord::Direct {
+            participants: [name("alice"), name("bob")],
+        },
+        admins: vec![name("bob")],
+        topic: Some("hello".into()),
+        ..sample_room()
+    };
+    let direct_doc = room_to_doc(&general(), &direct).expect("encode");
+    assert_eq!(room_from_doc(&direct_doc).expect("decode"), direct);
     let open = RoomRecord {
         password_hash: None,
         ..sample_room()
@@ -890,4 +927,86 @@ fn hello_replies_tell_the_deployment() {
         Deployment::from_hello(&doc! { "ok": 1, "isWritablePrimary": true, "maxWireVersion": 25 }),
         Deployment::Standalone
     );
+}
+
+/// A room deletion interrupted after it was recorded (the server stopped before the room
+/// document or its messages were deleted) is finished by the next start-up.
+#[tokio::test]
+#[ignore = "needs TEST_MONGODB_URI (run .ci/mongo-conformance)"]
+async fn mongo_an_interrupted_room_deletion_is_finished_at_start_up() {
+    let mut h = MongoHarness::start().await;
+    h.store
+        .create_room(&general(), sample_room(), 1)
+        .await
+        .expect("create room");
+    h.store
+        .append_message(sample_message())
+        .await
+        .expect("append");
+    let room_id = h
+        .store
+        .room_id(&general())
+        .await
+        .expect("read")
+        .expect("room");
+    // What `delete_room` writes first, and nothing after it.
+    h.store
+        .meta
+        .insert_one(doc! { "_id": format!("room_deletion:{room_id}"), "room": &room_id })
+        .await
+        .expect("record the deletion");
+    h.reopen().await;
+    assert_eq!(h.store.find_room(&general()).await.expect("find"), None);
+    let left = h
+        .store
+        .messages
+        .count_documents(doc! { "room": &room_id })
+        .await
+        .expect("count");
+    assert_eq!(left, 0, "the history went too");
+    let records = h
+        .store
+        .meta
+        .count_documents(doc! { "_id": format!("room_deletion:{room_id}") })
+        .await
+        .expect("count");
+    assert_eq!(records, 0, "the record is gone once done");
+    h.finish().await;
+}
+
+/// A move only changes the room document's key: its id, and so its messages, stay.
+#[tokio::test]
+#[ignore = "needs TEST_MONGODB_URI (run .ci/mongo-conformance)"]
+async fn mongo_a_move_changes_only_the_key() {
+    let h = MongoHarness::start().await;
+    h.store
+        .create_room(&general(), sample_room(), 1)
+        .await
+        .expect("create room");
+    h.store
+        .append_message(sample_message())
+        .await
+        .expect("append");
+    let before = h
+        .store
+        .room_id(&general())
+        .await
+        .expect("read")
+        .expect("room");
+    let hidden = RoomKey::from_stored("~open:general".into());
+    h.store
+        .move_room(&general(), &hidden, true, None)
+        .await
+        .expect("move");
+    let after = h.store.room_id(&hidden).await.expect("read").expect("room");
+    assert_eq!(before, after);
+    assert_eq!(h.store.room_id(&general()).await.expect("read"), None);
+    let messages = h
+        .store
+        .messages
+        .count_documents(doc! { "room": &after })
+        .await
+        .expect("count");
+    assert_eq!(messages, 1, "messages were not touched");
+    h.finish().await;
 }
