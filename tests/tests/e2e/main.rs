@@ -18,6 +18,7 @@ mod presence;
 mod robustness;
 mod rooms;
 mod rotation;
+mod running_client;
 mod server_id;
 mod shutdown;
 mod storage;
