@@ -180,11 +180,20 @@ pub struct TestServer {
 }
 
 impl TestServer {
+    /// Starts the server on the embedded store, or on MongoDB with `E2E_STORE=mongo` (the
+    /// end-to-end suite's switch; `TEST_MONGODB_URI` names the server, a fresh database
+    /// each run).
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let app = Application::build(Config::for_tests(dir.path().to_path_buf()))
-            .await
-            .expect("server builds");
+        let mut config = Config::for_tests(dir.path().to_path_buf());
+        if std::env::var("E2E_STORE").is_ok_and(|v| v == "mongo") {
+            let uri = std::env::var("TEST_MONGODB_URI")
+                .unwrap_or_else(|_| panic!("E2E_STORE=mongo needs TEST_MONGODB_URI"));
+            config.mongodb_uri = Some(uri);
+            config.mongodb_allow_standalone = true;
+            config.mongodb_database = format!("e2e_chat_tui_{}", rand_suffix());
+        }
+        let app = Application::build(config).await.expect("server builds");
         let url = format!("ws://127.0.0.1:{}/ws", app.port());
         let stopper = app.stopper();
         let task = tokio::spawn(app.run_until_stopped());
