@@ -69,6 +69,14 @@ pub fn action_title(room: &str, action: &ModerationAction) -> String {
     }
 }
 
+/// A password change as it is named in words: whether a password is set, never which
+/// (the password itself goes only into the request).
+pub fn redacted_password_change(set: bool) -> ModerationAction {
+    ModerationAction::SetPassword {
+        password: set.then(String::new),
+    }
+}
+
 /// Who may do `action`, as the sentence shown when the server says the user may not.
 pub fn who_may(action: &ModerationAction) -> &'static str {
     match action {

@@ -33,7 +33,7 @@ use super::event::{
     describe, describe_disconnect, describe_keystore, ConnectionState, Me, UiEvent,
 };
 use super::keyfile;
-use super::moderation::{action_title, refusal};
+use super::moderation::{action_title, redacted_password_change, refusal};
 use super::profile::{load_settings, save_profile, Profile};
 use crate::client::{Client, ClientConfig};
 use crate::error::ClientError;
@@ -663,10 +663,7 @@ fn action_name(command: &Command) -> String {
         Command::Moderate { room, action } => action_title(&format!("#{room}"), action),
         Command::SetPassword { room, password } => action_title(
             &format!("#{room}"),
-            &ModerationAction::SetPassword {
-                // Never the password itself: only whether there is one.
-                password: password.as_ref().map(|_| String::new()),
-            },
+            &redacted_password_change(password.is_some()),
         ),
         Command::Reopen { room } => format!("Opening #{room}"),
         Command::OpenDirect { user } => format!("Opening the conversation with {user}"),
@@ -920,9 +917,7 @@ async fn execute(client: &Client, job: Job, ui: &UiSink, ctx: &Context) {
                 password: password.as_ref().map(|p| p.expose().to_owned()),
             };
             if let Err(e) = client.moderate(&room, action).await {
-                let shown = ModerationAction::SetPassword {
-                    password: password.map(|_| String::new()),
-                };
+                let shown = redacted_password_change(password.is_some());
                 report_refusal(ui, &room, &shown, &e);
             }
         }

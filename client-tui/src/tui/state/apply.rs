@@ -456,6 +456,8 @@ impl AppState {
                 let mentioned = !own && self.my_name().is_some_and(|me| mentions(&msg.text, me));
                 let focused = self.is_focused(&msg.room);
                 let buffer = self.room_or_insert(&msg.room);
+                // Their message is what they were typing.
+                buffer.typing.retain(|(u, _)| !u.same_as(&msg.sender));
                 let mut effects = Vec::new();
                 if buffer.timeline.insert_message(&msg, own) && !focused && !own {
                     buffer.unread += 1;

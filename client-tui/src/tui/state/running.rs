@@ -6,7 +6,7 @@ use shared::protocol::{ModerationAction, Role, RoomChange, RoomEvent, RoomKind};
 use shared::{RoomName, Username};
 
 use super::super::command::{Command, Secret};
-use super::super::moderation::{action_title, event_line};
+use super::super::moderation::{action_title, event_line, redacted_password_change};
 use super::{AppState, DialogKind, Effect, Focus, Level};
 use crate::directory::MemberView;
 use crate::rooms::RoomView;
@@ -48,9 +48,7 @@ impl AppState {
         let Some((room, label)) = self.moderated_room() else {
             return Vec::new();
         };
-        let shown = ModerationAction::SetPassword {
-            password: password.as_ref().map(|_| String::new()),
-        };
+        let shown = redacted_password_change(password.is_some());
         self.set_status(format!("{}…", action_title(&label, &shown)), Level::Info);
         vec![Effect::Command(Command::SetPassword { room, password })]
     }

@@ -348,6 +348,18 @@ fn others_typing_shows_until_it_lapses() {
         typing: true,
     }));
     assert_eq!(state.room(&room("den")).expect("open").typing.len(), 1);
+    state.apply(UiEvent::Client(ClientEvent::Message(msg(
+        "den", 3, "bob", "done",
+    ))));
+    assert!(
+        state.room(&room("den")).expect("open").typing.is_empty(),
+        "a message ends its sender's typing"
+    );
+    state.apply(UiEvent::Client(ClientEvent::Typing {
+        room: room("den"),
+        username: name("bob"),
+        typing: true,
+    }));
     let (changed, _) = state.tick(Instant::now() + Duration::from_secs(2));
     assert!(!changed || state.room(&room("den")).expect("open").typing.len() == 1);
     let (changed, _) = state.tick(Instant::now() + Duration::from_secs(7));
@@ -431,4 +443,19 @@ fn a_room_left_behind_while_away_ends_after_the_next_login() {
         .as_deref()
         .is_some_and(|w| w.contains("while you were away")));
     assert!(state.room(&room("zoo")).expect("listed").ended.is_none());
+}
+
+#[test]
+fn unread_counts_at_start_follow_the_read_marker() {
+    let mut state = logged_in();
+    let mut view = direct_view("bob", (1..=4).map(|q| msg("x", q, "bob", "m")).collect());
+    for m in &mut view.history.messages {
+        m.room = view.room.clone();
+    }
+    view.read_up_to = 3;
+    state.apply(UiEvent::RoomOpened { view, focus: false });
+    assert_eq!(
+        state.rooms[0].unread, 1,
+        "only the message after the marker is unread"
+    );
 }
