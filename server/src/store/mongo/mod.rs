@@ -783,6 +783,8 @@ impl Store for MongoStore {
         let docs: Vec<Document> = self
             .rooms
             .find(selector)
+            // A ban list may hold a thousand names: a listing never needs it.
+            .projection(doc! { "bans": 0 })
             .sort(doc! { "key": 1 })
             .limit(fetch)
             .await
