@@ -35,6 +35,12 @@
 //! public room's and keys the hidden room. A user is a member of at most one room per
 //! name; joining or creating a second is refused with `InvalidState`.
 //!
+//! Direct conversations live in their own namespace (`~direct:`), which no join by name
+//! looks in: a non-member's `JoinRoom` of one's name is `RoomUnavailable`, the same
+//! lookups as for a missing room; its participants re-open it through their membership
+//! (see [`super::direct`]). A banned user's join is refused (`Banned`) only after the room
+//! was found, by the store in the same write that would add them.
+//!
 //! Legacy hidden rooms (made before hidden namespaces, stored under their name) stay where
 //! they are: the server does not have their passwords to re-key them. They are found and
 //! checked as before (argon2), so they remain detectable by a create of their name and by

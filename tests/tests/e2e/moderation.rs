@@ -581,3 +581,95 @@ async fn an_owner_who_leaves_hands_the_room_to_the_first_admin() {
     alice.join_room("den", None).await.expect("the room stays");
     server.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_full_ban_list_and_a_full_block_list_are_refused() {
+    if tests::e2e_uses_mongo() {
+        // The full lists are planted in the embedded store directly.
+        return;
+    }
+    use server::store::embedded::EmbeddedStore;
+    use server::store::{RoomKey, RoomRecord, Store, UserRecord};
+    use shared::protocol::{SetBlocked, MAX_BLOCKED_USERS, MAX_ROOM_BANS};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let den = room("den");
+    {
+        let store = EmbeddedStore::open(dir.path()).expect("store opens");
+        for (i, user) in ["alice", "bob"].into_iter().enumerate() {
+            store
+                .create_user(UserRecord {
+                    username: name(user),
+                    public_key: tests::public_der(&test_key(i)),
+                    created_at_ms: 0,
+                })
+                .await
+                .expect("user");
+        }
+        let key = RoomKey::public(&den);
+        store
+            .create_room(
+                &key,
+                RoomRecord::group(den.clone(), name("alice"), None, false, 0),
+                1,
+            )
+            .await
+            .expect("room");
+        store
+            .add_member(&key, &name("bob"))
+            .await
+            .expect("bob joins");
+        // Stores do not require banned or blocked names to have accounts.
+        for i in 0..MAX_ROOM_BANS.max(MAX_BLOCKED_USERS) {
+            let filler = name(&format!("u{i:04}"));
+            if i < MAX_ROOM_BANS {
+                store.ban(&key, &filler, MAX_ROOM_BANS).await.expect("ban");
+            }
+            if i < MAX_BLOCKED_USERS {
+                store
+                    .set_blocked(&name("alice"), &filler, true, MAX_BLOCKED_USERS)
+                    .await
+                    .expect("block");
+            }
+        }
+        tokio::task::spawn_blocking(move || drop(store))
+            .await
+            .expect("store closes");
+    }
+    let server =
+        TestServer::start_with(server::config::Config::for_tests(dir.path().to_path_buf())).await;
+    let mut alice = RawClient::logged_in(&server.ws_url(), "alice", &test_key(0)).await;
+    assert_eq!(
+        code(
+            alice
+                .moderate("den", ModerationAction::Ban { user: name("bob") })
+                .await
+        ),
+        ErrorCode::QuotaExceeded
+    );
+    alice
+        .join_room("den", None)
+        .await
+        .expect("bob is still a member");
+    alice
+        .moderate(
+            "den",
+            ModerationAction::Unban {
+                user: name("u0000"),
+            },
+        )
+        .await
+        .expect("unban one");
+    alice
+        .moderate("den", ModerationAction::Ban { user: name("bob") })
+        .await
+        .expect("room on the list again");
+    let blocked = alice
+        .request(ClientMsg::SetBlocked(SetBlocked {
+            user: name("bob"),
+            blocked: true,
+        }))
+        .await;
+    assert_eq!(code(blocked), ErrorCode::QuotaExceeded);
+    server.shutdown().await;
+}

@@ -136,8 +136,8 @@ impl MongoStore {
         Ok(())
     }
 
-    /// Every owner's `room_owners` counter is raised to the rooms they own (rooms are
-    /// never deleted, so that is every room they created).
+    /// Every owner's `room_owners` counter is raised to the rooms they own (rooms were
+    /// never deleted before schema 3, so that is every room they created).
     async fn count_owned_rooms(&self) -> Result<(), DriverError> {
         let mut owned: HashMap<String, i64> = HashMap::new();
         let mut rooms = self

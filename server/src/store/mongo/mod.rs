@@ -9,11 +9,13 @@
 //! ```text
 //! users     { _id: "alice", username: "Alice", public_key: BinData, created_at: ISODate,
 //!             key_history?: [ BinData, … ] }
-//! rooms     { _id: "general", canonical: "general", name: "General", owner: "Alice",
-//!             last_seq: NumberLong(41),
+//! rooms     { _id: "#3f9c…", key: "general", canonical: "general", name: "General",
+//!             owner: "Alice", last_seq: NumberLong(41),
 //!             password_hash?: "$argon2id$…", hidden: false, created_at: ISODate,
-//!             members: [ { user: "alice", username: "Alice", joined_at: ISODate }, … ] }
-//! messages  { _id: ObjectId, room: "general", room_name: "General", seq: NumberLong(42),
+//!             admins: [ "bob" ], bans?: [ "mallory" ], topic?: "…", direct?: [ "a", "b" ],
+//!             members: [ { user: "alice", username: "Alice", joined_at: ISODate,
+//!                          read?: NumberLong(40) }, … ] }
+//! messages  { _id: ObjectId, room: "#3f9c…", room_name: "General", seq: NumberLong(42),
 //!             message_id: BinData(16 bytes), sender: "Alice", server_time: ISODate,
 //!             copies: [ { recipient: "bob", recipient_name: "Bob", wrapped_key: BinData,
 //!                         nonce: BinData(12 bytes), ciphertext: BinData }, … ] }
@@ -23,9 +25,14 @@
 //! room_owners { _id: "alice", rooms: NumberLong(3) }
 //! ```
 //!
-//! A room's `_id` is its [`RoomKey`]: the canonical name for a public room, a key in a
+//! A room's `key` is its [`RoomKey`]: the canonical name for a public room, a key in a
 //! hidden namespace otherwise (see [`super`]), so a public and a hidden room may share a
-//! name. `canonical` is the lowercase name in every room, for the per-member lookup
+//! name. Its `_id` is permanent and internal: `#` and 32 random hex digits (a room stored
+//! before schema 3 keeps its key of that time as its `_id`); messages refer to the `_id`,
+//! so moving a room to another key (a password or visibility change) is one update of its
+//! `key` and never touches its messages. Handlers never see the `_id`. The fields the
+//! moderation features added, and how room deletion and account deletion survive an
+//! interruption, are described in `mongo/moderation.rs`. `canonical` is the lowercase name in every room, for the per-member lookup
 //! ([`Store::room_of`]). Rooms stored before hidden namespaces have no `canonical`;
 //! the migration to schema 2 sets it from `_id` (then their canonical name); see `mongo/migrate.rs`
 //! for the schema versions and what each migration does.
@@ -44,9 +51,10 @@
 //! | collection | name                    | keys                                     | why |
 //! |------------|-------------------------|------------------------------------------|-----|
 //! | `users`    | `_id_`                  | `_id` (canonical username)               | unique username, ignoring case |
-//! | `rooms`    | `public_by_name`        | `hidden, _id`                            | `list_public_rooms`: a page is an `_id` range after the last name, in order; never reads a hidden room |
+//! | `rooms`    | `public_by_key`         | `hidden, key`                            | `list_public_rooms`: a page is a `key` range after the last name, in order; never reads a hidden room |
+//! | `rooms`    | `room_key_unique`       | `key` (unique)                           | one room per key; every lookup by key; a move to a taken key fails on it |
 //! | `rooms`    | `member_rooms`          | `members.user, canonical`                | `room_of` (one lookup per member and name) and `rooms_of` (multikey) |
-//! | `messages` | `room_seq_unique`       | `room, seq` (unique)                     | history by room and time; the next sequence number |
+//! | `messages` | `room_seq_unique`       | `room, seq` (unique)                     | history by room (its `_id`) and time; the next sequence number |
 //! | `messages` | `room_message_id_unique`| `room, message_id` (unique)              | one message per sender-chosen id per room |
 //! | `messages` | `room_recipient_seq`    | `room, copies.recipient, seq: -1`        | recipient-scoped history pages |
 //! | `messages` | `retention_by_time`     | `server_time`                            | retention by age (`mongo/retention.rs`) |
@@ -775,6 +783,8 @@ impl Store for MongoStore {
         let docs: Vec<Document> = self
             .rooms
             .find(selector)
+            // A ban list may hold a thousand names: a listing never needs it.
+            .projection(doc! { "bans": 0 })
             .sort(doc! { "key": 1 })
             .limit(fetch)
             .await

@@ -158,19 +158,23 @@ async fn mongo_indexes_are_created_idempotently() {
 async fn mongo_connect_migrates_an_unversioned_database() {
     let mut h = MongoHarness::start().await;
     let store = h.store.clone();
+    // Version 1's shape: each room under its canonical name as `_id`, with no `key`,
+    // no `canonical` and no counter.
     for (room, owner) in [("one", "Alice"), ("two", "alice"), ("three", "bob")] {
-        store
-            .create_room(
-                &RoomKey::public(&RoomName::parse(room).expect("room")),
-                RoomRecord {
-                    name: RoomName::parse(room).expect("room"),
-                    owner: name(owner),
-                    ..sample_room()
-                },
-                usize::MAX,
-            )
-            .await
-            .expect("create room");
+        let key = RoomKey::public(&RoomName::parse(room).expect("room"));
+        let record = RoomRecord {
+            name: RoomName::parse(room).expect("room"),
+            owner: name(owner),
+            ..sample_room()
+        };
+        let mut d = room_to_doc(&key, &record).expect("encode");
+        d.insert("_id", key.as_str());
+        d.remove("key");
+        d.insert(
+            "members",
+            vec![Bson::Document(member_doc(&name(owner), 1).expect("member"))],
+        );
+        store.rooms.insert_one(d).await.expect("old room");
     }
     // Back to version 1's shape.
     store
@@ -178,11 +182,6 @@ async fn mongo_connect_migrates_an_unversioned_database() {
         .delete_one(doc! { "_id": "schema" })
         .await
         .expect("unversion");
-    store
-        .owners
-        .delete_many(doc! {})
-        .await
-        .expect("no counters");
     store
         .rooms
         .update_many(doc! {}, doc! { "$unset": { "canonical": "" } })
@@ -207,7 +206,16 @@ async fn mongo_connect_migrates_an_unversioned_database() {
         .room_of(&name("alice"), &RoomName::parse("ONE").expect("room"))
         .await
         .expect("room_of");
-    assert!(room_of.is_some(), "canonical names restored");
+    let room_of = room_of.expect("canonical names restored");
+    assert_eq!(room_of.key.as_str(), "one", "the old `_id` became the key");
+    assert!(
+        store
+            .find_room(&RoomKey::public(&RoomName::parse("Two").expect("room")))
+            .await
+            .expect("find")
+            .is_some(),
+        "found by key"
+    );
     h.finish().await;
 }
 
