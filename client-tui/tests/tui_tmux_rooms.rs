@@ -125,8 +125,10 @@ async fn an_owner_runs_a_room_from_the_tui_end_to_end() {
 
     // Transfer to bob: the TUI user is an admin now and may not delete the room.
     enter(&tmux, "/transfer bob");
-    tmux.wait_for(&format!("{OWNER} handed the room to bob, the new owner"))
-        .await;
+    tmux.wait_for(&format!(
+        "the room passed from {OWNER} to bob, the new owner"
+    ))
+    .await;
     tmux.wait_for("bob ★").await;
     tmux.wait_for(&format!("{OWNER} @ (you)")).await;
     wait_change(
@@ -150,8 +152,10 @@ async fn an_owner_runs_a_room_from_the_tui_end_to_end() {
     )
     .await
     .expect("bob hands the room back");
-    tmux.wait_for(&format!("bob handed the room to {OWNER}, the new owner"))
-        .await;
+    tmux.wait_for(&format!(
+        "the room passed from bob to {OWNER}, the new owner"
+    ))
+    .await;
     enter(&tmux, "/delete-room");
     tmux.wait_for(&format!("Delete #{ROOM} for everyone?"))
         .await;

@@ -37,7 +37,7 @@ pub fn event_line(event: &RoomEvent) -> String {
             format!("{actor} made the room public")
         }
         RoomChange::OwnerChanged { to } => {
-            format!("{actor} handed the room to {to}, the new owner")
+            format!("the room passed from {actor} to {to}, the new owner")
         }
         RoomChange::RoomDeleted => format!("the room was deleted by {actor}"),
     }

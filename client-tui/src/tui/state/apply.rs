@@ -537,6 +537,7 @@ impl AppState {
                         MembershipSource::SendRefused => "is no longer a member",
                     };
                     buffer.members.retain(|m| !m.username.same_as(&username));
+                    buffer.admins.retain(|a| !a.same_as(&username));
                     buffer
                         .announced_joins
                         .retain(|k| *k != username.canonical());

@@ -95,7 +95,7 @@ fn every_room_event_is_a_timeline_line_and_changes_what_is_shown() {
         "notice bob made alice an admin",
         "notice bob set the topic to “plans”",
         "notice bob made the room hidden",
-        "notice bob handed the room to alice, the new owner",
+        "notice the room passed from bob to alice, the new owner",
     ] {
         assert!(
             lines.iter().any(|l| l == expected),
