@@ -125,11 +125,16 @@ fn bind_keys(siv: &mut Cursive) {
     }
 }
 
-/// Carries out a user intent.
+/// Carries out a user intent. An edit of the input line changes nothing shown (it only
+/// tells the room the user is typing), so it skips the re-render a keystroke would
+/// otherwise cost.
 pub fn dispatch(siv: &mut Cursive, action: Action) {
+    let shows_nothing = matches!(action, Action::Edited(_));
     let effects = with_app(siv, |_, app| app.state.act(action)).unwrap_or_default();
     run_effects(siv, effects);
-    render(siv);
+    if !shows_nothing {
+        render(siv);
+    }
 }
 
 /// Takes in a report from the network task (called through cursive's callback sink).
