@@ -5,9 +5,12 @@
 //!
 //! # Layout
 //! - [`client`]: [`Client`], the async API (`register`, `login`, `join_room`, `send_text`,
-//!   `fetch_history`, `accept_key`, …) and its [`ClientConfig`].
+//!   `fetch_history`, `accept_key`, and protocol 4's `moderate`, `open_direct`,
+//!   `set_blocked`, `set_typing`, `mark_read`, `delete_account`, …) and its
+//!   [`ClientConfig`].
 //! - [`events`]: [`ClientEvent`], what the client reports unprompted (messages, rejected
-//!   messages, membership, **key changes**, disconnection).
+//!   messages, membership, **key changes**, room events, direct conversations, typing,
+//!   read markers, account deletion, disconnection).
 //! - [`identity`]: [`Identity`], a username and its private key.
 //! - [`keystore`]: saving and loading private keys (encrypted PKCS#8, mode 0600) and the
 //!   default paths.

@@ -11,7 +11,9 @@
 //! The parts, one concern each: [`Timeline`] (a room's lines), [`RoomBuffer`] (a joined
 //! room), [`Lobby`] (the public rooms and the row chosen), [`Outbox`] (messages not
 //! confirmed yet, sent again under the same id), [`InputHistory`] and [`complete`] (the
-//! input line's Up/Down and Tab), [`StatusLine`] (with its expiry), and plain words.
+//! input line's Up/Down and Tab), [`StatusLine`] (with its expiry), plain words, running
+//! rooms (`running.rs`: moderation, room events, direct conversations, blocking, deleting
+//! the account) and presence (`presence.rs`: typing and read markers).
 //!
 //! Views are re-rendered from the state after each call, so the logic here is tested
 //! without a terminal (`state/tests.rs`, `tests/tui_views.rs`, `tests/tui_focus.rs`).
