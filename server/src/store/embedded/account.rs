@@ -31,9 +31,7 @@ pub(super) fn delete_account(txn: &WriteTransaction, user_key: &str) -> Result<(
         if !existed && tombstones.get(user_key).map_err(backend)?.is_none() {
             return Err(StoreError::NotFound);
         }
-        tombstones
-            .insert(user_key, crate::handlers::now_ms())
-            .map_err(backend)?;
+        tombstones.insert(user_key, ()).map_err(backend)?;
     }
     txn.open_table(KEY_HISTORY)
         .map_err(backend)?

@@ -40,7 +40,7 @@
 //! | `room_bans`    | (room key, user)                 | `()`: the room's ban list          |
 //! | `read_markers` | (room key, user)                 | `u64`: the highest seq the member marked read |
 //! | `blocks`       | (user, blocked user)             | `()`: the user's block list        |
-//! | `tombstones`   | user                             | `u64`: when the account was deleted (its name stays reserved) |
+//! | `tombstones`   | user                             | `()`: a deleted account, whose name stays reserved |
 //!
 //! `owned_rooms` entries written since protocol 4 are (owner, `#` and the owner's count
 //! before it, zero-padded), not (owner, room key): a room that is deleted or moves keeps
@@ -147,7 +147,7 @@ const OWNED_ROOMS: TableDefinition<(&str, &str), ()> = TableDefinition::new("own
 const BANS: TableDefinition<(&str, &str), ()> = TableDefinition::new("room_bans");
 const READ_MARKERS: TableDefinition<(&str, &str), u64> = TableDefinition::new("read_markers");
 const BLOCKS: TableDefinition<(&str, &str), ()> = TableDefinition::new("blocks");
-const TOMBSTONES: TableDefinition<&str, u64> = TableDefinition::new("tombstones");
+const TOMBSTONES: TableDefinition<&str, ()> = TableDefinition::new("tombstones");
 /// Set once `owned_rooms` holds every room: a data directory made before the table
 /// existed has it filled from `rooms` on its first open by this version.
 const OWNED_ROOMS_FILLED_KEY: &str = "owned_rooms_filled";

@@ -93,22 +93,9 @@ impl MongoStore {
     /// Rooms stored before hidden namespaces get `canonical`: their `_id` was their
     /// canonical name.
     async fn set_room_canonical_names(&self) -> Result<(), DriverError> {
-        let old: Vec<Document> = self
-            .rooms
-            .find(doc! { "canonical": { "$exists": false } })
-            .projection(doc! { "_id": 1 })
-            .await?
-            .try_collect()
-            .await?;
-        for d in &old {
-            if let Ok(id) = d.get_str("_id") {
-                self.rooms
-                    .update_one(doc! { "_id": id }, doc! { "$set": { "canonical": id } })
-                    .await?;
-            }
-        }
-        if !old.is_empty() {
-            tracing::info!(rooms = old.len(), "rooms migrated to name namespaces");
+        let rooms = self.copy_room_id_to("canonical").await?;
+        if rooms > 0 {
+            tracing::info!(rooms, "rooms migrated to name namespaces");
         }
         Ok(())
     }
@@ -116,9 +103,18 @@ impl MongoStore {
     /// Rooms stored before internal ids get `key`: their `_id` was their key, and stays
     /// their id (their messages refer to it).
     async fn set_room_keys(&self) -> Result<(), DriverError> {
+        let rooms = self.copy_room_id_to("key").await?;
+        if rooms > 0 {
+            tracing::info!(rooms, "rooms given lookup keys");
+        }
+        Ok(())
+    }
+
+    /// Sets `field` to the room's `_id` in every room that lacks it; returns how many.
+    async fn copy_room_id_to(&self, field: &str) -> Result<usize, DriverError> {
         let old: Vec<Document> = self
             .rooms
-            .find(doc! { "key": { "$exists": false } })
+            .find(doc! { (field): { "$exists": false } })
             .projection(doc! { "_id": 1 })
             .await?
             .try_collect()
@@ -126,14 +122,11 @@ impl MongoStore {
         for d in &old {
             if let Ok(id) = d.get_str("_id") {
                 self.rooms
-                    .update_one(doc! { "_id": id }, doc! { "$set": { "key": id } })
+                    .update_one(doc! { "_id": id }, doc! { "$set": { (field): id } })
                     .await?;
             }
         }
-        if !old.is_empty() {
-            tracing::info!(rooms = old.len(), "rooms given lookup keys");
-        }
-        Ok(())
+        Ok(old.len())
     }
 
     /// Every owner's `room_owners` counter is raised to the rooms they own (rooms were

@@ -454,30 +454,33 @@ impl MongoStore {
         Ok(())
     }
 
+    /// The room document under `key`, with `projection`, if there is one.
+    async fn find_room_doc(
+        &self,
+        key: &RoomKey,
+        projection: Document,
+    ) -> Result<Option<Document>, StoreError> {
+        self.rooms
+            .find_one(doc! { "key": key.as_str() })
+            .projection(projection)
+            .await
+            .map_err(map_err)
+    }
+
     /// The room's members as (canonical, display) names, sorted by canonical name.
     async fn member_list(&self, room: &RoomKey) -> Result<Vec<(String, Username)>, StoreError> {
-        let Some(d) = self
-            .rooms
-            .find_one(doc! { "key": room.as_str() })
-            .projection(doc! { "members": 1 })
-            .await
-            .map_err(map_err)?
-        else {
-            return Err(StoreError::NotFound);
-        };
+        let d = self
+            .find_room_doc(room, doc! { "members": 1 })
+            .await?
+            .ok_or(StoreError::NotFound)?;
         members_from_doc(&d)
     }
 
     /// The permanent internal id (`_id`) of the room under `key`, which its messages
     /// refer to; `None` if no room is there.
     async fn room_id(&self, key: &RoomKey) -> Result<Option<String>, StoreError> {
-        let found = self
-            .rooms
-            .find_one(doc! { "key": key.as_str() })
-            .projection(doc! { "_id": 1 })
-            .await
-            .map_err(map_err)?;
-        found
+        self.find_room_doc(key, doc! { "_id": 1 })
+            .await?
             .map(|d| Fields::new(ROOMS, &d).str("_id").map(str::to_owned))
             .transpose()
     }

@@ -50,11 +50,8 @@ const MAX_ATTEMPTS: usize = 8;
 impl MongoStore {
     /// The room document under `key`, with `projection`.
     async fn room_doc(&self, key: &RoomKey, projection: Document) -> Result<Document, StoreError> {
-        self.rooms
-            .find_one(doc! { "key": key.as_str() })
-            .projection(projection)
-            .await
-            .map_err(map_err)?
+        self.find_room_doc(key, projection)
+            .await?
             .ok_or(StoreError::NotFound)
     }
 
@@ -366,12 +363,7 @@ impl MongoStore {
         for user in &participants {
             displays.push(self.display_username(user).await?);
         }
-        let existing = self
-            .rooms
-            .find_one(doc! { "key": key.as_str() })
-            .projection(doc! { "members": 1 })
-            .await
-            .map_err(map_err)?;
+        let existing = self.find_room_doc(key, doc! { "_id": 1 }).await?;
         if existing.is_none() {
             for user in &participants {
                 self.check_name_free(&user.canonical(), &canonical, Some(key))
@@ -523,13 +515,7 @@ impl MongoStore {
         user: &Username,
     ) -> Result<u64, StoreError> {
         let user_key = user.canonical();
-        let Some(d) = self
-            .rooms
-            .find_one(doc! { "key": room.as_str() })
-            .projection(doc! { "members": 1 })
-            .await
-            .map_err(map_err)?
-        else {
+        let Some(d) = self.find_room_doc(room, doc! { "members": 1 }).await? else {
             return Ok(0);
         };
         let Ok(members) = d.get_array("members") else {

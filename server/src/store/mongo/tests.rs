@@ -943,20 +943,7 @@ fn hello_replies_tell_the_deployment() {
 #[ignore = "needs TEST_MONGODB_URI (run .ci/mongo-conformance)"]
 async fn mongo_an_interrupted_room_deletion_is_finished_at_start_up() {
     let mut h = MongoHarness::start().await;
-    h.store
-        .create_room(&general(), sample_room(), 1)
-        .await
-        .expect("create room");
-    h.store
-        .append_message(sample_message())
-        .await
-        .expect("append");
-    let room_id = h
-        .store
-        .room_id(&general())
-        .await
-        .expect("read")
-        .expect("room");
+    let room_id = general_with_a_message(&h).await;
     // What `delete_room` writes first, and nothing after it.
     h.store
         .meta
@@ -987,20 +974,7 @@ async fn mongo_an_interrupted_room_deletion_is_finished_at_start_up() {
 #[ignore = "needs TEST_MONGODB_URI (run .ci/mongo-conformance)"]
 async fn mongo_a_move_changes_only_the_key() {
     let h = MongoHarness::start().await;
-    h.store
-        .create_room(&general(), sample_room(), 1)
-        .await
-        .expect("create room");
-    h.store
-        .append_message(sample_message())
-        .await
-        .expect("append");
-    let before = h
-        .store
-        .room_id(&general())
-        .await
-        .expect("read")
-        .expect("room");
+    let before = general_with_a_message(&h).await;
     let hidden = RoomKey::from_stored("~open:general".into());
     h.store
         .move_room(&general(), &hidden, true, None)
@@ -1017,4 +991,21 @@ async fn mongo_a_move_changes_only_the_key() {
         .expect("count");
     assert_eq!(messages, 1, "messages were not touched");
     h.finish().await;
+}
+
+/// Creates the room `general` with one message; returns the room's internal id.
+async fn general_with_a_message(h: &MongoHarness) -> String {
+    h.store
+        .create_room(&general(), sample_room(), 1)
+        .await
+        .expect("create room");
+    h.store
+        .append_message(sample_message())
+        .await
+        .expect("append");
+    h.store
+        .room_id(&general())
+        .await
+        .expect("read")
+        .expect("room")
 }
