@@ -76,6 +76,15 @@ pub enum ClientError {
         /// The members whose current key is unaccepted or invalid.
         usernames: Vec<Username>,
     },
+    /// Sending to a direct conversation is refused because the server lists members
+    /// besides its two users: nothing is ever sealed for a third party there.
+    #[error("the direct conversation {room} lists others besides its two users: {}", list(.usernames))]
+    DirectIntruders {
+        /// The conversation.
+        room: RoomName,
+        /// Who should not be in it.
+        usernames: Vec<Username>,
+    },
     /// The send was refused because members were added to the room. The additions were
     /// reported as [`ClientEvent::MemberJoined`](crate::ClientEvent::MemberJoined) first;
     /// nothing was encrypted to the new members. Show them, then send again.
@@ -197,5 +206,8 @@ fn reply_name(reply: &shared::protocol::Reply) -> &'static str {
         Reply::UserKey(_) => "UserKey",
         Reply::KeyRotated(_) => "KeyRotated",
         Reply::KeyHistory(_) => "KeyHistory",
+        Reply::Moderated(_) => "Moderated",
+        Reply::Done => "Done",
+        Reply::AccountDeleted => "AccountDeleted",
     }
 }

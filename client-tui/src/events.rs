@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 use shared::crypto::keys::Fingerprint;
+use shared::protocol::RoomEvent;
 use shared::{ErrorCode, RoomName, Username};
 use tokio::sync::{mpsc, watch};
 
@@ -130,6 +131,46 @@ pub enum ClientEvent {
         /// What is wrong with it.
         reason: String,
     },
+    /// A room of the user was moderated or changed hands (protocol 4's `RoomEvent`),
+    /// already applied: a `Kicked`/`Banned` member is out of the member set (nothing is
+    /// sealed for them from now on), and a room the user was removed from, or that was
+    /// deleted, is closed. Reported once, whether it came as a push or as the answer to
+    /// the user's own request. Events for rooms the user is not in, for direct
+    /// conversations (never moderated) and topics with control characters are dropped.
+    RoomChanged(RoomEvent),
+    /// Another user started a direct conversation with this one. The conversation's name
+    /// was checked to be the one of these two users, the peer is not blocked, and their
+    /// key went through the pins like any other (a mismatch raised
+    /// [`ClientEvent::KeyChanged`] first). Open it with
+    /// [`Client::join_room`](crate::Client::join_room) to read it.
+    DirectOpened {
+        /// The conversation.
+        room: RoomName,
+        /// Who started it, with the client's view of their key.
+        peer: MemberView,
+    },
+    /// A member of one of the user's rooms is typing (or stopped). Lapses after
+    /// [`TYPING_LAPSE_SECS`](shared::protocol::TYPING_LAPSE_SECS) without a repeat.
+    Typing {
+        /// The room.
+        room: RoomName,
+        /// Who.
+        username: Username,
+        /// Typing now, or stopped.
+        typing: bool,
+    },
+    /// The user read a room up to `seq` on another session: a marker that only moves
+    /// forward (a lower one is dropped).
+    ReadUpTo {
+        /// The room.
+        room: RoomName,
+        /// The highest `seq` read.
+        seq: u64,
+    },
+    /// The account was deleted (by this session or another): the server closed the
+    /// connection with `CLOSE_ACCOUNT_DELETED`. Reconnecting is pointless; a
+    /// [`ClientEvent::Disconnected`] follows.
+    AccountDeleted,
     /// The account's key was rotated on another session: the server closed this one, and
     /// the key this client holds no longer logs in. Reconnecting with it is pointless;
     /// the user needs the new key (import it from the other device).

@@ -5,9 +5,12 @@
 //!
 //! # Layout
 //! - [`client`]: [`Client`], the async API (`register`, `login`, `join_room`, `send_text`,
-//!   `fetch_history`, `accept_key`, …) and its [`ClientConfig`].
+//!   `fetch_history`, `accept_key`, and protocol 4's `moderate`, `open_direct`,
+//!   `set_blocked`, `set_typing`, `mark_read`, `delete_account`, …) and its
+//!   [`ClientConfig`].
 //! - [`events`]: [`ClientEvent`], what the client reports unprompted (messages, rejected
-//!   messages, membership, **key changes**, disconnection).
+//!   messages, membership, **key changes**, room events, direct conversations, typing,
+//!   read markers, account deletion, disconnection).
 //! - [`identity`]: [`Identity`], a username and its private key.
 //! - [`keystore`]: saving and loading private keys (encrypted PKCS#8, mode 0600) and the
 //!   default paths.
@@ -19,8 +22,11 @@
 //! - [`inbox`]: decrypting and verifying delivered messages.
 //! - [`directory`]: the session's view of everyone's keys, checked against the pins.
 //! - [`rooms`]: open rooms and the [`RoomView`]/[`HistoryView`] results.
-//! - `session`, `pushes`, `net`: internal: shared session state, the push processor, and
-//!   the WebSocket connection (one reader task routing replies by request id).
+//! - `credence`: internal: the checks protocol 4's room pushes must pass (a room event's
+//!   room and topic, a direct conversation's name) before anything acts on them.
+//! - `session`, `pushes`, `net`: internal: shared session state (with protocol 4's room
+//!   pushes in `session::running`), the push processor, and the WebSocket connection (one
+//!   reader task routing replies by request id).
 //!
 //! # Trust model
 //! The server is trusted to deliver, never to vouch for keys. Every key it reports is
@@ -30,6 +36,10 @@
 //! until [`Client::accept_key`]. Every message is checked against its sender's pinned key,
 //! its signed room/id/sender, and the ledger's record of what was accepted before; every
 //! change to a room's members is reported before anything is encrypted to a new member.
+//! A kicked or banned member leaves the member set like one who left (nothing is sealed for
+//! them afterwards); a direct conversation must be named for its two users and is never
+//! sealed for anyone else; typing and read pushes count only for the user's rooms, and a
+//! read marker only moves forward.
 //!
 //! # Example
 //! ```no_run
@@ -56,6 +66,7 @@
 
 mod atomic_file;
 pub mod client;
+mod credence;
 pub mod directory;
 pub mod error;
 pub mod events;

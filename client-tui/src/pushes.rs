@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use shared::protocol::{Push, CLOSE_KEY_ROTATED};
+use shared::protocol::{Push, CLOSE_ACCOUNT_DELETED, CLOSE_KEY_ROTATED};
 use tokio::sync::mpsc;
 
 use crate::events::ClientEvent;
@@ -44,8 +44,10 @@ pub(crate) async fn run(
                 session.emit(ClientEvent::ServerError { code, message });
             }
             Inbound::Closed { reason, code } => {
-                if code == Some(CLOSE_KEY_ROTATED) {
-                    session.emit(ClientEvent::KeyRotatedElsewhere);
+                match code {
+                    Some(CLOSE_KEY_ROTATED) => session.emit(ClientEvent::KeyRotatedElsewhere),
+                    Some(CLOSE_ACCOUNT_DELETED) => session.emit(ClientEvent::AccountDeleted),
+                    _ => {}
                 }
                 session.emit(ClientEvent::Disconnected { reason });
                 return;
@@ -99,5 +101,18 @@ async fn handle_push(session: &Session, conn: &WeakConnection, push: Push) {
                 tracing::error!(error = %e, user = %member.username, "could not record key");
             }
         }
+        Push::RoomEvent(event) => {
+            session.room_event(event);
+        }
+        Push::DirectOpened { room, peer } => {
+            let conn = conn.upgrade();
+            session.direct_opened(conn.as_ref(), &room, &peer).await;
+        }
+        Push::Typing {
+            room,
+            username,
+            typing,
+        } => session.typing(&room, &username, typing),
+        Push::ReadUpTo { room, seq } => session.read_up_to(&room, seq),
     }
 }

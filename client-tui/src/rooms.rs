@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use shared::protocol::RoomSnapshot;
+use shared::protocol::{RoomKind, RoomSnapshot};
 use shared::{RoomName, Username};
 
 use crate::directory::MemberView;
@@ -17,8 +17,16 @@ use crate::inbox::{DecryptedMessage, Rejection};
 pub struct RoomView {
     /// The room's name.
     pub room: RoomName,
-    /// Who created it.
+    /// A group room, or a direct conversation (checked to be named for its two users).
+    pub kind: RoomKind,
+    /// Who runs it: its creator, or whom ownership passed to.
     pub owner: Username,
+    /// The members the owner made admins.
+    pub admins: Vec<Username>,
+    /// The topic, if one is set (a topic with control characters is dropped).
+    pub topic: Option<String>,
+    /// The highest `seq` the user marked read on any session (0: none).
+    pub read_up_to: u64,
     /// Whether joining needs a password.
     pub has_password: bool,
     /// Whether it is hidden from listings.
@@ -61,6 +69,8 @@ pub(crate) struct RoomState {
     pub(crate) name: RoomName,
     /// Members in the server's order.
     pub(crate) members: Vec<Username>,
+    /// For a direct conversation, the other user: nobody else is ever sealed for.
+    pub(crate) direct_peer: Option<Username>,
 }
 
 /// The open rooms, by canonical name.
@@ -81,6 +91,10 @@ impl Rooms {
                     .iter()
                     .map(|m| m.username.clone())
                     .collect(),
+                direct_peer: match &snapshot.kind {
+                    RoomKind::Direct { peer } => Some(peer.clone()),
+                    RoomKind::Group => None,
+                },
             },
         );
     }

@@ -16,9 +16,9 @@ use shared::crypto::rotation::RotationCertificate;
 use shared::crypto::signing::verify_login;
 use shared::crypto::RsaPrivateKey;
 use shared::protocol::{
-    codec, recipients_of, Challenge, ClientFrame, ClientMsg, DeliveredMessage, HelloAck,
-    HistoryPage, KeyHistory, LoggedIn, MemberInfo, Push, Reply, RoomSnapshot, SendAck, ServerMsg,
-    PROTOCOL_VERSION,
+    codec, direct_room_name, recipients_of, Challenge, ClientFrame, ClientMsg, DeliveredMessage,
+    HelloAck, HistoryPage, KeyHistory, LoggedIn, MemberInfo, ModerationAction, Push, Reply,
+    RoomChange, RoomEvent, RoomKind, RoomSnapshot, SendAck, ServerMsg, PROTOCOL_VERSION,
 };
 use shared::{
     DeviceId, ErrorCode, ErrorDetail, MessageId, RequestId, RoomName, ServerId, Username,
@@ -201,6 +201,7 @@ impl Peer {
             Reply::LoggedIn(LoggedIn {
                 username: user(name),
                 rooms: vec![room("general")],
+                blocked: Vec::new(),
             }),
         )
         .await;
@@ -231,9 +232,13 @@ impl Peer {
             frame.request_id,
             Reply::Joined(RoomSnapshot {
                 room: room("general"),
+                kind: shared::protocol::RoomKind::Group,
                 owner: user("alice"),
+                admins: Vec::new(),
+                topic: None,
                 has_password: false,
                 hidden: false,
+                read_up_to: 0,
                 members,
                 history: HistoryPage {
                     room: room("general"),
@@ -623,12 +628,7 @@ async fn changed_key_blocks_sending_until_accepted() {
     })
     .await;
 
-    let (client, mut events) = connect(&url).await;
-    client.login(&alice()).await.expect("logs in");
-    client
-        .join_room(&room("general"), None)
-        .await
-        .expect("joins");
+    let (client, mut events) = alice_in_general(&url).await;
 
     match next_event(&mut events).await {
         ClientEvent::KeyChanged {
@@ -777,12 +777,7 @@ async fn a_message_sealed_for_someone_not_shown_as_a_member_is_flagged() {
         while peer.ws.next().await.is_some() {}
     })
     .await;
-    let (client, mut events) = connect(&url).await;
-    client.login(&alice()).await.expect("logs in");
-    client
-        .join_room(&room("general"), None)
-        .await
-        .expect("joins");
+    let (client, mut events) = alice_in_general(&url).await;
     match next_event(&mut events).await {
         ClientEvent::Message(m) => {
             assert_eq!(m.text, "between us");
@@ -801,5 +796,384 @@ async fn a_message_sealed_for_someone_not_shown_as_a_member_is_flagged() {
         other => panic!("expected a refusal, got {other:?}"),
     }
     drop(client);
+    server.await.expect("server script");
+}
+
+/// Alice, logged in, with `general` open.
+async fn alice_in_general(url: &str) -> (Client, EventReceiver) {
+    let (client, events) = connect(url).await;
+    client.login(&alice()).await.expect("logs in");
+    client
+        .join_room(&room("general"), None)
+        .await
+        .expect("joins");
+    (client, events)
+}
+
+/// A room event pushed for `room_name` by `actor`.
+fn room_event(room_name: &str, actor: &str, change: RoomChange) -> Push {
+    Push::RoomEvent(RoomEvent {
+        room: room(room_name),
+        actor: user(actor),
+        at_ms: 5,
+        change,
+    })
+}
+
+/// The server is the adversary: a kick or ban takes the member out of the set the next
+/// message is sealed for (exactly as a leave does), events for rooms the user is not in
+/// are dropped, typing and read pushes count only for the user's rooms (and not for the
+/// user), a read marker only moves forward, and a deleted room is closed.
+#[tokio::test]
+async fn kicked_and_banned_members_get_no_copy_and_foreign_pushes_are_dropped() {
+    let (a, b, c) = (key(0), key(1), key(2));
+    let (sa, sb, sc) = (a.clone(), b.clone(), c.clone());
+    let (url, server) = serve(move |mut peer| async move {
+        peer.greet().await;
+        peer.login("alice", &sa).await;
+        peer.joined(
+            vec![
+                member("alice", &sa),
+                member("bob", &sb),
+                member("carol", &sc),
+            ],
+            Vec::new(),
+        )
+        .await;
+        // Not the user's room, or the user themself: dropped.
+        peer.push(room_event(
+            "elsewhere",
+            "mallory",
+            RoomChange::Kicked {
+                user: user("alice"),
+            },
+        ))
+        .await;
+        for (r, who) in [("elsewhere", "bob"), ("general", "alice")] {
+            peer.push(Push::Typing {
+                room: room(r),
+                username: user(who),
+                typing: true,
+            })
+            .await;
+        }
+        peer.push(Push::Typing {
+            room: room("general"),
+            username: user("bob"),
+            typing: true,
+        })
+        .await;
+        for (r, seq) in [
+            ("general", 7),
+            ("general", 3),
+            ("elsewhere", 9),
+            ("general", 8),
+        ] {
+            peer.push(Push::ReadUpTo { room: room(r), seq }).await;
+        }
+        peer.push(room_event(
+            "general",
+            "alice",
+            RoomChange::Kicked { user: user("bob") },
+        ))
+        .await;
+        peer.push(room_event(
+            "general",
+            "alice",
+            RoomChange::Banned {
+                user: user("carol"),
+            },
+        ))
+        .await;
+        // The next message is sealed for alice alone.
+        let frame = peer.recv().await;
+        let ClientMsg::SendMessage(send) = frame.msg else {
+            panic!("expected SendMessage, got {:?}", frame.msg)
+        };
+        let names: Vec<_> = send
+            .envelopes
+            .iter()
+            .map(|e| e.recipient.canonical())
+            .collect();
+        assert_eq!(names, ["alice"], "no copy for a kicked or banned member");
+        peer.reply(
+            frame.request_id,
+            Reply::Sent(SendAck {
+                room: send.room.clone(),
+                message_id: send.message_id,
+                seq: 9,
+                server_time_ms: 9,
+            }),
+        )
+        .await;
+        peer.push(room_event("general", "alice", RoomChange::RoomDeleted))
+            .await;
+        while peer.ws.next().await.is_some() {}
+    })
+    .await;
+    let (client, mut events) = alice_in_general(&url).await;
+    match next_event(&mut events).await {
+        ClientEvent::Typing {
+            room: r,
+            username,
+            typing: true,
+        } => {
+            assert_eq!((r, username), (room("general"), user("bob")));
+        }
+        other => panic!("expected bob typing in general first, got {other:?}"),
+    }
+    let mut marks = Vec::new();
+    for _ in 0..2 {
+        match next_event(&mut events).await {
+            ClientEvent::ReadUpTo { room: r, seq } => {
+                assert_eq!(r, room("general"));
+                marks.push(seq);
+            }
+            other => panic!("expected a read marker, got {other:?}"),
+        }
+    }
+    assert_eq!(marks, [7, 8], "a marker never moves back");
+    assert_eq!(client.read_up_to(&room("general")), 8);
+    for expected in [
+        RoomChange::Kicked { user: user("bob") },
+        RoomChange::Banned {
+            user: user("carol"),
+        },
+    ] {
+        match next_event(&mut events).await {
+            ClientEvent::RoomChanged(event) => assert_eq!(event.change, expected),
+            other => panic!("expected {expected:?}, got {other:?}"),
+        }
+    }
+    let members: Vec<_> = client
+        .members(&room("general"))
+        .expect("open")
+        .into_iter()
+        .map(|m| m.username)
+        .collect();
+    assert_eq!(members, [user("alice")]);
+    client
+        .send_text(&room("general"), "only for me now")
+        .await
+        .expect("sends");
+    match next_event(&mut events).await {
+        ClientEvent::RoomChanged(event) => assert_eq!(event.change, RoomChange::RoomDeleted),
+        other => panic!("expected the deletion, got {other:?}"),
+    }
+    assert!(client.open_rooms().is_empty(), "a deleted room is closed");
+    assert!(matches!(
+        client.send_text(&room("general"), "gone").await,
+        Err(ClientError::RoomNotOpen(_))
+    ));
+    drop(client);
+    server.await.expect("server script");
+}
+
+/// A direct conversation is believed only under the name of its two users; the peer's
+/// key goes through the pins (a key other than the pinned one is a loud change, not
+/// trusted because the server says so); nothing is sealed there for a third member.
+#[tokio::test]
+async fn a_direct_conversation_is_checked_like_any_room_and_never_sealed_for_a_third() {
+    let (a, b1, b2, c) = (key(0), key(1), key(4), key(2));
+    let (sa, sb1, sb2, sc) = (a.clone(), b1.clone(), b2.clone(), c.clone());
+    let dm = direct_room_name(&user("alice"), &user("bob"));
+    let dm_server = dm.clone();
+    let (url, server) = serve(move |mut peer| async move {
+        peer.greet().await;
+        peer.login("alice", &sa).await;
+        peer.joined(vec![member("alice", &sa), member("bob", &sb1)], Vec::new())
+            .await;
+        // Another pair's conversation passed off as alice and bob's: dropped.
+        peer.push(Push::DirectOpened {
+            room: direct_room_name(&user("alice"), &user("carol")),
+            peer: member("bob", &sb1),
+        })
+        .await;
+        // The right name, but bob's key is not the pinned one.
+        peer.push(Push::DirectOpened {
+            room: dm_server.clone(),
+            peer: member("bob", &sb2),
+        })
+        .await;
+        peer.key_history("bob", Vec::new()).await;
+        let frame = peer.recv().await;
+        let ClientMsg::OpenDirect(open) = frame.msg else {
+            panic!("expected OpenDirect, got {:?}", frame.msg)
+        };
+        assert!(open.with.same_as(&user("bob")));
+        peer.reply(
+            frame.request_id,
+            Reply::Joined(RoomSnapshot {
+                room: dm_server.clone(),
+                kind: RoomKind::Direct { peer: user("bob") },
+                owner: user("bob"),
+                admins: Vec::new(),
+                topic: None,
+                has_password: false,
+                hidden: true,
+                read_up_to: 0,
+                members: vec![
+                    member("alice", &sa),
+                    member("bob", &sb2),
+                    member("carol", &sc),
+                ],
+                history: HistoryPage {
+                    room: dm_server,
+                    messages: Vec::new(),
+                    has_more: false,
+                    next_before_seq: None,
+                },
+            }),
+        )
+        .await;
+        while peer.ws.next().await.is_some() {}
+    })
+    .await;
+    let (client, mut events) = alice_in_general(&url).await;
+    match next_event(&mut events).await {
+        ClientEvent::KeyChanged { username, .. } => assert_eq!(username, user("bob")),
+        other => panic!("expected bob's key change first, got {other:?}"),
+    }
+    match next_event(&mut events).await {
+        ClientEvent::DirectOpened { room: r, peer } => {
+            assert_eq!(r, dm);
+            assert_eq!(peer.username, user("bob"));
+            assert!(
+                matches!(peer.status, KeyStatus::Unaccepted { .. }),
+                "the server's word does not make a key trusted: {:?}",
+                peer.status
+            );
+        }
+        other => panic!("expected the conversation, got {other:?}"),
+    }
+    let view = client.open_direct(&user("bob")).await.expect("opens");
+    assert_eq!(view.kind, RoomKind::Direct { peer: user("bob") });
+    let refused = client.send_text(&dm, "just us?").await;
+    assert!(
+        matches!(refused, Err(ClientError::DirectIntruders { ref usernames, .. }) if usernames == &[user("carol")]),
+        "got {refused:?}"
+    );
+    drop(client);
+    server.await.expect("server script");
+}
+
+/// The answer to the user's own moderation and the push of the same event are reported
+/// once; a refusal keeps its typed code.
+#[tokio::test]
+async fn moderation_is_reported_once_and_refusals_are_typed() {
+    let (a, b) = (key(0), key(1));
+    let (sa, sb) = (a.clone(), b.clone());
+    let (url, server) = serve(move |mut peer| async move {
+        peer.greet().await;
+        peer.login("alice", &sa).await;
+        peer.joined(vec![member("alice", &sa), member("bob", &sb)], Vec::new())
+            .await;
+        let frame = peer.recv().await;
+        let ClientMsg::Moderate(moderate) = frame.msg else {
+            panic!("expected Moderate, got {:?}", frame.msg)
+        };
+        assert_eq!(
+            moderate.action,
+            ModerationAction::SetTopic {
+                topic: Some("plans".into())
+            }
+        );
+        let event = RoomEvent {
+            room: room("general"),
+            actor: user("alice"),
+            at_ms: 5,
+            change: RoomChange::TopicChanged {
+                topic: Some("plans".into()),
+            },
+        };
+        peer.push(Push::RoomEvent(event.clone())).await;
+        peer.reply(frame.request_id, Reply::Moderated(event)).await;
+        // A topic that would rewrite the terminal: dropped.
+        peer.push(room_event(
+            "general",
+            "bob",
+            RoomChange::TopicChanged {
+                topic: Some("\u{1b}[2J".into()),
+            },
+        ))
+        .await;
+        peer.push(Push::Typing {
+            room: room("general"),
+            username: user("bob"),
+            typing: false,
+        })
+        .await;
+        let frame = peer.recv().await;
+        peer.send(ServerMsg::Error {
+            request_id: Some(frame.request_id),
+            code: ErrorCode::NotPermitted,
+            message: "only the owner".into(),
+            detail: None,
+        })
+        .await;
+        while peer.ws.next().await.is_some() {}
+    })
+    .await;
+    let (client, mut events) = alice_in_general(&url).await;
+    let event = client
+        .moderate(
+            &room("general"),
+            ModerationAction::SetTopic {
+                topic: Some("plans".into()),
+            },
+        )
+        .await
+        .expect("moderates");
+    assert_eq!(event.actor, user("alice"));
+    match next_event(&mut events).await {
+        ClientEvent::RoomChanged(e) => assert_eq!(e, event),
+        other => panic!("expected the topic change, got {other:?}"),
+    }
+    match next_event(&mut events).await {
+        ClientEvent::Typing { typing: false, .. } => {}
+        other => panic!("expected no second report and no bad topic, got {other:?}"),
+    }
+    let refused = client
+        .moderate(&room("general"), ModerationAction::DeleteRoom)
+        .await;
+    assert_eq!(
+        refused.err().and_then(|e| e.code()),
+        Some(ErrorCode::NotPermitted)
+    );
+    drop(client);
+    server.await.expect("server script");
+}
+
+/// Close code 4002 (the account was deleted) is reported before the disconnection.
+#[tokio::test]
+async fn an_account_deleted_close_is_reported() {
+    use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame};
+    let a = key(0);
+    let sa = a.clone();
+    let (url, server) = serve(move |mut peer| async move {
+        peer.greet().await;
+        peer.login("alice", &sa).await;
+        let frame = peer.recv().await;
+        assert!(matches!(frame.msg, ClientMsg::DeleteAccount(ref d) if d.confirm.same_as(&user("alice"))));
+        peer.reply(frame.request_id, Reply::AccountDeleted).await;
+        let close = CloseFrame {
+            code: CloseCode::from(shared::protocol::CLOSE_ACCOUNT_DELETED),
+            reason: "account deleted".into(),
+        };
+        let _ = peer.ws.close(Some(close)).await;
+        while peer.ws.next().await.is_some() {}
+    })
+    .await;
+    let (client, mut events) = connect(&url).await;
+    client.login(&alice()).await.expect("logs in");
+    client.delete_account().await.expect("deletes");
+    assert!(matches!(
+        next_event(&mut events).await,
+        ClientEvent::AccountDeleted
+    ));
+    assert!(matches!(
+        next_event(&mut events).await,
+        ClientEvent::Disconnected { .. }
+    ));
     server.await.expect("server script");
 }

@@ -260,3 +260,34 @@ fn ctrl_w_and_ctrl_arrows_edit_the_input_line_by_words() {
     h.press(Event::CtrlChar('l'));
     h.assert_shows("[#den] > hello very big!");
 }
+
+/// Pushes about running rooms (a conversation someone starts, a moderation event, a
+/// typing member) never take the keys: typing goes on reaching the input line.
+#[test]
+fn room_pushes_leave_typing_on_the_input_line() {
+    use client_tui::ClientEvent;
+    use shared::protocol::{RoomChange, RoomEvent};
+    let mut h = in_den();
+    h.type_text("half a th");
+    let dm = shared::protocol::direct_room_name(&name("alice"), &name("bob"));
+    h.event(UiEvent::Client(ClientEvent::DirectOpened {
+        room: dm,
+        peer: member("bob", 0x3f),
+    }));
+    h.event(UiEvent::Client(ClientEvent::RoomChanged(RoomEvent {
+        room: room("den"),
+        actor: name("bob"),
+        at_ms: 1,
+        change: RoomChange::TopicChanged {
+            topic: Some("new".into()),
+        },
+    })));
+    h.event(UiEvent::Client(ClientEvent::Typing {
+        room: room("den"),
+        username: name("bob"),
+        typing: true,
+    }));
+    h.type_text("ought");
+    assert_eq!(h.input_line(), "half a thought", "\n{}", h.screen());
+    h.assert_shows("[#den] >");
+}

@@ -374,3 +374,75 @@ async fn a_taken_username_is_refused_and_leaves_no_key_behind() {
     net.quit().await;
     server.stop().await;
 }
+
+/// Protocol 4 through the network task: a refused moderation comes back in plain words, a
+/// direct conversation opens and is shown, and deleting the account stops reconnecting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moderation_refusals_direct_conversations_and_deleting_the_account() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let server = start_server(data.path(), 0).await;
+    let url = server.url();
+    let (bob, _bob_events) = core_user(&url, "bob", 4).await;
+    bob.create_room(&room("hall"), None, false)
+        .await
+        .expect("bob's room");
+
+    let home = tempfile::tempdir().expect("tempdir");
+    let mut net = spawn_network(&url);
+    net.send(Command::CreateAccount(NewAccount {
+        username: name("gail"),
+        passphrase: Secret::new("gail's passphrase"),
+        key_path: home.path().join("gail.pem"),
+        source: KeySource::Import {
+            path: fixture(3),
+            passphrase: None,
+        },
+    }));
+    net.expect("ready", |e| matches!(e, UiEvent::Ready(_)))
+        .await;
+    net.send(Command::JoinRoom {
+        room: room("hall"),
+        password: None,
+    });
+    net.expect("the room", |e| matches!(e, UiEvent::RoomOpened { .. }))
+        .await;
+    net.send(Command::Moderate {
+        room: room("hall"),
+        action: shared::protocol::ModerationAction::DeleteRoom,
+    });
+    let failed = net
+        .expect("the refusal", |e| matches!(e, UiEvent::Failed { .. }))
+        .await;
+    assert!(
+        matches!(&failed, UiEvent::Failed { action, message }
+            if action == "Deleting #hall" && message.starts_with("Only the owner can delete the room.")),
+        "{failed:?}"
+    );
+
+    net.send(Command::OpenDirect { user: name("bob") });
+    net.expect("the conversation", |e| {
+        matches!(e, UiEvent::RoomOpened { view, focus: true }
+            if view.kind == shared::protocol::RoomKind::Direct { peer: name("bob") })
+    })
+    .await;
+
+    net.send(Command::DeleteAccount);
+    net.expect("the deletion", |e| {
+        matches!(e, UiEvent::Client(ClientEvent::AccountDeleted))
+    })
+    .await;
+    let stopped = net
+        .expect("no more reconnecting", |e| {
+            matches!(
+                e,
+                UiEvent::Connection(ConnectionState::Stopped { .. } | ConnectionState::Connecting)
+            )
+        })
+        .await;
+    assert!(
+        matches!(&stopped, UiEvent::Connection(ConnectionState::Stopped { reason }) if reason.contains("deleted")),
+        "{stopped:?}"
+    );
+    net.quit().await;
+    server.stop().await;
+}

@@ -79,12 +79,14 @@ fn lobby_lists_rooms_and_counts_and_join_dialog_sends_join() {
                 has_password: false,
                 members: 5,
                 members_online: 2,
+                topic: None,
             },
             RoomSummary {
                 name: room("vault"),
                 has_password: true,
                 members: 1,
                 members_online: 1,
+                topic: None,
             },
         ],
         users_online: 3,
@@ -414,6 +416,10 @@ fn unread_counts_errors_and_slash_commands() {
         view: RoomView {
             room: room("town"),
             owner: name("bob"),
+            kind: shared::protocol::RoomKind::Group,
+            admins: Vec::new(),
+            topic: None,
+            read_up_to: 0,
             has_password: false,
             hidden: false,
             members: vec![member("alice", 0xab)],
@@ -640,4 +646,152 @@ fn a_mention_in_another_room_marks_it_and_says_who() {
     h.press(Event::CtrlChar('n'));
     h.assert_shows("bob ✓ @alice look at this");
     assert!(!h.screen().contains("@1)"), "seen now\n{}", h.screen());
+}
+
+fn room_event(r: &str, actor: &str, change: shared::protocol::RoomChange) -> UiEvent {
+    UiEvent::Client(ClientEvent::RoomChanged(shared::protocol::RoomEvent {
+        room: room(r),
+        actor: name(actor),
+        at_ms: 1,
+        change,
+    }))
+}
+
+#[test]
+fn the_header_shows_the_topic_the_members_their_roles_and_events_read_as_words() {
+    use shared::protocol::{Role, RoomChange};
+    let mut h = Harness::logged_in();
+    h.event(opened(
+        "den",
+        vec![
+            member("alice", 0xab),
+            member("bob", 0x3f),
+            member("carol", 0x11),
+        ],
+        Vec::new(),
+    ));
+    h.event(room_event(
+        "den",
+        "bob",
+        RoomChange::TopicChanged {
+            topic: Some("release plans".into()),
+        },
+    ));
+    h.event(room_event(
+        "den",
+        "bob",
+        RoomChange::RoleChanged {
+            user: name("carol"),
+            role: Role::Admin,
+        },
+    ));
+    h.event(room_event(
+        "den",
+        "bob",
+        RoomChange::Banned {
+            user: name("carol"),
+        },
+    ));
+    h.assert_shows("#den (hidden, password) — release plans");
+    h.assert_shows("bob ★");
+    h.assert_shows("bob set the topic to “release plans”");
+    h.assert_shows("bob made carol an admin");
+    h.assert_shows("bob banned carol");
+    assert!(
+        !h.screen().contains("carol @"),
+        "a banned member is not listed"
+    );
+    h.event(UiEvent::Client(ClientEvent::Typing {
+        room: room("den"),
+        username: name("bob"),
+        typing: true,
+    }));
+    h.assert_shows("bob is typing…");
+    // F1 opens the help, which lists every command Tab completes.
+    h.press(Key::F1);
+    h.assert_shows("Commands in the input line");
+    let help = client_tui::tui::views::help::help_text();
+    for command in client_tui::tui::command::COMMAND_NAMES {
+        let listed = help.contains(&format!("{command} ")) || help.contains(&format!("{command},"));
+        assert!(
+            listed || *command == "/fingerprint",
+            "{command} is not in F1's help"
+        );
+    }
+}
+
+#[test]
+fn direct_conversations_have_their_own_section_named_by_the_peer() {
+    let mut h = Harness::logged_in();
+    h.event(opened("den", vec![member("alice", 0xab)], Vec::new()));
+    let dm = shared::protocol::direct_room_name(&name("alice"), &name("bob"));
+    h.event(UiEvent::Client(ClientEvent::DirectOpened {
+        room: dm.clone(),
+        peer: member("bob", 0x3f),
+    }));
+    assert_eq!(h.drain(), vec![Command::Reopen { room: dm.clone() }]);
+    h.assert_shows("─ Direct ─");
+    h.assert_shows("@bob");
+    assert!(
+        !h.screen().contains("dm."),
+        "never the dm.… name:\n{}",
+        h.screen()
+    );
+    h.type_text("/msg bob hello");
+    h.press(Key::Enter);
+    h.assert_shows("[@bob] >");
+    let commands = h.drain();
+    assert!(
+        matches!(commands.as_slice(), [Command::Send { room: r, text, .. }] if *r == dm && text == "hello"),
+        "{commands:?}"
+    );
+}
+
+#[test]
+fn deleting_a_room_and_the_account_ask_first_and_keys_go_to_the_dialog() {
+    let mut h = Harness::logged_in();
+    h.event(opened("den", vec![member("alice", 0xab)], Vec::new()));
+    h.type_text("/delete-room");
+    h.press(Key::Enter);
+    h.assert_shows("Delete #den for everyone?");
+    // The harmless button is focused: Enter cancels.
+    h.press(Key::Enter);
+    assert!(h.drain().is_empty());
+    h.type_text("/delete-account");
+    h.press(Key::Enter);
+    h.assert_shows("Type your username to confirm");
+    h.type_text("alice");
+    h.press(Key::Enter);
+    assert_eq!(h.drain(), vec![Command::DeleteAccount]);
+    assert_eq!(
+        h.input_line(),
+        "",
+        "the username went to the dialog, not the input line"
+    );
+}
+
+#[test]
+fn a_password_typed_on_the_input_line_is_masked() {
+    let mut h = Harness::logged_in();
+    h.event(opened("den", vec![member("alice", 0xab)], Vec::new()));
+    h.type_text("/password hunter2");
+    assert!(!h.screen().contains("hunter2"), "{}", h.screen());
+    h.press(Key::Enter);
+    assert_eq!(
+        h.drain(),
+        vec![Command::SetPassword {
+            room: room("den"),
+            password: Some(Secret::new("hunter2")),
+        }]
+    );
+    assert!(!h.screen().contains("hunter2"));
+}
+
+#[test]
+fn the_lobby_shows_a_rooms_topic() {
+    let mut h = Harness::logged_in();
+    let mut list = support::lobby_list();
+    list.rooms[0].topic = Some("all things general".into());
+    h.event(UiEvent::RoomList(list));
+    h.assert_shows("general       2        5  — all things general");
 }

@@ -75,13 +75,7 @@ async fn real_store(messages: usize, in_flight: usize) {
     store
         .create_room(
             &key,
-            RoomRecord {
-                name: room.clone(),
-                owner: envs[0].recipient.clone(),
-                password_hash: None,
-                hidden: false,
-                created_at_ms: 0,
-            },
+            RoomRecord::group(room.clone(), envs[0].recipient.clone(), None, false, 0),
             1,
         )
         .await

@@ -222,6 +222,7 @@ fn handle(
             Reply::LoggedIn(LoggedIn {
                 username: username.clone(),
                 rooms: Vec::new(),
+                blocked: Vec::new(),
             })
         }
         ClientMsg::SendMessage(req) => {

@@ -130,8 +130,8 @@ pub struct Config {
     #[arg(long, env = "REGISTRATION_WINDOW_SECS", default_value_t = 3600)]
     pub registration_window_secs: u64,
 
-    /// Rooms one user may own (create); rooms are never deleted, so this caps a user's
-    /// rooms for good.
+    /// Rooms one user may create; a room that is deleted, moved or handed on still
+    /// counts, so this caps a user's rooms for good. Direct conversations do not count.
     #[arg(long, env = "ROOMS_PER_USER", default_value_t = 20)]
     pub rooms_per_user: usize,
 

@@ -66,6 +66,13 @@ pub enum HandlerError {
     /// The user is not a member of the room.
     #[error("you are not a member of that room")]
     NotAMember,
+    /// The user's role does not allow the action, the room is a direct conversation, or
+    /// the other user blocked this one.
+    #[error("{0}")]
+    NotPermitted(&'static str),
+    /// The user is banned from the room.
+    #[error("you are banned from that room")]
+    Banned,
     /// The envelopes do not match the room's members.
     #[error(
         "the recipients are not the room's current members; re-encrypt for the members listed"
@@ -125,6 +132,8 @@ impl HandlerError {
             Self::RoomUnavailable => ErrorCode::RoomUnavailable,
             Self::WrongPassword => ErrorCode::WrongPassword,
             Self::NotAMember => ErrorCode::NotAMember,
+            Self::NotPermitted(_) => ErrorCode::NotPermitted,
+            Self::Banned => ErrorCode::Banned,
             Self::RecipientMismatch(_) => ErrorCode::RecipientMismatch,
             Self::DuplicateMessage => ErrorCode::DuplicateMessage,
             Self::RateLimited | Self::Busy(_) | Self::Throttled { .. } => ErrorCode::RateLimited,

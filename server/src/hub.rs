@@ -94,6 +94,8 @@ pub enum Eviction {
     /// This instance may have missed deliveries (its change stream's history was lost):
     /// the client is to reconnect and re-read history. Only scale-out raises it.
     Resync,
+    /// The user's account was deleted (on this connection or another).
+    AccountDeleted,
 }
 
 /// What the hub holds for one logged-in connection. Made by the connection's task, kept

@@ -112,13 +112,7 @@ mod tests {
         store
             .create_room(
                 &key,
-                RoomRecord {
-                    name: room,
-                    owner: alice.clone(),
-                    password_hash: None,
-                    hidden: false,
-                    created_at_ms: 0,
-                },
+                RoomRecord::group(room, alice.clone(), None, false, 0),
                 1,
             )
             .await

@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, StoreChoice};
 use crate::fanout::{ChangeStreamFanout, StreamState, StreamStatus};
+use crate::handlers::presence::TypingFilter;
 use crate::handlers::AppState;
 use crate::hub::{Fanout, HubHandle};
 use crate::limits::address::ClientAddress;
@@ -500,6 +501,7 @@ pub fn app_state_with_hub(
         passwords: Hasher::new(config.argon2_concurrency())?,
         limits,
         room_secret,
+        typing: TypingFilter::default(),
     })
 }
 

@@ -56,6 +56,12 @@ pub enum ErrorCode {
     /// A quota that does not refill with time is used up (e.g. the rooms one user may
     /// own). (Added in protocol 3.)
     QuotaExceeded,
+    /// The user's role in the room does not allow the action, the room is a direct
+    /// conversation (which nobody moderates), or the other user blocked direct
+    /// conversations with this one. (Added in protocol 4.)
+    NotPermitted,
+    /// The user is banned from the room. (Added in protocol 4.)
+    Banned,
 }
 
 impl ErrorCode {
@@ -76,6 +82,8 @@ impl ErrorCode {
             Self::RoomUnavailable => 1301,
             Self::WrongPassword => 1302,
             Self::NotAMember => 1303,
+            Self::NotPermitted => 1304,
+            Self::Banned => 1305,
             Self::RecipientMismatch => 1400,
             Self::DuplicateMessage => 1401,
             Self::RateLimited => 1500,

@@ -9,6 +9,10 @@ use shared::crypto::message::{MessageBody, SignedMessage};
 use shared::crypto::rotation::{CounterMark, RotationCertificate};
 use shared::protocol::codec::{self, CodecError};
 use shared::protocol::{
+    direct_room_name, DeleteAccount, MarkRead, Moderate, ModerationAction, OpenDirect, Role,
+    RoomChange, RoomEvent, RoomKind, SetBlocked, SetTyping,
+};
+use shared::protocol::{
     Challenge, ClientFrame, ClientMsg, CreateRoom, DeliveredMessage, DeliveryHead, Envelope,
     FetchHistory, GetKeyHistory, GetUserKey, Hello, HelloAck, HistoryPage, JoinRoom, KeyHistory,
     KeyRotated, LeaveRoom, Left, ListRooms, LoggedIn, LoginProof, LoginStart, MemberInfo, Push,
@@ -87,11 +91,15 @@ fn history() -> HistoryPage {
 fn snapshot() -> RoomSnapshot {
     RoomSnapshot {
         room: room("General"),
+        kind: RoomKind::Group,
         owner: user("Alice"),
+        admins: vec![user("bob")],
+        topic: Some("plans ✓".into()),
         has_password: true,
         hidden: false,
         members: vec![member("Alice"), member("bob")],
         history: history(),
+        read_up_to: 41,
     }
 }
 
@@ -112,6 +120,13 @@ fn client_index(msg: &ClientMsg) -> u8 {
         ClientMsg::GetUserKey(_) => 10,
         ClientMsg::RotateKey(_) => 11,
         ClientMsg::GetKeyHistory(_) => 12,
+        // Protocol 4: appended.
+        ClientMsg::Moderate(_) => 13,
+        ClientMsg::OpenDirect(_) => 14,
+        ClientMsg::SetBlocked(_) => 15,
+        ClientMsg::SetTyping(_) => 16,
+        ClientMsg::MarkRead(_) => 17,
+        ClientMsg::DeleteAccount(_) => 18,
     }
 }
 
@@ -166,6 +181,32 @@ fn all_client_msgs() -> Vec<ClientMsg> {
         ClientMsg::GetKeyHistory(GetKeyHistory {
             username: user("carol"),
         }),
+        ClientMsg::Moderate(Moderate {
+            room: room("General"),
+            action: ModerationAction::SetRole {
+                user: user("bob"),
+                role: Role::Admin,
+            },
+        }),
+        ClientMsg::OpenDirect(OpenDirect {
+            with: user("bob"),
+            history_limit: 50,
+        }),
+        ClientMsg::SetBlocked(SetBlocked {
+            user: user("mallory"),
+            blocked: true,
+        }),
+        ClientMsg::SetTyping(SetTyping {
+            room: room("General"),
+            typing: true,
+        }),
+        ClientMsg::MarkRead(MarkRead {
+            room: room("General"),
+            seq: 300,
+        }),
+        ClientMsg::DeleteAccount(DeleteAccount {
+            confirm: user("Alice"),
+        }),
     ]
 }
 
@@ -184,6 +225,10 @@ fn reply_index(reply: &Reply) -> u8 {
         Reply::UserKey(_) => 10,
         Reply::KeyRotated(_) => 11,
         Reply::KeyHistory(_) => 12,
+        // Protocol 4: appended.
+        Reply::Moderated(_) => 13,
+        Reply::Done => 14,
+        Reply::AccountDeleted => 15,
     }
 }
 
@@ -206,6 +251,7 @@ fn all_replies() -> Vec<Reply> {
         Reply::LoggedIn(LoggedIn {
             username: user("Alice"),
             rooms: vec![room("General"), room("2024.plans")],
+            blocked: vec![user("mallory")],
         }),
         Reply::Rooms(RoomList {
             rooms: vec![
@@ -214,12 +260,14 @@ fn all_replies() -> Vec<Reply> {
                     has_password: false,
                     members: 3,
                     members_online: 1,
+                    topic: None,
                 },
                 RoomSummary {
                     name: room("locked"),
                     has_password: true,
                     members: u32::MAX,
                     members_online: 0,
+                    topic: None,
                 },
             ],
             users_online: 70_000,
@@ -254,7 +302,19 @@ fn all_replies() -> Vec<Reply> {
             username: user("Alice"),
             certificates: vec![certificate(1), certificate(2)],
         }),
+        Reply::Moderated(room_event(RoomChange::Banned { user: user("eve") })),
+        Reply::Done,
+        Reply::AccountDeleted,
     ]
+}
+
+fn room_event(change: RoomChange) -> RoomEvent {
+    RoomEvent {
+        room: room("General"),
+        actor: user("Alice"),
+        at_ms: 1_700_000_000_000,
+        change,
+    }
 }
 
 fn push_index(push: &Push) -> u8 {
@@ -263,6 +323,11 @@ fn push_index(push: &Push) -> u8 {
         Push::MemberLeft { .. } => 1,
         Push::KeyChanged { .. } => 2,
         Push::Message(_) => 3,
+        // Protocol 4: appended.
+        Push::RoomEvent(_) => 4,
+        Push::DirectOpened { .. } => 5,
+        Push::Typing { .. } => 6,
+        Push::ReadUpTo { .. } => 7,
     }
 }
 
@@ -281,6 +346,22 @@ fn all_pushes() -> Vec<Push> {
             rooms: vec![room("General"), room("random")],
         },
         Push::Message(delivered(42)),
+        Push::RoomEvent(room_event(RoomChange::TopicChanged {
+            topic: Some("release ✓".into()),
+        })),
+        Push::DirectOpened {
+            room: direct_room_name(&user("Alice"), &user("bob")),
+            peer: member("Alice"),
+        },
+        Push::Typing {
+            room: room("General"),
+            username: user("bob"),
+            typing: true,
+        },
+        Push::ReadUpTo {
+            room: room("General"),
+            seq: 77,
+        },
     ]
 }
 
@@ -308,6 +389,8 @@ fn all_error_codes() -> Vec<(ErrorCode, u8, u16)> {
         ErrorCode::Internal,
         ErrorCode::StorageUnavailable,
         ErrorCode::QuotaExceeded,
+        ErrorCode::NotPermitted,
+        ErrorCode::Banned,
     ];
     codes
         .into_iter()
@@ -336,6 +419,9 @@ fn all_error_codes() -> Vec<(ErrorCode, u8, u16)> {
                 // Protocol 3: appended, so the codes before keep their indices.
                 ErrorCode::StorageUnavailable => (19, 1502),
                 ErrorCode::QuotaExceeded => (20, 1503),
+                // Protocol 4.
+                ErrorCode::NotPermitted => (21, 1304),
+                ErrorCode::Banned => (22, 1305),
             };
             (code, index, number)
         })
@@ -403,7 +489,7 @@ fn every_client_msg_round_trips_with_its_documented_index() {
     indices.sort_unstable();
     assert_eq!(
         indices,
-        (0..13).collect::<Vec<u8>>(),
+        (0..19).collect::<Vec<u8>>(),
         "one sample per variant"
     );
 
@@ -440,11 +526,11 @@ fn every_server_msg_round_trips_with_its_documented_index() {
     let replies = all_replies();
     let mut indices: Vec<u8> = replies.iter().map(reply_index).collect();
     indices.sort_unstable();
-    assert_eq!(indices, (0..13).collect::<Vec<u8>>());
+    assert_eq!(indices, (0..16).collect::<Vec<u8>>());
     let pushes = all_pushes();
     let mut indices: Vec<u8> = pushes.iter().map(push_index).collect();
     indices.sort_unstable();
-    assert_eq!(indices, (0..4).collect::<Vec<u8>>());
+    assert_eq!(indices, (0..8).collect::<Vec<u8>>());
 
     for msg in all_server_msgs() {
         let bytes = codec::encode_server(&msg).expect("encodes");
@@ -535,7 +621,7 @@ fn documented_hello_frame_bytes() {
         }),
     ))
     .expect("encodes");
-    assert_eq!(hex::encode(&bytes), "010003077475692f302e31");
+    assert_eq!(hex::encode(&bytes), "010004077475692f302e31");
 }
 
 #[test]
@@ -573,7 +659,7 @@ fn documented_example_bytes() {
     };
     assert_eq!(
         hex::encode(codec::encode_server(&hello_ack).expect("encodes")),
-        "00010003\
+        "00010004\
          0c6532652d636861742f302e31\
          000102030405060708090a0b0c0d0e0f\
          fc00004000\

@@ -25,6 +25,10 @@ use shared::protocol::{
     LoginStart, MemberInfo, Push, Register, Reply, RoomList, RoomSummary, RotateKey, SendMessage,
     ServerMsg, PROTOCOL_VERSION,
 };
+use shared::protocol::{
+    DeleteAccount, MarkRead, Moderate, ModerationAction, OpenDirect, Role, RoomChange, RoomEvent,
+    SetBlocked, SetTyping,
+};
 use shared::{DeviceId, ErrorCode, ErrorDetail, MessageId, RequestId, ServerId};
 
 /// `frames.python.txt` as name → bytes.
@@ -228,6 +232,90 @@ fn rust_frames() -> (Named<ClientFrame>, Named<ServerMsg>) {
                 }),
             ),
         ),
+        (
+            "moderate_set_role",
+            client(
+                14,
+                ClientMsg::Moderate(Moderate {
+                    room: room("General"),
+                    action: ModerationAction::SetRole {
+                        user: user("bob"),
+                        role: Role::Admin,
+                    },
+                }),
+            ),
+        ),
+        (
+            "moderate_set_topic",
+            client(
+                15,
+                ClientMsg::Moderate(Moderate {
+                    room: room("General"),
+                    action: ModerationAction::SetTopic {
+                        topic: Some("Plans ✓".into()),
+                    },
+                }),
+            ),
+        ),
+        (
+            "moderate_delete",
+            client(
+                16,
+                ClientMsg::Moderate(Moderate {
+                    room: room("General"),
+                    action: ModerationAction::DeleteRoom,
+                }),
+            ),
+        ),
+        (
+            "open_direct",
+            client(
+                17,
+                ClientMsg::OpenDirect(OpenDirect {
+                    with: user("bob"),
+                    history_limit: 50,
+                }),
+            ),
+        ),
+        (
+            "set_blocked",
+            client(
+                18,
+                ClientMsg::SetBlocked(SetBlocked {
+                    user: user("mallory"),
+                    blocked: true,
+                }),
+            ),
+        ),
+        (
+            "set_typing",
+            client(
+                19,
+                ClientMsg::SetTyping(SetTyping {
+                    room: room("General"),
+                    typing: false,
+                }),
+            ),
+        ),
+        (
+            "mark_read",
+            client(
+                20,
+                ClientMsg::MarkRead(MarkRead {
+                    room: room("General"),
+                    seq: 70_000,
+                }),
+            ),
+        ),
+        (
+            "delete_account",
+            client(
+                21,
+                ClientMsg::DeleteAccount(DeleteAccount {
+                    confirm: user("Alice"),
+                }),
+            ),
+        ),
     ];
     let servers = vec![
         (
@@ -273,12 +361,14 @@ fn rust_frames() -> (Named<ClientFrame>, Named<ServerMsg>) {
                             has_password: false,
                             members: 3,
                             members_online: 1,
+                            topic: Some("Plans".into()),
                         },
                         RoomSummary {
                             name: room("locked"),
                             has_password: true,
                             members: 70_000,
                             members_online: 0,
+                            topic: None,
                         },
                     ],
                     users_online: 5,
@@ -337,6 +427,77 @@ fn rust_frames() -> (Named<ClientFrame>, Named<ServerMsg>) {
             ServerMsg::Push(Push::KeyChanged {
                 member: member("bob", &[7], "cd"),
                 rooms: vec![room("a"), room("b")],
+            }),
+        ),
+        (
+            "reply_moderated",
+            ServerMsg::Reply {
+                request_id: RequestId(14),
+                reply: Reply::Moderated(RoomEvent {
+                    room: room("General"),
+                    actor: user("Alice"),
+                    at_ms: 1_700_000_000_000,
+                    change: RoomChange::RoleChanged {
+                        user: user("bob"),
+                        role: Role::Admin,
+                    },
+                }),
+            },
+        ),
+        (
+            "reply_done",
+            ServerMsg::Reply {
+                request_id: RequestId(18),
+                reply: Reply::Done,
+            },
+        ),
+        (
+            "error_not_permitted",
+            ServerMsg::Error {
+                request_id: Some(RequestId(15)),
+                code: ErrorCode::NotPermitted,
+                message: "admins only".into(),
+                detail: None,
+            },
+        ),
+        (
+            "push_room_event",
+            ServerMsg::Push(Push::RoomEvent(RoomEvent {
+                room: room("General"),
+                actor: user("Alice"),
+                at_ms: 1_700_000_000_001,
+                change: RoomChange::Kicked { user: user("eve") },
+            })),
+        ),
+        (
+            "push_room_deleted",
+            ServerMsg::Push(Push::RoomEvent(RoomEvent {
+                room: room("General"),
+                actor: user("Alice"),
+                at_ms: 1,
+                change: RoomChange::RoomDeleted,
+            })),
+        ),
+        (
+            "push_direct_opened",
+            ServerMsg::Push(Push::DirectOpened {
+                room: room("dm.00"),
+                peer: member("Alice", &[0x30], "ef"),
+            }),
+        ),
+        (
+            "push_typing",
+            ServerMsg::Push(Push::Typing {
+                room: room("General"),
+                username: user("bob"),
+                typing: true,
+            }),
+        ),
+        (
+            "push_read_up_to",
+            ServerMsg::Push(Push::ReadUpTo {
+                room: room("General"),
+                seq: 1 << 32,
             }),
         ),
     ];

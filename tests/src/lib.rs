@@ -19,7 +19,8 @@ use shared::crypto::keys;
 use shared::crypto::RsaPrivateKey;
 use shared::protocol::{
     codec, ClientFrame, ClientMsg, CreateRoom, FetchHistory, Hello, JoinRoom, LoginProof,
-    LoginStart, Push, Register, Reply, ServerMsg, PROTOCOL_VERSION,
+    LoginStart, Moderate, ModerationAction, Push, Register, Reply, RoomEvent, RoomSnapshot,
+    SendMessage, ServerMsg, PROTOCOL_VERSION,
 };
 use shared::{ErrorCode, ErrorDetail, MessageId, RequestId, Username};
 use tokio::net::TcpStream;
@@ -28,6 +29,9 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// How long a test waits for an expected frame before failing.
 pub const WAIT: Duration = Duration::from_secs(10);
+
+/// How long [`RawClient::drain`] waits for the connection to be quiet.
+pub const DRAIN_QUIET: Duration = Duration::from_millis(200);
 
 static TRACING: LazyLock<()> = LazyLock::new(|| {
     if std::env::var_os("TEST_LOG").is_some() {
@@ -330,6 +334,111 @@ impl RawClient {
         let mut c = Self::greeted(url).await;
         c.login(user, key).await.expect("login");
         c
+    }
+
+    /// Creates room `name` (`RoomCreated` expected) and returns its snapshot.
+    pub async fn create_room(
+        &mut self,
+        name: &str,
+        password: Option<&str>,
+        hidden: bool,
+    ) -> RoomSnapshot {
+        match self
+            .request(ClientMsg::CreateRoom(CreateRoom {
+                name: room(name),
+                password: password.map(str::to_owned),
+                hidden,
+            }))
+            .await
+            .expect("room created")
+        {
+            Reply::RoomCreated(s) => s,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// Joins (or re-opens) room `name`; the snapshot, or the error.
+    ///
+    /// # Errors
+    /// The server's refusal.
+    pub async fn join_room(
+        &mut self,
+        name: &str,
+        password: Option<&str>,
+    ) -> Result<RoomSnapshot, WireError> {
+        self.request(ClientMsg::JoinRoom(JoinRoom {
+            name: room(name),
+            password: password.map(str::to_owned),
+            history_limit: 50,
+        }))
+        .await
+        .map(|r| match r {
+            Reply::Joined(s) => s,
+            other => panic!("unexpected {other:?}"),
+        })
+    }
+
+    /// Asks for `action` in room `name`; the event, or the error.
+    ///
+    /// # Errors
+    /// The server's refusal.
+    pub async fn moderate(
+        &mut self,
+        name: &str,
+        action: ModerationAction,
+    ) -> Result<RoomEvent, WireError> {
+        self.request(ClientMsg::Moderate(Moderate {
+            room: room(name),
+            action,
+        }))
+        .await
+        .map(|r| match r {
+            Reply::Moderated(event) => event,
+            other => panic!("unexpected {other:?}"),
+        })
+    }
+
+    /// Sends `text` from `sender` (this client's user) to room `name`, sealed for
+    /// `recipients` (name and key pairs); the server's answer.
+    ///
+    /// # Errors
+    /// The server's refusal.
+    pub async fn send_text(
+        &mut self,
+        name: &str,
+        sender: (&str, &RsaPrivateKey),
+        recipients: &[(&str, &RsaPrivateKey)],
+        text: &str,
+    ) -> Result<Reply, WireError> {
+        let r = room(name);
+        let (message_id, envelopes) = seal_text(&r, sender.0, sender.1, recipients, text);
+        self.request(ClientMsg::SendMessage(SendMessage {
+            room: r,
+            message_id,
+            envelopes,
+        }))
+        .await
+    }
+
+    /// The next `RoomEvent` push, skipping any other pushes before it.
+    pub async fn next_room_event(&mut self) -> RoomEvent {
+        loop {
+            if let Push::RoomEvent(event) = self.next_push().await {
+                return event;
+            }
+        }
+    }
+
+    /// Drops every push queued or arriving until the connection has been quiet for
+    /// [`DRAIN_QUIET`]: a test's set-up pushes out of the way of what it checks next.
+    pub async fn drain(&mut self) {
+        self.pushes.clear();
+        while let Some(frame) = self.next_frame_within(DRAIN_QUIET).await {
+            assert!(
+                matches!(frame, Some(ServerMsg::Push(_))),
+                "expected only pushes while draining, got {frame:?}"
+            );
+        }
     }
 
     /// Sends raw bytes as one binary message.

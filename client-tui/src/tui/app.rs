@@ -21,7 +21,8 @@ use cursive::Cursive;
 pub use super::shell::{with_app, App, Hooks};
 
 use super::command::{Action, Command};
-use super::event::UiEvent;
+use super::event::{io_words, UiEvent};
+use super::profile::{self, Settings};
 use super::state::{Effect, Level, Phase, StatusLine};
 use super::views::{self, chat, dialogs, lobby, onboarding};
 
@@ -124,11 +125,16 @@ fn bind_keys(siv: &mut Cursive) {
     }
 }
 
-/// Carries out a user intent.
+/// Carries out a user intent. An edit of the input line changes nothing shown (it only
+/// tells the room the user is typing), so it skips the re-render a keystroke would
+/// otherwise cost.
 pub fn dispatch(siv: &mut Cursive, action: Action) {
+    let shows_nothing = matches!(action, Action::Edited(_));
     let effects = with_app(siv, |_, app| app.state.act(action)).unwrap_or_default();
     run_effects(siv, effects);
-    render(siv);
+    if !shows_nothing {
+        render(siv);
+    }
 }
 
 /// Takes in a report from the network task (called through cursive's callback sink).
@@ -138,9 +144,12 @@ pub fn on_event(siv: &mut Cursive, event: UiEvent) {
     render(siv);
 }
 
-/// Clears a status line that has been up long enough (called once a second).
+/// The once-a-second chores (called by the ticker): an expired status line or typing
+/// line goes, and what the user has seen is marked read.
 pub fn tick(siv: &mut Cursive, now: Instant) {
-    if with_app(siv, |_, app| app.state.expire_status(now)).unwrap_or(false) {
+    let (changed, effects) = with_app(siv, |_, app| app.state.tick(now)).unwrap_or_default();
+    run_effects(siv, effects);
+    if changed {
         render(siv);
     }
 }
@@ -171,9 +180,28 @@ fn run_effects(siv: &mut Cursive, effects: Vec<Effect>) {
                 }
             }
             Effect::Bell => ring_bell(),
+            Effect::SaveSettings(settings) => save_settings(siv, settings),
             Effect::Quit => siv.quit(),
         }
     }
+}
+
+/// Keeps the settings in the user's profile, saying so on the status line if it fails
+/// (they still apply until the client quits).
+fn save_settings(siv: &mut Cursive, settings: Settings) {
+    with_app(siv, |_, app| {
+        let saved = match &app.config_dir {
+            Some(dir) => profile::save_settings(dir, settings).map_err(|e| io_words(&e)),
+            None => Err("no configuration directory is known".to_owned()),
+        };
+        if let Err(why) = saved {
+            tracing::warn!(%why, "could not save the settings");
+            app.state.status = Some(StatusLine::new(
+                format!("The setting applies until you quit, but could not be saved: {why}."),
+                Level::Warning,
+            ));
+        }
+    });
 }
 
 /// Rings the terminal bell: BEL written straight to the terminal (cursive has no call

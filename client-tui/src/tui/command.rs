@@ -14,6 +14,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use shared::protocol::{ModerationAction, Role};
 use shared::{MessageId, RoomName, Username};
 use zeroize::Zeroizing;
 
@@ -144,6 +145,54 @@ pub enum Command {
         /// Whose key.
         username: Username,
     },
+    /// Moderate a group room (never a password change: see [`Command::SetPassword`]).
+    Moderate {
+        /// The room.
+        room: RoomName,
+        /// What to do.
+        action: ModerationAction,
+    },
+    /// Set, change or remove a group room's password.
+    SetPassword {
+        /// The room.
+        room: RoomName,
+        /// The new password; `None` removes it.
+        password: Option<Secret>,
+    },
+    /// Open a room the user is a member of without switching to it (a direct conversation
+    /// someone else started).
+    Reopen {
+        /// The room.
+        room: RoomName,
+    },
+    /// Start (or re-open) the direct conversation with a user, and switch to it.
+    OpenDirect {
+        /// The other user.
+        user: Username,
+    },
+    /// Block or unblock a user's direct conversations.
+    SetBlocked {
+        /// Who.
+        user: Username,
+        /// Block or unblock.
+        blocked: bool,
+    },
+    /// Tell a room the user is typing, or stopped.
+    SetTyping {
+        /// The room.
+        room: RoomName,
+        /// Typing or stopped.
+        typing: bool,
+    },
+    /// Record how far the user has read a room, for their other sessions.
+    MarkRead {
+        /// The room.
+        room: RoomName,
+        /// The newest `seq` seen.
+        seq: u64,
+    },
+    /// Delete the user's account for good.
+    DeleteAccount,
     /// Replace the user's own key: generate a new one, save it beside the key file, have
     /// the server switch to it, then keep the old file as a backup (see
     /// [`super::keyfile`]).
@@ -232,25 +281,81 @@ pub enum Action {
     AskRotateKey,
     /// Rotate the user's own key (confirmed).
     RotateKey,
+    /// Moderate the current group room (`/kick`, `/ban`, `/unban`, `/op`, `/deop`,
+    /// `/topic`, `/hide`, `/unhide`, `/transfer`).
+    Moderate(ModerationAction),
+    /// Set (or with `None` remove) the current room's password (`/password`).
+    SetPassword(Option<Secret>),
+    /// Ask to delete the current room (a confirmation first).
+    AskDeleteRoom,
+    /// Delete a room (confirmed).
+    DeleteRoom(RoomName),
+    /// Open (or switch to) the direct conversation with a user, optionally sending a text.
+    Msg {
+        /// The other user.
+        user: Username,
+        /// A message to send there.
+        text: Option<String>,
+    },
+    /// Block or unblock a user's direct conversations.
+    Block {
+        /// Who.
+        user: Username,
+        /// Block or unblock.
+        blocked: bool,
+    },
+    /// Leave the current direct conversation (`/ignore`).
+    Ignore,
+    /// Switch telling others while the user types on or off (`/typing on|off`).
+    TypingSetting(bool),
+    /// Switch read markers on or off (`/read-markers on|off`).
+    ReadMarkersSetting(bool),
+    /// Ask to delete the account (a dialog where the user types their username).
+    AskDeleteAccount,
+    /// Delete the account, if `typed` is the user's username.
+    DeleteAccount {
+        /// What the user typed in the confirmation dialog.
+        typed: String,
+    },
+    /// The input line's text changed (typing notifications follow it).
+    Edited(String),
     /// Quit.
     Quit,
 }
 
 /// The commands [`parse_input`] knows by their main name: what Tab completes after `/`.
 pub const COMMAND_NAMES: &[&str] = &[
+    "/ban",
+    "/block",
     "/create",
+    "/delete-account",
+    "/delete-room",
+    "/deop",
     "/fingerprint",
     "/help",
+    "/hide",
+    "/ignore",
     "/join",
     "/keys",
+    "/kick",
     "/leave",
     "/lobby",
+    "/msg",
     "/older",
+    "/op",
+    "/password",
     "/quit",
+    "/read-markers",
     "/reconnect",
     "/refresh",
     "/retry",
     "/rotate-key",
+    "/topic",
+    "/transfer",
+    "/typing",
+    "/unban",
+    "/unblock",
+    "/unhide",
     "/verify",
 ];
 
@@ -318,11 +423,95 @@ pub fn parse_input(line: &str) -> Result<Option<Action>, String> {
             Action::AskVerify(user)
         }
         "rotate-key" => Action::AskRotateKey,
+        "kick" | "ban" | "unban" | "op" | "deop" | "transfer" | "block" | "unblock" => {
+            let user = one_user(&verb, &args)?;
+            match verb.as_str() {
+                "kick" => Action::Moderate(ModerationAction::Kick { user }),
+                "ban" => Action::Moderate(ModerationAction::Ban { user }),
+                "unban" => Action::Moderate(ModerationAction::Unban { user }),
+                "op" => Action::Moderate(ModerationAction::SetRole {
+                    user,
+                    role: Role::Admin,
+                }),
+                "deop" => Action::Moderate(ModerationAction::SetRole {
+                    user,
+                    role: Role::Member,
+                }),
+                "transfer" => Action::Moderate(ModerationAction::TransferOwnership { to: user }),
+                other => Action::Block {
+                    user,
+                    blocked: other == "block",
+                },
+            }
+        }
+        "topic" => {
+            let text = rest_after(command, 0);
+            if let Err(e) = shared::protocol::check_topic(&text) {
+                return Err(e.to_string());
+            }
+            Action::Moderate(ModerationAction::SetTopic {
+                topic: (!text.is_empty()).then_some(text),
+            })
+        }
+        "password" => {
+            if args.len() > 1 {
+                return Err("usage: /password [PASSWORD] (none removes it)".into());
+            }
+            Action::SetPassword(args.first().and_then(|p| Secret::non_empty(p)))
+        }
+        "hide" => Action::Moderate(ModerationAction::SetHidden { hidden: true }),
+        "unhide" => Action::Moderate(ModerationAction::SetHidden { hidden: false }),
+        "delete-room" => Action::AskDeleteRoom,
+        "msg" | "query" | "dm" => {
+            let Some(user) = args.first() else {
+                return Err("usage: /msg USER [TEXT]".into());
+            };
+            let user = Username::parse(user.trim_start_matches('@')).map_err(|e| format!("{e}"))?;
+            let text = rest_after(command, 1);
+            Action::Msg {
+                user,
+                text: (!text.is_empty()).then_some(text),
+            }
+        }
+        "ignore" => Action::Ignore,
+        "typing" => Action::TypingSetting(on_off(&verb, &args)?),
+        "read-markers" => Action::ReadMarkersSetting(on_off(&verb, &args)?),
+        "delete-account" => Action::AskDeleteAccount,
         "help" | "?" => Action::ShowHelp,
         "quit" | "exit" | "q" => Action::Quit,
         other => return Err(format!("unknown command /{other} (press F1 for the list)")),
     };
     Ok(Some(action))
+}
+
+/// The one username a command takes (`/kick USER`).
+fn one_user(verb: &str, args: &[&str]) -> Result<Username, String> {
+    let [user] = args else {
+        return Err(format!("usage: /{verb} USER"));
+    };
+    Username::parse(user.trim_start_matches('@')).map_err(|e| format!("{e}"))
+}
+
+/// `on` or `off` (`/typing on`).
+fn on_off(verb: &str, args: &[&str]) -> Result<bool, String> {
+    match args {
+        ["on"] => Ok(true),
+        ["off"] => Ok(false),
+        _ => Err(format!("usage: /{verb} on|off")),
+    }
+}
+
+/// The text of a command after its verb and `skip` more words, as typed (inner spaces
+/// kept, ends trimmed).
+fn rest_after(command: &str, skip: usize) -> String {
+    let mut rest = command.trim_start();
+    for _ in 0..=skip {
+        rest = rest
+            .trim_start()
+            .split_once(char::is_whitespace)
+            .map_or("", |(_, after)| after);
+    }
+    rest.trim().to_owned()
 }
 
 #[cfg(test)]
@@ -389,6 +578,82 @@ mod tests {
         }
         assert_eq!(parse_input("/retry"), Ok(Some(Action::Retry)));
         assert_eq!(parse_input("/reconnect"), Ok(Some(Action::Reconnect)));
+    }
+
+    #[test]
+    fn room_running_commands_parse() {
+        let bob = Username::parse("bob").expect("valid");
+        assert_eq!(
+            parse_input("/kick @bob"),
+            Ok(Some(Action::Moderate(ModerationAction::Kick {
+                user: bob.clone()
+            })))
+        );
+        assert_eq!(
+            parse_input("/op bob"),
+            Ok(Some(Action::Moderate(ModerationAction::SetRole {
+                user: bob.clone(),
+                role: Role::Admin
+            })))
+        );
+        assert!(parse_input("/ban").is_err());
+        assert!(parse_input("/ban bob carol").is_err());
+        assert_eq!(
+            parse_input("/topic  Release  planning "),
+            Ok(Some(Action::Moderate(ModerationAction::SetTopic {
+                topic: Some("Release  planning".into())
+            })))
+        );
+        assert_eq!(
+            parse_input("/topic"),
+            Ok(Some(Action::Moderate(ModerationAction::SetTopic {
+                topic: None
+            })))
+        );
+        assert!(parse_input(&format!("/topic {}", "x".repeat(201))).is_err());
+        assert_eq!(
+            parse_input("/password s3cret"),
+            Ok(Some(Action::SetPassword(Some(Secret::new("s3cret")))))
+        );
+        assert_eq!(
+            parse_input("/password"),
+            Ok(Some(Action::SetPassword(None)))
+        );
+        assert_eq!(
+            parse_input("/msg bob  hi  there "),
+            Ok(Some(Action::Msg {
+                user: bob.clone(),
+                text: Some("hi  there".into())
+            }))
+        );
+        assert_eq!(
+            parse_input("/msg bob"),
+            Ok(Some(Action::Msg {
+                user: bob.clone(),
+                text: None
+            }))
+        );
+        assert_eq!(
+            parse_input("/unblock bob"),
+            Ok(Some(Action::Block {
+                user: bob,
+                blocked: false
+            }))
+        );
+        assert_eq!(
+            parse_input("/typing off"),
+            Ok(Some(Action::TypingSetting(false)))
+        );
+        assert_eq!(
+            parse_input("/read-markers on"),
+            Ok(Some(Action::ReadMarkersSetting(true)))
+        );
+        assert!(parse_input("/typing maybe").is_err());
+        assert_eq!(parse_input("/delete-room"), Ok(Some(Action::AskDeleteRoom)));
+        assert_eq!(
+            parse_input("/delete-account"),
+            Ok(Some(Action::AskDeleteAccount))
+        );
     }
 
     #[test]

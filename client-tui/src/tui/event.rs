@@ -116,6 +116,23 @@ pub enum UiEvent {
     },
     /// The user left a room.
     Left(RoomName),
+    /// Logged in (again): the rooms the user is a member of now. A room shown that is not
+    /// among them was left behind while the user was away (removed, or deleted).
+    Memberships(Vec<RoomName>),
+    /// A block or unblock is in place.
+    Blocked {
+        /// Who.
+        user: Username,
+        /// Blocked, or unblocked.
+        blocked: bool,
+    },
+    /// Opening the direct conversation with a user failed.
+    DirectFailed {
+        /// The other user.
+        user: Username,
+        /// Why, in plain words.
+        message: String,
+    },
     /// Joining needs a password (or the room does not exist: the server does not say).
     PasswordNeeded {
         /// The room.
@@ -207,6 +224,11 @@ pub fn describe(err: &ClientError) -> String {
         ClientError::MessageTooLarge { max } => format!(
             "The message is too long for this server (at most about {} KiB).",
             max / 1024
+        ),
+        ClientError::DirectIntruders { usernames, .. } => format!(
+            "The server lists {} in your direct conversation, which only its two users may \
+             be in: nothing is sent while it does.",
+            list(usernames)
         ),
         ClientError::MembersAdded { room, added } => format!(
             "{} joined #{room}; the message was not encrypted to them.",
@@ -365,6 +387,12 @@ fn describe_code(code: ErrorCode, message: &str) -> String {
         ErrorCode::RoomUnavailable => "No room by that name, or its password is wrong.".into(),
         ErrorCode::WrongPassword => "Wrong room password.".into(),
         ErrorCode::NotAMember => "You are not a member of that room.".into(),
+        ErrorCode::NotPermitted => {
+            "You are not permitted to do that (your role in the room does not allow it, or \
+             the other user does not accept direct messages from you)."
+                .into()
+        }
+        ErrorCode::Banned => "You are banned from that room.".into(),
         ErrorCode::RateLimited => "Too many requests; wait a moment and try again.".into(),
         ErrorCode::Unavailable => "The server is busy or shutting down; try again soon.".into(),
         ErrorCode::StorageUnavailable => {

@@ -14,6 +14,8 @@
 //! - [`network`]: the tokio task that owns the [`Client`](crate::Client), runs commands one
 //!   after another off the UI thread, forwards client events, and reconnects with back-off.
 //! - [`keyfile`]: the key file around a rotation of the own key, and the retired keys.
+//! - [`moderation`]: running a room in plain words (room events as timeline lines, who may
+//!   do what).
 //! - [`profile`]: the remembered account and which onboarding form a start-up needs.
 //! - [`shell`]: what cursive keeps between callbacks (the [`App`](shell::App)) and the
 //!   hooks widget callbacks call, so views never call the app layer by name.
@@ -32,6 +34,7 @@ pub mod command;
 pub mod editing;
 pub mod event;
 pub mod keyfile;
+pub mod moderation;
 pub mod network;
 pub mod profile;
 pub mod shell;
@@ -100,10 +103,12 @@ pub fn run(options: LaunchOptions) -> anyhow::Result<()> {
         cursive_sink(siv.cb_sink().clone()),
     ));
     let ticks = runtime.spawn(tick(siv.cb_sink().clone()));
+    let mut state = AppState::new(options.server_url.clone(), start);
+    state.settings = profile::load_settings(options.config_dir.as_deref());
     app::install(
         &mut siv,
         App::new(
-            AppState::new(options.server_url.clone(), start),
+            state,
             commands.clone(),
             options.key_bits,
             options.config_dir.clone(),

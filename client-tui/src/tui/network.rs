@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use shared::crypto::{keys, RsaPrivateKey};
-use shared::protocol::LoggedIn;
+use shared::protocol::{LoggedIn, ModerationAction};
 use shared::{ErrorCode, RoomName};
 use tokio::sync::mpsc;
 
@@ -33,7 +33,8 @@ use super::event::{
     describe, describe_disconnect, describe_keystore, ConnectionState, Me, UiEvent,
 };
 use super::keyfile;
-use super::profile::{save_profile, Profile};
+use super::moderation::{action_title, redacted_password_change, refusal};
+use super::profile::{load_settings, save_profile, Profile};
 use crate::client::{Client, ClientConfig};
 use crate::error::ClientError;
 use crate::events::ClientEvent;
@@ -229,6 +230,7 @@ pub async fn run(config: NetworkConfig, mut commands: mpsc::Receiver<Command>, u
         let profile = Profile {
             username: account.identity.username().to_string(),
             key_path: account.key_path.clone(),
+            settings: load_settings(Some(dir)),
         };
         if let Err(e) = save_profile(dir, &profile) {
             tracing::warn!(error = %e, "could not save the profile");
@@ -290,6 +292,13 @@ pub async fn run(config: NetworkConfig, mut commands: mpsc::Receiver<Command>, u
         match session(conn, &mut commands, &ui, ctx).await {
             SessionEnd::Quit(client) => {
                 client.close().await;
+                return;
+            }
+            SessionEnd::AccountDeleted => {
+                ui.send(UiEvent::Connection(ConnectionState::Stopped {
+                    reason: "your account was deleted.".into(),
+                }));
+                wait_for_quit(&mut commands, &ui).await;
                 return;
             }
             SessionEnd::Lost(reason) => {
@@ -620,10 +629,16 @@ fn refuse_offline(command: Command, ui: &UiSink) {
             message: format!("Your key was not changed: {OFFLINE}"),
         }),
         Command::RefreshRooms
+        | Command::SetTyping { .. }
+        | Command::MarkRead { .. }
         | Command::CreateAccount(_)
         | Command::Unlock(_)
         | Command::Reconnect
         | Command::Quit => {}
+        Command::OpenDirect { user } => ui.send(UiEvent::DirectFailed {
+            user,
+            message: format!("Not possible while {OFFLINE}"),
+        }),
         other => ui.send(UiEvent::Failed {
             action: action_name(&other),
             message: format!("Not possible while {OFFLINE}"),
@@ -645,6 +660,21 @@ fn action_name(command: &Command) -> String {
         Command::AcceptKey { username } => format!("Accepting {username}'s key"),
         Command::MarkVerified { username } => format!("Marking {username}'s key verified"),
         Command::RotateKey => "Replacing your key".into(),
+        Command::Moderate { room, action } => action_title(&format!("#{room}"), action),
+        Command::SetPassword { room, password } => action_title(
+            &format!("#{room}"),
+            &redacted_password_change(password.is_some()),
+        ),
+        Command::Reopen { room } => format!("Opening #{room}"),
+        Command::OpenDirect { user } => format!("Opening the conversation with {user}"),
+        Command::SetBlocked {
+            user,
+            blocked: true,
+        } => format!("Blocking {user}"),
+        Command::SetBlocked { user, .. } => format!("Unblocking {user}"),
+        Command::SetTyping { room, .. } => format!("Telling #{room} you are typing"),
+        Command::MarkRead { room, .. } => format!("Marking #{room} read"),
+        Command::DeleteAccount => "Deleting your account".into(),
         Command::Reconnect => "Reconnecting".into(),
         Command::Quit => "Quitting".into(),
     }
@@ -656,6 +686,8 @@ enum SessionEnd {
     Quit(Client),
     /// The connection dropped.
     Lost(String),
+    /// The account was deleted: there is nothing to reconnect to.
+    AccountDeleted,
 }
 
 /// Work for the executor.
@@ -681,15 +713,24 @@ async fn session(
     // Unbounded on purpose: fed only by the bounded command channel (and the user's
     // rooms), so its length is bounded by what the user typed.
     let (jobs, job_rx) = mpsc::unbounded_channel();
+    ui.send(UiEvent::Memberships(logged_in.rooms.clone()));
     let mut initial: VecDeque<Job> = logged_in.rooms.iter().cloned().map(Job::Reopen).collect();
     initial.push_back(Job::User(Command::RefreshRooms));
     for job in initial {
         let _ = jobs.send(job);
     }
     let executor = tokio::spawn(execute_all(client.clone(), job_rx, ui.clone(), ctx));
+    let mut deleted = false;
     let end = loop {
         tokio::select! {
             event = events.recv() => match event {
+                Some(ClientEvent::AccountDeleted) => {
+                    deleted = true;
+                    ui.send(UiEvent::Client(ClientEvent::AccountDeleted));
+                }
+                Some(ClientEvent::Disconnected { .. }) | None if deleted => {
+                    break SessionEnd::AccountDeleted
+                }
                 Some(ClientEvent::Disconnected { reason }) => break SessionEnd::Lost(reason),
                 None => break SessionEnd::Lost("the connection closed".into()),
                 Some(event) => ui.send(UiEvent::Client(event)),
@@ -739,13 +780,7 @@ fn report(ui: &UiSink, action: String, error: &ClientError) {
 
 async fn execute(client: &Client, job: Job, ui: &UiSink, ctx: &Context) {
     let command = match job {
-        Job::Reopen(room) => {
-            match client.join_room(&room, None).await {
-                Ok(view) => ui.send(UiEvent::RoomOpened { view, focus: false }),
-                Err(e) => report(ui, format!("Re-opening #{room}"), &e),
-            }
-            return;
-        }
+        Job::Reopen(room) => return reopen(client, &room, ui).await,
         Job::User(command) => command,
     };
     let action = action_name(&command);
@@ -872,8 +907,80 @@ async fn execute(client: &Client, job: Job, ui: &UiSink, ctx: &Context) {
             Err(e) => report(ui, action, &e),
         },
         Command::RotateKey => rotate_own_key(client, &ctx.account, ctx.key_bits, ui).await,
+        Command::Moderate { room, action } => {
+            if let Err(e) = client.moderate(&room, action.clone()).await {
+                report_refusal(ui, &room, &action, &e);
+            }
+        }
+        Command::SetPassword { room, password } => {
+            let action = ModerationAction::SetPassword {
+                password: password.as_ref().map(|p| p.expose().to_owned()),
+            };
+            if let Err(e) = client.moderate(&room, action).await {
+                let shown = redacted_password_change(password.is_some());
+                report_refusal(ui, &room, &shown, &e);
+            }
+        }
+        Command::Reopen { room } => reopen(client, &room, ui).await,
+        Command::OpenDirect { user } => match client.open_direct(&user).await {
+            Ok(view) => ui.send(UiEvent::RoomOpened { view, focus: true }),
+            Err(e) => {
+                tracing::info!(%user, error = %e, "opening a direct conversation failed");
+                let message = match e.code() {
+                    Some(ErrorCode::NotPermitted) => {
+                        format!("{user} does not accept direct messages from you.")
+                    }
+                    Some(ErrorCode::UnknownUser) => format!("There is no user named {user}."),
+                    Some(ErrorCode::InvalidInput) => "That is you.".to_owned(),
+                    _ => describe(&e),
+                };
+                ui.send(UiEvent::DirectFailed { user, message });
+            }
+        },
+        Command::SetBlocked { user, blocked } => match client.set_blocked(&user, blocked).await {
+            Ok(()) => ui.send(UiEvent::Blocked { user, blocked }),
+            Err(e) => report(ui, action, &e),
+        },
+        // Typing and read markers are best effort: a failure is not worth a dialog.
+        Command::SetTyping { room, typing } => {
+            if let Err(e) = client.set_typing(&room, typing).await {
+                tracing::debug!(%room, error = %e, "typing notification failed");
+            }
+        }
+        Command::MarkRead { room, seq } => {
+            if let Err(e) = client.mark_read(&room, seq).await {
+                tracing::debug!(%room, error = %e, "read marker failed");
+            }
+        }
+        // On success the server closes the connection (`ClientEvent::AccountDeleted`).
+        Command::DeleteAccount => {
+            if let Err(e) = client.delete_account().await {
+                report(ui, action, &e);
+            }
+        }
         Command::CreateAccount(_) | Command::Unlock(_) | Command::Reconnect | Command::Quit => {}
     }
+}
+
+/// Opens a room the user is a member of without switching to it.
+async fn reopen(client: &Client, room: &RoomName, ui: &UiSink) {
+    match client.join_room(room, None).await {
+        Ok(view) => ui.send(UiEvent::RoomOpened { view, focus: false }),
+        Err(e) => report(ui, format!("Opening #{room}"), &e),
+    }
+}
+
+/// Reports a refused moderation request in plain words ("Only the owner can …").
+fn report_refusal(ui: &UiSink, room: &RoomName, action: &ModerationAction, error: &ClientError) {
+    tracing::info!(%room, %error, "moderation failed");
+    if matches!(error, ClientError::Disconnected { .. }) {
+        return;
+    }
+    let label = format!("#{room}");
+    ui.send(UiEvent::Failed {
+        action: action_title(&label, action),
+        message: refusal(&label, action, error),
+    });
 }
 
 /// What a failed `Client::rotate_key` means for the new key.

@@ -5,8 +5,11 @@
 //! ask for the passphrase:
 //!
 //! ```json
-//! { "username": "alice", "key_path": "/home/alice/.config/e2e-chat/keys/alice.pem" }
+//! { "username": "alice", "key_path": "/home/alice/.config/e2e-chat/keys/alice.pem",
+//!   "settings": { "typing": true, "read_markers": true } }
 //! ```
+//!
+//! The user's [`Settings`] live in the same file (a file without them gets the defaults).
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +23,50 @@ pub struct Profile {
     pub username: String,
     /// Its key file.
     pub key_path: PathBuf,
+    /// The user's settings.
+    #[serde(default)]
+    pub settings: Settings,
+}
+
+/// What the user switched on or off (`/typing`, `/read-markers`). Both are on unless the
+/// user switches them off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// Tell a room's members while the user types (`SetTyping`).
+    pub typing: bool,
+    /// Tell the user's other sessions how far they have read (`MarkRead`).
+    pub read_markers: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            typing: true,
+            read_markers: true,
+        }
+    }
+}
+
+/// The settings kept in `config_dir`'s profile (the defaults without one).
+pub fn load_settings(config_dir: Option<&Path>) -> Settings {
+    config_dir
+        .and_then(load_profile)
+        .map(|p| p.settings)
+        .unwrap_or_default()
+}
+
+/// Keeps `settings` in `config_dir`'s profile, which must exist (it is written once the
+/// user is signed in).
+///
+/// # Errors
+/// The I/O error if the profile cannot be read or written.
+pub fn save_settings(config_dir: &Path, settings: Settings) -> std::io::Result<()> {
+    let mut profile = load_profile(config_dir).ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "no profile to keep them in")
+    })?;
+    profile.settings = settings;
+    save_profile(config_dir, &profile)
 }
 
 /// The default key file for `username` under `config_dir`: `keys/<canonical name>.pem`,
@@ -228,6 +275,7 @@ mod tests {
             &Profile {
                 username: "Alice".into(),
                 key_path: key.clone(),
+                settings: Settings::default(),
             },
         )
         .expect("saves");
@@ -237,6 +285,32 @@ mod tests {
                 username: Some(Username::parse("Alice").expect("valid")),
                 key_path: key,
             }
+        );
+    }
+
+    #[test]
+    fn settings_default_to_on_and_survive_in_the_profile() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(load_settings(Some(dir.path())), Settings::default());
+        assert!(Settings::default().typing && Settings::default().read_markers);
+        let off = Settings {
+            typing: false,
+            read_markers: true,
+        };
+        assert!(save_settings(dir.path(), off).is_err(), "no profile yet");
+        // A profile written before settings existed reads with the defaults.
+        std::fs::write(
+            profile_path(dir.path()),
+            r#"{"username":"alice","key_path":"/k.pem"}"#,
+        )
+        .expect("write");
+        assert_eq!(load_settings(Some(dir.path())), Settings::default());
+        save_settings(dir.path(), off).expect("saves");
+        assert_eq!(load_settings(Some(dir.path())), off);
+        assert_eq!(
+            load_profile(dir.path()).expect("profile").username,
+            "alice",
+            "the account is kept"
         );
     }
 

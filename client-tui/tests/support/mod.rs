@@ -161,7 +161,17 @@ impl Harness {
         self.runner.is_running()
     }
 
+    /// The commands sent to the network task since the last drain, without the typing
+    /// notifications that typing in a room sends (see [`Harness::drain_all`]).
     pub fn drain(&mut self) -> Vec<Command> {
+        self.drain_all()
+            .into_iter()
+            .filter(|c| !matches!(c, Command::SetTyping { .. }))
+            .collect()
+    }
+
+    /// Every command sent to the network task since the last drain.
+    pub fn drain_all(&mut self) -> Vec<Command> {
         let mut out = Vec::new();
         while let Ok(c) = self.commands.try_recv() {
             out.push(c);
@@ -200,6 +210,10 @@ pub fn opened(r: &str, members: Vec<MemberView>, messages: Vec<DecryptedMessage>
         view: RoomView {
             room: room(r),
             owner: name("bob"),
+            kind: shared::protocol::RoomKind::Group,
+            admins: Vec::new(),
+            topic: None,
+            read_up_to: 0,
             has_password: true,
             hidden: true,
             members,
@@ -224,12 +238,14 @@ pub fn lobby_list() -> RoomList {
                 has_password: false,
                 members: 5,
                 members_online: 2,
+                topic: None,
             },
             RoomSummary {
                 name: room("vault"),
                 has_password: true,
                 members: 1,
                 members_online: 1,
+                topic: None,
             },
         ],
         users_online: 3,

@@ -201,8 +201,10 @@ pub async fn login_proof(
     conn.auth = Auth::Authenticated {
         user: user.username.clone(),
     };
+    let blocked = state.store.blocked_users(&user.username).await?;
     Ok(Reply::LoggedIn(LoggedIn {
         username: user.username,
         rooms,
+        blocked,
     }))
 }

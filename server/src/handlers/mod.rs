@@ -8,10 +8,19 @@
 //! - [`rooms`] — list, create, join, leave.
 //! - [`messages`] — send (queued, then completed once durable) and history.
 //! - [`keys`] — look up and rotate public keys, and the rotation history.
+//! - [`moderation`] — running a group room: roles, kicks, bans, topic, password,
+//!   visibility, ownership, deletion.
+//! - [`direct`] — direct conversations and block lists.
+//! - [`presence`] — typing indicators and read markers.
+//! - [`account`] — deleting one's account.
 
+pub mod account;
 pub mod auth;
+pub mod direct;
 pub mod keys;
 pub mod messages;
+pub mod moderation;
+pub mod presence;
 pub mod rooms;
 
 use std::sync::Arc;
@@ -19,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use shared::crypto::keys::Fingerprint;
-use shared::protocol::{codec, ClientMsg, MemberInfo, Push, Reply, ServerMsg};
+use shared::protocol::{codec, ClientMsg, MemberInfo, Push, Reply, RoomEvent, ServerMsg};
 use shared::{ServerId, Username};
 
 use crate::error::HandlerError;
@@ -45,6 +54,8 @@ pub struct AppState {
     pub limits: Limits,
     /// The store's secret that derives hidden rooms' keys. Never logged.
     pub room_secret: RoomSecret,
+    /// Drops repeated typing notices, so a client cannot multiply pushes.
+    pub typing: presence::TypingFilter,
 }
 
 /// Where a connection is in the login exchange.
@@ -158,6 +169,12 @@ pub async fn dispatch(
         ClientMsg::GetUserKey(req) => keys::get(state, conn.user()?, req).await,
         ClientMsg::RotateKey(req) => keys::rotate(state, conn.id, conn.user()?, req).await,
         ClientMsg::GetKeyHistory(req) => keys::history(state, conn.user()?, req).await,
+        ClientMsg::Moderate(req) => moderation::moderate(state, conn.id, conn.user()?, req).await,
+        ClientMsg::OpenDirect(req) => direct::open(state, conn.id, conn.user()?, req).await,
+        ClientMsg::SetBlocked(req) => direct::set_blocked(state, conn.id, conn.user()?, req).await,
+        ClientMsg::SetTyping(req) => presence::typing(state, conn.user()?, req).await,
+        ClientMsg::MarkRead(req) => presence::mark_read(state, conn.id, conn.user()?, req).await,
+        ClientMsg::DeleteAccount(req) => account::delete(state, conn.id, conn.user()?, req).await,
     }?;
     Ok(Handled::Reply(reply))
 }
@@ -179,6 +196,25 @@ pub fn encode_push(push: Push) -> Result<Bytes, HandlerError> {
     codec::encode_server(&ServerMsg::Push(push))
         .map(Bytes::from)
         .map_err(|e| HandlerError::Internal(format!("encode push: {e}")))
+}
+
+/// Pushes `event` to every connection of `users` (usernames, any case) but `except`.
+///
+/// # Errors
+/// [`HandlerError::Internal`] if the frame cannot be encoded or the hub has stopped.
+pub async fn announce(
+    state: &AppState,
+    event: RoomEvent,
+    users: &[Username],
+    except: Option<ConnId>,
+) -> Result<(), HandlerError> {
+    let frame = encode_push(Push::RoomEvent(event))?;
+    let recipients = users.iter().map(Username::canonical).collect();
+    state
+        .hub
+        .broadcast(recipients, frame, except)
+        .await
+        .map_err(hub_gone)
 }
 
 /// Milliseconds since the Unix epoch.

@@ -35,19 +35,27 @@
 //! public room's and keys the hidden room. A user is a member of at most one room per
 //! name; joining or creating a second is refused with `InvalidState`.
 //!
+//! Direct conversations live in their own namespace (`~direct:`), which no join by name
+//! looks in: a non-member's `JoinRoom` of one's name is `RoomUnavailable`, the same
+//! lookups as for a missing room; its participants re-open it through their membership
+//! (see [`super::direct`]). A banned user's join is refused (`Banned`) only after the room
+//! was found, by the store in the same write that would add them.
+//!
 //! Legacy hidden rooms (made before hidden namespaces, stored under their name) stay where
 //! they are: the server does not have their passwords to re-key them. They are found and
 //! checked as before (argon2), so they remain detectable by a create of their name and by
 //! the time a wrong password takes; re-creating such a room moves it to the new scheme.
 
+use shared::protocol::rooms::DIRECT_ROOM_PREFIX;
 use shared::protocol::{
-    CreateRoom, DeliveredMessage, HistoryPage, JoinRoom, LeaveRoom, Left, ListRooms, Push, Reply,
-    RoomList, RoomSnapshot, RoomSummary, MAX_HISTORY_PAGE, MAX_ROOM_LIST_PAGE,
+    is_direct_room_name, CreateRoom, DeliveredMessage, HistoryPage, JoinRoom, LeaveRoom, Left,
+    ListRooms, Push, Reply, RoomChange, RoomEvent, RoomKind, RoomList, RoomSnapshot, RoomSummary,
+    MAX_HISTORY_PAGE, MAX_ROOM_LIST_PAGE,
 };
 use shared::{RoomName, Username};
 
 use super::messages::{delivered_bound, PAGE_BUDGET};
-use super::{encode_push, hub_gone, member_info, now_ms, AppState};
+use super::{announce, encode_push, hub_gone, member_info, now_ms, AppState};
 use crate::error::HandlerError;
 use crate::hub::ConnId;
 use crate::passwords;
@@ -109,6 +117,7 @@ pub async fn list(
             has_password: l.room.password_hash.is_some(),
             members: u32::try_from(l.members.len()).unwrap_or(u32::MAX),
             members_online: online,
+            topic: l.room.topic,
         })
         .collect();
     Ok(Reply::Rooms(RoomList {
@@ -128,6 +137,8 @@ pub async fn list(
 /// The cheap checks come before any hash: the password's length, the caller's room quota
 /// (`--rooms-per-user` rooms created), and whether a public room has the name.
 ///
+/// Names starting with `dm.` belong to direct conversations and are refused.
+///
 /// # Errors
 /// [`HandlerError::RoomExists`] (a public room of that name; the hidden room with that
 /// name and password), [`HandlerError::RoomNameInUse`] (the caller is a member of another
@@ -138,6 +149,11 @@ pub async fn create(
     user: &Username,
     req: CreateRoom,
 ) -> Result<Reply, HandlerError> {
+    if is_direct_room_name(&req.name) {
+        return Err(HandlerError::InvalidInput(format!(
+            "room names starting with {DIRECT_ROOM_PREFIX:?} are kept for direct conversations"
+        )));
+    }
     if let Some(pw) = &req.password {
         passwords::validate(pw)?;
     }
@@ -164,13 +180,13 @@ pub async fn create(
         };
         (key, hash)
     };
-    let record = RoomRecord {
-        name: req.name.clone(),
-        owner: user.clone(),
+    let record = RoomRecord::group(
+        req.name.clone(),
+        user.clone(),
         password_hash,
-        hidden: req.hidden,
-        created_at_ms: now_ms(),
-    };
+        req.hidden,
+        now_ms(),
+    );
     match state.store.create_room(&key, record.clone(), quota).await {
         Ok(()) => {}
         Err(StoreError::QuotaExceeded) => return Err(quota_exceeded(quota)),
@@ -206,7 +222,9 @@ fn quota_exceeded(quota: usize) -> HandlerError {
 ///
 /// # Errors
 /// [`HandlerError::RoomUnavailable`] (no room found: a missing name, or a hidden room
-/// with another password), [`HandlerError::WrongPassword`] (public room),
+/// with another password, or a direct conversation the caller is not in),
+/// [`HandlerError::WrongPassword`] (public room), [`HandlerError::Banned`] (only once the
+/// room was found: the name, and the password if it has one, were right),
 /// [`HandlerError::RoomNameInUse`], [`HandlerError::InvalidInput`],
 /// [`HandlerError::Throttled`], [`HandlerError::Busy`] (the argon2 pool is full), store
 /// failures.
@@ -245,6 +263,7 @@ async fn join_unthrottled(
     let added = match state.store.add_member(&key, user).await {
         Ok(added) => added,
         Err(StoreError::NotFound) => return Err(HandlerError::RoomUnavailable),
+        Err(StoreError::Banned) => return Err(HandlerError::Banned),
         Err(StoreError::RoomFull) => {
             return Err(HandlerError::InvalidInput("the room is full".into()))
         }
@@ -394,8 +413,7 @@ async fn find_to_join(
 }
 
 /// # LeaveRoom
-/// Ends the membership of the caller's room of that name; remaining members and the
-/// leaver's other connections get `MemberLeft`.
+/// Ends the membership of the caller's room of that name (see [`depart`]).
 ///
 /// # Errors
 /// [`HandlerError::NotAMember`], store failures.
@@ -405,34 +423,108 @@ pub async fn leave(
     user: &Username,
     req: LeaveRoom,
 ) -> Result<Reply, HandlerError> {
-    let mine = state
-        .store
-        .room_of(user, &req.room)
-        .await?
-        .ok_or(HandlerError::NotAMember)?;
-    if !state.store.remove_member(&mine.key, user).await? {
+    let mine = my_room(state, user, &req.room).await?;
+    if !depart(state, conn, user, &mine, Departure::Left).await? {
         return Err(HandlerError::NotAMember);
     }
+    Ok(Reply::Left(Left { room: mine.name }))
+}
+
+/// The caller's room named `name`, found through their own memberships.
+///
+/// # Errors
+/// [`HandlerError::NotAMember`] when they are in no room of that name; store failures.
+pub async fn my_room(
+    state: &AppState,
+    user: &Username,
+    name: &RoomName,
+) -> Result<Membership, HandlerError> {
+    state
+        .store
+        .room_of(user, name)
+        .await?
+        .ok_or(HandlerError::NotAMember)
+}
+
+/// Why a member leaves a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Departure {
+    /// By their own choice (`LeaveRoom`, or blocking the other side of a direct
+    /// conversation): a room left empty stays.
+    Left,
+    /// Their account is being deleted: a room left empty is deleted with its history.
+    AccountDeleted,
+}
+
+/// Ends `user`'s membership of their room `mine`. If they own a group room, it first
+/// passes to the first admin by canonical name, else to the first other member
+/// (`RoomEvent` `OwnerChanged`, with the leaver as actor). The remaining members and the
+/// leaver's other connections get `MemberLeft`. Returns whether `user` was a member.
+///
+/// # Errors
+/// Store failures; [`HandlerError::Internal`] if the hub has stopped.
+pub async fn depart(
+    state: &AppState,
+    conn: ConnId,
+    user: &Username,
+    mine: &Membership,
+    why: Departure,
+) -> Result<bool, HandlerError> {
+    let Some(room) = state.store.find_room(&mine.key).await? else {
+        return Ok(false);
+    };
+    let new_owner = match room.participants() {
+        None => state.store.hand_over(&mine.key, user).await?,
+        Some(_) => None,
+    };
+    if !state.store.remove_member(&mine.key, user).await? {
+        return Ok(false);
+    }
     tracing::info!(room = %mine.name, user = %user, "left");
-    let remaining = state.store.members(&mine.key).await?;
+    let remaining = state.store.member_names(&mine.key).await?;
+    let mut told = remaining.clone();
+    told.push(user.clone());
+    if let Some(to) = new_owner {
+        tracing::info!(room = %mine.name, owner = %to, "ownership passed on");
+        let event = RoomEvent {
+            room: mine.name.clone(),
+            actor: user.clone(),
+            at_ms: now_ms(),
+            change: RoomChange::OwnerChanged { to },
+        };
+        announce(state, event, &told, Some(conn)).await?;
+    }
     let frame = encode_push(Push::MemberLeft {
         room: mine.name.clone(),
         username: user.clone(),
     })?;
-    let recipients = remaining
-        .iter()
-        .map(|m| m.username.canonical())
-        .chain(std::iter::once(user.canonical()))
-        .collect();
     state
         .hub
-        .broadcast(recipients, frame, Some(conn))
+        .broadcast(
+            told.iter().map(Username::canonical).collect(),
+            frame,
+            Some(conn),
+        )
         .await
         .map_err(hub_gone)?;
-    Ok(Reply::Left(Left { room: mine.name }))
+    if why == Departure::AccountDeleted && remaining.is_empty() {
+        match state.store.delete_room(&mine.key).await {
+            Ok(_) | Err(StoreError::NotFound) => {
+                tracing::info!(room = %mine.name, "room deleted with its last member's account");
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(true)
 }
 
-async fn snapshot(
+/// The room under `key` as `user` sees it on joining: its kind, roles, topic, members
+/// with keys, the newest `history_limit` messages they have copies of, and their read
+/// marker.
+///
+/// # Errors
+/// Store failures.
+pub async fn snapshot(
     state: &AppState,
     key: &RoomKey,
     room: &RoomRecord,
@@ -441,13 +533,27 @@ async fn snapshot(
 ) -> Result<RoomSnapshot, HandlerError> {
     let members = state.store.members(key).await?;
     let history = history_page(state, key, &room.name, user, None, history_limit).await?;
+    let kind = match room.participants() {
+        None => RoomKind::Group,
+        Some(pair) => RoomKind::Direct {
+            peer: pair
+                .iter()
+                .find(|p| !p.same_as(user))
+                .unwrap_or(&pair[0])
+                .clone(),
+        },
+    };
     Ok(RoomSnapshot {
         room: room.name.clone(),
+        kind,
         owner: room.owner.clone(),
+        admins: room.admins.clone(),
+        topic: room.topic.clone(),
         has_password: room.password_hash.is_some() || key.password_in_key(),
         hidden: room.hidden,
         members: members.iter().map(member_info).collect(),
         history,
+        read_up_to: state.store.read_marker(key, user).await?,
     })
 }
 

@@ -21,8 +21,8 @@ use shared::protocol::{Envelope, MAX_KEY_HISTORY, MAX_ROOM_MEMBERS, MAX_ROTATION
 use shared::{DeviceId, MessageId, RoomName, Username};
 
 use super::{
-    Membership, NewMessage, Retention, RoomFilter, RoomKey, RoomQuery, RoomRecord, RoomSecret,
-    Store, StoreError, UserRecord,
+    Membership, NewMessage, Retention, RoomFilter, RoomKey, RoomKindRecord, RoomQuery, RoomRecord,
+    RoomSecret, RoomUpdate, Store, StoreError, UserRecord,
 };
 
 #[doc(inline)]
@@ -123,6 +123,16 @@ macro_rules! conformance_tests {
             retention_keeps_the_newest_per_room,
             retention_deletes_by_age,
             retention_never_reuses_sequence_numbers,
+            moving_a_room_takes_everything_with_it,
+            moving_onto_a_taken_key_changes_nothing,
+            deleting_a_room_deletes_its_history_and_memberships,
+            bans_end_membership_and_refuse_joins,
+            roles_topic_and_ownership_are_atomic_updates,
+            hand_over_prefers_admins_then_members,
+            direct_conversations_hold_both_participants,
+            block_lists_are_bounded,
+            read_markers_only_move_forward,
+            deleting_an_account_reserves_the_name_and_keeps_sent_copies,
         );
         $crate::conformance_tests!(@harness_cases [$(#[$attr])*] $harness;
             server_id_survives_reopening,
@@ -160,13 +170,7 @@ fn user(username: &str, key: &[u8]) -> UserRecord {
 }
 
 fn room(room: &str, owner: &str, hidden: bool) -> RoomRecord {
-    RoomRecord {
-        name: room_name(room),
-        owner: name(owner),
-        password_hash: None,
-        hidden,
-        created_at_ms: T0,
-    }
+    RoomRecord::group(room_name(room), name(owner), None, hidden, T0)
 }
 
 /// The ciphertext of `recipient`'s copy of message `id` in `room`, unique per copy.
@@ -1707,4 +1711,633 @@ pub async fn retention_never_reuses_sequence_numbers(store: &dyn Store) {
         .await
         .expect("history");
     assert_eq!(seqs(&history), [5]);
+}
+
+/// The texts of `recipient`'s copies in the room under `key`, oldest first.
+async fn copies_of(store: &dyn Store, key: &RoomKey, recipient: &str) -> Vec<Vec<u8>> {
+    store
+        .history_for(key, &name(recipient), None, 100)
+        .await
+        .expect("history")
+        .messages
+        .into_iter()
+        .map(|m| m.envelope.ciphertext)
+        .collect()
+}
+
+/// A room moved to another key keeps its members (their memberships point at the new
+/// key), messages and their numbering, message ids, roles and bans (read markers:
+/// [`read_markers_only_move_forward`]); its old
+/// key is free, and the move does not touch the creator's room count.
+pub async fn moving_a_room_takes_everything_with_it(store: &dyn Store) {
+    create_users(store, &["Alice", "Bob", "Carol", "Dave"]).await;
+    create_room(store, "Den", "Alice").await;
+    let old = key("den");
+    store.add_member(&old, &name("bob")).await.expect("join");
+    append(store, message("den", 1, "alice", &["alice", "bob"])).await;
+    append(store, message("den", 2, "bob", &["alice", "bob"])).await;
+    store.ban(&old, &name("carol"), 8).await.expect("ban");
+    store
+        .update_room(
+            &old,
+            RoomUpdate::Admin {
+                user: name("Bob"),
+                admin: true,
+            },
+        )
+        .await
+        .expect("admin");
+    store
+        .update_room(&old, RoomUpdate::Topic(Some("plans".into())))
+        .await
+        .expect("topic");
+
+    let new = RoomSecret::random().hidden_key(&room_name("Den"), Some("secret"));
+    store.move_room(&old, &new, true, None).await.expect("move");
+    assert_eq!(
+        store.find_room(&old).await.expect("find"),
+        None,
+        "old key is free"
+    );
+    let moved = store.find_room(&new).await.expect("find").expect("moved");
+    assert!(moved.hidden);
+    assert_eq!(moved.admins, [name("bob")]);
+    assert_eq!(moved.topic.as_deref(), Some("plans"));
+    for member in ["alice", "Bob"] {
+        let mine = store
+            .room_of(&name(member), &room_name("DEN"))
+            .await
+            .expect("room_of")
+            .expect("still a member");
+        assert_eq!(mine.key, new);
+    }
+    assert_eq!(
+        copies_of(store, &new, "bob").await,
+        [marker("den", 1, "bob"), marker("den", 2, "bob")]
+    );
+    assert!(copies_of(store, &old, "bob").await.is_empty());
+    assert_eq!(store.bans(&new).await.expect("bans"), [name("carol")]);
+    let mut third = message("den", 3, "alice", &["alice", "bob"]);
+    third.room = new.clone();
+    assert_eq!(append(store, third).await, 3, "numbering goes on");
+    let mut repeat = message("den", 2, "alice", &["alice", "bob"]);
+    repeat.room = new.clone();
+    assert!(matches!(
+        store.append_message(repeat).await,
+        Err(StoreError::AlreadyExists)
+    ));
+    assert!(matches!(
+        store.add_member(&new, &name("carol")).await,
+        Err(StoreError::Banned)
+    ));
+    assert_eq!(
+        store.owned_room_count(&name("alice")).await.expect("count"),
+        1
+    );
+    assert!(store
+        .list_public_rooms(&RoomQuery {
+            after: None,
+            filter: None,
+            limit: 10
+        })
+        .await
+        .expect("list")
+        .rooms
+        .is_empty());
+    // A new room can take the old key; it shares nothing with the moved one.
+    store
+        .create_room(&old, room("Den", "Dave", false), UNLIMITED)
+        .await
+        .expect("old key reused");
+    assert!(copies_of(store, &old, "dave").await.is_empty());
+    assert_eq!(
+        usernames(&store.members(&old).await.expect("members")),
+        ["Dave"]
+    );
+    assert_eq!(
+        usernames(&store.members(&new).await.expect("members")),
+        ["Alice", "Bob"]
+    );
+}
+
+/// Moving a room onto a key another room has is refused and changes nothing.
+pub async fn moving_onto_a_taken_key_changes_nothing(store: &dyn Store) {
+    create_users(store, &["Alice"]).await;
+    create_room(store, "One", "Alice").await;
+    let hidden = RoomSecret::random().hidden_key(&room_name("Two"), None);
+    store
+        .create_room(&hidden, room("Two", "Alice", true), UNLIMITED)
+        .await
+        .expect("create");
+    append(store, message("one", 1, "alice", &["alice"])).await;
+    assert!(matches!(
+        store.move_room(&key("one"), &hidden, true, None).await,
+        Err(StoreError::AlreadyExists)
+    ));
+    assert!(matches!(
+        store
+            .move_room(&key("nowhere"), &key("elsewhere"), false, None)
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(
+        copies_of(store, &key("one"), "alice").await,
+        [marker("one", 1, "alice")]
+    );
+    assert_eq!(
+        store
+            .find_room(&hidden)
+            .await
+            .expect("find")
+            .map(|r| r.name),
+        Some(room_name("Two"))
+    );
+}
+
+/// Deleting a room deletes its record, memberships and every message, and returns its
+/// members; the creator's room count stays, and the key can be used again afresh.
+pub async fn deleting_a_room_deletes_its_history_and_memberships(store: &dyn Store) {
+    create_users(store, &["Alice", "Bob"]).await;
+    create_room(store, "Den", "Alice").await;
+    store
+        .add_member(&key("den"), &name("bob"))
+        .await
+        .expect("join");
+    append(store, message("den", 1, "alice", &["alice", "bob"])).await;
+    store.ban(&key("den"), &name("zed"), 8).await.expect("ban");
+    let former = store.delete_room(&key("den")).await.expect("delete");
+    assert_eq!(former, [name("Alice"), name("Bob")]);
+    assert_eq!(store.find_room(&key("den")).await.expect("find"), None);
+    assert!(store
+        .rooms_of(&name("bob"))
+        .await
+        .expect("rooms")
+        .is_empty());
+    assert!(copies_of(store, &key("den"), "bob").await.is_empty());
+    assert!(matches!(
+        store.delete_room(&key("den")).await,
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(
+        store.owned_room_count(&name("alice")).await.expect("count"),
+        1
+    );
+    create_room(store, "Den", "Alice").await;
+    assert_eq!(
+        store.owned_room_count(&name("alice")).await.expect("count"),
+        2
+    );
+    assert!(copies_of(store, &key("den"), "alice").await.is_empty());
+    assert!(store.bans(&key("den")).await.expect("bans").is_empty());
+    store
+        .add_member(&key("den"), &name("zed"))
+        .await
+        .expect("no ban survives");
+    // The old message id is free in the new room.
+    append(store, message("den", 1, "alice", &["alice", "zed"])).await;
+}
+
+/// A ban ends a membership (with its role) in the same write, refuses later joins until
+/// it is lifted, may name non-members, and the list is bounded.
+pub async fn bans_end_membership_and_refuse_joins(store: &dyn Store) {
+    create_users(store, &["Alice", "Bob", "Carol", "Dave"]).await;
+    create_room(store, "Den", "Alice").await;
+    let den = key("den");
+    store.add_member(&den, &name("bob")).await.expect("join");
+    store
+        .update_room(
+            &den,
+            RoomUpdate::Admin {
+                user: name("bob"),
+                admin: true,
+            },
+        )
+        .await
+        .expect("admin");
+    assert!(
+        store.ban(&den, &name("BOB"), 2).await.expect("ban"),
+        "was a member"
+    );
+    assert_eq!(
+        usernames(&store.members(&den).await.expect("members")),
+        ["Alice"]
+    );
+    assert!(store
+        .rooms_of(&name("bob"))
+        .await
+        .expect("rooms")
+        .is_empty());
+    let record = store.find_room(&den).await.expect("find").expect("room");
+    assert!(
+        record.admins.is_empty(),
+        "the role went with the membership"
+    );
+    assert!(matches!(
+        store.add_member(&den, &name("bob")).await,
+        Err(StoreError::Banned)
+    ));
+    assert!(
+        !store.ban(&den, &name("carol"), 2).await.expect("ban"),
+        "not a member"
+    );
+    assert!(matches!(
+        store.ban(&den, &name("dave"), 2).await,
+        Err(StoreError::QuotaExceeded)
+    ));
+    assert!(!store
+        .ban(&den, &name("carol"), 2)
+        .await
+        .expect("again, when full"));
+    assert_eq!(
+        store.bans(&den).await.expect("bans"),
+        [name("bob"), name("carol")]
+    );
+    assert!(store.unban(&den, &name("Bob")).await.expect("unban"));
+    assert!(!store.unban(&den, &name("bob")).await.expect("unban twice"));
+    assert!(store
+        .add_member(&den, &name("bob"))
+        .await
+        .expect("join again"));
+    assert!(matches!(
+        store.ban(&key("nowhere"), &name("bob"), 2).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+/// Topic, password hash, admin roles and ownership transfers are single updates; roles and
+/// transfers name members only, and a transfer makes the old owner an admin.
+pub async fn roles_topic_and_ownership_are_atomic_updates(store: &dyn Store) {
+    create_users(store, &["Alice", "Bob", "Carol"]).await;
+    create_room(store, "Den", "Alice").await;
+    let den = key("den");
+    store.add_member(&den, &name("bob")).await.expect("join");
+    let topic = store
+        .update_room(&den, RoomUpdate::Topic(Some("Plans — Tuesday".into())))
+        .await
+        .expect("topic");
+    assert_eq!(topic.topic.as_deref(), Some("Plans — Tuesday"));
+    let cleared = store
+        .update_room(&den, RoomUpdate::Topic(None))
+        .await
+        .expect("clear");
+    assert_eq!(cleared.topic, None);
+    let hashed = store
+        .update_room(
+            &den,
+            RoomUpdate::PasswordHash(Some("$argon2id$stub".into())),
+        )
+        .await
+        .expect("hash");
+    assert_eq!(hashed.password_hash.as_deref(), Some("$argon2id$stub"));
+    assert!(matches!(
+        store
+            .update_room(
+                &den,
+                RoomUpdate::Admin {
+                    user: name("carol"),
+                    admin: true
+                }
+            )
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        store
+            .update_room(&den, RoomUpdate::Owner { to: name("carol") })
+            .await,
+        Err(StoreError::NotFound)
+    ));
+    let admin = store
+        .update_room(
+            &den,
+            RoomUpdate::Admin {
+                user: name("BOB"),
+                admin: true,
+            },
+        )
+        .await
+        .expect("admin");
+    assert_eq!(admin.admins, [name("bob")]);
+    let moved = store
+        .update_room(&den, RoomUpdate::Owner { to: name("bob") })
+        .await
+        .expect("transfer");
+    assert_eq!(moved.owner, name("Bob"));
+    assert_eq!(
+        moved.admins,
+        [name("alice")],
+        "the old owner is an admin now"
+    );
+    let demoted = store
+        .update_room(
+            &den,
+            RoomUpdate::Admin {
+                user: name("alice"),
+                admin: false,
+            },
+        )
+        .await
+        .expect("demote");
+    assert!(demoted.admins.is_empty());
+    assert_eq!(
+        store.find_room(&den).await.expect("find"),
+        Some(demoted),
+        "what update_room returns is what is stored"
+    );
+    assert!(matches!(
+        store
+            .update_room(&key("nowhere"), RoomUpdate::Topic(None))
+            .await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+/// An owner's room passes to the first admin by canonical name, else to the first other
+/// member; nothing passes when the leaver is not the owner or nobody else is in.
+pub async fn hand_over_prefers_admins_then_members(store: &dyn Store) {
+    create_users(store, &["Owner", "zed", "Amy", "bob", "Cyd"]).await;
+    create_room(store, "Den", "Owner").await;
+    let den = key("den");
+    for member in ["zed", "Amy", "bob", "Cyd"] {
+        store.add_member(&den, &name(member)).await.expect("join");
+    }
+    for admin in ["zed", "cyd"] {
+        store
+            .update_room(
+                &den,
+                RoomUpdate::Admin {
+                    user: name(admin),
+                    admin: true,
+                },
+            )
+            .await
+            .expect("admin");
+    }
+    assert_eq!(
+        store
+            .hand_over(&den, &name("amy"))
+            .await
+            .expect("not owner"),
+        None
+    );
+    assert_eq!(
+        store
+            .hand_over(&den, &name("OWNER"))
+            .await
+            .expect("hand over"),
+        Some(name("Cyd"))
+    );
+    let record = store.find_room(&den).await.expect("find").expect("room");
+    assert_eq!(record.owner, name("Cyd"));
+    assert_eq!(record.admins, [name("zed")]);
+    store
+        .remove_member(&den, &name("cyd"))
+        .await
+        .expect("leave");
+    store
+        .remove_member(&den, &name("zed"))
+        .await
+        .expect("leave");
+    // Cyd left while owner (the caller hands over first; here it did not): the next
+    // hand-over from Cy picks the first member by canonical name.
+    assert_eq!(
+        store
+            .hand_over(&den, &name("cyd"))
+            .await
+            .expect("hand over"),
+        Some(name("Amy"))
+    );
+    create_room(store, "Solo", "Owner").await;
+    assert_eq!(
+        store
+            .hand_over(&key("solo"), &name("owner"))
+            .await
+            .expect("alone"),
+        None
+    );
+}
+
+/// A direct conversation is made with both participants at once, re-adds one who left,
+/// is never listed, and counts against nobody's room quota.
+pub async fn direct_conversations_hold_both_participants(store: &dyn Store) {
+    create_users(store, &["Alice", "Bob"]).await;
+    let conversation = shared::protocol::direct_room_name(&name("alice"), &name("bob"));
+    let at = RoomKey::direct(&conversation);
+    let record = RoomRecord {
+        kind: RoomKindRecord::Direct {
+            participants: [name("alice"), name("bob")],
+        },
+        ..RoomRecord::group(conversation.clone(), name("Alice"), None, true, T0)
+    };
+    let added = store.open_direct(&at, record.clone()).await.expect("open");
+    assert_eq!(added, [name("Alice"), name("Bob")]);
+    assert!(store
+        .open_direct(&at, record.clone())
+        .await
+        .expect("again")
+        .is_empty());
+    assert_eq!(
+        usernames(&store.members(&at).await.expect("members")),
+        ["Alice", "Bob"]
+    );
+    let found = store.find_room(&at).await.expect("find").expect("room");
+    assert_eq!(found.participants(), Some(&[name("alice"), name("bob")]));
+    let mine = store
+        .room_of(&name("bob"), &conversation)
+        .await
+        .expect("room_of")
+        .expect("member");
+    assert_eq!(mine.key, at);
+    store.remove_member(&at, &name("bob")).await.expect("leave");
+    assert_eq!(
+        store.open_direct(&at, record).await.expect("reopen"),
+        [name("Bob")]
+    );
+    assert_eq!(
+        store.owned_room_count(&name("alice")).await.expect("count"),
+        0
+    );
+    let listed = store
+        .list_public_rooms(&RoomQuery {
+            after: None,
+            filter: None,
+            limit: 10,
+        })
+        .await
+        .expect("list");
+    assert!(listed.rooms.is_empty(), "never listed");
+    assert_eq!(
+        store
+            .find_room(&key(conversation.as_str()))
+            .await
+            .expect("find"),
+        None,
+        "not under its name"
+    );
+}
+
+/// A block list holds each user once, is bounded, and unblocking takes a user off it.
+pub async fn block_lists_are_bounded(store: &dyn Store) {
+    create_users(store, &["Alice", "Bob", "Carol"]).await;
+    let (alice, bob, carol) = (name("Alice"), name("Bob"), name("Carol"));
+    assert!(store
+        .set_blocked(&alice, &bob, true, 1)
+        .await
+        .expect("block"));
+    assert!(!store
+        .set_blocked(&alice, &name("BOB"), true, 1)
+        .await
+        .expect("again"));
+    assert!(store.has_blocked(&alice, &bob).await.expect("has"));
+    assert!(!store
+        .has_blocked(&bob, &alice)
+        .await
+        .expect("not the other way"));
+    assert!(matches!(
+        store.set_blocked(&alice, &carol, true, 1).await,
+        Err(StoreError::QuotaExceeded)
+    ));
+    assert_eq!(
+        store.blocked_users(&alice).await.expect("list"),
+        [name("bob")]
+    );
+    assert!(store
+        .set_blocked(&alice, &bob, false, 1)
+        .await
+        .expect("unblock"));
+    assert!(!store
+        .set_blocked(&alice, &bob, false, 1)
+        .await
+        .expect("unblock again"));
+    assert!(!store.has_blocked(&alice, &bob).await.expect("has"));
+    assert!(store
+        .set_blocked(&alice, &carol, true, 1)
+        .await
+        .expect("room again"));
+    assert!(store.blocked_users(&bob).await.expect("list").is_empty());
+}
+
+/// A read marker only moves forward, never past the room's newest message, only for
+/// members, moves with its room, and goes with the membership.
+pub async fn read_markers_only_move_forward(store: &dyn Store) {
+    create_users(store, &["Alice", "Bob", "Carol"]).await;
+    create_room(store, "Den", "Alice").await;
+    let den = key("den");
+    store.add_member(&den, &name("bob")).await.expect("join");
+    let bob = name("Bob");
+    assert_eq!(
+        store.mark_read(&den, &bob, 5).await.expect("mark"),
+        None,
+        "no messages"
+    );
+    for id in 1..=3 {
+        append(store, message("den", id, "alice", &["alice", "bob"])).await;
+    }
+    assert_eq!(store.mark_read(&den, &bob, 2).await.expect("mark"), Some(2));
+    assert_eq!(store.mark_read(&den, &bob, 1).await.expect("back"), None);
+    assert_eq!(store.mark_read(&den, &bob, 2).await.expect("same"), None);
+    assert_eq!(store.read_marker(&den, &bob).await.expect("marker"), 2);
+    assert_eq!(
+        store.mark_read(&den, &bob, u64::MAX).await.expect("far"),
+        Some(3)
+    );
+    assert_eq!(
+        store.read_marker(&den, &name("BOB")).await.expect("marker"),
+        3
+    );
+    assert_eq!(
+        store.read_marker(&den, &name("alice")).await.expect("none"),
+        0
+    );
+    assert_eq!(
+        store
+            .mark_read(&den, &name("carol"), 2)
+            .await
+            .expect("non-member"),
+        None
+    );
+    assert_eq!(
+        store
+            .read_marker(&den, &name("carol"))
+            .await
+            .expect("marker"),
+        0
+    );
+    // A marker moves with its room.
+    let moved = RoomSecret::random().hidden_key(&room_name("Den"), None);
+    store
+        .move_room(&den, &moved, true, None)
+        .await
+        .expect("move");
+    assert_eq!(store.read_marker(&moved, &bob).await.expect("moved"), 3);
+    store
+        .move_room(&moved, &den, false, None)
+        .await
+        .expect("move back");
+    store.remove_member(&den, &bob).await.expect("leave");
+    assert_eq!(store.read_marker(&den, &bob).await.expect("gone"), 0);
+    store.add_member(&den, &bob).await.expect("rejoin");
+    assert_eq!(store.read_marker(&den, &bob).await.expect("fresh"), 0);
+    assert!(matches!(
+        store.mark_read(&key("nowhere"), &bob, 1).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+/// A deleted account's name stays taken and finds no account; its memberships, block
+/// list and its own copies are gone, and the copies it sent to others stay.
+pub async fn deleting_an_account_reserves_the_name_and_keeps_sent_copies(store: &dyn Store) {
+    create_users(store, &["Alice", "Bob"]).await;
+    create_room(store, "Den", "Bob").await;
+    let den = key("den");
+    store.add_member(&den, &name("alice")).await.expect("join");
+    append(store, message("den", 1, "alice", &["alice", "bob"])).await;
+    append(store, message("den", 2, "bob", &["alice", "bob"])).await;
+    store
+        .mark_read(&den, &name("alice"), 2)
+        .await
+        .expect("mark");
+    store
+        .set_blocked(&name("alice"), &name("bob"), true, 8)
+        .await
+        .expect("block");
+    store.delete_account(&name("ALICE")).await.expect("delete");
+    assert_eq!(store.find_user(&name("alice")).await.expect("find"), None);
+    assert!(matches!(
+        store.create_user(user("aLiCe", b"new key")).await,
+        Err(StoreError::AlreadyExists)
+    ));
+    assert!(store
+        .rooms_of(&name("alice"))
+        .await
+        .expect("rooms")
+        .is_empty());
+    assert_eq!(
+        usernames(&store.members(&den).await.expect("members")),
+        ["Bob"]
+    );
+    assert!(store
+        .blocked_users(&name("alice"))
+        .await
+        .expect("blocks")
+        .is_empty());
+    assert!(
+        copies_of(store, &den, "alice").await.is_empty(),
+        "their own copies are gone"
+    );
+    assert_eq!(
+        copies_of(store, &den, "bob").await,
+        [marker("den", 1, "bob"), marker("den", 2, "bob")],
+        "what they sent stays in the recipients' history"
+    );
+    store
+        .delete_account(&name("alice"))
+        .await
+        .expect("again finishes");
+    assert!(matches!(
+        store.delete_account(&name("nobody")).await,
+        Err(StoreError::NotFound)
+    ));
+    // Numbering is untouched.
+    assert_eq!(append(store, message("den", 3, "bob", &["bob"])).await, 3);
 }

@@ -33,6 +33,21 @@
 //! A member's room is found through the member's own memberships ([`Store::room_of`]),
 //! keyed by the user and the room's canonical name; a user is a member of at most one room
 //! per canonical name.
+//!
+//! Direct conversations (protocol 4) live in a namespace of their own, `~direct:` and the
+//! conversation's canonical name ([`RoomKey::direct`]): a hidden namespace, so they are
+//! never listed, and one no join by name looks in, so nobody but their two participants
+//! reaches them.
+//!
+//! # Moving a room to another key
+//! Changing a hidden room's password, or switching a room between hidden and public,
+//! changes its key ([`Store::move_room`]). Members, messages, bans, roles and read markers
+//! go with it, and the old key is free at once (a hidden room's old name and password find
+//! nothing). The embedded store moves every entry in one write transaction. MongoDB has no
+//! transactions here, so its rooms have a permanent internal `_id` that messages refer to,
+//! and the key is a uniquely indexed field of the room document: a move is one
+//! single-document update of that field, atomic and crash-safe by construction, and never
+//! touches the messages (see `mongo/mod.rs`).
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
@@ -49,7 +64,7 @@ use async_trait::async_trait;
 use ring::hmac;
 use serde::{Deserialize, Serialize};
 use shared::crypto::rotation::RotationCertificate;
-use shared::protocol::{DeliveredMessage, Envelope};
+use shared::protocol::{DeliveredMessage, Envelope, Role};
 use shared::{MessageId, RoomName, ServerId, Username};
 
 /// A registered account.
@@ -76,6 +91,88 @@ pub struct RoomRecord {
     pub hidden: bool,
     /// Creation time, milliseconds since the Unix epoch.
     pub created_at_ms: u64,
+    /// A group room, or a direct conversation and its two participants.
+    pub kind: RoomKindRecord,
+    /// The members the owner made admins, by canonical name, sorted. Only members are
+    /// admins: leaving, a kick or a ban ends it.
+    pub admins: Vec<Username>,
+    /// The topic, if one is set (checked with `shared::protocol::check_topic`).
+    pub topic: Option<String>,
+}
+
+impl RoomRecord {
+    /// A group room with no admins and no topic, as `CreateRoom` makes one.
+    pub fn group(
+        name: RoomName,
+        owner: Username,
+        password_hash: Option<String>,
+        hidden: bool,
+        created_at_ms: u64,
+    ) -> Self {
+        Self {
+            name,
+            owner,
+            password_hash,
+            hidden,
+            created_at_ms,
+            kind: RoomKindRecord::Group,
+            admins: Vec::new(),
+            topic: None,
+        }
+    }
+
+    /// `user`'s role in the room by this record (membership is not checked here).
+    pub fn role_of(&self, user: &Username) -> Role {
+        if self.owner.same_as(user) {
+            Role::Owner
+        } else if self.admins.iter().any(|a| a.same_as(user)) {
+            Role::Admin
+        } else {
+            Role::Member
+        }
+    }
+
+    /// The two participants of a direct conversation; `None` for a group room.
+    pub fn participants(&self) -> Option<&[Username; 2]> {
+        match &self.kind {
+            RoomKindRecord::Group => None,
+            RoomKindRecord::Direct { participants } => Some(participants),
+        }
+    }
+}
+
+/// Whether a room is a group or a direct conversation, as the store keeps it (the
+/// protocol's `RoomKind` names the peer as one participant sees it; this names both).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RoomKindRecord {
+    /// An ordinary room.
+    Group,
+    /// A direct conversation.
+    Direct {
+        /// Both participants, by canonical name, in order.
+        participants: [Username; 2],
+    },
+}
+
+/// A change to a room's record that is one atomic write ([`Store::update_room`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomUpdate {
+    /// Set or clear the topic.
+    Topic(Option<String>),
+    /// Make a member an admin (`true`) or a plain member.
+    Admin {
+        /// Who; must be a member.
+        user: Username,
+        /// Admin from now on, or not.
+        admin: bool,
+    },
+    /// Make a member the owner; the previous owner becomes an admin if still a member.
+    Owner {
+        /// The new owner; must be a member.
+        to: Username,
+    },
+    /// Set or remove a public room's argon2id password hash (the key stays).
+    PasswordHash(Option<String>),
 }
 
 /// The first character of every hidden room's key: it sorts after every character a room
@@ -88,6 +185,9 @@ const KEYED_PREFIX: &str = "~hidden:";
 
 /// The prefix of a hidden room's key when it has no password.
 const OPEN_PREFIX: &str = "~open:";
+
+/// The prefix of a direct conversation's key.
+const DIRECT_PREFIX: &str = "~direct:";
 
 /// Where a room is stored: the store's primary key for it (see the module docs for the
 /// namespaces). Opaque to handlers, which get one from [`RoomKey::public`],
@@ -109,6 +209,11 @@ impl RoomKey {
     /// The key as stored.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The key of the direct conversation named `name` (`shared::protocol::direct_room_name`).
+    pub fn direct(name: &RoomName) -> Self {
+        Self(format!("{DIRECT_PREFIX}{}", name.canonical()))
     }
 
     /// Whether the key is in a hidden namespace (not a public room's or a legacy one's).
@@ -351,6 +456,9 @@ pub enum StoreError {
     /// hidden room may share a name, but one user belongs to at most one of them).
     #[error("the user is a member of another room with this name")]
     NameInUse,
+    /// The user is banned from the room.
+    #[error("the user is banned from the room")]
+    Banned,
     /// The backend cannot be reached now (connection refused, timeout, failover).
     #[error("{store} store unavailable")]
     Unavailable {
@@ -481,8 +589,8 @@ pub trait Store: Send + Sync + 'static {
         quota: usize,
     ) -> Result<(), StoreError>;
 
-    /// How many rooms `owner` created (rooms are never deleted, so this counts every room
-    /// they ever created, whether they are still a member or not): what
+    /// How many rooms `owner` created (every room they ever created, whether they are still
+    /// a member or its owner or not, and whether it was deleted or moved since): what
     /// [`create_room`](Self::create_room) compares with its quota.
     async fn owned_room_count(&self, owner: &Username) -> Result<usize, StoreError>;
 
@@ -508,14 +616,153 @@ pub trait Store: Send + Sync + 'static {
     /// member before.
     ///
     /// # Errors
-    /// [`StoreError::NotFound`] if the room does not exist; [`StoreError::RoomFull`] if it
-    /// has `MAX_ROOM_MEMBERS` members already; [`StoreError::NameInUse`] if the user is a
-    /// member of another room with the same canonical name.
+    /// [`StoreError::NotFound`] if the room does not exist; [`StoreError::Banned`] if the
+    /// user is on its ban list (checked in the same atomic write); [`StoreError::RoomFull`]
+    /// if it has `MAX_ROOM_MEMBERS` members already; [`StoreError::NameInUse`] if the user
+    /// is a member of another room with the same canonical name.
     async fn add_member(&self, room: &RoomKey, user: &Username) -> Result<bool, StoreError>;
 
-    /// Ends `user`'s membership of the room under `key`. Returns `true` if they were a
-    /// member.
+    /// Ends `user`'s membership of the room under `key`, with their admin role and read
+    /// marker. Returns `true` if they were a member.
     async fn remove_member(&self, room: &RoomKey, user: &Username) -> Result<bool, StoreError>;
+
+    /// If `leaver` owns the room under `key`, hands it to the first admin by canonical
+    /// name other than them, else to the first other member by canonical name, and
+    /// returns the new owner; `None` when they are not the owner or nobody else is a
+    /// member. One atomic write; the caller removes the leaver afterwards, so an
+    /// interruption leaves them a plain member of a room that has an owner.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if the room does not exist.
+    async fn hand_over(
+        &self,
+        room: &RoomKey,
+        leaver: &Username,
+    ) -> Result<Option<Username>, StoreError>;
+
+    /// Applies one change to the room's record atomically and returns the record after it.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if the room does not exist, or the change names a user who
+    /// is not a member ([`RoomUpdate::Admin`], [`RoomUpdate::Owner`]).
+    async fn update_room(
+        &self,
+        room: &RoomKey,
+        update: RoomUpdate,
+    ) -> Result<RoomRecord, StoreError>;
+
+    /// Moves the room under `from` to the key `to`, setting whether it is `hidden` and its
+    /// `password_hash`, atomically: members, messages and their ids, roles, bans, read
+    /// markers and the owner's room count go with it, and `from` is free afterwards (see
+    /// the module docs on how each adapter makes this atomic).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if no room is under `from`; [`StoreError::AlreadyExists`]
+    /// if `to` is taken (nothing changes then).
+    async fn move_room(
+        &self,
+        from: &RoomKey,
+        to: &RoomKey,
+        hidden: bool,
+        password_hash: Option<String>,
+    ) -> Result<(), StoreError>;
+
+    /// Deletes the room under `key` with its memberships, roles, bans, read markers and
+    /// every message, and returns who were its members. Its creator's room count is not
+    /// given back.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if the room does not exist.
+    async fn delete_room(&self, room: &RoomKey) -> Result<Vec<Username>, StoreError>;
+
+    /// Puts `user` on the room's ban list and ends their membership (with their role and
+    /// read marker) in one atomic write. Returns whether they were a member. Banning a
+    /// banned user changes nothing.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if the room does not exist; [`StoreError::QuotaExceeded`]
+    /// if the ban list holds `max_bans` users already.
+    async fn ban(
+        &self,
+        room: &RoomKey,
+        user: &Username,
+        max_bans: usize,
+    ) -> Result<bool, StoreError>;
+
+    /// Takes `user` off the room's ban list. Returns whether they were on it.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if the room does not exist.
+    async fn unban(&self, room: &RoomKey, user: &Username) -> Result<bool, StoreError>;
+
+    /// The room's ban list, by canonical name, sorted.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if the room does not exist.
+    async fn bans(&self, room: &RoomKey) -> Result<Vec<Username>, StoreError>;
+
+    /// Makes the direct conversation `room` (a record of kind
+    /// [`RoomKindRecord::Direct`], stored under `key`) exist with both participants as
+    /// members: creates it with both at once, or adds whichever participant is not a
+    /// member. Returns the participants it added (both when it created the room). Does not
+    /// count against anyone's room quota.
+    ///
+    /// # Errors
+    /// [`StoreError::NameInUse`] if a participant is a member of another room of the
+    /// conversation's name; [`StoreError::Backend`] if `room` is not a direct
+    /// conversation's record.
+    async fn open_direct(
+        &self,
+        key: &RoomKey,
+        room: RoomRecord,
+    ) -> Result<Vec<Username>, StoreError>;
+
+    /// Blocks (`blocked`) or unblocks `target` for `user`; returns whether the list
+    /// changed.
+    ///
+    /// # Errors
+    /// [`StoreError::QuotaExceeded`] when blocking a new user while the list holds
+    /// `max` users.
+    async fn set_blocked(
+        &self,
+        user: &Username,
+        target: &Username,
+        blocked: bool,
+        max: usize,
+    ) -> Result<bool, StoreError>;
+
+    /// The users `user` blocked, by canonical name, sorted.
+    async fn blocked_users(&self, user: &Username) -> Result<Vec<Username>, StoreError>;
+
+    /// Whether `user` blocked `target`.
+    async fn has_blocked(&self, user: &Username, target: &Username) -> Result<bool, StoreError>;
+
+    /// Moves `user`'s read marker in the room forward to `seq` (clamped to the room's
+    /// newest sequence number); never back. Returns the marker when it moved, `None` when
+    /// it did not (also when `user` is not a member).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if the room does not exist.
+    async fn mark_read(
+        &self,
+        room: &RoomKey,
+        user: &Username,
+        seq: u64,
+    ) -> Result<Option<u64>, StoreError>;
+
+    /// `user`'s read marker in the room; 0 when none.
+    async fn read_marker(&self, room: &RoomKey, user: &Username) -> Result<u64, StoreError>;
+
+    /// Deletes the account of `user`, keeping its name reserved: afterwards
+    /// [`find_user`](Self::find_user) finds nothing and [`create_user`](Self::create_user)
+    /// of the name (any case) is [`StoreError::AlreadyExists`]. Its key and key history,
+    /// its block list, any membership left (with roles and read markers) and every stored
+    /// copy addressed to it are deleted; copies it sent to others stay (they are the
+    /// recipients' history). Running it again finishes an interrupted deletion.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if there is no such account (nor a deleted one).
+    async fn delete_account(&self, user: &Username) -> Result<(), StoreError>;
 
     /// The room's members with their current keys, ordered by canonical username.
     ///

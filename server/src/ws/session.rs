@@ -23,7 +23,9 @@
 //!   a policy-violation close ("too slow").
 //! - If the hub ends it because the user's key was rotated on another connection, the
 //!   client is closed with `CLOSE_KEY_ROTATED` (4001), at once: the loop reads no further
-//!   request of a login whose key is retired.
+//!   request of a login whose key is retired. When its account is deleted, the session
+//!   that deleted it is closed with `CLOSE_ACCOUNT_DELETED` (4002) after the reply, and
+//!   every other session of the account at once.
 //! - A client whose queued frames have not gone out for about two heartbeats (it stopped
 //!   reading), or that has more queued than its byte budget, is closed with 1008
 //!   ("too slow").
@@ -40,7 +42,9 @@ use actix_ws::{AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReaso
 use bytes::Bytes;
 use futures_util::StreamExt;
 use governor::clock::QuantaClock;
-use shared::protocol::{codec, codec::CodecError, Reply, ServerMsg, CLOSE_KEY_ROTATED};
+use shared::protocol::{
+    codec, codec::CodecError, Reply, ServerMsg, CLOSE_ACCOUNT_DELETED, CLOSE_KEY_ROTATED,
+};
 use shared::{ErrorCode, RequestId};
 use tokio::sync::{oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -113,6 +117,9 @@ fn evicted_close(why: Eviction) -> Exit {
             CloseCode::Restart,
             "deliveries may have been missed; reconnect and re-read history",
         ),
+        Eviction::AccountDeleted => {
+            close(CloseCode::Other(CLOSE_ACCOUNT_DELETED), "account deleted")
+        }
     }
 }
 
@@ -349,6 +356,8 @@ async fn handle_frame(
             "protocol version or handshake error",
         )),
         Err(HandlerError::KeyRotated) => Some(evicted_close(Eviction::KeyRotated)),
+        // The account is gone: the reply goes out, then this session closes too.
+        Ok(Handled::Reply(Reply::AccountDeleted)) => Some(evicted_close(Eviction::AccountDeleted)),
         _ => None,
     };
     let result = match result {

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::rooms::ModerationAction;
 use super::Envelope;
 use crate::crypto::rotation::RotationCertificate;
 use crate::ids::{MessageId, RequestId, RoomName, Username};
@@ -45,6 +46,19 @@ pub enum ClientMsg {
     RotateKey(RotateKey),
     /// Fetch the rotation certificates that lead to a user's current key.
     GetKeyHistory(GetKeyHistory),
+    /// Run a group room: kick, ban, roles, topic, password, visibility, ownership,
+    /// deletion. (Added in protocol 4, as are the variants after it.)
+    Moderate(Moderate),
+    /// Start (or re-open) the direct conversation with another user.
+    OpenDirect(OpenDirect),
+    /// Block or unblock a user's direct conversations with this user.
+    SetBlocked(SetBlocked),
+    /// Tell a room's other members that this user is, or stopped, typing.
+    SetTyping(SetTyping),
+    /// Record how far this user has read a room, for their other sessions.
+    MarkRead(MarkRead),
+    /// Delete the logged-in user's account.
+    DeleteAccount(DeleteAccount),
 }
 
 /// Opens the conversation. Reply: `Reply::Hello`; a different `protocol_version` gets
@@ -171,4 +185,73 @@ pub struct RotateKey {
 pub struct GetKeyHistory {
     /// Whose rotations.
     pub username: Username,
+}
+
+/// Reply: `Reply::Moderated` with the event every member is pushed (`Push::RoomEvent`), or
+/// `NotAMember`, `NotPermitted` (the actor's role does not allow it, or the room is a
+/// direct conversation), `UnknownUser`, `InvalidInput` (a topic too long, acting on
+/// oneself, a target who is not a member where one must be), `RoomExists` (making a room
+/// public, or setting a hidden room's password, would give it a name or key another room
+/// has), `QuotaExceeded` (the room's ban list is full).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Moderate {
+    /// The room; the actor must be a member.
+    pub room: RoomName,
+    /// What to do.
+    pub action: ModerationAction,
+}
+
+/// Reply: `Reply::Joined` with the conversation's snapshot (its `kind` is `Direct`); the
+/// other user is made a member too and pushed `Push::DirectOpened`. `UnknownUser`,
+/// `InvalidInput` (oneself), `NotPermitted` (the other user has blocked this one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenDirect {
+    /// Who to talk to.
+    pub with: Username,
+    /// How many recent messages to include (capped at `MAX_HISTORY_PAGE`).
+    pub history_limit: u16,
+}
+
+/// Reply: `Reply::Done`. Blocking a user ends this user's membership of the direct
+/// conversation with them and refuses their `OpenDirect` from then on; it does not touch
+/// group rooms. `UnknownUser`, `InvalidInput` (oneself), `QuotaExceeded` (the block list
+/// holds `MAX_BLOCKED_USERS`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetBlocked {
+    /// Who.
+    pub user: Username,
+    /// Block (`true`) or unblock.
+    pub blocked: bool,
+}
+
+/// Reply: `Reply::Done`; the room's other members' connections are pushed `Push::Typing`.
+/// Nothing is stored. `NotAMember`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetTyping {
+    /// The room.
+    pub room: RoomName,
+    /// Typing now (`true`), or stopped.
+    pub typing: bool,
+}
+
+/// Reply: `Reply::Done`. The user's read marker for the room becomes `seq` if that is
+/// higher than the stored one (markers never move back), and the user's other
+/// connections are pushed `Push::ReadUpTo`. `NotAMember`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarkRead {
+    /// The room.
+    pub room: RoomName,
+    /// The highest `seq` the user has seen.
+    pub seq: u64,
+}
+
+/// Reply: `Reply::AccountDeleted`, after which the server closes every session of the
+/// account with `CLOSE_ACCOUNT_DELETED`. The user leaves every room (members are pushed
+/// `MemberLeft`); rooms they own pass to an admin, else to another member, and are deleted
+/// when nobody is left. The username stays reserved: nobody can register it again.
+/// `InvalidInput` if `confirm` is not the logged-in username.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteAccount {
+    /// The account's username again, as a guard against a mistaken request.
+    pub confirm: Username,
 }

@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod codec;
+pub mod rooms;
 pub mod server;
 
 use serde::{Deserialize, Serialize};
@@ -16,8 +17,13 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{MessageId, RoomName, Username};
 
 pub use client::{
-    ClientFrame, ClientMsg, CreateRoom, FetchHistory, GetKeyHistory, GetUserKey, Hello, JoinRoom,
-    LeaveRoom, ListRooms, LoginProof, LoginStart, Register, RotateKey, SendMessage,
+    ClientFrame, ClientMsg, CreateRoom, DeleteAccount, FetchHistory, GetKeyHistory, GetUserKey,
+    Hello, JoinRoom, LeaveRoom, ListRooms, LoginProof, LoginStart, MarkRead, Moderate, OpenDirect,
+    Register, RotateKey, SendMessage, SetBlocked, SetTyping,
+};
+pub use rooms::{
+    check_topic, direct_room_name, is_direct_room_name, ModerationAction, Role, RoomChange,
+    RoomEvent, RoomKind, TopicError,
 };
 pub use server::{
     Challenge, HelloAck, HistoryPage, KeyHistory, KeyRotated, Left, LoggedIn, Push, Registered,
@@ -25,7 +31,7 @@ pub use server::{
 };
 
 /// The protocol version this crate speaks. A server refuses any other in `Hello`.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// The largest frame either side accepts, in bytes. Bounds memory per connection.
 pub const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
@@ -48,6 +54,23 @@ pub const MAX_ROTATION_MARKS: usize = 4096;
 /// The WebSocket close code a server uses when it ends a session because the user's key
 /// was rotated on another session: the old key no longer logs in.
 pub const CLOSE_KEY_ROTATED: u16 = 4001;
+
+/// The WebSocket close code a server uses when it ends a session because its account was
+/// deleted (by this session or another).
+pub const CLOSE_ACCOUNT_DELETED: u16 = 4002;
+
+/// The longest room topic, in characters.
+pub const MAX_TOPIC_CHARS: usize = 200;
+
+/// The most users one room's ban list holds.
+pub const MAX_ROOM_BANS: usize = 1024;
+
+/// The most users one account may block.
+pub const MAX_BLOCKED_USERS: usize = 1024;
+
+/// How long a client shows a member as typing after their last `Push::Typing` with
+/// `typing: true`; a typing client repeats `SetTyping` more often than this.
+pub const TYPING_LAPSE_SECS: u64 = 6;
 
 /// One recipient's copy of a message: a fresh AES-256-GCM key wrapped with RSA-OAEP-SHA256
 /// for that recipient, and the payload encrypted under it. See `crypto::envelope`.

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::rooms::{Role, RoomEvent, RoomKind};
 use super::{DeliveredMessage, MemberInfo};
 use crate::crypto::rotation::RotationCertificate;
 use crate::error::{ErrorCode, ErrorDetail};
@@ -62,6 +63,13 @@ pub enum Reply {
     KeyRotated(KeyRotated),
     /// To `GetKeyHistory`.
     KeyHistory(KeyHistory),
+    /// To `Moderate`: the change made, as pushed to the room. (Added in protocol 4, as are
+    /// the variants after it.)
+    Moderated(RoomEvent),
+    /// To `SetBlocked`, `SetTyping` and `MarkRead`: done, nothing to report.
+    Done,
+    /// To `DeleteAccount`: the account is gone; the server closes the connection next.
+    AccountDeleted,
 }
 
 /// Server pushes.
@@ -90,6 +98,35 @@ pub enum Push {
     },
     /// A new message; carries this user's own copy only.
     Message(DeliveredMessage),
+    /// A room this user is (or was, for removals and deletion) in was moderated or changed
+    /// hands. (Added in protocol 4, as are the variants after it.)
+    RoomEvent(RoomEvent),
+    /// Another user started a direct conversation with this one, who is now its member.
+    /// Re-open it with `JoinRoom` (no password) to get its snapshot; ignore it by leaving,
+    /// or block its sender with `SetBlocked`.
+    DirectOpened {
+        /// The conversation's name.
+        room: RoomName,
+        /// Who started it, and their key.
+        peer: MemberInfo,
+    },
+    /// A member of a room is typing, or stopped. Clients let a `typing: true` lapse after
+    /// `TYPING_LAPSE_SECS` without a repeat.
+    Typing {
+        /// The room.
+        room: RoomName,
+        /// Who.
+        username: Username,
+        /// Typing now, or stopped.
+        typing: bool,
+    },
+    /// This user read a room up to `seq` on another of their sessions.
+    ReadUpTo {
+        /// The room.
+        room: RoomName,
+        /// The highest `seq` read.
+        seq: u64,
+    },
 }
 
 /// The server's half of the handshake.
@@ -133,6 +170,8 @@ pub struct LoggedIn {
     pub username: Username,
     /// Rooms the user is a member of; their messages are delivered on this connection.
     pub rooms: Vec<RoomName>,
+    /// The users this one has blocked (`SetBlocked`), by canonical name.
+    pub blocked: Vec<Username>,
 }
 
 /// The public rooms.
@@ -157,6 +196,8 @@ pub struct RoomSummary {
     pub members: u32,
     /// Members online now.
     pub members_online: u32,
+    /// The room's topic, if it has one.
+    pub topic: Option<String>,
 }
 
 /// A room as a member sees it on creating or joining it.
@@ -164,8 +205,14 @@ pub struct RoomSummary {
 pub struct RoomSnapshot {
     /// The room's name.
     pub room: RoomName,
-    /// Who created it.
+    /// A group room or a direct conversation.
+    pub kind: RoomKind,
+    /// Who runs it: its creator, or whom ownership passed to.
     pub owner: Username,
+    /// The members the owner made admins, by canonical name.
+    pub admins: Vec<Username>,
+    /// The topic, if one is set.
+    pub topic: Option<String>,
     /// Whether joining needs a password.
     pub has_password: bool,
     /// Whether it is hidden from listings.
@@ -174,6 +221,23 @@ pub struct RoomSnapshot {
     pub members: Vec<MemberInfo>,
     /// The newest messages this member has a copy of.
     pub history: HistoryPage,
+    /// The highest `seq` this user has marked read (`MarkRead`) on any session; 0 when
+    /// none.
+    pub read_up_to: u64,
+}
+
+impl RoomSnapshot {
+    /// `user`'s role in this room.
+    #[must_use]
+    pub fn role_of(&self, user: &Username) -> Role {
+        if self.owner.same_as(user) {
+            Role::Owner
+        } else if self.admins.iter().any(|admin| admin.same_as(user)) {
+            Role::Admin
+        } else {
+            Role::Member
+        }
+    }
 }
 
 /// The user left the room.

@@ -30,14 +30,14 @@ use tests::{name, public_der, room, test_key, CoreClient, RawClient, TestServer,
 
 /// One user's installation: the pin file and ledger live in `home`, so a new [`User`]
 /// from the same device is a restarted client that remembers what it accepted.
-struct Device {
+pub(super) struct Device {
     home: tempfile::TempDir,
     user: &'static str,
     key: usize,
 }
 
 impl Device {
-    fn new(user: &'static str, key: usize) -> Self {
+    pub(super) fn new(user: &'static str, key: usize) -> Self {
         Self {
             home: tempfile::tempdir().expect("tempdir"),
             user,
@@ -95,10 +95,10 @@ impl Device {
 }
 
 /// A logged-in client and what its user sees.
-struct User {
-    client: Client,
-    events: EventReceiver,
-    ui: AppState,
+pub(super) struct User {
+    pub(super) client: Client,
+    pub(super) events: EventReceiver,
+    pub(super) ui: AppState,
 }
 
 impl User {
@@ -109,7 +109,7 @@ impl User {
     }
 
     /// The next event, also applied to the UI state.
-    async fn event(&mut self) -> ClientEvent {
+    pub(super) async fn event(&mut self) -> ClientEvent {
         let event = tokio::time::timeout(WAIT, self.events.recv())
             .await
             .expect("an event in time")
@@ -119,7 +119,11 @@ impl User {
     }
 
     /// Events until one matches `wanted` (every one is applied to the UI state).
-    async fn until(&mut self, what: &str, wanted: impl Fn(&ClientEvent) -> bool) -> ClientEvent {
+    pub(super) async fn until(
+        &mut self,
+        what: &str,
+        wanted: impl Fn(&ClientEvent) -> bool,
+    ) -> ClientEvent {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let event = tokio::time::timeout_at(deadline, self.events.recv())
@@ -134,7 +138,7 @@ impl User {
     }
 
     /// The room's lines as the user reads them.
-    fn lines(&self, r: &str) -> Vec<String> {
+    pub(super) fn lines(&self, r: &str) -> Vec<String> {
         let Some(buffer) = self.ui.room(&room(r)) else {
             return Vec::new();
         };
@@ -152,11 +156,11 @@ impl User {
             .collect()
     }
 
-    fn shows(&self, r: &str, needle: &str) -> bool {
+    pub(super) fn shows(&self, r: &str, needle: &str) -> bool {
         self.lines(r).iter().any(|l| l.contains(needle))
     }
 
-    fn status(&self) -> String {
+    pub(super) fn status(&self) -> String {
         self.ui
             .status
             .as_ref()
@@ -189,7 +193,7 @@ async fn bob_says(
 }
 
 /// A member as the server describes them.
-fn member(user: &str, key: usize) -> MemberInfo {
+pub(super) fn member(user: &str, key: usize) -> MemberInfo {
     let der = public_der(&test_key(key));
     MemberInfo {
         username: name(user),
@@ -199,7 +203,7 @@ fn member(user: &str, key: usize) -> MemberInfo {
 }
 
 /// Bob (direct) and Alice (through the proxy) share room `r`; returns them.
-async fn alice_and_bob(
+pub(super) async fn alice_and_bob(
     server: &TestServer,
     proxy: &TamperingProxy,
     alice: &Device,

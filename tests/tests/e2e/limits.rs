@@ -479,13 +479,7 @@ async fn a_history_holding_a_huge_copy_can_still_be_paged_past() {
         store
             .create_room(
                 &key,
-                RoomRecord {
-                    name: r.clone(),
-                    owner: alice.clone(),
-                    password_hash: None,
-                    hidden: false,
-                    created_at_ms: 0,
-                },
+                RoomRecord::group(r.clone(), alice.clone(), None, false, 0),
                 1,
             )
             .await

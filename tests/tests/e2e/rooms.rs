@@ -3,43 +3,10 @@
 use std::time::Duration;
 
 use shared::protocol::{
-    ClientMsg, CreateRoom, JoinRoom, LeaveRoom, ListRooms, Push, Reply, RoomSnapshot,
-    MAX_ROOM_LIST_PAGE,
+    ClientMsg, CreateRoom, LeaveRoom, ListRooms, Push, Reply, MAX_ROOM_LIST_PAGE,
 };
 use shared::ErrorCode;
 use tests::{name, public_der, room, test_key, RawClient, TestServer};
-
-async fn create(c: &mut RawClient, n: &str, password: Option<&str>, hidden: bool) -> RoomSnapshot {
-    match c
-        .request(ClientMsg::CreateRoom(CreateRoom {
-            name: room(n),
-            password: password.map(str::to_owned),
-            hidden,
-        }))
-        .await
-        .expect("room created")
-    {
-        Reply::RoomCreated(s) => s,
-        other => panic!("unexpected {other:?}"),
-    }
-}
-
-async fn join(
-    c: &mut RawClient,
-    n: &str,
-    password: Option<&str>,
-) -> Result<RoomSnapshot, tests::WireError> {
-    c.request(ClientMsg::JoinRoom(JoinRoom {
-        name: room(n),
-        password: password.map(str::to_owned),
-        history_limit: 50,
-    }))
-    .await
-    .map(|r| match r {
-        Reply::Joined(s) => s,
-        other => panic!("unexpected {other:?}"),
-    })
-}
 
 async fn list(c: &mut RawClient) -> shared::protocol::RoomList {
     match c
@@ -57,11 +24,13 @@ async fn hidden_rooms_are_unlisted_but_joinable_by_exact_name() {
     let server = TestServer::start().await;
     let url = server.ws_url();
     let mut owner = RawClient::registered(&url, "owner", &test_key(0)).await;
-    let snap = create(&mut owner, "lobby", None, false).await;
+    let snap = owner.create_room("lobby", None, false).await;
     assert_eq!(snap.owner.as_str(), "owner");
     assert_eq!(snap.members.len(), 1);
-    create(&mut owner, "secret-base", Some("hunter2"), true).await;
-    create(&mut owner, "quiet", None, true).await;
+    owner
+        .create_room("secret-base", Some("hunter2"), true)
+        .await;
+    owner.create_room("quiet", None, true).await;
 
     let mut guest = RawClient::registered(&url, "guest", &test_key(1)).await;
     let listing = list(&mut guest).await;
@@ -72,18 +41,22 @@ async fn hidden_rooms_are_unlisted_but_joinable_by_exact_name() {
     assert_eq!(listing.rooms[0].members_online, 1);
 
     // A hidden room without password: joinable by name.
-    let snap = join(&mut guest, "quiet", None)
+    let snap = guest
+        .join_room("quiet", None)
         .await
         .expect("joins hidden room");
     assert!(snap.hidden);
     // A hidden room with password: the wrong password looks exactly like a missing room.
-    let wrong = join(&mut guest, "secret-base", Some("nope"))
+    let wrong = guest
+        .join_room("secret-base", Some("nope"))
         .await
         .expect_err("wrong password");
-    let missing = join(&mut guest, "no-such-room", Some("nope"))
+    let missing = guest
+        .join_room("no-such-room", Some("nope"))
         .await
         .expect_err("missing");
-    let no_password = join(&mut guest, "secret-base", None)
+    let no_password = guest
+        .join_room("secret-base", None)
         .await
         .expect_err("no password");
     assert_eq!(wrong.code, ErrorCode::RoomUnavailable);
@@ -92,7 +65,8 @@ async fn hidden_rooms_are_unlisted_but_joinable_by_exact_name() {
         "wrong password and missing room must be indistinguishable"
     );
     assert_eq!(no_password, missing);
-    let snap = join(&mut guest, "secret-base", Some("hunter2"))
+    let snap = guest
+        .join_room("secret-base", Some("hunter2"))
         .await
         .expect("right password");
     assert_eq!(snap.members.len(), 2);
@@ -103,29 +77,33 @@ async fn password_rooms_reject_wrong_passwords() {
     let server = TestServer::start().await;
     let url = server.ws_url();
     let mut owner = RawClient::registered(&url, "owner", &test_key(0)).await;
-    create(&mut owner, "club", Some("open sesame"), false).await;
+    owner.create_room("club", Some("open sesame"), false).await;
     let mut guest = RawClient::registered(&url, "guest", &test_key(1)).await;
     let listing = list(&mut guest).await;
     assert!(listing.rooms[0].has_password);
     assert_eq!(
-        join(&mut guest, "club", Some("open barley"))
+        guest
+            .join_room("club", Some("open barley"))
             .await
             .expect_err("wrong")
             .code,
         ErrorCode::WrongPassword
     );
     assert_eq!(
-        join(&mut guest, "club", None)
+        guest
+            .join_room("club", None)
             .await
             .expect_err("missing")
             .code,
         ErrorCode::WrongPassword
     );
-    join(&mut guest, "CLUB", Some("open sesame"))
+    guest
+        .join_room("CLUB", Some("open sesame"))
         .await
         .expect("right password, any case");
     // Members come back without the password.
-    join(&mut guest, "club", None)
+    guest
+        .join_room("club", None)
         .await
         .expect("member re-joins freely");
 }
@@ -136,7 +114,7 @@ async fn duplicate_room_names_are_rejected_ignoring_case() {
     let url = server.ws_url();
     let mut c = RawClient::registered(&url, "owner", &test_key(0)).await;
     let mut other = RawClient::registered(&url, "other", &test_key(1)).await;
-    create(&mut c, "General", None, false).await;
+    c.create_room("General", None, false).await;
     let create_req = |name: &str, hidden: bool| {
         ClientMsg::CreateRoom(CreateRoom {
             name: room(name),
@@ -167,9 +145,9 @@ async fn joins_leaves_and_key_changes_are_broadcast() {
     let server = TestServer::start().await;
     let url = server.ws_url();
     let mut a = RawClient::registered(&url, "alice", &test_key(0)).await;
-    create(&mut a, "team", None, false).await;
+    a.create_room("team", None, false).await;
     let mut b = RawClient::registered(&url, "bob", &test_key(1)).await;
-    let snap = join(&mut b, "team", None).await.expect("joins");
+    let snap = b.join_room("team", None).await.expect("joins");
     let alice_info = snap
         .members
         .iter()

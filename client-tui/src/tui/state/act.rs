@@ -1,6 +1,6 @@
 //! [`AppState::act`]: how a user intent (a key, a form, the input line) changes the state.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use shared::Username;
 
@@ -25,7 +25,7 @@ impl AppState {
                 unsent: self.outbox.items().len(),
             })],
             Action::Join { room, password } => {
-                if password.is_none() && self.room(&room).is_some() {
+                if password.is_none() && self.room(&room).is_some_and(|r| r.ended.is_none()) {
                     return self.show_room(&room);
                 }
                 self.set_status(format!("Joining #{room}…"), Level::Info);
@@ -51,6 +51,10 @@ impl AppState {
                 }
             },
             Action::Leave(room) => {
+                // A room the user is out of already is only taken off the list.
+                if self.room(&room).is_some_and(|r| r.ended.is_some()) {
+                    return self.forget(&room);
+                }
                 self.set_status(format!("Leaving #{room}…"), Level::Info);
                 vec![Effect::Command(Command::Leave { room })]
             }
@@ -97,6 +101,24 @@ impl AppState {
                 self.busy = Some(("Generating your new key".to_owned(), Duration::ZERO));
                 vec![Effect::Command(Command::RotateKey)]
             }
+            Action::Moderate(action) => self.moderate(action),
+            Action::SetPassword(password) => self.set_password(password),
+            Action::AskDeleteRoom => self.ask_delete_room(),
+            Action::DeleteRoom(room) => {
+                self.set_status(format!("Deleting #{room}…"), Level::Info);
+                vec![Effect::Command(Command::Moderate {
+                    room,
+                    action: shared::protocol::ModerationAction::DeleteRoom,
+                })]
+            }
+            Action::Msg { user, text } => self.message_user(user, text),
+            Action::Block { user, blocked } => self.block(user, blocked),
+            Action::Ignore => self.ignore(),
+            Action::TypingSetting(on) => self.set_typing_setting(on),
+            Action::ReadMarkersSetting(on) => self.set_read_markers_setting(on),
+            Action::AskDeleteAccount => self.ask_delete_account(),
+            Action::DeleteAccount { typed } => self.delete_account(&typed),
+            Action::Edited(line) => self.edited(&line, Instant::now()),
             Action::Quit => vec![Effect::Quit],
         }
     }
@@ -140,7 +162,14 @@ impl AppState {
         })
     }
 
-    fn send(&mut self, text: String) -> Vec<Effect> {
+    pub(super) fn send(&mut self, text: String) -> Vec<Effect> {
+        if let Some(why) = self.current_room().and_then(|r| r.ended.clone()) {
+            self.set_status(
+                format!("You are no longer in this room ({why}); nothing was sent."),
+                Level::Warning,
+            );
+            return vec![Effect::SetInput(text)];
+        }
         let Some(room) = self.current_room().map(|r| r.name.clone()) else {
             self.set_status(
                 "Open a room first: pick one in the lobby (Up/Down, Enter), or press F7 to \
@@ -157,7 +186,9 @@ impl AppState {
         if let Some(buffer) = self.room_mut(&room) {
             buffer.timeline.push_pending(local_id, me, text.clone());
         }
-        vec![Effect::Command(self.outbox.add(local_id, room, text))]
+        let mut effects = self.stop_typing();
+        effects.push(Effect::Command(self.outbox.add(local_id, room, text)));
+        effects
     }
 
     /// Up: the lobby's cursor in the lobby, the input history in a room.
@@ -215,6 +246,13 @@ impl AppState {
             );
             return Vec::new();
         };
+        if let Some(why) = self.current_room().and_then(|r| r.ended.clone()) {
+            self.set_status(
+                format!("You are no longer in this room ({why}); nothing can be sent there."),
+                Level::Warning,
+            );
+            return Vec::new();
+        }
         let again = self.outbox.resend_room(&room);
         if again.is_empty() {
             self.set_status(format!("#{room} has no unsent messages."), Level::Info);
@@ -374,6 +412,7 @@ impl AppState {
 fn remembered(action: &Action) -> bool {
     match action {
         Action::Join { password, .. } | Action::Create { password, .. } => password.is_none(),
+        Action::SetPassword(password) => password.is_none(),
         _ => true,
     }
 }

@@ -1,11 +1,12 @@
 //! [`AppState::apply`]: how a report from the network task changes the state.
 
+use shared::protocol::RoomKind;
 use shared::{RoomName, Username};
 
 use super::super::command::Command;
 use super::super::event::{describe_disconnect, list, ConnectionState, UiEvent};
 use super::words::{join_line, mentions, plural, rejection_words, short_fingerprint};
-use super::{AppState, DialogKind, Effect, Focus, KeyAlert, Level, OutState, Phase};
+use super::{AppState, DialogKind, Effect, KeyAlert, Level, OutState, Phase};
 use crate::directory::KeyStatus;
 use crate::events::{ClientEvent, MembershipSource};
 
@@ -55,21 +56,40 @@ impl AppState {
                 let first_open = buffer.owner.is_none();
                 let newest_shown = buffer.timeline.newest_seq();
                 buffer.owner = Some(view.owner.clone());
+                buffer.peer = match &view.kind {
+                    RoomKind::Direct { peer } => Some(peer.clone()),
+                    RoomKind::Group => None,
+                };
+                buffer.admins.clone_from(&view.admins);
+                buffer.topic.clone_from(&view.topic);
+                buffer.read_up_to = buffer.read_up_to.max(view.read_up_to);
+                buffer.ended = None;
                 buffer.has_password = view.has_password;
                 buffer.hidden = view.hidden;
                 buffer.members = view.members.clone();
                 let added = buffer.merge_history(&view.history, me.as_ref());
                 // Re-opened after a reconnect while the user looks elsewhere: what arrived
-                // meanwhile is unread, as if it had been pushed.
+                // meanwhile is unread, as if it had been pushed. Opened at start-up: what
+                // the user's sessions marked read is not.
                 if !first_open && !shown {
                     buffer.count_caught_up(&added, newest_shown);
+                } else if first_open && !shown && view.read_up_to > 0 {
+                    buffer.recount_unread();
                 }
                 let mut effects = Vec::new();
                 if !first_open && !buffer.loading_older {
                     buffer.gap_floor = newest_shown;
                     effects = buffer.continue_gap_fill(&view.history);
                 }
-                if first_open {
+                if let (true, Some(peer)) = (first_open, buffer.peer.clone()) {
+                    buffer.timeline.push_notice(
+                        format!(
+                            "Direct conversation with {peer} · never listed, nobody else can \
+                             join · end-to-end encrypted"
+                        ),
+                        Level::Info,
+                    );
+                } else if first_open {
                     let kind = match (view.hidden, view.has_password) {
                         (true, true) => "hidden, password",
                         (true, false) => "hidden",
@@ -86,9 +106,11 @@ impl AppState {
                 }
                 if focus {
                     effects.extend(self.show_room(&view.room));
-                    self.set_status(format!("Joined #{}", view.room), Level::Info);
+                    let label = self.room(&view.room).map(|r| r.label()).unwrap_or_default();
+                    self.set_status(format!("Joined {label}"), Level::Info);
                 }
                 self.settle_outbox(&view.room);
+                effects.extend(self.direct_ready(&view));
                 effects
             }
             UiEvent::HistoryLoaded(page) => {
@@ -173,17 +195,19 @@ impl AppState {
                 Vec::new()
             }
             UiEvent::Left(room) => {
-                self.outbox.remove_room(&room);
-                self.rooms.retain(|r| !r.name.same_as(&room));
-                let effects = if matches!(&self.focus, Focus::Room(key) if *key == room.canonical())
-                {
-                    self.show_lobby()
-                } else {
-                    vec![Effect::Command(Command::RefreshRooms)]
-                };
-                self.set_status(format!("You left #{room}."), Level::Info);
+                let label = self
+                    .room(&room)
+                    .map_or_else(|| format!("#{room}"), |r| r.label());
+                let effects = self.forget(&room);
+                self.set_status(format!("You left {label}."), Level::Info);
                 effects
             }
+            UiEvent::Memberships(rooms) => {
+                self.memberships(&rooms);
+                Vec::new()
+            }
+            UiEvent::Blocked { user, blocked } => self.blocked(&user, blocked),
+            UiEvent::DirectFailed { user, message } => self.direct_failed(&user, message),
             UiEvent::PasswordNeeded { room, wrong } => {
                 self.status = None;
                 vec![Effect::Dialog(DialogKind::Password { room, wrong })]
@@ -432,6 +456,8 @@ impl AppState {
                 let mentioned = !own && self.my_name().is_some_and(|me| mentions(&msg.text, me));
                 let focused = self.is_focused(&msg.room);
                 let buffer = self.room_or_insert(&msg.room);
+                // Their message is what they were typing.
+                buffer.typing.retain(|(u, _)| !u.same_as(&msg.sender));
                 let mut effects = Vec::new();
                 if buffer.timeline.insert_message(&msg, own) && !focused && !own {
                     buffer.unread += 1;
@@ -511,6 +537,7 @@ impl AppState {
                         MembershipSource::SendRefused => "is no longer a member",
                     };
                     buffer.members.retain(|m| !m.username.same_as(&username));
+                    buffer.admins.retain(|a| !a.same_as(&username));
                     buffer
                         .announced_joins
                         .retain(|k| *k != username.canonical());
@@ -698,6 +725,27 @@ impl AppState {
                     Level::Warning,
                 );
                 Vec::new()
+            }
+            ClientEvent::RoomChanged(event) => self.room_changed(&event),
+            ClientEvent::DirectOpened { room, peer } => self.direct_opened(&room, peer),
+            ClientEvent::Typing {
+                room,
+                username,
+                typing,
+            } => {
+                self.member_typing(&room, &username, typing);
+                Vec::new()
+            }
+            ClientEvent::ReadUpTo { room, seq } => {
+                self.read_elsewhere(&room, seq);
+                Vec::new()
+            }
+            ClientEvent::AccountDeleted => {
+                self.set_status(
+                    "Your account was deleted: this client can no longer sign in with it.",
+                    Level::Error,
+                );
+                vec![Effect::Dialog(DialogKind::AccountDeleted)]
             }
             ClientEvent::ServerError { message, .. } => {
                 self.set_status(format!("Server error: {message}"), Level::Error);

@@ -211,7 +211,12 @@ mod tests {
             complete("/re", &rooms, &users),
             Completion::Line {
                 line: "/re".into(),
-                choices: vec!["/reconnect".into(), "/refresh".into(), "/retry".into()],
+                choices: vec![
+                    "/read-markers".into(),
+                    "/reconnect".into(),
+                    "/refresh".into(),
+                    "/retry".into()
+                ],
             }
         );
         assert_eq!(

@@ -11,7 +11,9 @@
 //! The parts, one concern each: [`Timeline`] (a room's lines), [`RoomBuffer`] (a joined
 //! room), [`Lobby`] (the public rooms and the row chosen), [`Outbox`] (messages not
 //! confirmed yet, sent again under the same id), [`InputHistory`] and [`complete`] (the
-//! input line's Up/Down and Tab), [`StatusLine`] (with its expiry), and plain words.
+//! input line's Up/Down and Tab), [`StatusLine`] (with its expiry), plain words, running
+//! rooms (`running.rs`: moderation, room events, direct conversations, blocking, deleting
+//! the account) and presence (`presence.rs`: typing and read markers).
 //!
 //! Views are re-rendered from the state after each call, so the logic here is tested
 //! without a terminal (`state/tests.rs`, `tests/tui_views.rs`, `tests/tui_focus.rs`).
@@ -21,7 +23,11 @@ mod apply;
 mod input;
 mod lobby;
 mod outbox;
+mod presence;
 mod room;
+mod running;
+#[cfg(test)]
+mod running_tests;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -36,7 +42,7 @@ use shared::{RoomName, Username};
 
 use super::command::Command;
 use super::event::{ConnectionState, Me};
-use super::profile::Start;
+use super::profile::{Settings, Start};
 use crate::directory::MemberView;
 
 pub use self::input::{complete, Completion, InputHistory};
@@ -142,6 +148,15 @@ pub enum DialogKind {
         /// Messages not confirmed by the server, lost on quitting.
         unsent: usize,
     },
+    /// "Delete #room for everyone?" before deleting a room.
+    ConfirmDeleteRoom(RoomName),
+    /// "Delete your account?": the user must type their username.
+    DeleteAccount {
+        /// The account, to be typed again.
+        username: Username,
+    },
+    /// The account was deleted: nothing more can be done with it.
+    AccountDeleted,
     /// "Replace your key?" before rotating it.
     ConfirmRotate {
         /// The user's current fingerprint.
@@ -173,6 +188,8 @@ pub enum Effect {
     CloseKeyAlert(Username),
     /// Ring the terminal bell (a mention in a room not shown).
     Bell,
+    /// Keep the user's settings in their profile.
+    SaveSettings(Settings),
     /// Quit the application.
     Quit,
 }
@@ -207,6 +224,13 @@ pub struct AppState {
     pub outbox: Outbox,
     /// Lines sent from the input line, for Up and Down.
     pub history: InputHistory,
+    /// What the user switched on or off (typing notifications, read markers).
+    pub settings: Settings,
+    /// The room last told the user is typing, and when (repeated every few seconds
+    /// while they type; `None` once told they stopped).
+    typing_sent: Option<(RoomName, Instant)>,
+    /// `/msg USER TEXT` waiting for the conversation with USER to open.
+    pending_direct: Option<(Username, String)>,
     /// Pending messages already re-sent once after members were added.
     resent: HashSet<u64>,
     /// The next id for a pending message.
@@ -234,6 +258,9 @@ impl AppState {
             own_key_alarm: None,
             outbox: Outbox::default(),
             history: InputHistory::default(),
+            settings: Settings::default(),
+            typing_sent: None,
+            pending_direct: None,
             resent: HashSet::new(),
             next_local_id: 1,
         }
@@ -275,6 +302,15 @@ impl AppState {
         self.status = Some(StatusLine::new(text, level));
     }
 
+    /// The once-a-second chores: expires the status line and lapsed typing, and marks
+    /// what the user has seen read. Returns whether the screen needs a render, and the
+    /// effects.
+    pub fn tick(&mut self, now: Instant) -> (bool, Vec<Effect>) {
+        let status = self.expire_status(now);
+        let typing = self.expire_typing(now);
+        (status || typing, self.mark_seen_read())
+    }
+
     /// Clears the status line once it has been up for its level's lifetime. Returns
     /// whether it changed (the screen then needs a render).
     pub fn expire_status(&mut self, now: Instant) -> bool {
@@ -298,40 +334,52 @@ impl AppState {
 
     /// Shows a joined room (resetting its unread count).
     fn show_room(&mut self, name: &RoomName) -> Vec<Effect> {
+        let effects = self.stop_typing();
         let Some(room) = self.room_mut(name) else {
-            return Vec::new();
+            return effects;
         };
         room.unread = 0;
         room.mentions = 0;
         self.focus = Focus::Room(name.canonical());
         self.clear_info_status();
-        Vec::new()
+        effects
     }
 
     fn show_lobby(&mut self) -> Vec<Effect> {
+        let mut effects = self.stop_typing();
         self.focus = Focus::Lobby;
         self.clear_info_status();
-        vec![Effect::Command(Command::RefreshRooms)]
+        effects.push(Effect::Command(Command::RefreshRooms));
+        effects
     }
 
-    /// The order the room list shows: the lobby, then the joined rooms.
+    /// The joined rooms in the order the room list shows them: group rooms in the order
+    /// they were opened, then the direct conversations.
+    pub fn listed_rooms(&self) -> Vec<&RoomBuffer> {
+        let groups = self.rooms.iter().filter(|r| r.peer.is_none());
+        groups
+            .chain(self.rooms.iter().filter(|r| r.peer.is_some()))
+            .collect()
+    }
+
+    /// Moves through the room list (the lobby, then [`listed_rooms`](Self::listed_rooms)).
     fn cycle(&mut self, step: isize) -> Vec<Effect> {
-        let count = self.rooms.len() as isize + 1;
+        let listed: Vec<RoomName> = self.listed_rooms().iter().map(|r| r.name.clone()).collect();
+        let count = listed.len() as isize + 1;
         let current = match &self.focus {
             Focus::Lobby => 0,
-            Focus::Room(key) => self
-                .rooms
+            Focus::Room(key) => listed
                 .iter()
-                .position(|r| r.name.canonical() == *key)
+                .position(|r| r.canonical() == *key)
                 .map_or(0, |i| i as isize + 1),
         };
         let next = (current + step).rem_euclid(count);
         if next == 0 {
+            let effects = self.stop_typing();
             self.focus = Focus::Lobby;
             self.clear_info_status();
-            return Vec::new();
+            return effects;
         }
-        let name = self.rooms[(next - 1) as usize].name.clone();
-        self.show_room(&name)
+        self.show_room(&listed[(next - 1) as usize])
     }
 }

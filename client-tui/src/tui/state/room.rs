@@ -1,5 +1,8 @@
 //! [`RoomBuffer`]: a joined room as the UI shows it, and how history pages merge into it.
 
+use std::time::Instant;
+
+use shared::protocol::Role;
 use shared::{RoomName, Username};
 
 use super::super::command::Command;
@@ -13,8 +16,23 @@ use crate::rooms::HistoryView;
 pub struct RoomBuffer {
     /// The room.
     pub name: RoomName,
-    /// Who created it (unknown until the room is opened).
+    /// For a direct conversation, the other user (the room list and the header name it
+    /// by them, never by its `dm.…` name).
+    pub peer: Option<Username>,
+    /// Who runs it (unknown until the room is opened).
     pub owner: Option<Username>,
+    /// The members the owner made admins.
+    pub admins: Vec<Username>,
+    /// The topic, shown in the room's header.
+    pub topic: Option<String>,
+    /// The highest `seq` the user has read, here or on another session.
+    pub read_up_to: u64,
+    /// Who is typing, and when they last said so (they lapse, see
+    /// [`TYPING_LAPSE_SECS`](shared::protocol::TYPING_LAPSE_SECS)).
+    pub typing: Vec<(Username, Instant)>,
+    /// Set when the user is no longer a member (removed, or the room was deleted): why.
+    /// The room stays listed, read-only, until the user leaves it (F8).
+    pub ended: Option<String>,
     /// Whether joining needs a password.
     pub has_password: bool,
     /// Whether it is hidden from the lobby.
@@ -47,7 +65,13 @@ impl RoomBuffer {
     pub(super) fn new(name: RoomName) -> Self {
         Self {
             name,
+            peer: None,
             owner: None,
+            admins: Vec::new(),
+            topic: None,
+            read_up_to: 0,
+            typing: Vec::new(),
+            ended: None,
             has_password: false,
             hidden: false,
             members: Vec::new(),
@@ -80,6 +104,41 @@ impl RoomBuffer {
                 self.gap_floor = None;
                 Vec::new()
             }
+        }
+    }
+
+    /// How the room is named on screen: `#den`, or `@bob` for a direct conversation.
+    pub fn label(&self) -> String {
+        match &self.peer {
+            Some(peer) => format!("@{peer}"),
+            None => format!("#{}", self.name),
+        }
+    }
+
+    /// `user`'s role in the room.
+    pub fn role_of(&self, user: &Username) -> Role {
+        if self.owner.as_ref().is_some_and(|o| o.same_as(user)) {
+            Role::Owner
+        } else if self.admins.iter().any(|a| a.same_as(user)) {
+            Role::Admin
+        } else {
+            Role::Member
+        }
+    }
+
+    /// Recounts the unread messages as those from others after the read marker.
+    pub(super) fn recount_unread(&mut self) {
+        let marker = self.read_up_to;
+        self.unread = self
+            .timeline
+            .entries()
+            .iter()
+            .filter(|e| {
+                matches!(&e.kind, super::EntryKind::Message { own: false, seq: Some(s), .. } if *s > marker)
+            })
+            .count();
+        if self.unread == 0 {
+            self.mentions = 0;
         }
     }
 

@@ -15,15 +15,15 @@ use crate::rooms::HistoryView;
 use crate::rooms::RoomView;
 use shared::protocol::SendAck;
 
-fn name(s: &str) -> Username {
+pub(super) fn name(s: &str) -> Username {
     Username::parse(s).expect("valid")
 }
 
-fn room(s: &str) -> RoomName {
+pub(super) fn room(s: &str) -> RoomName {
     RoomName::parse(s).expect("valid")
 }
 
-fn msg(r: &str, seq: u64, sender: &str, text: &str) -> DecryptedMessage {
+pub(super) fn msg(r: &str, seq: u64, sender: &str, text: &str) -> DecryptedMessage {
     DecryptedMessage {
         room: room(r),
         seq,
@@ -48,7 +48,7 @@ fn ack(r: &str, seq: u64, id: u8) -> SendAck {
     }
 }
 
-fn texts(t: &Timeline) -> Vec<String> {
+pub(super) fn texts(t: &Timeline) -> Vec<String> {
     t.entries()
         .iter()
         .map(|e| match &e.kind {
@@ -59,7 +59,7 @@ fn texts(t: &Timeline) -> Vec<String> {
         .collect()
 }
 
-fn member(n: &str, byte: u8) -> MemberView {
+pub(super) fn member(n: &str, byte: u8) -> MemberView {
     MemberView {
         username: name(n),
         fingerprint: Fingerprint([byte; 32]),
@@ -68,7 +68,7 @@ fn member(n: &str, byte: u8) -> MemberView {
     }
 }
 
-fn logged_in() -> AppState {
+pub(super) fn logged_in() -> AppState {
     let mut state = AppState::new(
         "ws://x/ws",
         Start::NewAccount {
@@ -87,11 +87,15 @@ fn logged_in() -> AppState {
     state
 }
 
-fn open(state: &mut AppState, r: &str, focus: bool, messages: Vec<DecryptedMessage>) {
+pub(super) fn open(state: &mut AppState, r: &str, focus: bool, messages: Vec<DecryptedMessage>) {
     state.apply(UiEvent::RoomOpened {
         view: RoomView {
             room: room(r),
             owner: name("bob"),
+            kind: shared::protocol::RoomKind::Group,
+            admins: Vec::new(),
+            topic: None,
+            read_up_to: 0,
             has_password: false,
             hidden: false,
             members: vec![member("alice", 1), member("bob", 2)],
@@ -133,6 +137,10 @@ fn a_reopened_room_fills_the_gap_left_while_offline() {
         view: RoomView {
             room: room("r"),
             owner: name("bob"),
+            kind: shared::protocol::RoomKind::Group,
+            admins: Vec::new(),
+            topic: None,
+            read_up_to: 0,
             has_password: false,
             hidden: false,
             members: vec![member("alice", 1), member("bob", 2)],
@@ -1091,6 +1099,7 @@ fn up_and_down_move_the_lobby_cursor_and_recall_lines_in_a_room() {
                 has_password: false,
                 members: 1,
                 members_online: 1,
+                topic: None,
             })
             .collect(),
         users_online: 1,
@@ -1185,6 +1194,10 @@ fn messages_caught_up_after_a_reconnect_count_as_unread_where_the_user_is_not() 
         view: RoomView {
             room: room("r"),
             owner: name("bob"),
+            kind: shared::protocol::RoomKind::Group,
+            admins: Vec::new(),
+            topic: None,
+            read_up_to: 0,
             has_password: false,
             hidden: false,
             members: vec![member("alice", 1), member("bob", 2)],

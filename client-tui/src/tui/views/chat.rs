@@ -25,6 +25,7 @@ use cursive::views::{
     TextView,
 };
 use cursive::Cursive;
+use shared::protocol::Role;
 use shared::Username;
 
 use super::super::command::Action;
@@ -160,6 +161,15 @@ pub fn show_main(siv: &mut Cursive) {
     .full_height();
 
     let input = EditView::new()
+        .on_edit(|s, text, _| {
+            // A line carrying a room password is not shown while it is typed.
+            let secret = text
+                .trim_start()
+                .to_ascii_lowercase()
+                .starts_with("/password ");
+            s.call_on_name(super::INPUT, |v: &mut EditView| v.set_secret(secret));
+            dispatch(s, Action::Edited(text.to_owned()));
+        })
         .on_submit(|s, text| {
             let line = text.to_owned();
             set_input(s, "");
@@ -222,6 +232,7 @@ fn edit_input(siv: &mut Cursive, edit: impl FnOnce(&str, usize) -> (String, usiz
 /// Replaces what the input line holds, with the cursor at its end.
 pub fn set_input(siv: &mut Cursive, text: &str) {
     siv.call_on_name(super::INPUT, |v: &mut EditView| {
+        v.set_secret(false);
         v.set_content(text);
         v.set_cursor(text.len());
     });
@@ -270,7 +281,7 @@ pub fn render(siv: &mut Cursive, state: &AppState) {
     let room = state.current_room();
     siv.call_on_name(super::PROMPT, |v: &mut TextView| {
         v.set_content(match room {
-            Some(r) => format!("[#{}] > ", r.name),
+            Some(r) => format!("[{}] > ", r.label()),
             None => "[lobby] > ".to_owned(),
         })
     });
@@ -328,11 +339,18 @@ fn status(state: &AppState) -> StyledString {
     }
 }
 
-/// The room list: the lobby, then each joined room with its unread count.
+/// The heading above the direct conversations in the room list.
+pub const DIRECT_HEADING: &str = "Direct";
+
+/// The room list: the lobby, then each joined group room, then each direct conversation
+/// (labelled by the other user), with its unread count.
 pub fn room_list_items(state: &AppState) -> Vec<(String, ListTarget)> {
     let mut items = vec![("Lobby".to_owned(), ListTarget::Lobby)];
-    for room in &state.rooms {
-        let mut label = format!("#{}", room.name);
+    for room in state.listed_rooms() {
+        let mut label = room.label();
+        if room.ended.is_some() {
+            label.push_str(" ✗");
+        }
         match (room.unread, room.mentions) {
             (0, _) => {}
             (n, 0) => label.push_str(&format!(" ({n})")),
@@ -351,7 +369,14 @@ fn room_list(state: &AppState) -> StyledString {
         Focus::Room(key) => ListTarget::Room(key.clone()),
     };
     let mut out = StyledString::new();
+    let mut heading_shown = false;
     for (label, target) in room_list_items(state) {
+        let direct = matches!(&target, ListTarget::Room(key)
+            if state.rooms.iter().any(|r| r.name.canonical() == *key && r.peer.is_some()));
+        if direct && !heading_shown {
+            out.append_styled(format!("─ {DIRECT_HEADING} ─\n"), level_style(Level::Info));
+            heading_shown = true;
+        }
         let unread = matches!(&target, ListTarget::Room(key)
             if state.rooms.iter().any(|r| r.name.canonical() == *key && r.unread > 0));
         let mentioned = matches!(&target, ListTarget::Room(key)
@@ -371,18 +396,38 @@ fn room_list(state: &AppState) -> StyledString {
     out
 }
 
-fn room_title(room: &RoomBuffer) -> String {
+/// The room's header: its name, its settings and its topic.
+pub fn room_title(room: &RoomBuffer) -> String {
     let mut flags = Vec::new();
+    if room.peer.is_some() {
+        flags.push("direct");
+    }
     if room.hidden {
         flags.push("hidden");
     }
     if room.has_password {
         flags.push("password");
     }
-    if flags.is_empty() {
-        format!("#{}", room.name)
-    } else {
-        format!("#{} ({})", room.name, flags.join(", "))
+    if room.ended.is_some() {
+        flags.push("you are not a member");
+    }
+    let mut title = room.label();
+    if !flags.is_empty() {
+        title.push_str(&format!(" ({})", flags.join(", ")));
+    }
+    if let Some(topic) = &room.topic {
+        title.push_str(&format!(" — {topic}"));
+    }
+    title
+}
+
+/// "bob is typing…", "bob and carol are typing…", or nothing.
+pub fn typing_line(room: &RoomBuffer) -> Option<String> {
+    let names: Vec<Username> = room.typing.iter().map(|(u, _)| u.clone()).collect();
+    match names.len() {
+        0 => None,
+        1 => Some(format!("{} is typing…", names[0])),
+        _ => Some(format!("{} are typing…", super::super::event::list(&names))),
     }
 }
 
@@ -448,6 +493,12 @@ pub fn timeline(room: &RoomBuffer, me: Option<&Username>) -> StyledString {
             day = date;
         }
         append_entry(&mut out, entry, width, me);
+    }
+    if let Some(typing) = typing_line(room) {
+        out.append_styled(
+            format!("{:>width$} {typing}\n", ""),
+            level_style(Level::Info),
+        );
     }
     out
 }
@@ -582,18 +633,20 @@ pub fn members(room: &RoomBuffer, state: &AppState) -> StyledString {
         out.append_styled(format!("{mark:<2}"), style);
         out.append_plain(" ");
         out.append_styled(m.username.as_str(), name_style(m.username.as_str(), own));
+        out.append_plain(match (room.peer.is_some(), room.role_of(&m.username)) {
+            (true, _) | (false, Role::Member) => "",
+            (false, Role::Owner) => " ★",
+            (false, Role::Admin) => " @",
+        });
         if own {
             out.append_plain(" (you)");
-        }
-        if room.owner.as_ref().is_some_and(|o| o.same_as(&m.username)) {
-            out.append_plain(" *");
         }
         out.append_plain("\n  ");
         out.append_styled(short_fingerprint(&m.fingerprint), level_style(Level::Info));
         out.append_plain("\n");
     }
     out.append_styled(
-        "\n✓✓ verified\n✓ trusted on first use\n* owner · F3 verify keys",
+        "\n✓✓ verified\n✓ trusted on first use\n★ owner · @ admin\nF3 verify keys",
         level_style(Level::Info),
     );
     out

@@ -18,7 +18,7 @@ use super::super::command::{Action, Secret};
 use super::super::shell::act as dispatch;
 use super::super::state::{DialogKind, KeyAlert, Level};
 use super::chat::closable;
-use super::{help, level_style, trust_mark};
+use super::{help, level_style, running, trust_mark};
 use crate::directory::{KeyStatus, MemberView};
 
 const JOIN_NAME: &str = "join_name";
@@ -41,7 +41,7 @@ pub fn key_alert_name(user: &Username) -> String {
 
 /// `dialog` with button `index` focused: the harmless choice of a dialog that decides
 /// something.
-fn focused(mut dialog: Dialog, index: usize) -> Dialog {
+pub(super) fn focused(mut dialog: Dialog, index: usize) -> Dialog {
     dialog.set_focus(DialogFocus::Button(index));
     dialog
 }
@@ -78,6 +78,9 @@ pub fn open(siv: &mut Cursive, kind: DialogKind) {
             members,
             pending,
         } => open_keys(siv, room, members, pending),
+        DialogKind::ConfirmDeleteRoom(room) => running::open_confirm_delete_room(siv, room),
+        DialogKind::DeleteAccount { username } => running::open_delete_account(siv, &username),
+        DialogKind::AccountDeleted => running::open_account_deleted(siv),
         DialogKind::Join => open_join(siv),
         DialogKind::Create => open_create(siv),
         DialogKind::ConfirmLeave(room) => {

@@ -55,6 +55,50 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("/fp, /keys", "your fingerprint / the members' keys"),
     ("/verify USER", "mark USER's key verified (after comparing)"),
     ("/rotate-key", "replace your key with a new one"),
+    (
+        "/msg USER [TEXT]",
+        "open (or switch to) the direct conversation with USER",
+    ),
+    ("/ignore", "leave the direct conversation shown"),
+    (
+        "/block USER, /unblock USER",
+        "refuse / allow USER's direct conversations",
+    ),
+    (
+        "/kick USER, /ban USER",
+        "remove USER / and refuse their joins (owner, admins)",
+    ),
+    ("/unban USER", "lift USER's ban (owner, admins)"),
+    (
+        "/topic [TEXT]",
+        "set the topic; without TEXT clear it (owner, admins)",
+    ),
+    (
+        "/op USER, /deop USER",
+        "make USER an admin / a plain member (owner)",
+    ),
+    (
+        "/password [PASSWORD]",
+        "set or change the password; without one remove it (owner)",
+    ),
+    ("/hide, /unhide", "make the room hidden / public (owner)"),
+    ("/transfer USER", "hand the room to member USER (owner)"),
+    (
+        "/delete-room",
+        "delete the room and its history for everyone (owner)",
+    ),
+    (
+        "/typing on|off",
+        "let others see when you are typing (on by default)",
+    ),
+    (
+        "/read-markers on|off",
+        "tell your other sessions how far you have read (on by default)",
+    ),
+    (
+        "/delete-account",
+        "delete your account for good (asks for your username)",
+    ),
     ("/help, /quit", "this help / quit"),
     ("//text", "send a message starting with /"),
 ];
@@ -119,7 +163,9 @@ pub fn help_text() -> String {
          signed time and the server's differ by minutes · ⚠ refused, or also sent to someone \
          not shown as a member\n\
          Marks in the member list: ✓✓ key verified by you · ✓ trusted on first use · ! key \
-         changed, not accepted · ✗ unusable key\n\
+         changed, not accepted · ✗ unusable key · ★ owner · @ admin\n\
+         Direct conversations are listed under \"Direct\" by the other user's name; a room \
+         marked ✗ is one you are no longer in (F8 takes it off the list).\n\
          Times are the sender's signed send times. Every message is end-to-end encrypted; the \
          server stores only ciphertext.",
     );

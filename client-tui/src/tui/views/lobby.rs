@@ -84,6 +84,9 @@ pub fn items(state: &AppState) -> Vec<(String, LobbyItem)> {
             if joined {
                 label.push_str("  (joined)");
             }
+            if let Some(topic) = &r.topic {
+                label.push_str(&format!("  — {topic}"));
+            }
             let item = LobbyItem {
                 room: r.name.clone(),
                 has_password: r.has_password,

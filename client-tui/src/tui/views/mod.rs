@@ -19,6 +19,7 @@ pub mod dialogs;
 pub mod help;
 pub mod lobby;
 pub mod onboarding;
+pub mod running;
 
 use std::time::Duration;
 

@@ -37,6 +37,21 @@
 //! | `key_history`  | (user, rotation number)          | an encoded [`RotationCertificate`] |
 //! | `owned_rooms`  | (owner, room)                    | `()`: counts a user's rooms for the rooms-per-user quota |
 //! | `room_seq_floor` | room key                       | `u64`: the last seq retention deleted (`retention.rs`) |
+//! | `room_bans`    | (room key, user)                 | `()`: the room's ban list          |
+//! | `read_markers` | (room key, user)                 | `u64`: the highest seq the member marked read |
+//! | `blocks`       | (user, blocked user)             | `()`: the user's block list        |
+//! | `tombstones`   | user                             | `()`: a deleted account, whose name stays reserved |
+//!
+//! `owned_rooms` entries written since protocol 4 are (owner, `#` and the owner's count
+//! before it, zero-padded), not (owner, room key): a room that is deleted or moves keeps
+//! counting against its creator, and a later room under the same key by the same creator
+//! is counted again. (`#` is in no room key, so these never meet older entries.)
+//!
+//! Moving a room to another key ([`Store::move_room`]) moves its entries in every table
+//! keyed by room key, and rewrites its members' `memberships` values, in one write
+//! transaction; deleting a room deletes them all in one.
+//! Schema 5 added roles, topics and kinds to room records; schema 4 records are rewritten
+//! on open.
 //!
 //! Room keys are [`RoomKey`]s: a public room's canonical name, or a key in a hidden
 //! namespace (see [`super`]). `memberships` is keyed by the room's canonical *name*, not
@@ -83,10 +98,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::disk::{DbHandle, Disk};
 
+mod account;
 mod retention;
+mod rooms;
 use super::{
     HistorySlice, Membership, NewMessage, PendingAppend, Retention, RoomKey, RoomListing, RoomPage,
-    RoomQuery, RoomRecord, RoomSecret, Store, StoreError, UserRecord, HIDDEN_KEY_MARK,
+    RoomQuery, RoomRecord, RoomSecret, RoomUpdate, Store, StoreError, UserRecord, HIDDEN_KEY_MARK,
 };
 
 /// The adapter's name in errors, logs and `/health`.
@@ -103,8 +120,11 @@ const HISTORY_SCAN_BYTES: usize = 64 * 1024 * 1024;
 const DB_FILE: &str = "chat.redb";
 
 /// The layout this code reads and writes; bumped on incompatible changes.
-const SCHEMA_VERSION: u64 = 4;
-/// The previous layout, which [`EmbeddedStore::open`] migrates.
+const SCHEMA_VERSION: u64 = 5;
+/// The layout before room records had kinds, roles and topics, which
+/// [`EmbeddedStore::open`] migrates.
+const SCHEMA_BEFORE_ROLES: u64 = 4;
+/// The layout before hidden namespaces, which [`EmbeddedStore::open`] migrates.
 const SCHEMA_BEFORE_NAMESPACES: u64 = 3;
 const SCHEMA_KEY: &str = "schema_version";
 const SERVER_ID_KEY: &str = "server_id";
@@ -124,6 +144,10 @@ const MESSAGES: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("mess
 const FIRST_SEQ: TableDefinition<(&str, &str), u64> = TableDefinition::new("member_first_seq");
 const KEY_HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("key_history");
 const OWNED_ROOMS: TableDefinition<(&str, &str), ()> = TableDefinition::new("owned_rooms");
+const BANS: TableDefinition<(&str, &str), ()> = TableDefinition::new("room_bans");
+const READ_MARKERS: TableDefinition<(&str, &str), u64> = TableDefinition::new("read_markers");
+const BLOCKS: TableDefinition<(&str, &str), ()> = TableDefinition::new("blocks");
+const TOMBSTONES: TableDefinition<&str, ()> = TableDefinition::new("tombstones");
 /// Set once `owned_rooms` holds every room: a data directory made before the table
 /// existed has it filled from `rooms` on its first open by this version.
 const OWNED_ROOMS_FILLED_KEY: &str = "owned_rooms_filled";
@@ -186,16 +210,26 @@ impl MessageView<'_> {
     fn copy_for(&self, user_key: &str) -> Result<Option<Envelope>, StoreError> {
         self.copies
             .iter()
-            .find(|c| c.recipient.eq_ignore_ascii_case(user_key))
-            .map(|c| {
-                Ok(Envelope {
-                    recipient: Username::parse(c.recipient).map_err(backend)?,
-                    wrapped_key: c.wrapped_key.to_vec(),
-                    nonce: c.nonce,
-                    ciphertext: c.ciphertext.to_vec(),
-                })
-            })
+            .find(|c| c.is_for(user_key))
+            .map(EnvelopeView::to_envelope)
             .transpose()
+    }
+}
+
+impl EnvelopeView<'_> {
+    /// Whether this copy is for the user with canonical name `user_key`.
+    fn is_for(&self, user_key: &str) -> bool {
+        self.recipient.eq_ignore_ascii_case(user_key)
+    }
+
+    /// The copy as an owned [`Envelope`].
+    fn to_envelope(&self) -> Result<Envelope, StoreError> {
+        Ok(Envelope {
+            recipient: Username::parse(self.recipient).map_err(backend)?,
+            wrapped_key: self.wrapped_key.to_vec(),
+            nonce: self.nonce,
+            ciphertext: self.ciphertext.to_vec(),
+        })
     }
 }
 
@@ -258,6 +292,11 @@ impl EmbeddedStore {
                 Some(SCHEMA_VERSION) => {}
                 Some(SCHEMA_BEFORE_NAMESPACES) => {
                     migrate_memberships(txn)?;
+                    migrate_room_records(txn)?;
+                    meta.insert(SCHEMA_KEY, SCHEMA_VERSION).map_err(backend)?;
+                }
+                Some(SCHEMA_BEFORE_ROLES) => {
+                    migrate_room_records(txn)?;
                     meta.insert(SCHEMA_KEY, SCHEMA_VERSION).map_err(backend)?;
                 }
                 Some(other) => {
@@ -290,6 +329,10 @@ impl EmbeddedStore {
             txn.open_table(MESSAGES).map_err(backend)?;
             txn.open_table(FIRST_SEQ).map_err(backend)?;
             txn.open_table(KEY_HISTORY).map_err(backend)?;
+            txn.open_table(BANS).map_err(backend)?;
+            txn.open_table(READ_MARKERS).map_err(backend)?;
+            txn.open_table(BLOCKS).map_err(backend)?;
+            txn.open_table(TOMBSTONES).map_err(backend)?;
             if meta.get(OWNED_ROOMS_FILLED_KEY).map_err(backend)?.is_none() {
                 fill_owned_rooms(txn)?;
                 meta.insert(OWNED_ROOMS_FILLED_KEY, 1).map_err(backend)?;
@@ -426,6 +469,45 @@ fn migrate_memberships(txn: &WriteTransaction) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// A room record as schemas 3 and 4 stored it, before kinds, roles and topics.
+#[derive(Serialize, Deserialize)]
+struct RoomRecordV4 {
+    name: RoomName,
+    owner: Username,
+    password_hash: Option<String>,
+    hidden: bool,
+    created_at_ms: u64,
+}
+
+/// Rewrites every room record from the schema 4 layout: a group room with no admins and
+/// no topic.
+fn migrate_room_records(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let mut rooms = txn.open_table(ROOMS).map_err(backend)?;
+    let mut rewritten = Vec::new();
+    for entry in rooms.iter().map_err(backend)? {
+        let (key, value) = entry.map_err(backend)?;
+        let old: RoomRecordV4 = decode(value.value())?;
+        let record = RoomRecord::group(
+            old.name,
+            old.owner,
+            old.password_hash,
+            old.hidden,
+            old.created_at_ms,
+        );
+        rewritten.push((key.value().to_owned(), encode(&record)?));
+    }
+    for (key, bytes) in &rewritten {
+        rooms
+            .insert(key.as_str(), bytes.as_slice())
+            .map_err(backend)?;
+    }
+    tracing::info!(
+        rooms = rewritten.len(),
+        "embedded store room records migrated to schema {SCHEMA_VERSION}"
+    );
+    Ok(())
+}
+
 /// Maps an error into the store's: a redb failure to use the disk (I/O, or an earlier I/O
 /// failure redb has latched) is [`StoreError::Unavailable`], anything else
 /// [`StoreError::Backend`]. The redb error stays the source, with its I/O cause reachable
@@ -515,6 +597,24 @@ fn successor(key: &str) -> String {
     format!("{key}\0")
 }
 
+/// The second elements of the `(first, _)` range of a two-string-key set table, as
+/// usernames (they are canonical names).
+fn canonical_names<Tbl>(table: &Tbl, first: &str) -> Result<Vec<Username>, StoreError>
+where
+    Tbl: ReadableTable<(&'static str, &'static str), ()>,
+{
+    let end = successor(first);
+    let mut out = Vec::new();
+    for entry in table
+        .range((first, "")..(end.as_str(), ""))
+        .map_err(backend)?
+    {
+        let (key, _) = entry.map_err(backend)?;
+        out.push(Username::parse(key.value().1).map_err(backend)?);
+    }
+    Ok(out)
+}
+
 /// Every `(second, value)` in the `(first, _)` range of a two-string-key table, in key
 /// order, with the values decoded.
 fn scan_pairs<T, Tbl>(table: &Tbl, first: &str) -> Result<Vec<(String, T)>, StoreError>
@@ -580,6 +680,11 @@ impl Store for EmbeddedStore {
         self.write(move |txn| {
             let mut users = txn.open_table(USERS).map_err(backend)?;
             if users.get(key.as_str()).map_err(backend)?.is_some() {
+                return Err(StoreError::AlreadyExists);
+            }
+            // A deleted account's name stays reserved.
+            let tombstones = txn.open_table(TOMBSTONES).map_err(backend)?;
+            if tombstones.get(key.as_str()).map_err(backend)?.is_some() {
                 return Err(StoreError::AlreadyExists);
             }
             users
@@ -685,7 +790,8 @@ impl Store for EmbeddedStore {
         let room_bytes = encode(&room)?;
         // redb has one writer at a time: the count and the insert below are one atomic step.
         self.write(move |txn| {
-            if owned_rooms(txn, &owner_key, quota)? >= quota {
+            let owned = owned_rooms(txn, &owner_key, quota)?;
+            if owned >= quota {
                 return Err(StoreError::QuotaExceeded);
             }
             if let Some(held) = membership_of(txn, &owner_key, &room.name)? {
@@ -702,9 +808,13 @@ impl Store for EmbeddedStore {
             rooms
                 .insert(room_key.as_str(), room_bytes.as_slice())
                 .map_err(backend)?;
+            // Numbered, not keyed by the room: the entry stays when the room is deleted
+            // or moves, and a later room under this key counts again. (`owned` is exact
+            // here: it is below the quota it was counted up to.)
+            let entry = format!("#{owned:020}");
             txn.open_table(OWNED_ROOMS)
                 .map_err(backend)?
-                .insert((owner_key.as_str(), room_key.as_str()), ())
+                .insert((owner_key.as_str(), entry.as_str()), ())
                 .map_err(backend)?;
             let owner = display_username(txn, &owner_key, room.owner)?;
             insert_membership(txn, &room_key, &room.name, &owner_key, &owner)
@@ -822,6 +932,15 @@ impl Store for EmbeddedStore {
                     return Err(StoreError::RoomFull);
                 }
             }
+            let banned = txn
+                .open_table(BANS)
+                .map_err(backend)?
+                .get((room_key.as_str(), user_key.as_str()))
+                .map_err(backend)?
+                .is_some();
+            if banned {
+                return Err(StoreError::Banned);
+            }
             if membership_of(txn, &user_key, &record.name)?.is_some() {
                 return Err(StoreError::NameInUse);
             }
@@ -836,33 +955,201 @@ impl Store for EmbeddedStore {
         let room_key = room.as_str().to_owned();
         let user_key = user.canonical();
         self.write(move |txn| {
-            let mut members = txn.open_table(ROOM_MEMBERS).map_err(backend)?;
-            let was_member = members
+            let Some(mut record) = rooms::read_room(txn, &room_key)? else {
+                return Ok(false);
+            };
+            let was_member = rooms::drop_membership(txn, &room_key, &mut record, &user_key)?;
+            if was_member {
+                rooms::write_room(txn, &room_key, &record)?;
+            }
+            Ok(was_member)
+        })
+        .await
+    }
+
+    async fn hand_over(
+        &self,
+        room: &RoomKey,
+        leaver: &Username,
+    ) -> Result<Option<Username>, StoreError> {
+        let (room_key, leaver) = (room.as_str().to_owned(), leaver.clone());
+        self.write(move |txn| rooms::hand_over(txn, &room_key, &leaver))
+            .await
+    }
+
+    async fn update_room(
+        &self,
+        room: &RoomKey,
+        update: RoomUpdate,
+    ) -> Result<RoomRecord, StoreError> {
+        let room_key = room.as_str().to_owned();
+        self.write(move |txn| rooms::update_room(txn, &room_key, update))
+            .await
+    }
+
+    async fn move_room(
+        &self,
+        from: &RoomKey,
+        to: &RoomKey,
+        hidden: bool,
+        password_hash: Option<String>,
+    ) -> Result<(), StoreError> {
+        let (from, to) = (from.as_str().to_owned(), to.as_str().to_owned());
+        self.write(move |txn| rooms::move_room(txn, &from, &to, hidden, password_hash))
+            .await
+    }
+
+    async fn delete_room(&self, room: &RoomKey) -> Result<Vec<Username>, StoreError> {
+        let room_key = room.as_str().to_owned();
+        self.write(move |txn| rooms::delete_room(txn, &room_key))
+            .await
+    }
+
+    async fn ban(
+        &self,
+        room: &RoomKey,
+        user: &Username,
+        max_bans: usize,
+    ) -> Result<bool, StoreError> {
+        let (room_key, user_key) = (room.as_str().to_owned(), user.canonical());
+        self.write(move |txn| rooms::ban(txn, &room_key, &user_key, max_bans))
+            .await
+    }
+
+    async fn unban(&self, room: &RoomKey, user: &Username) -> Result<bool, StoreError> {
+        let (room_key, user_key) = (room.as_str().to_owned(), user.canonical());
+        self.write(move |txn| {
+            rooms::read_room(txn, &room_key)?.ok_or(StoreError::NotFound)?;
+            let mut bans = txn.open_table(BANS).map_err(backend)?;
+            let removed = bans
                 .remove((room_key.as_str(), user_key.as_str()))
-                .map_err(backend)?
-                .is_some();
-            if !was_member {
+                .map_err(backend)?;
+            Ok(removed.is_some())
+        })
+        .await
+    }
+
+    async fn bans(&self, room: &RoomKey) -> Result<Vec<Username>, StoreError> {
+        let room_key = room.as_str();
+        self.read_now(|txn| {
+            let rooms = txn.open_table(ROOMS).map_err(backend)?;
+            if rooms.get(room_key).map_err(backend)?.is_none() {
+                return Err(StoreError::NotFound);
+            }
+            canonical_names(&txn.open_table(BANS).map_err(backend)?, room_key)
+        })
+    }
+
+    async fn open_direct(
+        &self,
+        key: &RoomKey,
+        room: RoomRecord,
+    ) -> Result<Vec<Username>, StoreError> {
+        let room_key = key.as_str().to_owned();
+        self.write(move |txn| rooms::open_direct(txn, &room_key, room))
+            .await
+    }
+
+    async fn set_blocked(
+        &self,
+        user: &Username,
+        target: &Username,
+        blocked: bool,
+        max: usize,
+    ) -> Result<bool, StoreError> {
+        let (user_key, target_key) = (user.canonical(), target.canonical());
+        self.write(move |txn| {
+            let mut blocks = txn.open_table(BLOCKS).map_err(backend)?;
+            let entry = (user_key.as_str(), target_key.as_str());
+            let present = blocks.get(entry).map_err(backend)?.is_some();
+            if present == blocked {
                 return Ok(false);
             }
-            let name = {
-                let rooms = txn.open_table(ROOMS).map_err(backend)?;
-                let found = rooms.get(room_key.as_str()).map_err(backend)?;
-                match found {
-                    Some(v) => decode::<RoomRecord>(v.value())?.name.canonical(),
-                    None => {
-                        return Err(backend(format!(
-                            "room {room_key} has members but no record"
-                        )))
-                    }
+            if blocked {
+                let end = successor(&user_key);
+                let held = blocks
+                    .range((user_key.as_str(), "")..(end.as_str(), ""))
+                    .map_err(backend)?
+                    .take(max)
+                    .count();
+                if held >= max {
+                    return Err(StoreError::QuotaExceeded);
                 }
-            };
-            let mut memberships = txn.open_table(MEMBERSHIPS).map_err(backend)?;
-            memberships
-                .remove((user_key.as_str(), name.as_str()))
-                .map_err(backend)?;
+                blocks.insert(entry, ()).map_err(backend)?;
+            } else {
+                blocks.remove(entry).map_err(backend)?;
+            }
             Ok(true)
         })
         .await
+    }
+
+    async fn blocked_users(&self, user: &Username) -> Result<Vec<Username>, StoreError> {
+        let user_key = user.canonical();
+        self.read_now(|txn| canonical_names(&txn.open_table(BLOCKS).map_err(backend)?, &user_key))
+    }
+
+    async fn has_blocked(&self, user: &Username, target: &Username) -> Result<bool, StoreError> {
+        let (user_key, target_key) = (user.canonical(), target.canonical());
+        self.read_now(|txn| {
+            let blocks = txn.open_table(BLOCKS).map_err(backend)?;
+            let found = blocks
+                .get((user_key.as_str(), target_key.as_str()))
+                .map_err(backend)?;
+            Ok(found.is_some())
+        })
+    }
+
+    async fn mark_read(
+        &self,
+        room: &RoomKey,
+        user: &Username,
+        seq: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let (room_key, user_key) = (room.as_str().to_owned(), user.canonical());
+        self.write(move |txn| {
+            rooms::read_room(txn, &room_key)?.ok_or(StoreError::NotFound)?;
+            let entry = (room_key.as_str(), user_key.as_str());
+            if txn
+                .open_table(ROOM_MEMBERS)
+                .map_err(backend)?
+                .get(entry)
+                .map_err(backend)?
+                .is_none()
+            {
+                return Ok(None);
+            }
+            let newest = last_seq(txn, &txn.open_table(MESSAGES).map_err(backend)?, &room_key)?;
+            let target = seq.min(newest);
+            let mut markers = txn.open_table(READ_MARKERS).map_err(backend)?;
+            let current = markers
+                .get(entry)
+                .map_err(backend)?
+                .map_or(0, |v| v.value());
+            if target <= current {
+                return Ok(None);
+            }
+            markers.insert(entry, target).map_err(backend)?;
+            Ok(Some(target))
+        })
+        .await
+    }
+
+    async fn read_marker(&self, room: &RoomKey, user: &Username) -> Result<u64, StoreError> {
+        let (room_key, user_key) = (room.as_str(), user.canonical());
+        self.read_now(|txn| {
+            let markers = txn.open_table(READ_MARKERS).map_err(backend)?;
+            let found = markers
+                .get((room_key, user_key.as_str()))
+                .map_err(backend)?;
+            Ok(found.map_or(0, |v| v.value()))
+        })
+    }
+
+    async fn delete_account(&self, user: &Username) -> Result<(), StoreError> {
+        let user_key = user.canonical();
+        self.write(move |txn| account::delete_account(txn, &user_key))
+            .await
     }
 
     async fn members(&self, room: &RoomKey) -> Result<Vec<UserRecord>, StoreError> {
@@ -1589,13 +1876,7 @@ mod tests {
         store
             .create_room(
                 &key("busy"),
-                RoomRecord {
-                    name: room("busy"),
-                    owner: name("alice"),
-                    password_hash: None,
-                    hidden: false,
-                    created_at_ms: 0,
-                },
+                RoomRecord::group(room("busy"), name("alice"), None, false, 0),
                 usize::MAX,
             )
             .await
@@ -1658,13 +1939,7 @@ mod tests {
         store
             .create_room(
                 &key("r"),
-                RoomRecord {
-                    name: room("r"),
-                    owner: name("alice"),
-                    password_hash: None,
-                    hidden: false,
-                    created_at_ms: 0,
-                },
+                RoomRecord::group(room("r"), name("alice"), None, false, 0),
                 usize::MAX,
             )
             .await
@@ -1812,13 +2087,7 @@ mod tests {
         store
             .create_room(
                 &r,
-                RoomRecord {
-                    name: room("floor"),
-                    owner: name("alice"),
-                    password_hash: None,
-                    hidden: false,
-                    created_at_ms: 0,
-                },
+                RoomRecord::group(room("floor"), name("alice"), None, false, 0),
                 usize::MAX,
             )
             .await
@@ -1906,13 +2175,13 @@ mod tests {
             store
                 .create_room(
                     &key("Lobby"),
-                    RoomRecord {
-                        name: room("Lobby"),
-                        owner: name("Alice"),
-                        password_hash: Some("$argon2id$stub".into()),
-                        hidden: true,
-                        created_at_ms: 2,
-                    },
+                    RoomRecord::group(
+                        room("Lobby"),
+                        name("Alice"),
+                        Some("$argon2id$stub".into()),
+                        true,
+                        2,
+                    ),
                     usize::MAX,
                 )
                 .await
@@ -1982,13 +2251,7 @@ mod tests {
         h.embedded()
             .create_room(
                 &key("r"),
-                RoomRecord {
-                    name: room("r"),
-                    owner: name("alice"),
-                    password_hash: None,
-                    hidden: false,
-                    created_at_ms: 0,
-                },
+                RoomRecord::group(room("r"), name("alice"), None, false, 0),
                 usize::MAX,
             )
             .await
@@ -2029,7 +2292,7 @@ mod tests {
                 let mut members = txn.open_table(ROOM_MEMBERS).map_err(backend)?;
                 let mut user_rooms = txn.open_table(USER_ROOMS_V3).map_err(backend)?;
                 for (display, hidden) in [("Den", false), ("Vault", true)] {
-                    let record = RoomRecord {
+                    let record = RoomRecordV4 {
                         name: room(display),
                         owner: name("alice"),
                         password_hash: None,

@@ -74,3 +74,22 @@ pub(super) fn prune_room(
     }
     Ok(u64::try_from(doomed.len()).unwrap_or(u64::MAX))
 }
+
+/// Moves the room's floor, if it has one, from key `from` to key `to`.
+pub(super) fn move_floor(txn: &WriteTransaction, from: &str, to: &str) -> Result<(), StoreError> {
+    let mut floor = txn.open_table(SEQ_FLOOR).map_err(backend)?;
+    let value = floor.remove(from).map_err(backend)?.map(|v| v.value());
+    if let Some(value) = value {
+        floor.insert(to, value).map_err(backend)?;
+    }
+    Ok(())
+}
+
+/// Deletes the room's floor (the room is deleted).
+pub(super) fn drop_floor(txn: &WriteTransaction, room_key: &str) -> Result<(), StoreError> {
+    txn.open_table(SEQ_FLOOR)
+        .map_err(backend)?
+        .remove(room_key)
+        .map_err(backend)?;
+    Ok(())
+}

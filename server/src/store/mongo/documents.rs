@@ -9,7 +9,9 @@ use shared::{MessageId, RoomName, Username};
 
 use super::errors::{backend, MalformedDocument, OutOfRange};
 use super::{MESSAGES, ROOMS, USERS};
-use crate::store::{Membership, NewMessage, RoomKey, RoomRecord, StoreError, UserRecord};
+use crate::store::{
+    Membership, NewMessage, RoomKey, RoomKindRecord, RoomRecord, StoreError, UserRecord,
+};
 
 pub(super) fn now_ms() -> u64 {
     SystemTime::now()
@@ -50,38 +52,76 @@ pub(super) fn user_from_doc(d: &Document) -> Result<UserRecord, StoreError> {
     })
 }
 
-/// The room under `key`, without its members (the caller adds them).
+/// A fresh permanent id for a new room document: `#` and 32 random hex digits. `#` is in
+/// no room key (names and hidden keys never hold it), so it never meets the `_id` of a
+/// room stored before rooms had internal ids (theirs is their original key).
+pub(super) fn new_room_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    format!("#{}", hex::encode(bytes))
+}
+
+/// The room under `key`, without its members (the caller adds them), with a new internal
+/// id.
 pub(super) fn room_to_doc(key: &RoomKey, room: &RoomRecord) -> Result<Document, StoreError> {
     let mut d = doc! {
-        "_id": key.as_str(),
+        "_id": new_room_id(),
+        "key": key.as_str(),
         "canonical": room.name.canonical(),
         "name": room.name.as_str(),
         "owner": room.owner.as_str(),
         "hidden": room.hidden,
         "created_at": datetime(room.created_at_ms, "room creation time")?,
+        "admins": room.admins.iter().map(Username::canonical).collect::<Vec<_>>(),
     };
     if let Some(hash) = &room.password_hash {
         d.insert("password_hash", hash.as_str());
+    }
+    if let Some(topic) = &room.topic {
+        d.insert("topic", topic.as_str());
+    }
+    if let RoomKindRecord::Direct { participants } = &room.kind {
+        d.insert(
+            "direct",
+            participants
+                .iter()
+                .map(Username::canonical)
+                .collect::<Vec<_>>(),
+        );
     }
     Ok(d)
 }
 
 pub(super) fn room_from_doc(d: &Document) -> Result<RoomRecord, StoreError> {
     let f = Fields::new(ROOMS, d);
+    let mut admins = match d.get("admins") {
+        None => Vec::new(),
+        Some(_) => f.usernames("admins")?,
+    };
+    admins.sort();
+    let kind = match d.get("direct") {
+        None => RoomKindRecord::Group,
+        Some(_) => match <[Username; 2]>::try_from(f.usernames("direct")?) {
+            Ok(participants) => RoomKindRecord::Direct { participants },
+            Err(_) => return Err(f.malformed("direct", "does not name two users")),
+        },
+    };
     Ok(RoomRecord {
         name: f.room_name("name")?,
         owner: f.username("owner")?,
         password_hash: f.opt_str("password_hash")?.map(str::to_owned),
         hidden: f.bool("hidden")?,
         created_at_ms: f.millis("created_at")?,
+        kind,
+        admins,
+        topic: f.opt_str("topic")?.map(str::to_owned),
     })
 }
 
-/// A room document projected to `_id` and `name`, as one of a member's rooms.
+/// A room document projected to `key` and `name`, as one of a member's rooms.
 pub(super) fn membership_from_doc(d: &Document) -> Result<Membership, StoreError> {
     let f = Fields::new(ROOMS, d);
     Ok(Membership {
-        key: RoomKey::from_stored(f.str("_id")?.to_owned()),
+        key: RoomKey::from_stored(f.str("key")?.to_owned()),
         name: f.room_name("name")?,
     })
 }

@@ -14,6 +14,7 @@
 //! |---------|---------------|
 //! | 1       | (no schema document) everything before versioning |
 //! | 2       | every room has `canonical` and a `last_seq` counter; `room_owners` counts each owner's rooms; every message has `recipients`; no collation indexes |
+//! | 3       | every room has `key` (its lookup key, uniquely indexed) beside a permanent `_id` that messages refer to; rooms stored before keep their key as their `_id`; `public_by_name` became `public_by_key` |
 //!
 //! Instances of an older version that keep running during a rolling upgrade do not
 //! maintain the new fields: rooms they create are not counted against their owners'
@@ -32,18 +33,20 @@ use super::{Fields, MongoStore, META};
 const SCHEMA_DOC: &str = "schema";
 
 /// The layout this code reads and writes.
-pub(super) const SCHEMA_VERSION: u64 = 2;
+pub(super) const SCHEMA_VERSION: u64 = 3;
 
 /// The version of a database without a schema document.
 const UNVERSIONED: u64 = 1;
 
 /// Indexes earlier versions created that this one does not use, by collection.
+/// `rooms.public_by_name` listed rooms by `_id`, which is no longer their key;
 /// `rooms.name_ci_unique` made room names unique across namespaces; `rooms.members_user` is
 /// covered by `member_rooms`; `rooms.owner_ci` counted owners' rooms before `room_owners`;
 /// `users.username_ci_unique` repeated, with a collation, the uniqueness the lowercase
 /// `_id` already guarantees, and no query used it (a query uses a collation index only
 /// when it names the same collation).
-const RETIRED_INDEXES: [(&str, &str); 4] = [
+const RETIRED_INDEXES: [(&str, &str); 5] = [
+    ("rooms", "public_by_name"),
     ("rooms", "name_ci_unique"),
     ("rooms", "members_user"),
     ("rooms", "owner_ci"),
@@ -69,6 +72,9 @@ impl MongoStore {
             self.count_room_messages().await?;
             self.fill_recipients().await?;
         }
+        if found < 3 {
+            self.set_room_keys().await?;
+        }
         self.drop_retired_indexes().await?;
         if found < SCHEMA_VERSION {
             let version = i64::try_from(SCHEMA_VERSION).unwrap_or(i64::MAX);
@@ -87,9 +93,28 @@ impl MongoStore {
     /// Rooms stored before hidden namespaces get `canonical`: their `_id` was their
     /// canonical name.
     async fn set_room_canonical_names(&self) -> Result<(), DriverError> {
+        let rooms = self.copy_room_id_to("canonical").await?;
+        if rooms > 0 {
+            tracing::info!(rooms, "rooms migrated to name namespaces");
+        }
+        Ok(())
+    }
+
+    /// Rooms stored before internal ids get `key`: their `_id` was their key, and stays
+    /// their id (their messages refer to it).
+    async fn set_room_keys(&self) -> Result<(), DriverError> {
+        let rooms = self.copy_room_id_to("key").await?;
+        if rooms > 0 {
+            tracing::info!(rooms, "rooms given lookup keys");
+        }
+        Ok(())
+    }
+
+    /// Sets `field` to the room's `_id` in every room that lacks it; returns how many.
+    async fn copy_room_id_to(&self, field: &str) -> Result<usize, DriverError> {
         let old: Vec<Document> = self
             .rooms
-            .find(doc! { "canonical": { "$exists": false } })
+            .find(doc! { (field): { "$exists": false } })
             .projection(doc! { "_id": 1 })
             .await?
             .try_collect()
@@ -97,18 +122,15 @@ impl MongoStore {
         for d in &old {
             if let Ok(id) = d.get_str("_id") {
                 self.rooms
-                    .update_one(doc! { "_id": id }, doc! { "$set": { "canonical": id } })
+                    .update_one(doc! { "_id": id }, doc! { "$set": { (field): id } })
                     .await?;
             }
         }
-        if !old.is_empty() {
-            tracing::info!(rooms = old.len(), "rooms migrated to name namespaces");
-        }
-        Ok(())
+        Ok(old.len())
     }
 
-    /// Every owner's `room_owners` counter is raised to the rooms they own (rooms are
-    /// never deleted, so that is every room they created).
+    /// Every owner's `room_owners` counter is raised to the rooms they own (rooms were
+    /// never deleted before schema 3, so that is every room they created).
     async fn count_owned_rooms(&self) -> Result<(), DriverError> {
         let mut owned: HashMap<String, i64> = HashMap::new();
         let mut rooms = self

@@ -9,11 +9,13 @@
 //! ```text
 //! users     { _id: "alice", username: "Alice", public_key: BinData, created_at: ISODate,
 //!             key_history?: [ BinData, … ] }
-//! rooms     { _id: "general", canonical: "general", name: "General", owner: "Alice",
-//!             last_seq: NumberLong(41),
+//! rooms     { _id: "#3f9c…", key: "general", canonical: "general", name: "General",
+//!             owner: "Alice", last_seq: NumberLong(41),
 //!             password_hash?: "$argon2id$…", hidden: false, created_at: ISODate,
-//!             members: [ { user: "alice", username: "Alice", joined_at: ISODate }, … ] }
-//! messages  { _id: ObjectId, room: "general", room_name: "General", seq: NumberLong(42),
+//!             admins: [ "bob" ], bans?: [ "mallory" ], topic?: "…", direct?: [ "a", "b" ],
+//!             members: [ { user: "alice", username: "Alice", joined_at: ISODate,
+//!                          read?: NumberLong(40) }, … ] }
+//! messages  { _id: ObjectId, room: "#3f9c…", room_name: "General", seq: NumberLong(42),
 //!             message_id: BinData(16 bytes), sender: "Alice", server_time: ISODate,
 //!             copies: [ { recipient: "bob", recipient_name: "Bob", wrapped_key: BinData,
 //!                         nonce: BinData(12 bytes), ciphertext: BinData }, … ] }
@@ -23,9 +25,14 @@
 //! room_owners { _id: "alice", rooms: NumberLong(3) }
 //! ```
 //!
-//! A room's `_id` is its [`RoomKey`]: the canonical name for a public room, a key in a
+//! A room's `key` is its [`RoomKey`]: the canonical name for a public room, a key in a
 //! hidden namespace otherwise (see [`super`]), so a public and a hidden room may share a
-//! name. `canonical` is the lowercase name in every room, for the per-member lookup
+//! name. Its `_id` is permanent and internal: `#` and 32 random hex digits (a room stored
+//! before schema 3 keeps its key of that time as its `_id`); messages refer to the `_id`,
+//! so moving a room to another key (a password or visibility change) is one update of its
+//! `key` and never touches its messages. Handlers never see the `_id`. The fields the
+//! moderation features added, and how room deletion and account deletion survive an
+//! interruption, are described in `mongo/moderation.rs`. `canonical` is the lowercase name in every room, for the per-member lookup
 //! ([`Store::room_of`]). Rooms stored before hidden namespaces have no `canonical`;
 //! the migration to schema 2 sets it from `_id` (then their canonical name); see `mongo/migrate.rs`
 //! for the schema versions and what each migration does.
@@ -44,9 +51,10 @@
 //! | collection | name                    | keys                                     | why |
 //! |------------|-------------------------|------------------------------------------|-----|
 //! | `users`    | `_id_`                  | `_id` (canonical username)               | unique username, ignoring case |
-//! | `rooms`    | `public_by_name`        | `hidden, _id`                            | `list_public_rooms`: a page is an `_id` range after the last name, in order; never reads a hidden room |
+//! | `rooms`    | `public_by_key`         | `hidden, key`                            | `list_public_rooms`: a page is a `key` range after the last name, in order; never reads a hidden room |
+//! | `rooms`    | `room_key_unique`       | `key` (unique)                           | one room per key; every lookup by key; a move to a taken key fails on it |
 //! | `rooms`    | `member_rooms`          | `members.user, canonical`                | `room_of` (one lookup per member and name) and `rooms_of` (multikey) |
-//! | `messages` | `room_seq_unique`       | `room, seq` (unique)                     | history by room and time; the next sequence number |
+//! | `messages` | `room_seq_unique`       | `room, seq` (unique)                     | history by room (its `_id`) and time; the next sequence number |
 //! | `messages` | `room_message_id_unique`| `room, message_id` (unique)              | one message per sender-chosen id per room |
 //! | `messages` | `room_recipient_seq`    | `room, copies.recipient, seq: -1`        | recipient-scoped history pages |
 //! | `messages` | `retention_by_time`     | `server_time`                            | retention by age (`mongo/retention.rs`) |
@@ -135,6 +143,7 @@ use shared::{RoomName, ServerId, Username};
 mod documents;
 mod errors;
 mod migrate;
+mod moderation;
 mod owners;
 mod retention;
 mod sequence;
@@ -150,7 +159,7 @@ use settle::{settle, Outcome};
 
 use super::{
     HistorySlice, Membership, NewMessage, PendingAppend, Retention, RoomKey, RoomListing, RoomPage,
-    RoomQuery, RoomRecord, RoomSecret, Store, StoreError, UserRecord,
+    RoomQuery, RoomRecord, RoomSecret, RoomUpdate, Store, StoreError, UserRecord,
 };
 
 /// The adapter's name in errors, logs and `/health`.
@@ -325,6 +334,7 @@ impl MongoStore {
             .ensure_room_secret()
             .await
             .map_err(step_error("room secret creation"))?;
+        store.finish_room_deletions().await?;
         tracing::info!(hosts, database, %deployment, "connected to MongoDB");
         Ok(store)
     }
@@ -416,7 +426,8 @@ impl MongoStore {
     async fn create_indexes(&self) -> Result<(), DriverError> {
         self.rooms
             .create_indexes([
-                index(doc! { "hidden": 1, "_id": 1 }, "public_by_name", false),
+                index(doc! { "hidden": 1, "key": 1 }, "public_by_key", false),
+                index(doc! { "key": 1 }, "room_key_unique", true),
                 index(
                     doc! { "members.user": 1, "canonical": 1 },
                     "member_rooms",
@@ -443,18 +454,35 @@ impl MongoStore {
         Ok(())
     }
 
+    /// The room document under `key`, with `projection`, if there is one.
+    async fn find_room_doc(
+        &self,
+        key: &RoomKey,
+        projection: Document,
+    ) -> Result<Option<Document>, StoreError> {
+        self.rooms
+            .find_one(doc! { "key": key.as_str() })
+            .projection(projection)
+            .await
+            .map_err(map_err)
+    }
+
     /// The room's members as (canonical, display) names, sorted by canonical name.
     async fn member_list(&self, room: &RoomKey) -> Result<Vec<(String, Username)>, StoreError> {
-        let Some(d) = self
-            .rooms
-            .find_one(doc! { "_id": room.as_str() })
-            .projection(doc! { "members": 1 })
-            .await
-            .map_err(map_err)?
-        else {
-            return Err(StoreError::NotFound);
-        };
+        let d = self
+            .find_room_doc(room, doc! { "members": 1 })
+            .await?
+            .ok_or(StoreError::NotFound)?;
         members_from_doc(&d)
+    }
+
+    /// The permanent internal id (`_id`) of the room under `key`, which its messages
+    /// refer to; `None` if no room is there.
+    async fn room_id(&self, key: &RoomKey) -> Result<Option<String>, StoreError> {
+        self.find_room_doc(key, doc! { "_id": 1 })
+            .await?
+            .map(|d| Fields::new(ROOMS, &d).str("_id").map(str::to_owned))
+            .transpose()
     }
 
     /// Refuses with [`StoreError::NameInUse`] if `user` is a member of a room named
@@ -468,7 +496,7 @@ impl MongoStore {
     ) -> Result<(), StoreError> {
         let mut filter = doc! { "members.user": user, "canonical": canonical };
         if let Some(except) = except {
-            filter.insert("_id", doc! { "$ne": except.as_str() });
+            filter.insert("key", doc! { "$ne": except.as_str() });
         }
         let found = self
             .rooms
@@ -589,7 +617,7 @@ impl Store for MongoStore {
 
     async fn find_user(&self, username: &Username) -> Result<Option<UserRecord>, StoreError> {
         self.users
-            .find_one(doc! { "_id": username.canonical() })
+            .find_one(doc! { "_id": username.canonical(), "deleted": { "$ne": true } })
             .projection(doc! { "key_history": 0 })
             .await
             .map_err(map_err)?
@@ -644,7 +672,7 @@ impl Store for MongoStore {
     ) -> Result<Vec<RotationCertificate>, StoreError> {
         let d = self
             .users
-            .find_one(doc! { "_id": username.canonical() })
+            .find_one(doc! { "_id": username.canonical(), "deleted": { "$ne": true } })
             .projection(doc! { "key_history": 1 })
             .await
             .map_err(map_err)?
@@ -680,7 +708,7 @@ impl Store for MongoStore {
             Ok(()) => return Ok(()),
             Err(e @ StoreError::Unavailable { .. }) => {
                 // The insert may have happened: read the room back (see `settle`).
-                match settle(&self.rooms, doc! { "_id": key.as_str() }).await {
+                match settle(&self.rooms, doc! { "key": key.as_str() }).await {
                     Ok(Outcome::Durable(d)) => {
                         let stored = room_from_doc(&d)?;
                         if stored.owner.same_as(&owner)
@@ -711,8 +739,8 @@ impl Store for MongoStore {
 
     async fn find_room(&self, key: &RoomKey) -> Result<Option<RoomRecord>, StoreError> {
         self.rooms
-            .find_one(doc! { "_id": key.as_str() })
-            .projection(doc! { "members": 0 })
+            .find_one(doc! { "key": key.as_str() })
+            .projection(doc! { "members": 0, "bans": 0 })
             .await
             .map_err(map_err)?
             .map(|d| room_from_doc(&d))
@@ -726,7 +754,7 @@ impl Store for MongoStore {
     ) -> Result<Option<Membership>, StoreError> {
         self.rooms
             .find_one(doc! { "members.user": user.canonical(), "canonical": name.canonical() })
-            .projection(doc! { "_id": 1, "name": 1 })
+            .projection(doc! { "key": 1, "name": 1 })
             .await
             .map_err(map_err)?
             .map(|d| membership_from_doc(&d))
@@ -749,7 +777,7 @@ impl Store for MongoStore {
         }
         let mut selector = doc! { "hidden": false };
         if !name.is_empty() {
-            selector.insert("_id", name);
+            selector.insert("key", name);
         }
         // One room more than the page tells whether more follow.
         let fetch = i64::try_from(query.limit)
@@ -758,7 +786,9 @@ impl Store for MongoStore {
         let docs: Vec<Document> = self
             .rooms
             .find(selector)
-            .sort(doc! { "_id": 1 })
+            // A ban list may hold a thousand names: a listing never needs it.
+            .projection(doc! { "bans": 0 })
+            .sort(doc! { "key": 1 })
             .limit(fetch)
             .await
             .map_err(map_err)?
@@ -787,8 +817,8 @@ impl Store for MongoStore {
         let user_key = user.canonical();
         let Some(current) = self
             .rooms
-            .find_one(doc! { "_id": &room_key })
-            .projection(doc! { "canonical": 1, "members": 1 })
+            .find_one(doc! { "key": &room_key })
+            .projection(doc! { "canonical": 1, "members": 1, "bans": 1 })
             .await
             .map_err(map_err)?
         else {
@@ -799,6 +829,9 @@ impl Store for MongoStore {
             .any(|(key, _)| *key == user_key)
         {
             return Ok(false);
+        }
+        if is_listed(&current, "bans", &user_key) {
+            return Err(StoreError::Banned);
         }
         let canonical = Fields::new(ROOMS, &current).str("canonical")?;
         self.check_name_free(&user_key, canonical, Some(room))
@@ -811,8 +844,9 @@ impl Store for MongoStore {
                 .rooms
                 .update_one(
                     doc! {
-                        "_id": &room_key,
+                        "key": &room_key,
                         "members.user": { "$ne": &user_key },
+                        "bans": { "$ne": &user_key },
                         (full_marker.as_str()): { "$exists": false },
                     },
                     doc! { "$push": { "members": member.clone() } },
@@ -823,6 +857,14 @@ impl Store for MongoStore {
                 return Ok(true);
             }
             // Nothing matched: find out which condition failed.
+            if self
+                .bans(room)
+                .await?
+                .iter()
+                .any(|b| b.canonical() == user_key)
+            {
+                return Err(StoreError::Banned);
+            }
             let members = self.member_list(room).await?;
             if members.iter().any(|(key, _)| *key == user_key) {
                 return Ok(false);
@@ -836,11 +878,12 @@ impl Store for MongoStore {
     }
 
     async fn remove_member(&self, room: &RoomKey, user: &Username) -> Result<bool, StoreError> {
+        let user_key = user.canonical();
         let result = self
             .rooms
             .update_one(
-                doc! { "_id": room.as_str() },
-                doc! { "$pull": { "members": { "user": user.canonical() } } },
+                doc! { "key": room.as_str(), "members.user": &user_key },
+                doc! { "$pull": { "members": { "user": &user_key }, "admins": &user_key } },
             )
             .await
             .map_err(map_err)?;
@@ -861,7 +904,7 @@ impl Store for MongoStore {
         // embedded store.
         let users: Vec<Document> = self
             .users
-            .find(doc! { "_id": { "$in": keys } })
+            .find(doc! { "_id": { "$in": keys }, "deleted": { "$ne": true } })
             .projection(doc! { "key_history": 0 })
             .sort(doc! { "_id": 1 })
             .await
@@ -885,7 +928,7 @@ impl Store for MongoStore {
         let docs: Vec<Document> = self
             .rooms
             .find(doc! { "members.user": user.canonical() })
-            .projection(doc! { "_id": 1, "name": 1, "canonical": 1 })
+            .projection(doc! { "key": 1, "name": 1, "canonical": 1 })
             .sort(doc! { "canonical": 1 })
             .await
             .map_err(map_err)?
@@ -893,6 +936,96 @@ impl Store for MongoStore {
             .await
             .map_err(map_err)?;
         docs.iter().map(membership_from_doc).collect()
+    }
+
+    async fn hand_over(
+        &self,
+        room: &RoomKey,
+        leaver: &Username,
+    ) -> Result<Option<Username>, StoreError> {
+        self.hand_over_room(room, leaver).await
+    }
+
+    async fn update_room(
+        &self,
+        room: &RoomKey,
+        update: RoomUpdate,
+    ) -> Result<RoomRecord, StoreError> {
+        self.update_room_doc(room, update).await
+    }
+
+    async fn move_room(
+        &self,
+        from: &RoomKey,
+        to: &RoomKey,
+        hidden: bool,
+        password_hash: Option<String>,
+    ) -> Result<(), StoreError> {
+        self.move_room_doc(from, to, hidden, password_hash).await
+    }
+
+    async fn delete_room(&self, room: &RoomKey) -> Result<Vec<Username>, StoreError> {
+        self.delete_room_doc(room).await
+    }
+
+    async fn ban(
+        &self,
+        room: &RoomKey,
+        user: &Username,
+        max_bans: usize,
+    ) -> Result<bool, StoreError> {
+        self.ban_user(room, user, max_bans).await
+    }
+
+    async fn unban(&self, room: &RoomKey, user: &Username) -> Result<bool, StoreError> {
+        self.unban_user(room, user).await
+    }
+
+    async fn bans(&self, room: &RoomKey) -> Result<Vec<Username>, StoreError> {
+        self.ban_list(room).await
+    }
+
+    async fn open_direct(
+        &self,
+        key: &RoomKey,
+        room: RoomRecord,
+    ) -> Result<Vec<Username>, StoreError> {
+        self.open_direct_doc(key, room).await
+    }
+
+    async fn set_blocked(
+        &self,
+        user: &Username,
+        target: &Username,
+        blocked: bool,
+        max: usize,
+    ) -> Result<bool, StoreError> {
+        self.set_blocked_doc(user, target, blocked, max).await
+    }
+
+    async fn blocked_users(&self, user: &Username) -> Result<Vec<Username>, StoreError> {
+        self.blocked_list(user).await
+    }
+
+    async fn has_blocked(&self, user: &Username, target: &Username) -> Result<bool, StoreError> {
+        self.has_blocked_user(user, target).await
+    }
+
+    async fn mark_read(
+        &self,
+        room: &RoomKey,
+        user: &Username,
+        seq: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        self.mark_read_doc(room, user, seq).await
+    }
+
+    async fn read_marker(&self, room: &RoomKey, user: &Username) -> Result<u64, StoreError> {
+        self.read_marker_doc(room, user).await
+    }
+
+    async fn delete_account(&self, user: &Username) -> Result<(), StoreError> {
+        self.delete_account_doc(user).await
     }
 
     async fn queue_message(&self, message: &NewMessage) -> Result<PendingAppend, StoreError> {
@@ -915,7 +1048,14 @@ impl Store for MongoStore {
         limit: usize,
     ) -> Result<HistorySlice, StoreError> {
         let recipient_key = recipient.canonical();
-        let mut filter = doc! { "room": room.as_str(), "copies.recipient": &recipient_key };
+        let Some(room_id) = self.room_id(room).await? else {
+            return Ok(HistorySlice {
+                messages: Vec::new(),
+                has_more: false,
+                next_before: None,
+            });
+        };
+        let mut filter = doc! { "room": room_id, "copies.recipient": &recipient_key };
         if let Some(before) = before_seq {
             // A bound past every storable seq means "no bound".
             if let Ok(before) = i64::try_from(before) {
@@ -1009,6 +1149,12 @@ fn check_database_name(name: &str) -> Result<(), ConnectError> {
         }),
         None => Ok(()),
     }
+}
+
+/// Whether the array `field` of `d` holds the string `value`.
+fn is_listed(d: &Document, field: &str, value: &str) -> bool {
+    d.get_array(field)
+        .is_ok_and(|a| a.iter().any(|v| v.as_str() == Some(value)))
 }
 
 /// A regular expression matching `text` literally: every character that is not an ASCII

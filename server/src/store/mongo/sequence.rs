@@ -55,15 +55,17 @@ const MAX_SEQ_ATTEMPTS: usize = 3;
 impl MongoStore {
     /// Stores a message under the next number of its room's counter.
     pub(super) async fn insert_message(&self, message: &NewMessage) -> Result<u64, StoreError> {
-        let room_key = message.room.as_str();
         let message_id = binary(message.message_id.0.to_vec());
         let mut stored = None;
         for _ in 0..MAX_SEQ_ATTEMPTS {
-            let (seq, room_name) = self.take_seq(room_key).await?;
+            let (seq, room_name, room_id) = self.take_seq(message.room.as_str()).await?;
+            let room_key = room_id.as_str();
             let d = match &mut stored {
                 Some(d) => d,
                 None => stored.insert(message_to_doc(message, &room_name)?),
             };
+            // Messages refer to the room's permanent id, which a move never changes.
+            d.insert("room", room_key);
             d.insert("seq", to_i64(seq, "message sequence number")?);
             d.remove("_id"); // the driver adds an ObjectId on each insert
             let error = match self.messages.insert_one(d.clone()).await {
@@ -98,32 +100,38 @@ impl MongoStore {
             };
         }
         Err(unavailable(SequenceContention {
-            room: room_key.to_owned(),
+            room: message.room.as_str().to_owned(),
             attempts: MAX_SEQ_ATTEMPTS,
         }))
     }
 
-    /// Takes the room's next number; also returns its display name.
+    /// Takes the next number of the room under `room_key`; also returns its display name
+    /// and its permanent id (what its messages refer to).
     ///
     /// # Errors
     /// [`StoreError::NotFound`] if there is no such room.
-    async fn take_seq(&self, room_key: &str) -> Result<(u64, RoomName), StoreError> {
+    async fn take_seq(&self, room_key: &str) -> Result<(u64, RoomName, String), StoreError> {
         let room = self
             .rooms
             .find_one_and_update(
-                doc! { "_id": room_key },
+                doc! { "key": room_key },
                 doc! { "$inc": { "last_seq": 1_i64 } },
             )
             .return_document(ReturnDocument::After)
-            .projection(doc! { "_id": 0, "name": 1, "last_seq": 1 })
+            .projection(doc! { "_id": 1, "name": 1, "last_seq": 1 })
             .await
             .map_err(map_err)?
             .ok_or(StoreError::NotFound)?;
         let f = Fields::new(ROOMS, &room);
-        Ok((f.seq("last_seq")?, f.room_name("name")?))
+        Ok((
+            f.seq("last_seq")?,
+            f.room_name("name")?,
+            f.str("_id")?.to_owned(),
+        ))
     }
 
-    /// Gives back `seq` if it is still the room's last number (no later one was taken). A
+    /// Gives back `seq` of the room with id `room_key` if it is still the room's last number
+    /// (no later one was taken). A
     /// failure only leaves a gap, so it is logged, not returned.
     async fn give_back_seq(&self, room_key: &str, seq: u64) {
         let Ok(seq) = i64::try_from(seq) else { return };

@@ -138,7 +138,8 @@ async fn mongo_indexes_are_created_idempotently() {
         "_id_",
         "_id_",
         "member_rooms",
-        "public_by_name",
+        "public_by_key",
+        "room_key_unique",
         "room_message_id_unique",
         "retention_by_time",
         "room_recipient_seq",
@@ -157,19 +158,23 @@ async fn mongo_indexes_are_created_idempotently() {
 async fn mongo_connect_migrates_an_unversioned_database() {
     let mut h = MongoHarness::start().await;
     let store = h.store.clone();
+    // Version 1's shape: each room under its canonical name as `_id`, with no `key`,
+    // no `canonical` and no counter.
     for (room, owner) in [("one", "Alice"), ("two", "alice"), ("three", "bob")] {
-        store
-            .create_room(
-                &RoomKey::public(&RoomName::parse(room).expect("room")),
-                RoomRecord {
-                    name: RoomName::parse(room).expect("room"),
-                    owner: name(owner),
-                    ..sample_room()
-                },
-                usize::MAX,
-            )
-            .await
-            .expect("create room");
+        let key = RoomKey::public(&RoomName::parse(room).expect("room"));
+        let record = RoomRecord {
+            name: RoomName::parse(room).expect("room"),
+            owner: name(owner),
+            ..sample_room()
+        };
+        let mut d = room_to_doc(&key, &record).expect("encode");
+        d.insert("_id", key.as_str());
+        d.remove("key");
+        d.insert(
+            "members",
+            vec![Bson::Document(member_doc(&name(owner), 1).expect("member"))],
+        );
+        store.rooms.insert_one(d).await.expect("old room");
     }
     // Back to version 1's shape.
     store
@@ -178,11 +183,6 @@ async fn mongo_connect_migrates_an_unversioned_database() {
         .await
         .expect("unversion");
     store
-        .owners
-        .delete_many(doc! {})
-        .await
-        .expect("no counters");
-    store
         .rooms
         .update_many(doc! {}, doc! { "$unset": { "canonical": "" } })
         .await
@@ -190,7 +190,10 @@ async fn mongo_connect_migrates_an_unversioned_database() {
 
     h.reopen().await;
     let store = &h.store;
-    assert_eq!(store.schema_version().await.expect("version"), 2);
+    assert_eq!(
+        store.schema_version().await.expect("version"),
+        super::migrate::SCHEMA_VERSION
+    );
     assert_eq!(
         store.owned_room_count(&name("ALICE")).await.expect("count"),
         2
@@ -203,7 +206,16 @@ async fn mongo_connect_migrates_an_unversioned_database() {
         .room_of(&name("alice"), &RoomName::parse("ONE").expect("room"))
         .await
         .expect("room_of");
-    assert!(room_of.is_some(), "canonical names restored");
+    let room_of = room_of.expect("canonical names restored");
+    assert_eq!(room_of.key.as_str(), "one", "the old `_id` became the key");
+    assert!(
+        store
+            .find_room(&RoomKey::public(&RoomName::parse("Two").expect("room")))
+            .await
+            .expect("find")
+            .is_some(),
+        "found by key"
+    );
     h.finish().await;
 }
 
@@ -234,6 +246,12 @@ async fn mongo_sequence_counters_continue_after_stored_messages() {
         .create_room(&general(), sample_room(), 1)
         .await
         .expect("create room");
+    let room_id = h
+        .store
+        .room_id(&general())
+        .await
+        .expect("read")
+        .expect("room");
     let old = |id: u8, seq: i64| {
         let mut d = message_to_doc(
             &NewMessage {
@@ -244,6 +262,7 @@ async fn mongo_sequence_counters_continue_after_stored_messages() {
         )
         .expect("encode");
         d.insert("seq", seq);
+        d.insert("room", room_id.as_str());
         d
     };
     h.store
@@ -254,7 +273,7 @@ async fn mongo_sequence_counters_continue_after_stored_messages() {
     h.store
         .rooms
         .update_one(
-            doc! { "_id": "general" },
+            doc! { "_id": room_id.as_str() },
             doc! { "$unset": { "last_seq": "" } },
         )
         .await
@@ -485,9 +504,14 @@ async fn mongo_message_is_one_document_with_all_copies() {
         .await
         .expect("append");
     assert_eq!(seq, 1);
+    let room_id = store
+        .room_id(&general())
+        .await
+        .expect("read")
+        .expect("room");
     let stored = store
         .messages
-        .find_one(doc! { "room": "general" })
+        .find_one(doc! { "room": room_id })
         .await
         .expect("find")
         .expect("message stored");
@@ -723,13 +747,13 @@ fn general() -> RoomKey {
 }
 
 fn sample_room() -> RoomRecord {
-    RoomRecord {
-        name: RoomName::parse("General").expect("valid room"),
-        owner: name("Alice"),
-        password_hash: Some("$argon2id$v=19$stub".into()),
-        hidden: true,
-        created_at_ms: 1_700_000_000_123,
-    }
+    RoomRecord::group(
+        RoomName::parse("General").expect("valid room"),
+        name("Alice"),
+        Some("$argon2id$v=19$stub".into()),
+        true,
+        1_700_000_000_123,
+    )
 }
 
 fn envelope(recipient: &str, byte: u8) -> Envelope {
@@ -764,8 +788,29 @@ fn user_and_room_documents_round_trip() {
 
     let room = sample_room();
     let mut d = room_to_doc(&general(), &room).expect("encode");
-    assert_eq!(d.get_str("_id").expect("_id"), "general");
+    assert_eq!(d.get_str("key").expect("key"), "general");
+    assert!(
+        d.get_str("_id").expect("_id").starts_with('#'),
+        "a permanent id"
+    );
+    assert_ne!(
+        room_to_doc(&general(), &room)
+            .expect("encode")
+            .get_str("_id"),
+        d.get_str("_id"),
+        "every room document gets an id of its own"
+    );
     assert_eq!(room_from_doc(&d).expect("decode"), room);
+    let direct = RoomRecord {
+        kind: crate::store::RoomKindRecord::Direct {
+            participants: [name("alice"), name("bob")],
+        },
+        admins: vec![name("bob")],
+        topic: Some("hello".into()),
+        ..sample_room()
+    };
+    let direct_doc = room_to_doc(&general(), &direct).expect("encode");
+    assert_eq!(room_from_doc(&direct_doc).expect("decode"), direct);
     let open = RoomRecord {
         password_hash: None,
         ..sample_room()
@@ -890,4 +935,77 @@ fn hello_replies_tell_the_deployment() {
         Deployment::from_hello(&doc! { "ok": 1, "isWritablePrimary": true, "maxWireVersion": 25 }),
         Deployment::Standalone
     );
+}
+
+/// A room deletion interrupted after it was recorded (the server stopped before the room
+/// document or its messages were deleted) is finished by the next start-up.
+#[tokio::test]
+#[ignore = "needs TEST_MONGODB_URI (run .ci/mongo-conformance)"]
+async fn mongo_an_interrupted_room_deletion_is_finished_at_start_up() {
+    let mut h = MongoHarness::start().await;
+    let room_id = general_with_a_message(&h).await;
+    // What `delete_room` writes first, and nothing after it.
+    h.store
+        .meta
+        .insert_one(doc! { "_id": format!("room_deletion:{room_id}"), "room": &room_id })
+        .await
+        .expect("record the deletion");
+    h.reopen().await;
+    assert_eq!(h.store.find_room(&general()).await.expect("find"), None);
+    let left = h
+        .store
+        .messages
+        .count_documents(doc! { "room": &room_id })
+        .await
+        .expect("count");
+    assert_eq!(left, 0, "the history went too");
+    let records = h
+        .store
+        .meta
+        .count_documents(doc! { "_id": format!("room_deletion:{room_id}") })
+        .await
+        .expect("count");
+    assert_eq!(records, 0, "the record is gone once done");
+    h.finish().await;
+}
+
+/// A move only changes the room document's key: its id, and so its messages, stay.
+#[tokio::test]
+#[ignore = "needs TEST_MONGODB_URI (run .ci/mongo-conformance)"]
+async fn mongo_a_move_changes_only_the_key() {
+    let h = MongoHarness::start().await;
+    let before = general_with_a_message(&h).await;
+    let hidden = RoomKey::from_stored("~open:general".into());
+    h.store
+        .move_room(&general(), &hidden, true, None)
+        .await
+        .expect("move");
+    let after = h.store.room_id(&hidden).await.expect("read").expect("room");
+    assert_eq!(before, after);
+    assert_eq!(h.store.room_id(&general()).await.expect("read"), None);
+    let messages = h
+        .store
+        .messages
+        .count_documents(doc! { "room": &after })
+        .await
+        .expect("count");
+    assert_eq!(messages, 1, "messages were not touched");
+    h.finish().await;
+}
+
+/// Creates the room `general` with one message; returns the room's internal id.
+async fn general_with_a_message(h: &MongoHarness) -> String {
+    h.store
+        .create_room(&general(), sample_room(), 1)
+        .await
+        .expect("create room");
+    h.store
+        .append_message(sample_message())
+        .await
+        .expect("append");
+    h.store
+        .room_id(&general())
+        .await
+        .expect("read")
+        .expect("room")
 }

@@ -1,4 +1,5 @@
-//! [`Client`]: the high-level, UI-free API. One `Client` is one connection and at most one
+//! [`Client`]: the high-level, UI-free API (protocol 4's requests for running rooms are in
+//! `running`). One `Client` is one connection and at most one
 //! logged-in user. It is a cheap `Clone` handle; the connection closes when the last clone
 //! is dropped (or on [`Client::close`]).
 
@@ -17,6 +18,7 @@ use shared::protocol::{
 use shared::{ErrorCode, ErrorDetail, MessageId, RoomName, Username};
 use tokio::sync::mpsc;
 
+use crate::credence::believable_topic;
 use crate::directory::{KeyChange, MemberView};
 use crate::error::ClientError;
 use crate::events::{self, EventReceiver};
@@ -28,6 +30,8 @@ use crate::pins::{PinStore, ServerCheck};
 use crate::pushes;
 use crate::rooms::{HistoryView, RoomView};
 use crate::session::Session;
+
+mod running;
 
 /// Connection settings. `ClientConfig::default()` suits interactive use.
 #[derive(Debug, Clone)]
@@ -233,12 +237,13 @@ impl Client {
         };
         self.inner
             .session
-            .logged_in(identity.clone(), &logged_in.rooms)?;
+            .logged_in(identity.clone(), &logged_in.rooms, &logged_in.blocked)?;
         tracing::info!(user = %logged_in.username, rooms = logged_in.rooms.len(), "logged in");
         Ok(logged_in)
     }
 
-    /// Lists the public rooms and how many users are online.
+    /// Lists the public rooms and how many users are online (a topic with control
+    /// characters is dropped).
     ///
     /// # Errors
     /// `Unauthenticated` before login; connection errors.
@@ -247,7 +252,12 @@ impl Client {
             .request(ClientMsg::ListRooms(ListRooms::default()))
             .await?;
         match reply {
-            Reply::Rooms(list) => Ok(list),
+            Reply::Rooms(mut list) => {
+                for summary in &mut list.rooms {
+                    summary.topic = believable_topic(summary.topic.take());
+                }
+                Ok(list)
+            }
             other => Err(ClientError::unexpected("Rooms", &other)),
         }
     }
@@ -612,7 +622,11 @@ impl Client {
             .await;
         Ok(RoomView {
             room: snapshot.room,
+            kind: snapshot.kind,
             owner: snapshot.owner,
+            admins: snapshot.admins,
+            topic: believable_topic(snapshot.topic),
+            read_up_to: snapshot.read_up_to,
             has_password: snapshot.has_password,
             hidden: snapshot.hidden,
             members,

@@ -7,7 +7,7 @@
 //! work on the blocking pool happen between sections), so one lock cannot deadlock and
 //! keeps the invariants between the parts simple.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use shared::crypto::keys::Fingerprint;
@@ -16,10 +16,11 @@ use shared::crypto::rotation::{follow_chain, RotationCertificate};
 use shared::crypto::RsaPrivateKey;
 use shared::protocol::{
     ClientMsg, DeliveredMessage, GetKeyHistory, GetUserKey, HistoryPage, MemberInfo, Reply,
-    RoomSnapshot, SendAck, MAX_KEY_HISTORY,
+    RoomEvent, RoomKind, RoomSnapshot, SendAck, MAX_KEY_HISTORY,
 };
 use shared::{DeviceId, RoomName, Username};
 
+use crate::credence::is_direct_between;
 use crate::directory::{
     Alarm, KeyChange, KeyDirectory, KeyStatus, MemberView, NotUsable, SenderKey, SenderKeys,
 };
@@ -32,7 +33,10 @@ use crate::net::{Connection, WeakConnection};
 use crate::pins::{PinError, PinStore};
 use crate::rooms::{HistoryView, Rooms};
 
-/// Shared session state plus the event sender.
+mod running;
+
+/// Shared session state plus the event sender. Protocol 4's room pushes (moderation,
+/// direct conversations, typing, read markers) are handled in `running`.
 pub(crate) struct Session {
     events: EventSender,
     /// The connection, to close it when the server floods the client.
@@ -61,7 +65,17 @@ struct State {
     /// (room, sender, device) → the last counter accepted from a live push on this
     /// connection: skipped counters between two live messages were withheld.
     live: HashMap<(String, String, DeviceId), u64>,
+    /// Canonical room name → the highest `seq` the user marked read (on any session).
+    read_marks: HashMap<String, u64>,
+    /// The users this one blocked: their direct conversations are not believed.
+    blocked: Vec<Username>,
+    /// The room events applied lately, so one that arrives both as the answer to the
+    /// user's request and as a push is reported once.
+    recent_events: VecDeque<RoomEvent>,
 }
+
+/// How many applied room events are remembered to report each once.
+const RECENT_EVENTS: usize = 64;
 
 /// A delivered message with keys to verify it with.
 struct Prepared {
@@ -90,6 +104,9 @@ impl Session {
                 ledger_unsaved: false,
                 member_of: HashSet::new(),
                 live: HashMap::new(),
+                read_marks: HashMap::new(),
+                blocked: Vec::new(),
+                recent_events: VecDeque::new(),
             }),
             logged_in: tokio::sync::watch::Sender::new(false),
         }
@@ -187,15 +204,22 @@ impl Session {
         self.lock().directory.set_own(identity)
     }
 
-    /// Records a successful login and the rooms the user is a member of.
+    /// Records a successful login, the rooms the user is a member of and the users they
+    /// blocked.
     ///
     /// # Errors
     /// [`PinError`] if the own-key pin cannot be persisted.
-    pub(crate) fn logged_in(&self, identity: Identity, rooms: &[RoomName]) -> Result<(), PinError> {
+    pub(crate) fn logged_in(
+        &self,
+        identity: Identity,
+        rooms: &[RoomName],
+        blocked: &[Username],
+    ) -> Result<(), PinError> {
         let mut st = self.lock();
         st.directory.set_own(&identity)?;
         st.identity = Some(identity);
         st.member_of = rooms.iter().map(RoomName::canonical).collect();
+        st.blocked = blocked.to_vec();
         drop(st);
         self.logged_in.send_replace(true);
         Ok(())
@@ -442,6 +466,15 @@ impl Session {
         snapshot: &RoomSnapshot,
     ) -> Result<Vec<MemberView>, ClientError> {
         let room = &snapshot.room;
+        if let RoomKind::Direct { peer } = &snapshot.kind {
+            let me = self.username().ok_or(ClientError::NotLoggedIn)?;
+            if !is_direct_between(room, &me, peer) {
+                return Err(ClientError::UnexpectedReply {
+                    expected: "a direct conversation named for its two users",
+                    got: format!("{room} presented as a conversation with {peer}"),
+                });
+            }
+        }
         let views = self
             .observe(Some(conn), &snapshot.members, std::slice::from_ref(room))
             .await?;
@@ -457,6 +490,8 @@ impl Session {
             }
             st.ledger.set_members(room, names);
             st.rooms.open(snapshot);
+            let mark = st.read_marks.entry(room.canonical()).or_insert(0);
+            *mark = (*mark).max(snapshot.read_up_to);
             if st.member_of.insert(room.canonical()) {
                 // A (re)join: messages sent while the user was not a member were not
                 // sealed for them, so counters seen before say nothing about gaps.
@@ -469,29 +504,25 @@ impl Session {
 
     /// Forgets a room the user left.
     pub(crate) fn close_room(&self, room: &RoomName) {
-        self.update(|st| {
-            st.rooms.close(room);
-            st.member_of.remove(&room.canonical());
-            st.ledger.clear_members(room);
-            ((), Vec::new())
-        });
+        self.update(|st| (forget_room(st, room), Vec::new()));
     }
 
-    /// A member joined (a push): check their key, list them, tell the user.
-    pub(crate) async fn member_joined(
+    /// Runs one user's reported key (seen in `room`) through pin checking; a key that
+    /// cannot be recorded is shown as unusable.
+    async fn observe_one(
         &self,
         conn: Option<&Connection>,
-        room: &RoomName,
         member: &MemberInfo,
-    ) {
-        let view = match self
+        room: &RoomName,
+    ) -> MemberView {
+        let observed = self
             .observe(
                 conn,
                 std::slice::from_ref(member),
                 std::slice::from_ref(room),
             )
-            .await
-        {
+            .await;
+        match observed {
             Ok(mut views) if !views.is_empty() => views.remove(0),
             result => {
                 let reason = match result {
@@ -506,7 +537,17 @@ impl Session {
                     verified: false,
                 }
             }
-        };
+        }
+    }
+
+    /// A member joined (a push): check their key, list them, tell the user.
+    pub(crate) async fn member_joined(
+        &self,
+        conn: Option<&Connection>,
+        room: &RoomName,
+        member: &MemberInfo,
+    ) {
+        let view = self.observe_one(conn, member, room).await;
         self.update(|st| {
             st.rooms.add_member(room, &member.username);
             st.ledger.add_member(room, &member.username);
@@ -522,15 +563,7 @@ impl Session {
     /// A member left (a push).
     pub(crate) fn member_left(&self, room: &RoomName, username: &Username) {
         self.update(|st| {
-            st.rooms.remove_member(room, username);
-            st.ledger.remove_member(room, username);
-            if st
-                .identity
-                .as_ref()
-                .is_some_and(|i| i.username().same_as(username))
-            {
-                st.member_of.remove(&room.canonical());
-            }
+            remove_member(st, room, username);
             let event = ClientEvent::MemberLeft {
                 room: room.clone(),
                 username: username.clone(),
@@ -585,6 +618,21 @@ impl Session {
             .rooms
             .get(room)
             .ok_or_else(|| ClientError::RoomNotOpen(room.clone()))?;
+        if let Some(peer) = &state.direct_peer {
+            let me = st.identity.as_ref().map(|i| i.username().clone());
+            let intruders: Vec<Username> = state
+                .members
+                .iter()
+                .filter(|m| !m.same_as(peer) && !me.as_ref().is_some_and(|me| me.same_as(m)))
+                .cloned()
+                .collect();
+            if !intruders.is_empty() {
+                return Err(ClientError::DirectIntruders {
+                    room: state.name.clone(),
+                    usernames: intruders,
+                });
+            }
+        }
         let mut recipients = Vec::with_capacity(state.members.len());
         let mut untrusted = Vec::new();
         for member in &state.members {
@@ -873,6 +921,28 @@ fn finish(
     let last = st.live.entry(key).or_insert(0);
     *last = (*last).max(message.counter);
     Ok((message, withheld))
+}
+
+/// Takes `user` out of `room`'s member set, in the open room and in the ledger's list last
+/// shown, so nothing is sealed for them from now on. The user themself stops being a
+/// member.
+fn remove_member(st: &mut State, room: &RoomName, user: &Username) {
+    st.rooms.remove_member(room, user);
+    st.ledger.remove_member(room, user);
+    if st
+        .identity
+        .as_ref()
+        .is_some_and(|i| i.username().same_as(user))
+    {
+        st.member_of.remove(&room.canonical());
+    }
+}
+
+/// Forgets a room the user is no longer in (left, removed, or deleted).
+fn forget_room(st: &mut State, room: &RoomName) {
+    st.rooms.close(room);
+    st.member_of.remove(&room.canonical());
+    st.ledger.clear_members(room);
 }
 
 /// Join and leave events for the differences between `before` and `after`.
