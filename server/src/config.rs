@@ -29,6 +29,12 @@ pub struct Config {
     #[arg(long, env = "DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
+    /// The Unix domain socket on which the server takes operators' requests (`server
+    /// admin`), created with mode 0600: only the server's own OS user may use it. Default:
+    /// `admin.sock` in the data directory (docs/OPERATIONS.md).
+    #[arg(long, env = "ADMIN_SOCKET")]
+    pub admin_socket: Option<PathBuf>,
+
     /// Memory for the embedded store's page cache, in MiB. Memory use under write load
     /// grows to about this much and no further (redb's own default is 1 GiB).
     #[arg(long, env = "STORE_CACHE_MB", default_value_t = 64)]
@@ -213,6 +219,7 @@ impl Config {
             bind: IpAddr::from([127, 0, 0, 1]),
             port: 0,
             data_dir,
+            admin_socket: None,
             store_cache_mb: 16,
             mongodb_uri: None,
             mongodb_database: "e2e_chat".into(),
@@ -320,6 +327,13 @@ impl Config {
             max_messages_per_room: (self.retention_messages_per_room > 0)
                 .then_some(self.retention_messages_per_room),
         }
+    }
+
+    /// Where the admin socket is: `--admin-socket`, or `admin.sock` in the data directory.
+    pub fn admin_socket_path(&self) -> PathBuf {
+        self.admin_socket
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("admin.sock"))
     }
 
     /// The store this configuration selects.

@@ -1,6 +1,8 @@
 //! The end-to-end encrypted chat server.
 //!
+//! - [`cli`] — the command line: serve, or `server admin`.
 //! - [`config`] — flags and environment.
+//! - [`admin`] — operating the server: the admin socket and `server admin`.
 //! - [`startup`] — building, running and stopping the application.
 //! - [`ws`] — the WebSocket endpoint; one task per connection.
 //! - [`handlers`] — one function per request kind.
@@ -17,6 +19,8 @@
 //! The server never sees plaintext: it authenticates users by RSA challenge-response,
 //! keeps rooms and memberships, and stores and routes opaque per-recipient envelopes.
 
+pub mod admin;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod fanout;

@@ -1,10 +1,10 @@
-//! The server binary: parse the configuration, start logging, serve until Ctrl-C or
-//! SIGTERM, then drain.
+//! The server binary: parse the command line, then serve until Ctrl-C or SIGTERM and
+//! drain, or carry out a `server admin` command.
+
+use std::process::ExitCode;
 
 use clap::Parser;
-use server::config::Config;
-use server::startup::serve_blocking;
-use server::telemetry;
+use server::cli::{run, Cli};
 
 /// jemalloc rather than glibc's allocator: in the 100-member fan-out glibc spent about a
 /// tenth of the server's CPU in malloc and free (frames are allocated on one thread and
@@ -13,8 +13,6 @@ use server::telemetry;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
-    telemetry::init(&config.log_filter);
-    serve_blocking(config)
+fn main() -> anyhow::Result<ExitCode> {
+    run(Cli::parse())
 }

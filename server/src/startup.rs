@@ -1,5 +1,5 @@
 //! Building and running the application: store selection, the hub, the HTTP server with
-//! its two routes, and graceful shutdown.
+//! its two routes, the admin socket ([`crate::admin`]), and graceful shutdown.
 //!
 //! - `GET /ws` upgrades to the chat WebSocket.
 //! - `GET /health` answers 200 when the store is reachable and can write (and, with
@@ -36,6 +36,7 @@ use shared::protocol::MAX_FRAME_BYTES;
 use shared::ServerId;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::socket::{AdminSocket, SocketFile};
 use crate::config::{Config, StoreChoice};
 use crate::fanout::{ChangeStreamFanout, StreamState, StreamStatus};
 use crate::handlers::presence::TypingFilter;
@@ -78,6 +79,8 @@ pub struct Application {
     backend: &'static str,
     /// Kept to close the store on shutdown, once the workers have let go of it.
     store: Arc<dyn Store>,
+    /// The admin socket's file, removed once the server has stopped.
+    admin_socket: SocketFile,
 }
 
 /// How long [`Application::run_until_stopped`] waits for workers to release the store.
@@ -174,6 +177,9 @@ impl Application {
             room_secret,
             hub,
         )?);
+        // A server that cannot be operated does not start.
+        let admin_socket = AdminSocket::bind(&config.admin_socket_path())?
+            .serve(Arc::clone(&state), shutdown.clone());
         let settings = SessionSettings {
             heartbeat: config.heartbeat(),
             outbound_queue: config.outbound_queue,
@@ -255,6 +261,7 @@ impl Application {
             shutdown,
             backend,
             store,
+            admin_socket,
         })
     }
 
@@ -284,6 +291,7 @@ impl Application {
     /// I/O errors from the HTTP server.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await?;
+        drop(self.admin_socket);
         let deadline = Instant::now() + STORE_RELEASE_WAIT;
         while Arc::strong_count(&self.store) > 1 {
             if Instant::now() > deadline {

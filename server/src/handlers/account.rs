@@ -40,15 +40,33 @@ pub async fn delete(
             "confirm with your own username to delete your account".into(),
         ));
     }
+    delete_account(state, user, Some(conn)).await?;
+    Ok(Reply::AccountDeleted)
+}
+
+/// Deletes `user`'s account as the module docs describe, for `DeleteAccount` and for an
+/// operator (`server admin users delete`), so both take the same path: every session of
+/// the user but `except` (the one that asked, closed after its reply) is closed with 4002
+/// first, then the user leaves every room, then the store deletes the account and keeps
+/// its name reserved.
+///
+/// # Errors
+/// Store failures (an interrupted deletion can be run again);
+/// [`HandlerError::Internal`] if the hub has stopped.
+pub async fn delete_account(
+    state: &AppState,
+    user: &Username,
+    except: Option<ConnId>,
+) -> Result<(), HandlerError> {
     state
         .hub
-        .evict(user.canonical(), Some(conn), Eviction::AccountDeleted)
+        .evict(user.canonical(), except, Eviction::AccountDeleted)
         .await
         .map_err(hub_gone)?;
     for mine in state.store.rooms_of(user).await? {
-        depart(state, conn, user, &mine, Departure::AccountDeleted).await?;
+        depart(state, except, user, &mine, Departure::AccountDeleted).await?;
     }
     state.store.delete_account(user).await?;
     tracing::info!(user = %user, "account deleted");
-    Ok(Reply::AccountDeleted)
+    Ok(())
 }

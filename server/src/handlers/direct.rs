@@ -148,7 +148,7 @@ pub async fn set_blocked(
     if req.blocked {
         let name = direct_room_name(user, &target);
         if let Some(mine) = state.store.room_of(user, &name).await? {
-            depart(state, conn, user, &mine, Departure::Left).await?;
+            depart(state, Some(conn), user, &mine, Departure::Left).await?;
         }
     }
     Ok(Reply::Done)

@@ -36,7 +36,7 @@
 use shared::protocol::{
     check_topic, Moderate, ModerationAction, Reply, Role, RoomChange, RoomEvent, MAX_ROOM_BANS,
 };
-use shared::Username;
+use shared::{RoomName, Username};
 
 use super::rooms::my_room;
 use super::{announce, now_ms, AppState};
@@ -74,15 +74,47 @@ pub async fn moderate(
     let role = room.role_of(actor);
     let members = state.store.member_names(&mine.key).await?;
     let change = apply(state, &mine, &room, role, actor, &members, req.action).await?;
-    tracing::info!(room = %mine.name, actor = %actor, change = change_name(&change), "room moderated");
+    let event = publish(state, mine.name, actor, change, &members, Some(conn)).await?;
+    Ok(Reply::Moderated(event))
+}
+
+/// Tells `members` (everyone who was a member when the action started) what changed in
+/// `room`, by `actor`, pushing the event to every connection of theirs but `except` (the
+/// one that asked, which has the reply); returns the event. Moderation and an operator's
+/// room deletion (`server admin rooms delete`) both end here.
+///
+/// # Errors
+/// [`HandlerError::Internal`] if the push cannot be encoded or the hub has stopped.
+pub async fn publish(
+    state: &AppState,
+    room: RoomName,
+    actor: &Username,
+    change: RoomChange,
+    members: &[Username],
+    except: Option<ConnId>,
+) -> Result<RoomEvent, HandlerError> {
+    tracing::info!(room = %room, actor = %actor, change = change_name(&change), "room moderated");
     let event = RoomEvent {
-        room: mine.name,
+        room,
         actor: actor.clone(),
         at_ms: now_ms(),
         change,
     };
-    announce(state, event.clone(), &members, Some(conn)).await?;
-    Ok(Reply::Moderated(event))
+    announce(state, event.clone(), members, except).await?;
+    Ok(event)
+}
+
+/// Deletes the room under `key` with its memberships and history: `DeleteRoom`'s work,
+/// and an operator's (`server admin rooms delete`); [`publish`] then tells the members.
+/// A room already gone counts as deleted.
+///
+/// # Errors
+/// Store failures.
+pub async fn delete_room(state: &AppState, key: &RoomKey) -> Result<RoomChange, HandlerError> {
+    match state.store.delete_room(key).await {
+        Ok(_) | Err(StoreError::NotFound) => Ok(RoomChange::RoomDeleted),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Carries out `action` and says what changed.
@@ -218,10 +250,7 @@ async fn apply(
         }
         ModerationAction::DeleteRoom => {
             at_least(role, Role::Owner)?;
-            match state.store.delete_room(key).await {
-                Ok(_) | Err(StoreError::NotFound) => Ok(RoomChange::RoomDeleted),
-                Err(e) => Err(e.into()),
-            }
+            delete_room(state, key).await
         }
     }
 }

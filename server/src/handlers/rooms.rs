@@ -424,7 +424,7 @@ pub async fn leave(
     req: LeaveRoom,
 ) -> Result<Reply, HandlerError> {
     let mine = my_room(state, user, &req.room).await?;
-    if !depart(state, conn, user, &mine, Departure::Left).await? {
+    if !depart(state, Some(conn), user, &mine, Departure::Left).await? {
         return Err(HandlerError::NotAMember);
     }
     Ok(Reply::Left(Left { room: mine.name }))
@@ -459,13 +459,14 @@ pub enum Departure {
 /// Ends `user`'s membership of their room `mine`. If they own a group room, it first
 /// passes to the first admin by canonical name, else to the first other member
 /// (`RoomEvent` `OwnerChanged`, with the leaver as actor). The remaining members and the
-/// leaver's other connections get `MemberLeft`. Returns whether `user` was a member.
+/// leaver's connections but `except` (the one that asked, which has the reply) get
+/// `MemberLeft`. Returns whether `user` was a member.
 ///
 /// # Errors
 /// Store failures; [`HandlerError::Internal`] if the hub has stopped.
 pub async fn depart(
     state: &AppState,
-    conn: ConnId,
+    except: Option<ConnId>,
     user: &Username,
     mine: &Membership,
     why: Departure,
@@ -492,7 +493,7 @@ pub async fn depart(
             at_ms: now_ms(),
             change: RoomChange::OwnerChanged { to },
         };
-        announce(state, event, &told, Some(conn)).await?;
+        announce(state, event, &told, except).await?;
     }
     let frame = encode_push(Push::MemberLeft {
         room: mine.name.clone(),
@@ -503,7 +504,7 @@ pub async fn depart(
         .broadcast(
             told.iter().map(Username::canonical).collect(),
             frame,
-            Some(conn),
+            except,
         )
         .await
         .map_err(hub_gone)?;

@@ -133,6 +133,9 @@ macro_rules! conformance_tests {
             block_lists_are_bounded,
             read_markers_only_move_forward,
             deleting_an_account_reserves_the_name_and_keeps_sent_copies,
+            operators_page_through_every_account,
+            operators_page_through_every_room,
+            statistics_count_what_the_store_holds,
         );
         $crate::conformance_tests!(@harness_cases [$(#[$attr])*] $harness;
             server_id_survives_reopening,
@@ -2340,4 +2343,109 @@ pub async fn deleting_an_account_reserves_the_name_and_keeps_sent_copies(store: 
     ));
     // Numbering is untouched.
     assert_eq!(append(store, message("den", 3, "bob", &["bob"])).await, 3);
+}
+
+/// Operators list every account a page at a time, by canonical name; deleted accounts are
+/// not listed.
+pub async fn operators_page_through_every_account(store: &dyn Store) {
+    assert!(store.list_users(None, 10).await.expect("empty").is_empty());
+    create_users(store, &["Carol", "alice", "Bob", "dave"]).await;
+    store.delete_account(&name("dave")).await.expect("delete");
+    let first = store.list_users(None, 2).await.expect("first page");
+    assert_eq!(usernames(&first), ["alice", "Bob"]);
+    assert_eq!(first[0], user("alice", b"alice"), "whole records");
+    let next = store
+        .list_users(Some(&name("BOB")), 2)
+        .await
+        .expect("next page");
+    assert_eq!(usernames(&next), ["Carol"], "after any case of the name");
+    assert!(store
+        .list_users(Some(&name("carol")), 2)
+        .await
+        .expect("past the end")
+        .is_empty());
+    assert!(store.list_users(None, 0).await.expect("no page").is_empty());
+}
+
+/// Operators list every room, hidden ones and direct conversations included, by key, a page
+/// at a time, with their members.
+pub async fn operators_page_through_every_room(store: &dyn Store) {
+    create_users(store, &["alice", "bob"]).await;
+    create_room(store, "Public", "alice").await;
+    store
+        .add_member(&key("public"), &name("bob"))
+        .await
+        .expect("join");
+    let secret = RoomSecret::random();
+    let keyed = secret.hidden_key(&room_name("den"), Some("pw"));
+    let open = secret.hidden_key(&room_name("den"), None);
+    store
+        .create_room(&keyed, room("den", "alice", true), UNLIMITED)
+        .await
+        .expect("keyed hidden room");
+    store
+        .create_room(&open, room("den", "bob", true), UNLIMITED)
+        .await
+        .expect("open hidden room");
+    let conversation = shared::protocol::direct_room_name(&name("alice"), &name("bob"));
+    let direct = RoomKey::direct(&conversation);
+    let record = RoomRecord {
+        kind: RoomKindRecord::Direct {
+            participants: [name("alice"), name("bob")],
+        },
+        ..RoomRecord::group(conversation, name("alice"), None, true, T0)
+    };
+    store.open_direct(&direct, record).await.expect("direct");
+    let mut expected = vec![key("public"), keyed, open, direct];
+    expected.sort();
+    let first = store.list_all_rooms(None, 3).await.expect("first page");
+    let rest = store
+        .list_all_rooms(Some(&first[2].0), 3)
+        .await
+        .expect("next page");
+    let keys: Vec<RoomKey> = first.iter().chain(&rest).map(|(k, _)| k.clone()).collect();
+    assert_eq!(keys, expected, "every room once, by key");
+    let public = first
+        .iter()
+        .chain(&rest)
+        .find(|(k, _)| *k == key("public"))
+        .expect("public room listed");
+    assert_eq!(public.1.room.name, room_name("Public"));
+    assert_eq!(public.1.members, [name("alice"), name("bob")]);
+    assert!(store
+        .list_all_rooms(Some(&expected[3]), 3)
+        .await
+        .expect("past the end")
+        .is_empty());
+}
+
+/// The statistics count accounts (not deleted ones), rooms of every kind and messages, and
+/// a room's own messages are counted apart.
+pub async fn statistics_count_what_the_store_holds(store: &dyn Store) {
+    let empty = store.stats().await.expect("stats");
+    assert_eq!((empty.users, empty.rooms, empty.messages), (0, 0, 0));
+    create_users(store, &["alice", "bob", "carol"]).await;
+    store.delete_account(&name("carol")).await.expect("delete");
+    create_room(store, "one", "alice").await;
+    create_room(store, "two", "bob").await;
+    let hidden = RoomSecret::random().hidden_key(&room_name("three"), None);
+    store
+        .create_room(&hidden, room("three", "bob", true), UNLIMITED)
+        .await
+        .expect("hidden room");
+    for id in 1..=3 {
+        append(store, message("one", id, "alice", &["alice"])).await;
+    }
+    append(store, message("two", 9, "bob", &["bob"])).await;
+    let stats = store.stats().await.expect("stats");
+    assert_eq!((stats.users, stats.rooms, stats.messages), (2, 3, 4));
+    if let Some(bytes) = stats.bytes {
+        assert!(bytes > 0, "a store holding data has a size");
+    }
+    assert_eq!(store.message_count(&key("one")).await.expect("one"), 3);
+    assert_eq!(store.message_count(&hidden).await.expect("three"), 0);
+    assert!(matches!(
+        store.message_count(&key("missing")).await,
+        Err(StoreError::NotFound)
+    ));
 }

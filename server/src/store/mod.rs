@@ -408,6 +408,20 @@ pub struct HistorySlice {
     pub next_before: Option<u64>,
 }
 
+/// What the store holds, for operators (`server admin stats`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreStats {
+    /// Accounts (deleted ones, whose names stay reserved, are not counted).
+    pub users: u64,
+    /// Rooms of every kind: public, hidden and direct conversations.
+    pub rooms: u64,
+    /// Stored messages, in all rooms.
+    pub messages: u64,
+    /// Bytes the store occupies, when it can tell: the embedded store's file size, or
+    /// MongoDB's `dbStats` storage and index size.
+    pub bytes: Option<u64>,
+}
+
 /// Which messages [`Store::prune_messages`] deletes, in every room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Retention {
@@ -779,6 +793,33 @@ pub trait Store: Send + Sync + 'static {
 
     /// The rooms `user` is a member of, ordered by canonical name.
     async fn rooms_of(&self, user: &Username) -> Result<Vec<Membership>, StoreError>;
+
+    /// Up to `limit` accounts whose canonical name sorts after `after` (from the first
+    /// when `None`), by canonical name; deleted accounts are not listed. For operators: a
+    /// page costs about `limit` reads.
+    async fn list_users(
+        &self,
+        after: Option<&Username>,
+        limit: usize,
+    ) -> Result<Vec<UserRecord>, StoreError>;
+
+    /// Up to `limit` rooms of every kind (public, hidden, direct conversations) whose key
+    /// sorts after `after` (from the first when `None`), by key, with their members. For
+    /// operators, who must see every room; a page costs about `limit` rooms' reads.
+    async fn list_all_rooms(
+        &self,
+        after: Option<&RoomKey>,
+        limit: usize,
+    ) -> Result<Vec<(RoomKey, RoomListing)>, StoreError>;
+
+    /// How many messages the room under `key` holds.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] if the room does not exist.
+    async fn message_count(&self, room: &RoomKey) -> Result<u64, StoreError>;
+
+    /// Counts of what the store holds, and its size where it can tell ([`StoreStats`]).
+    async fn stats(&self) -> Result<StoreStats, StoreError>;
 
     /// Takes a message for storing with all its copies, and returns once its place in the
     /// room's order is fixed: messages queued one after another (each call awaited before

@@ -99,11 +99,13 @@ use tokio::sync::{mpsc, oneshot};
 use super::disk::{DbHandle, Disk};
 
 mod account;
+mod admin;
 mod retention;
 mod rooms;
 use super::{
     HistorySlice, Membership, NewMessage, PendingAppend, Retention, RoomKey, RoomListing, RoomPage,
-    RoomQuery, RoomRecord, RoomSecret, RoomUpdate, Store, StoreError, UserRecord, HIDDEN_KEY_MARK,
+    RoomQuery, RoomRecord, RoomSecret, RoomUpdate, Store, StoreError, StoreStats, UserRecord,
+    HIDDEN_KEY_MARK,
 };
 
 /// The adapter's name in errors, logs and `/health`.
@@ -1150,6 +1152,38 @@ impl Store for EmbeddedStore {
         let user_key = user.canonical();
         self.write(move |txn| account::delete_account(txn, &user_key))
             .await
+    }
+
+    async fn list_users(
+        &self,
+        after: Option<&Username>,
+        limit: usize,
+    ) -> Result<Vec<UserRecord>, StoreError> {
+        let after = after.map(Username::canonical);
+        self.read(move |txn| admin::list_users(txn, after.as_deref(), limit))
+            .await
+    }
+
+    async fn list_all_rooms(
+        &self,
+        after: Option<&RoomKey>,
+        limit: usize,
+    ) -> Result<Vec<(RoomKey, RoomListing)>, StoreError> {
+        let after = after.map(|k| k.as_str().to_owned());
+        self.read(move |txn| admin::list_all_rooms(txn, after.as_deref(), limit))
+            .await
+    }
+
+    async fn message_count(&self, room: &RoomKey) -> Result<u64, StoreError> {
+        let room_key = room.as_str().to_owned();
+        self.read(move |txn| admin::message_count(txn, &room_key))
+            .await
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        let counts = self.read(admin::counts).await?;
+        let bytes = std::fs::metadata(self.handle.path()).ok().map(|m| m.len());
+        Ok(StoreStats { bytes, ..counts })
     }
 
     async fn members(&self, room: &RoomKey) -> Result<Vec<UserRecord>, StoreError> {

@@ -140,6 +140,7 @@ use shared::crypto::rotation::RotationCertificate;
 use shared::protocol::{codec, MAX_KEY_HISTORY, MAX_ROOM_MEMBERS};
 use shared::{RoomName, ServerId, Username};
 
+mod admin;
 mod documents;
 mod errors;
 mod migrate;
@@ -159,7 +160,7 @@ use settle::{settle, Outcome};
 
 use super::{
     HistorySlice, Membership, NewMessage, PendingAppend, Retention, RoomKey, RoomListing, RoomPage,
-    RoomQuery, RoomRecord, RoomSecret, RoomUpdate, Store, StoreError, UserRecord,
+    RoomQuery, RoomRecord, RoomSecret, RoomUpdate, Store, StoreError, StoreStats, UserRecord,
 };
 
 /// The adapter's name in errors, logs and `/health`.
@@ -888,6 +889,30 @@ impl Store for MongoStore {
             .await
             .map_err(map_err)?;
         Ok(result.modified_count == 1)
+    }
+
+    async fn list_users(
+        &self,
+        after: Option<&Username>,
+        limit: usize,
+    ) -> Result<Vec<UserRecord>, StoreError> {
+        self.list_user_page(after, limit).await
+    }
+
+    async fn list_all_rooms(
+        &self,
+        after: Option<&RoomKey>,
+        limit: usize,
+    ) -> Result<Vec<(RoomKey, RoomListing)>, StoreError> {
+        self.list_room_page(after, limit).await
+    }
+
+    async fn message_count(&self, room: &RoomKey) -> Result<u64, StoreError> {
+        self.messages_in_room(room).await
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        self.database_stats().await
     }
 
     async fn members(&self, room: &RoomKey) -> Result<Vec<UserRecord>, StoreError> {
