@@ -79,9 +79,9 @@ pub enum Response {
     Err(AdminError),
 }
 
-/// What a carried-out request gives back.
+/// What a carried-out request gives back (tagged `answer`: a room's own `kind` is a field).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "answer", rename_all = "snake_case")]
 pub enum Answer {
     /// A page of accounts.
     Users {
@@ -329,5 +329,30 @@ mod tests {
             error
         );
         assert!(serde_json::from_str::<Request>(r#"{"op":"drop_everything"}"#).is_err());
+    }
+
+    #[test]
+    fn a_room_in_detail_round_trips() {
+        let answer = Response::Ok(Answer::Room(RoomDetail {
+            summary: RoomSummary {
+                name: "Lobby".into(),
+                key: "lobby".into(),
+                kind: RoomKind::Public,
+                has_password: false,
+                owner: "alice".into(),
+                members: 1,
+                created_at_ms: 1,
+            },
+            member_names: vec!["alice".into()],
+            admins: Vec::new(),
+            topic: None,
+            banned: Vec::new(),
+            messages: 3,
+        }));
+        let text = serde_json::to_string(&answer).expect("encodes");
+        assert_eq!(
+            serde_json::from_str::<Response>(&text).expect("decodes"),
+            answer
+        );
     }
 }

@@ -214,3 +214,27 @@ async fn reply(mut stream: UnixStream, response: &Response) -> io::Result<()> {
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the admin client took too long"))?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stale_socket_is_replaced_and_a_live_one_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("sub").join("admin.sock");
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        drop(std::os::unix::net::UnixListener::bind(&path).expect("a crashed server's socket"));
+        let bound = AdminSocket::bind(&path).expect("the stale socket is replaced");
+        let mode = std::fs::metadata(&path).expect("socket").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(matches!(AdminSocket::bind(&path), Err(BindError::InUse(_))));
+        drop(bound);
+        assert!(!path.exists(), "removed when dropped");
+
+        let file = dir.path().join("not-a-socket");
+        std::fs::write(&file, b"keep me").expect("write");
+        assert!(matches!(AdminSocket::bind(&file), Err(BindError::NotASocket(_))));
+        assert_eq!(std::fs::read(&file).expect("read"), b"keep me");
+    }
+}

@@ -3,6 +3,7 @@
 //! binary, several modules.
 
 mod account;
+mod admin;
 mod adversary;
 mod adversary_rooms;
 mod auth;
