@@ -182,7 +182,10 @@ impl ClientError {
 /// Runs `server admin …` against the socket at `default_socket` (unless `--socket` says
 /// otherwise), prints the outcome and says how the process should exit.
 pub fn run(default_socket: &Path, args: AdminArgs) -> ExitCode {
-    let socket = args.socket.clone().unwrap_or_else(|| default_socket.to_owned());
+    let socket = args
+        .socket
+        .clone()
+        .unwrap_or_else(|| default_socket.to_owned());
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -218,41 +221,35 @@ async fn execute(socket: &Path, args: &AdminArgs) -> Result<(), ClientError> {
     let json = args.json;
     match &args.command {
         AdminCommand::Users(UsersCommand::List) => {
-            let mut users: Vec<UserSummary> = Vec::new();
-            loop {
-                let after = users.last().map(|u| u.name.to_lowercase());
-                let request = Request::ListUsers {
+            let users = all_pages(
+                socket,
+                |after| Request::ListUsers {
                     after,
                     limit: MAX_PAGE,
-                };
-                let Answer::Users { users: page } = ask(socket, &request).await? else {
-                    return Err(unexpected());
-                };
-                let done = page.len() < MAX_PAGE;
-                users.extend(page);
-                if done {
-                    break;
-                }
-            }
+                },
+                |answer| match answer {
+                    Answer::Users { users } => Some(users),
+                    _ => None,
+                },
+                |user: &UserSummary| user.name.to_lowercase(),
+            )
+            .await?;
             print(json, &users, || users_text(&users));
         }
         AdminCommand::Rooms(RoomsCommand::List) => {
-            let mut rooms: Vec<RoomSummary> = Vec::new();
-            loop {
-                let after = rooms.last().map(|r| r.key.clone());
-                let request = Request::ListRooms {
+            let rooms = all_pages(
+                socket,
+                |after| Request::ListRooms {
                     after,
                     limit: MAX_PAGE,
-                };
-                let Answer::Rooms { rooms: page } = ask(socket, &request).await? else {
-                    return Err(unexpected());
-                };
-                let done = page.len() < MAX_PAGE;
-                rooms.extend(page);
-                if done {
-                    break;
-                }
-            }
+                },
+                |answer| match answer {
+                    Answer::Rooms { rooms } => Some(rooms),
+                    _ => None,
+                },
+                |room: &RoomSummary| room.key.clone(),
+            )
+            .await?;
             print(json, &rooms, || rooms_text(&rooms));
         }
         AdminCommand::Users(UsersCommand::Show { name }) => {
@@ -277,6 +274,27 @@ async fn execute(socket: &Path, args: &AdminArgs) -> Result<(), ClientError> {
         }
     }
     Ok(())
+}
+
+/// Every entry of a listing, a page ([`MAX_PAGE`] entries) per exchange: `request` asks
+/// for the page after a cursor, `entries` takes the page out of the answer, `cursor` is
+/// where an entry leaves off.
+async fn all_pages<T>(
+    socket: &Path,
+    request: impl Fn(Option<String>) -> Request,
+    entries: impl Fn(Answer) -> Option<Vec<T>>,
+    cursor: impl Fn(&T) -> String,
+) -> Result<Vec<T>, ClientError> {
+    let mut all: Vec<T> = Vec::new();
+    loop {
+        let answer = ask(socket, &request(all.last().map(&cursor))).await?;
+        let page = entries(answer).ok_or_else(unexpected)?;
+        let done = page.len() < MAX_PAGE;
+        all.extend(page);
+        if done {
+            return Ok(all);
+        }
+    }
 }
 
 /// A command that is one exchange: ask, and print the answer.
@@ -350,7 +368,12 @@ fn when(ms: u64) -> String {
 fn users_text(users: &[UserSummary]) -> String {
     let mut out = format!("{:<32} {:<16}  {}\n", "USER", "REGISTERED (UTC)", "KEY");
     for u in users {
-        out += &format!("{:<32} {:<16}  {}\n", u.name, when(u.created_at_ms), u.fingerprint);
+        out += &format!(
+            "{:<32} {:<16}  {}\n",
+            u.name,
+            when(u.created_at_ms),
+            u.fingerprint
+        );
     }
     out + &format!("{} users\n", users.len())
 }

@@ -297,14 +297,20 @@ mod tests {
     #[tokio::test]
     async fn lines_are_bounded_and_complete() {
         let mut ok: &[u8] = b"{\"op\":\"stats\"}\nrest";
-        assert_eq!(read_line(&mut ok, 64).await.expect("line"), b"{\"op\":\"stats\"}");
+        assert_eq!(
+            read_line(&mut ok, 64).await.expect("line"),
+            b"{\"op\":\"stats\"}"
+        );
         let mut long: &[u8] = &[b'x'; 100];
         assert!(matches!(
             read_line(&mut long, 64).await,
             Err(LineError::TooLong(64))
         ));
         let mut cut: &[u8] = b"{\"op\"";
-        assert!(matches!(read_line(&mut cut, 64).await, Err(LineError::Closed)));
+        assert!(matches!(
+            read_line(&mut cut, 64).await,
+            Err(LineError::Closed)
+        ));
     }
 
     #[test]

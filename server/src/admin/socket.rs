@@ -45,7 +45,9 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
     /// Another server answers at the path.
-    #[error("another server is already serving the admin socket {0} (stop it, or set ADMIN_SOCKET)")]
+    #[error(
+        "another server is already serving the admin socket {0} (stop it, or set ADMIN_SOCKET)"
+    )]
     InUse(PathBuf),
     /// Something that is not a socket is at the path.
     #[error("{0} exists and is not a socket; remove it or set ADMIN_SOCKET")]
@@ -150,7 +152,9 @@ impl AdminSocket {
                 match stream.peer_cred() {
                     Ok(peer) if peer.uid() == owner || peer.uid() == 0 => {}
                     _ => {
-                        tracing::warn!("admin socket: a connection from another OS user was dropped");
+                        tracing::warn!(
+                            "admin socket: a connection from another OS user was dropped"
+                        );
                         continue;
                     }
                 }
@@ -172,22 +176,21 @@ impl AdminSocket {
 /// Reads one request, carries it out and answers.
 async fn serve_one(state: &AppState, stream: UnixStream) {
     let mut reader = BufReader::new(stream);
-    let line = match tokio::time::timeout(IO_TIMEOUT, read_line(&mut reader, MAX_REQUEST_BYTES))
-        .await
-    {
-        Ok(Ok(line)) => line,
-        Ok(Err(e)) => {
-            let error = AdminError::BadRequest {
-                reason: e.to_string(),
-            };
-            let _ = reply(reader.into_inner(), &Response::Err(error)).await;
-            return;
-        }
-        Err(_) => {
-            tracing::debug!("admin client sent no request in time");
-            return;
-        }
-    };
+    let line =
+        match tokio::time::timeout(IO_TIMEOUT, read_line(&mut reader, MAX_REQUEST_BYTES)).await {
+            Ok(Ok(line)) => line,
+            Ok(Err(e)) => {
+                let error = AdminError::BadRequest {
+                    reason: e.to_string(),
+                };
+                let _ = reply(reader.into_inner(), &Response::Err(error)).await;
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("admin client sent no request in time");
+                return;
+            }
+        };
     let response = match serde_json::from_slice::<Request>(&line) {
         Ok(request) => match service::handle(state, request).await {
             Ok(answer) => Response::Ok(answer),
@@ -226,7 +229,10 @@ mod tests {
         std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
         drop(std::os::unix::net::UnixListener::bind(&path).expect("a crashed server's socket"));
         let bound = AdminSocket::bind(&path).expect("the stale socket is replaced");
-        let mode = std::fs::metadata(&path).expect("socket").permissions().mode();
+        let mode = std::fs::metadata(&path)
+            .expect("socket")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(matches!(AdminSocket::bind(&path), Err(BindError::InUse(_))));
         drop(bound);
@@ -234,7 +240,10 @@ mod tests {
 
         let file = dir.path().join("not-a-socket");
         std::fs::write(&file, b"keep me").expect("write");
-        assert!(matches!(AdminSocket::bind(&file), Err(BindError::NotASocket(_))));
+        assert!(matches!(
+            AdminSocket::bind(&file),
+            Err(BindError::NotASocket(_))
+        ));
         assert_eq!(std::fs::read(&file).expect("read"), b"keep me");
     }
 }

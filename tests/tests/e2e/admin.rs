@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 use shared::protocol::{Push, RoomChange, CLOSE_ACCOUNT_DELETED};
 use shared::ErrorCode;
-use tests::scale::{drop_database, fresh_database, free_port, http_get};
+use tests::scale::{drop_database, free_port, fresh_database, http_get};
 use tests::{e2e_uses_mongo, test_key, RawClient};
 
 /// The server binary, built from this checkout (the tests' copy of `server`).
@@ -61,7 +61,8 @@ impl Served {
             .stdin(Stdio::null());
         let database = e2e_uses_mongo().then(|| fresh_database(test));
         if let Some(database) = &database {
-            let uri = std::env::var("TEST_MONGODB_URI").expect("E2E_STORE=mongo needs TEST_MONGODB_URI");
+            let uri =
+                std::env::var("TEST_MONGODB_URI").expect("E2E_STORE=mongo needs TEST_MONGODB_URI");
             command
                 .env("MONGODB_URI", uri)
                 .env("MONGODB_DATABASE", database)
@@ -77,7 +78,10 @@ impl Served {
             if matches!(http_get(addr, "/health").await, Some((200, _))) {
                 break;
             }
-            assert!(tokio::time::Instant::now() < deadline, "no /health within 60 s");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no /health within 60 s"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Self {
@@ -129,7 +133,10 @@ impl Served {
             .status();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         while child.0.try_wait().expect("wait").is_none() {
-            assert!(tokio::time::Instant::now() < deadline, "no exit within 30 s");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no exit within 30 s"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         if let Some(database) = database {
@@ -147,6 +154,17 @@ impl Drop for Running {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// "alice" (test key 0), owner of the public room "lobby", and "bob" (key 1), a member,
+/// both logged in; and the server's URL.
+async fn alice_and_bob_in_lobby(server: &Served) -> (String, RawClient, RawClient) {
+    let url = server.url();
+    let mut alice = RawClient::registered(&url, "alice", &test_key(0)).await;
+    let mut bob = RawClient::registered(&url, "bob", &test_key(1)).await;
+    alice.create_room("lobby", None, false).await;
+    bob.join_room("lobby", None).await.expect("joined");
+    (url, alice, bob)
 }
 
 /// The entries of a JSON array whose `field` is `value`.
@@ -170,14 +188,23 @@ async fn listings_details_and_statistics_reflect_what_clients_did() {
     alice.create_room("den", Some("secret"), true).await;
     for text in ["one", "two"] {
         alice
-            .send_text("lobby", ("Alice", &ka), &[("Alice", &ka), ("bob", &kb)], text)
+            .send_text(
+                "lobby",
+                ("Alice", &ka),
+                &[("Alice", &ka), ("bob", &kb)],
+                text,
+            )
             .await
             .expect("sent");
     }
 
     let socket = std::fs::symlink_metadata(server.socket()).expect("the socket exists");
     assert!(socket.file_type().is_socket());
-    assert_eq!(socket.permissions().mode() & 0o777, 0o600, "only the server's user");
+    assert_eq!(
+        socket.permissions().mode() & 0o777,
+        0o600,
+        "only the server's user"
+    );
 
     let users = server.admin(&["users", "list", "--json"]).await.json();
     let names: Vec<&str> = users
@@ -188,7 +215,10 @@ async fn listings_details_and_statistics_reflect_what_clients_did() {
         .collect();
     assert_eq!(names, ["Alice", "bob"]);
 
-    let shown = server.admin(&["users", "show", "ALICE", "--json"]).await.json();
+    let shown = server
+        .admin(&["users", "show", "ALICE", "--json"])
+        .await
+        .json();
     assert_eq!(shown["answer"], "user");
     assert_eq!(shown["name"], "Alice");
     assert_eq!(shown["rooms"], serde_json::json!(["den", "Lobby"]));
@@ -204,7 +234,10 @@ async fn listings_details_and_statistics_reflect_what_clients_did() {
     assert_eq!(den[0]["kind"], "hidden", "hidden rooms are listed, marked");
     assert_eq!(den[0]["has_password"], true);
 
-    let detail = server.admin(&["rooms", "show", "lobby", "--json"]).await.json();
+    let detail = server
+        .admin(&["rooms", "show", "lobby", "--json"])
+        .await
+        .json();
     assert_eq!(detail["messages"], 2);
     assert_eq!(detail["owner"], "Alice");
     assert_eq!(detail["member_names"], serde_json::json!(["Alice", "bob"]));
@@ -216,7 +249,11 @@ async fn listings_details_and_statistics_reflect_what_clients_did() {
     assert_eq!(stats["stats"]["users"], 2);
     assert_eq!(stats["stats"]["rooms"], 2);
     assert_eq!(stats["stats"]["messages"], 2);
-    let backend = if e2e_uses_mongo() { "mongodb" } else { "embedded" };
+    let backend = if e2e_uses_mongo() {
+        "mongodb"
+    } else {
+        "embedded"
+    };
     assert_eq!(stats["store"], backend);
     if !e2e_uses_mongo() {
         assert!(stats["stats"]["bytes"].as_u64().expect("size") > 0);
@@ -224,7 +261,11 @@ async fn listings_details_and_statistics_reflect_what_clients_did() {
 
     let text = server.admin(&["rooms", "list"]).await;
     assert_eq!(text.code, 0, "{}", text.stderr);
-    assert!(text.stdout.contains("Lobby") && text.stdout.contains("hidden"), "{}", text.stdout);
+    assert!(
+        text.stdout.contains("Lobby") && text.stdout.contains("hidden"),
+        "{}",
+        text.stdout
+    );
     assert!(text.stdout.contains("2 rooms"), "{}", text.stdout);
     drop((alice, bob));
     server.stop().await;
@@ -233,18 +274,18 @@ async fn listings_details_and_statistics_reflect_what_clients_did() {
 #[tokio::test]
 async fn deleting_a_user_ends_their_session_and_keeps_the_name_reserved() {
     let server = Served::start("admin_delete_user").await;
-    let url = server.url();
-    let (ka, kb) = (test_key(0), test_key(1));
-    let mut alice = RawClient::registered(&url, "alice", &ka).await;
-    let mut bob = RawClient::registered(&url, "bob", &kb).await;
-    alice.create_room("lobby", None, false).await;
-    bob.join_room("lobby", None).await.expect("joined");
+    let (url, mut alice, mut bob) = alice_and_bob_in_lobby(&server).await;
+    let kb = test_key(1);
     bob.create_room("bobs", None, false).await;
     alice.drain().await;
 
     let deleted = server.admin(&["users", "delete", "BOB"]).await;
     assert_eq!(deleted.code, 0, "{}", deleted.stderr);
-    assert!(deleted.stdout.contains("deleted user bob"), "{}", deleted.stdout);
+    assert!(
+        deleted.stdout.contains("deleted user bob"),
+        "{}",
+        deleted.stdout
+    );
     assert_eq!(bob.close_code().await, Some(CLOSE_ACCOUNT_DELETED));
     match alice.next_push().await {
         Push::MemberLeft { username, .. } => assert_eq!(username.as_str(), "bob"),
@@ -252,7 +293,10 @@ async fn deleting_a_user_ends_their_session_and_keeps_the_name_reserved() {
     }
 
     let again = RawClient::greeted(&url).await.register("Bob", &kb).await;
-    assert_eq!(again.map(|_| ()).map_err(|e| e.code), Err(ErrorCode::UsernameTaken));
+    assert_eq!(
+        again.map(|_| ()).map_err(|e| e.code),
+        Err(ErrorCode::UsernameTaken)
+    );
     let shown = server.admin(&["users", "show", "bob"]).await;
     assert_eq!(shown.code, 1);
     assert!(shown.stderr.contains("no user named"), "{}", shown.stderr);
@@ -263,7 +307,11 @@ async fn deleting_a_user_ends_their_session_and_keeps_the_name_reserved() {
         .iter()
         .map(|r| r["name"].as_str().expect("name"))
         .collect();
-    assert_eq!(names, ["lobby"], "bob's room, left empty, went with the account");
+    assert_eq!(
+        names,
+        ["lobby"],
+        "bob's room, left empty, went with the account"
+    );
     let stats = server.admin(&["stats", "--json"]).await.json();
     assert_eq!(stats["stats"]["users"], 1);
     drop(alice);
@@ -273,15 +321,16 @@ async fn deleting_a_user_ends_their_session_and_keeps_the_name_reserved() {
 #[tokio::test]
 async fn deleting_a_room_tells_its_members_and_deletes_its_history() {
     let server = Served::start("admin_delete_room").await;
-    let url = server.url();
+    let (_, mut alice, mut bob) = alice_and_bob_in_lobby(&server).await;
     let (ka, kb) = (test_key(0), test_key(1));
-    let mut alice = RawClient::registered(&url, "alice", &ka).await;
-    let mut bob = RawClient::registered(&url, "bob", &kb).await;
-    alice.create_room("lobby", None, false).await;
     alice.create_room("other", None, false).await;
-    bob.join_room("lobby", None).await.expect("joined");
     alice
-        .send_text("lobby", ("alice", &ka), &[("alice", &ka), ("bob", &kb)], "hi")
+        .send_text(
+            "lobby",
+            ("alice", &ka),
+            &[("alice", &ka), ("bob", &kb)],
+            "hi",
+        )
         .await
         .expect("sent");
     alice
@@ -290,7 +339,10 @@ async fn deleting_a_room_tells_its_members_and_deletes_its_history() {
         .expect("sent");
     bob.drain().await;
 
-    let deleted = server.admin(&["rooms", "delete", "LOBBY", "--json"]).await.json();
+    let deleted = server
+        .admin(&["rooms", "delete", "LOBBY", "--json"])
+        .await
+        .json();
     assert_eq!(deleted["answer"], "room_deleted");
     assert_eq!(deleted["room"]["name"], "lobby");
     let event = bob.next_room_event().await;
@@ -302,9 +354,15 @@ async fn deleting_a_room_tells_its_members_and_deletes_its_history() {
     assert!(shown.stderr.contains("no room named"), "{}", shown.stderr);
     let stats = server.admin(&["stats", "--json"]).await.json();
     assert_eq!(stats["stats"]["rooms"], 1);
-    assert_eq!(stats["stats"]["messages"], 1, "only the other room's message is left");
+    assert_eq!(
+        stats["stats"]["messages"], 1,
+        "only the other room's message is left"
+    );
     let back = bob.join_room("lobby", None).await;
-    assert_eq!(back.map(|_| ()).map_err(|e| e.code), Err(ErrorCode::RoomUnavailable));
+    assert_eq!(
+        back.map(|_| ()).map_err(|e| e.code),
+        Err(ErrorCode::RoomUnavailable)
+    );
     drop(alice);
     server.stop().await;
 }
@@ -329,12 +387,24 @@ async fn purge_deletes_what_it_says_and_nothing_else() {
         .expect("sent");
     let count = |room: &'static str| {
         let server = &server;
-        async move { server.admin(&["rooms", "show", room, "--json"]).await.json()["messages"].clone() }
+        async move {
+            server
+                .admin(&["rooms", "show", room, "--json"])
+                .await
+                .json()["messages"]
+                .clone()
+        }
     };
 
-    let none = server.admin(&["purge", "--older-than", "1d", "--json"]).await.json();
+    let none = server
+        .admin(&["purge", "--older-than", "1d", "--json"])
+        .await
+        .json();
     assert_eq!(none["messages"], 0, "every message is newer than a day");
-    let kept = server.admin(&["purge", "--keep-newest", "1", "--json"]).await.json();
+    let kept = server
+        .admin(&["purge", "--keep-newest", "1", "--json"])
+        .await
+        .json();
     assert_eq!(kept["messages"], 2);
     assert_eq!(count("busy").await, 1);
     assert_eq!(count("quiet").await, 1);
@@ -355,14 +425,24 @@ async fn bad_input_and_a_missing_server_fail_clearly() {
     let server = Served::start("admin_errors").await;
     let unknown_user = server.admin(&["users", "delete", "nobody"]).await;
     assert_eq!(unknown_user.code, 1);
-    assert!(unknown_user.stderr.contains("no user named \"nobody\""), "{}", unknown_user.stderr);
-    let unknown_room = server.admin(&["rooms", "delete", "nowhere", "--json"]).await;
+    assert!(
+        unknown_user.stderr.contains("no user named \"nobody\""),
+        "{}",
+        unknown_user.stderr
+    );
+    let unknown_room = server
+        .admin(&["rooms", "delete", "nowhere", "--json"])
+        .await;
     assert_eq!(unknown_room.code, 1);
     let error: Value = serde_json::from_str(unknown_room.stderr.trim()).expect("JSON error");
     assert_eq!(error["error"], "unknown_room");
     let invalid = server.admin(&["users", "show", "not a name"]).await;
     assert_eq!(invalid.code, 1);
-    assert!(invalid.stderr.contains("not a username"), "{}", invalid.stderr);
+    assert!(
+        invalid.stderr.contains("not a username"),
+        "{}",
+        invalid.stderr
+    );
     let usage = server.admin(&["purge"]).await;
     assert_eq!(usage.code, 2, "purge needs a limit: {}", usage.stderr);
     let age = server.admin(&["purge", "--older-than", "10"]).await;
@@ -381,6 +461,9 @@ async fn bad_input_and_a_missing_server_fail_clearly() {
         .expect("admin runs");
     assert_eq!(output.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("no server is answering at the admin socket"), "{stderr}");
+    assert!(
+        stderr.contains("no server is answering at the admin socket"),
+        "{stderr}"
+    );
     assert!(stderr.contains("Start the server"), "{stderr}");
 }

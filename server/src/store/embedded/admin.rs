@@ -78,8 +78,16 @@ pub(super) fn message_count(txn: &ReadTransaction, room_key: &str) -> Result<u64
 /// file size.
 pub(super) fn counts(txn: &ReadTransaction) -> Result<StoreStats, StoreError> {
     Ok(StoreStats {
-        users: txn.open_table(USERS).map_err(backend)?.len().map_err(backend)?,
-        rooms: txn.open_table(ROOMS).map_err(backend)?.len().map_err(backend)?,
+        users: txn
+            .open_table(USERS)
+            .map_err(backend)?
+            .len()
+            .map_err(backend)?,
+        rooms: txn
+            .open_table(ROOMS)
+            .map_err(backend)?
+            .len()
+            .map_err(backend)?,
         messages: txn
             .open_table(MESSAGES)
             .map_err(backend)?

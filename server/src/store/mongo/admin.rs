@@ -10,15 +10,32 @@
 
 use futures_util::TryStreamExt;
 use mongodb::bson::{doc, Document};
+use mongodb::Collection;
 
 use super::errors::map_err;
 use super::{members_from_doc, room_from_doc, user_from_doc, Fields, MongoStore, ROOMS};
 use crate::store::{RoomKey, RoomListing, StoreError, StoreStats, UserRecord};
 use shared::Username;
 
-/// `limit` as the driver's page limit.
-fn page_limit(limit: usize) -> i64 {
-    i64::try_from(limit).unwrap_or(i64::MAX)
+/// Up to `limit` documents of `collection` matching `filter`, in `order` (an indexed
+/// field), with `projection`.
+async fn page(
+    collection: &Collection<Document>,
+    filter: Document,
+    projection: Document,
+    order: &str,
+    limit: usize,
+) -> Result<Vec<Document>, StoreError> {
+    collection
+        .find(filter)
+        .projection(projection)
+        .sort(doc! { order: 1 })
+        .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+        .await
+        .map_err(map_err)?
+        .try_collect()
+        .await
+        .map_err(map_err)
 }
 
 impl MongoStore {
@@ -35,17 +52,7 @@ impl MongoStore {
         if let Some(after) = after {
             filter.insert("_id", doc! { "$gt": after.canonical() });
         }
-        let docs: Vec<Document> = self
-            .users
-            .find(filter)
-            .projection(doc! { "key_history": 0 })
-            .sort(doc! { "_id": 1 })
-            .limit(page_limit(limit))
-            .await
-            .map_err(map_err)?
-            .try_collect()
-            .await
-            .map_err(map_err)?;
+        let docs = page(&self.users, filter, doc! { "key_history": 0 }, "_id", limit).await?;
         docs.iter().map(user_from_doc).collect()
     }
 
@@ -62,18 +69,8 @@ impl MongoStore {
             Some(after) => doc! { "key": { "$gt": after.as_str() } },
             None => Document::new(),
         };
-        let docs: Vec<Document> = self
-            .rooms
-            .find(filter)
-            // A ban list may hold a thousand names: a listing never needs it.
-            .projection(doc! { "bans": 0 })
-            .sort(doc! { "key": 1 })
-            .limit(page_limit(limit))
-            .await
-            .map_err(map_err)?
-            .try_collect()
-            .await
-            .map_err(map_err)?;
+        // A ban list may hold a thousand names: a listing never needs it.
+        let docs = page(&self.rooms, filter, doc! { "bans": 0 }, "key", limit).await?;
         docs.iter()
             .map(|d| {
                 let key = RoomKey::from_stored(Fields::new(ROOMS, d).str("key")?.to_owned());
@@ -108,11 +105,7 @@ impl MongoStore {
             .count_documents(doc! { "deleted": { "$ne": true } })
             .await
             .map_err(map_err)?;
-        let rooms = self
-            .rooms
-            .count_documents(doc! {})
-            .await
-            .map_err(map_err)?;
+        let rooms = self.rooms.count_documents(doc! {}).await.map_err(map_err)?;
         let messages = self
             .messages
             .count_documents(doc! {})
