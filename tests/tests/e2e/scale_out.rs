@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use shared::crypto::RsaPrivateKey;
 use shared::protocol::{
-    ClientMsg, CreateRoom, JoinRoom, LeaveRoom, ListRooms, Push, Reply, SendMessage,
+    ClientMsg, CreateRoom, JoinRoom, LeaveRoom, ListRooms, ModerationAction, Push, Reply,
+    RoomChange, SendMessage,
 };
-use shared::{MessageId, RoomName};
+use shared::{ErrorCode, MessageId, RoomName};
 use tests::scale::{drop_database, fresh_database, unavailable, Balancer, Instance};
-use tests::{history_ids, open_text, room, rotation, seal_text, test_key, RawClient};
+use tests::{history_ids, name, open_text, room, rotation, seal_text, test_key, RawClient};
 
 const EXE: &str = env!("CARGO_BIN_EXE_chat-server");
 
@@ -283,6 +284,52 @@ async fn two_instances_behind_nginx_serve_one_room_as_one_server() {
     wait_for_online(&mut alice, &r, (4, 4)).await;
     wait_for_online(&mut bob, &r, (4, 4)).await;
 
+    // Moderation by the owner on A reaches the members on both instances, and a ban made
+    // on A is enforced by B.
+    let topic = alice
+        .client
+        .moderate(
+            "lobby",
+            ModerationAction::SetTopic {
+                topic: Some("across instances".into()),
+            },
+        )
+        .await
+        .expect("the owner sets the topic");
+    for m in [&mut bob, &mut carol, &mut dave] {
+        assert_eq!(m.client.next_room_event().await, topic, "{}", m.name);
+    }
+    let ban = alice
+        .client
+        .moderate(
+            "lobby",
+            ModerationAction::Ban {
+                user: name("carol"),
+            },
+        )
+        .await
+        .expect("the owner bans carol");
+    assert_eq!(
+        ban.change,
+        RoomChange::Banned {
+            user: name("carol")
+        }
+    );
+    for m in [&mut bob, &mut carol, &mut dave] {
+        assert_eq!(m.client.next_room_event().await, ban, "{}", m.name);
+    }
+    let mut carol_on_b = carol.again(&lb, b.port).await;
+    assert_eq!(
+        carol_on_b
+            .client
+            .join_room("lobby", None)
+            .await
+            .expect_err("a banned user cannot rejoin through the other instance")
+            .code,
+        ErrorCode::Banned
+    );
+    drop(carol_on_b);
+
     // A leave reaches the members on both instances; a user gone from B is soon offline
     // on A.
     match dave
@@ -293,7 +340,7 @@ async fn two_instances_behind_nginx_serve_one_room_as_one_server() {
         Ok(Reply::Left(_)) => {}
         other => panic!("leave: {other:?}"),
     }
-    for m in [&mut alice, &mut bob, &mut carol] {
+    for m in [&mut alice, &mut bob] {
         assert!(
             matches!(m.client.next_push().await, Push::MemberLeft { username, .. } if username.as_str() == "dave"),
             "{}",
@@ -301,7 +348,8 @@ async fn two_instances_behind_nginx_serve_one_room_as_one_server() {
         );
     }
     drop(dave);
-    wait_for_online(&mut alice, &r, (3, 3)).await;
+    // carol, banned, is still online (on A) but no longer in the room.
+    wait_for_online(&mut alice, &r, (3, 2)).await;
 
     for instance in [&a, &b] {
         let (status, body) = instance.health().await.expect("health answers");
