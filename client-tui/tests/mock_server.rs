@@ -239,6 +239,7 @@ impl Peer {
                 has_password: false,
                 hidden: false,
                 read_up_to: 0,
+                online: vec![],
                 members,
                 history: HistoryPage {
                     room: room("general"),
@@ -1012,6 +1013,7 @@ async fn a_direct_conversation_is_checked_like_any_room_and_never_sealed_for_a_t
                 has_password: false,
                 hidden: true,
                 read_up_to: 0,
+                online: vec![],
                 members: vec![
                     member("alice", &sa),
                     member("bob", &sb2),

@@ -75,6 +75,10 @@ pub async fn moderate(
     let members = state.store.member_names(&mine.key).await?;
     let change = apply(state, &mine, &room, role, actor, &members, req.action).await?;
     tracing::info!(room = %mine.name, actor = %actor, change = change_name(&change), "room moderated");
+    // A listed room changed, or a hidden one became listed.
+    if room.is_listed() || matches!(change, RoomChange::VisibilityChanged { hidden: false }) {
+        state.lobby.changed();
+    }
     let event = RoomEvent {
         room: mine.name,
         actor: actor.clone(),

@@ -609,7 +609,8 @@ fn append_entry(out: &mut StyledString, entry: &Entry, width: usize, me: Option<
     out.append_plain("\n");
 }
 
-/// The member list: a trust mark, the name and a short fingerprint.
+/// The member list: a trust mark, an online dot (● online, ○ offline), the name and a
+/// short fingerprint.
 pub fn members(room: &RoomBuffer, state: &AppState) -> StyledString {
     let mut out = StyledString::styled(
         format!(
@@ -632,6 +633,16 @@ pub fn members(room: &RoomBuffer, state: &AppState) -> StyledString {
         };
         out.append_styled(format!("{mark:<2}"), style);
         out.append_plain(" ");
+        if own || room.is_online(&m.username) {
+            out.append_styled(
+                "● ",
+                Style::from(cursive::style::Color::Dark(
+                    cursive::style::BaseColor::Green,
+                )),
+            );
+        } else {
+            out.append_styled("○ ", level_style(Level::Info));
+        }
         out.append_styled(m.username.as_str(), name_style(m.username.as_str(), own));
         out.append_plain(match (room.peer.is_some(), room.role_of(&m.username)) {
             (true, _) | (false, Role::Member) => "",
@@ -646,7 +657,7 @@ pub fn members(room: &RoomBuffer, state: &AppState) -> StyledString {
         out.append_plain("\n");
     }
     out.append_styled(
-        "\n✓✓ verified\n✓ trusted on first use\n★ owner · @ admin\nF3 verify keys",
+        "\n✓✓ verified\n✓ trusted on first use\n● online · ○ offline\n★ owner · @ admin\nF3 verify keys",
         level_style(Level::Info),
     );
     out
