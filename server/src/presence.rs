@@ -10,9 +10,9 @@
 //!
 //! # Bounds
 //! Notes are kept per user (the latest wins), so their memory is bounded by the users
-//! whose state changed since the last batch, however often they reconnect. A batch waits
-//! [`SETTLE`] after its first note, so a user flapping faster than that is told once, in
-//! their latest state. A user is told online only when this instance has not told it yet,
+//! whose state changed since the last batch, however often they reconnect. A batch is
+//! taken as soon as the previous one is told, so a user flapping while one is told is
+//! told once, in their latest state (and every flap costs them a login). A user is told online only when this instance has not told it yet,
 //! and offline only when it has (or when they left another instance's heartbeat, which no
 //! instance may have told: an instance that died). Each transition costs one read of the
 //! user's memberships and one member list per room.
@@ -23,7 +23,6 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use shared::protocol::Push;
 use shared::Username;
@@ -32,9 +31,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::HandlerError;
 use crate::handlers::{encode_push, hub_gone, AppState};
-
-/// How long a batch of notes gathers after its first one.
-pub const SETTLE: Duration = Duration::from_millis(100);
 
 /// Why a user's presence may have changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,10 +82,6 @@ pub async fn run(state: Arc<AppState>, changes: Arc<PresenceChanges>, shutdown: 
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = changes.ready.notified() => {}
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(SETTLE) => {}
         }
         if let Err(e) = tell_batch(&state, &mut told_online, changes.take()).await {
             tracing::warn!(error = %e, "presence changes could not be told");

@@ -8,7 +8,7 @@ use shared::protocol::{
 };
 use tests::{name, room, test_key, RawClient, TestServer};
 
-/// Longer than the server takes to tell a presence change (it gathers them for 100 ms).
+/// Longer than the server takes to tell a presence change.
 const QUIET: Duration = Duration::from_millis(700);
 
 /// Every push that arrives within `limit` (after those already queued).
