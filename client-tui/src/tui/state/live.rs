@@ -36,3 +36,59 @@ impl AppState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use shared::protocol::LOBBY_PUSH_INTERVAL_SECS;
+
+    use super::super::super::event::UiEvent;
+    use super::super::tests::{logged_in, open};
+    use super::*;
+    use crate::events::ClientEvent;
+
+    fn presence(state: &mut AppState, who: &str, online: bool) {
+        state.apply(UiEvent::Client(ClientEvent::Presence {
+            username: Username::parse(who).expect("name"),
+            online,
+        }));
+    }
+
+    #[test]
+    fn members_are_marked_online_and_offline_and_strangers_change_nothing() {
+        let mut state = logged_in();
+        open(&mut state, "den", true, Vec::new());
+        let bob = Username::parse("bob").expect("name");
+        let den = |s: &AppState| s.rooms[0].clone();
+        assert!(!den(&state).is_online(&bob));
+        presence(&mut state, "Bob", true);
+        assert!(den(&state).is_online(&bob));
+        presence(&mut state, "mallory", true);
+        assert_eq!(den(&state).online.len(), 1, "not a member: not listed");
+        assert_eq!(den(&state).members.len(), 2, "presence adds no member");
+        presence(&mut state, "bob", false);
+        assert!(!den(&state).is_online(&bob));
+    }
+
+    #[test]
+    fn a_lobby_hint_relists_while_shown_at_most_once_per_interval() {
+        let mut state = logged_in();
+        let relist = vec![Effect::Command(Command::RefreshRooms)];
+        let now = Instant::now();
+        assert_eq!(state.lobby_changed(now), relist, "shown: at once");
+        let soon = now + Duration::from_millis(500);
+        assert!(state.lobby_changed(soon).is_empty(), "within the interval");
+        let later = now + Duration::from_secs(LOBBY_PUSH_INTERVAL_SECS);
+        assert_eq!(state.relist_stale_lobby(later), relist, "kept for later");
+        assert!(state
+            .relist_stale_lobby(later + Duration::from_secs(9))
+            .is_empty());
+        // Not shown: kept until the lobby is shown again.
+        open(&mut state, "den", true, Vec::new());
+        let much_later = later + Duration::from_secs(60);
+        assert!(state.lobby_changed(much_later).is_empty());
+        state.focus = Focus::Lobby;
+        assert_eq!(state.relist_stale_lobby(much_later), relist);
+    }
+}

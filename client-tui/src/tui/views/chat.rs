@@ -609,7 +609,7 @@ fn append_entry(out: &mut StyledString, entry: &Entry, width: usize, me: Option<
     out.append_plain("\n");
 }
 
-/// The member list: a trust mark, an online dot (● online, ○ offline), the name and a
+/// The member list: a trust mark, the name, an online dot (● online, ○ offline) and a
 /// short fingerprint.
 pub fn members(room: &RoomBuffer, state: &AppState) -> StyledString {
     let mut out = StyledString::styled(
@@ -633,16 +633,6 @@ pub fn members(room: &RoomBuffer, state: &AppState) -> StyledString {
         };
         out.append_styled(format!("{mark:<2}"), style);
         out.append_plain(" ");
-        if own || room.is_online(&m.username) {
-            out.append_styled(
-                "● ",
-                Style::from(cursive::style::Color::Dark(
-                    cursive::style::BaseColor::Green,
-                )),
-            );
-        } else {
-            out.append_styled("○ ", level_style(Level::Info));
-        }
         out.append_styled(m.username.as_str(), name_style(m.username.as_str(), own));
         out.append_plain(match (room.peer.is_some(), room.role_of(&m.username)) {
             (true, _) | (false, Role::Member) => "",
@@ -651,6 +641,12 @@ pub fn members(room: &RoomBuffer, state: &AppState) -> StyledString {
         });
         if own {
             out.append_plain(" (you)");
+        }
+        if own || room.is_online(&m.username) {
+            let green = cursive::style::Color::Dark(cursive::style::BaseColor::Green);
+            out.append_styled(" ●", Style::from(green));
+        } else {
+            out.append_styled(" ○", level_style(Level::Info));
         }
         out.append_plain("\n  ");
         out.append_styled(short_fingerprint(&m.fingerprint), level_style(Level::Info));
