@@ -167,6 +167,20 @@ pub enum ClientEvent {
         /// The highest `seq` read.
         seq: u64,
     },
+    /// A user who shares one of the user's open rooms came online or went offline. Only
+    /// the online mark changes: never a key or a member list. A presence for anyone who
+    /// is in none of the user's open rooms (or for the user themself) is dropped; the same
+    /// state may be reported twice.
+    Presence {
+        /// Who.
+        username: Username,
+        /// Online now, or offline.
+        online: bool,
+    },
+    /// The public listing may have changed (only while watching it, see
+    /// [`Client::watch_lobby`](crate::Client::watch_lobby)): re-list to see how. A hint
+    /// only; it carries nothing to believe.
+    LobbyChanged,
     /// The account was deleted (by this session or another): the server closed the
     /// connection with `CLOSE_ACCOUNT_DELETED`. Reconnecting is pointless; a
     /// [`ClientEvent::Disconnected`] follows.

@@ -114,5 +114,7 @@ async fn handle_push(session: &Session, conn: &WeakConnection, push: Push) {
             typing,
         } => session.typing(&room, &username, typing),
         Push::ReadUpTo { room, seq } => session.read_up_to(&room, seq),
+        Push::Presence { username, online } => session.presence(&username, online),
+        Push::LobbyChanged => session.emit(ClientEvent::LobbyChanged),
     }
 }

@@ -33,6 +33,10 @@ pub struct RoomView {
     pub hidden: bool,
     /// The members, in the server's order, with the client's view of their keys.
     pub members: Vec<MemberView>,
+    /// The members the server said were online when the room was opened (names that are
+    /// not members are dropped); [`ClientEvent::Presence`](crate::ClientEvent::Presence)
+    /// updates it.
+    pub online: Vec<Username>,
     /// The newest messages, decrypted.
     pub history: HistoryView,
 }
@@ -107,6 +111,13 @@ impl Rooms {
     /// The room's state, if open.
     pub(crate) fn get(&self, room: &RoomName) -> Option<&RoomState> {
         self.open.get(&room.canonical())
+    }
+
+    /// Whether any open room lists `user` as a member.
+    pub(crate) fn lists(&self, user: &Username) -> bool {
+        self.open
+            .values()
+            .any(|r| r.members.iter().any(|m| m.same_as(user)))
     }
 
     /// Every open room's name.

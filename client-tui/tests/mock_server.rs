@@ -239,6 +239,7 @@ impl Peer {
                 has_password: false,
                 hidden: false,
                 read_up_to: 0,
+                online: vec![],
                 members,
                 history: HistoryPage {
                     room: room("general"),
@@ -1012,6 +1013,7 @@ async fn a_direct_conversation_is_checked_like_any_room_and_never_sealed_for_a_t
                 has_password: false,
                 hidden: true,
                 read_up_to: 0,
+                online: vec![],
                 members: vec![
                     member("alice", &sa),
                     member("bob", &sb2),
@@ -1175,5 +1177,50 @@ async fn an_account_deleted_close_is_reported() {
         next_event(&mut events).await,
         ClientEvent::Disconnected { .. }
     ));
+    server.await.expect("server script");
+}
+
+/// The server is the adversary: a presence for someone in none of the user's rooms, or for
+/// the user themself, is dropped; one for a member is reported and changes no member list.
+/// A lobby hint is only a hint.
+#[tokio::test]
+async fn presence_for_strangers_is_dropped_and_changes_no_members() {
+    let (a, b) = (key(0), key(1));
+    let (sa, sb) = (a.clone(), b.clone());
+    let (url, server) = serve(move |mut peer| async move {
+        peer.greet().await;
+        peer.login("alice", &sa).await;
+        peer.joined(vec![member("alice", &sa), member("bob", &sb)], Vec::new())
+            .await;
+        for (who, online) in [("mallory", true), ("alice", false), ("bob", false)] {
+            peer.push(Push::Presence {
+                username: user(who),
+                online,
+            })
+            .await;
+        }
+        peer.push(Push::LobbyChanged).await;
+        while peer.ws.next().await.is_some() {}
+    })
+    .await;
+    let (client, mut events) = alice_in_general(&url).await;
+    match next_event(&mut events).await {
+        ClientEvent::Presence { username, online } => {
+            assert_eq!((username, online), (user("bob"), false));
+        }
+        other => panic!("expected bob's presence first, got {other:?}"),
+    }
+    assert!(matches!(
+        next_event(&mut events).await,
+        ClientEvent::LobbyChanged
+    ));
+    let members: Vec<_> = client
+        .members(&room("general"))
+        .expect("open")
+        .into_iter()
+        .map(|m| m.username.canonical())
+        .collect();
+    assert_eq!(members, ["alice", "bob"], "presence changes no member list");
+    drop(client);
     server.await.expect("server script");
 }

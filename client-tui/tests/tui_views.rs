@@ -414,6 +414,7 @@ fn unread_counts_errors_and_slash_commands() {
     h.event(opened("den", vec![member("alice", 0xab)], Vec::new()));
     h.event(UiEvent::RoomOpened {
         view: RoomView {
+            online: Vec::new(),
             room: room("town"),
             owner: name("bob"),
             kind: shared::protocol::RoomKind::Group,

@@ -12,8 +12,13 @@
 //! the user's other connections the same way ([`Eviction::KeyRotated`]). Membership is not
 //! kept here — the store owns it — so callers name the recipients.
 //!
+//! It also keeps which connections watch the lobby (`WatchLobby`) and sends them the
+//! lobby's hints, and, when spawned with [`HubHandle::spawn_reporting`], notes in a
+//! [`PresenceChanges`] each user whose first connection here started or whose last one
+//! ended (`crate::presence` tells their co-members).
+//!
 //! Handlers see delivery only through the [`Fanout`] trait (connect, disconnect, evict,
-//! deliver, count who is online). [`HubHandle`] is its single-instance implementation;
+//! deliver, count who is online, lobby watching). [`HubHandle`] is its single-instance implementation;
 //! [`crate::fanout::ChangeStreamFanout`] wraps it to reach the connections of other
 //! instances through MongoDB change streams (docs/SCALING.md).
 
@@ -24,6 +29,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::presence::{Mark, PresenceChanges};
 use crate::ws::outbound::PushSender;
 
 /// Identifies one WebSocket connection for the lifetime of the process.
@@ -143,6 +149,14 @@ enum Command {
     EvictAll {
         why: Eviction,
     },
+    WatchLobby {
+        conn: ConnId,
+        user: String,
+        watch: bool,
+    },
+    Lobby {
+        frame: Bytes,
+    },
 }
 
 /// Online counts for groups of users (e.g. each room's members).
@@ -204,6 +218,19 @@ pub trait Fanout: Send + Sync + 'static {
     /// [`HubStopped`] if delivery has shut down.
     async fn online(&self, groups: Vec<Vec<String>>) -> Result<OnlineCounts, HubStopped>;
 
+    /// Starts (or stops) sending connection `conn` of `user` the lobby's hints
+    /// ([`Fanout::lobby`]). Watching ends with the connection.
+    ///
+    /// # Errors
+    /// [`HubStopped`] if delivery has shut down.
+    async fn watch_lobby(&self, conn: ConnId, user: String, watch: bool) -> Result<(), HubStopped>;
+
+    /// Sends `frame` to every connection that watches the lobby, on every instance.
+    ///
+    /// # Errors
+    /// [`HubStopped`] if delivery has shut down.
+    async fn lobby(&self, frame: Bytes) -> Result<(), HubStopped>;
+
     /// Sends the same frame to every online connection of each user in `users`.
     ///
     /// # Errors
@@ -233,8 +260,21 @@ impl HubHandle {
     /// Starts the hub task on the current tokio runtime. It runs until every handle is
     /// dropped.
     pub fn spawn() -> (Self, tokio::task::JoinHandle<()>) {
+        Self::start(Hub::default())
+    }
+
+    /// Like [`HubHandle::spawn`], noting in `changes` each user whose first connection
+    /// here started or whose last one ended.
+    pub fn spawn_reporting(changes: Arc<PresenceChanges>) -> (Self, tokio::task::JoinHandle<()>) {
+        Self::start(Hub {
+            changes: Some(changes),
+            ..Hub::default()
+        })
+    }
+
+    fn start(hub: Hub) -> (Self, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(HUB_QUEUE);
-        let task = tokio::spawn(Hub::default().run(rx));
+        let task = tokio::spawn(hub.run(rx));
         (Self { tx }, task)
     }
 
@@ -303,11 +343,23 @@ impl Fanout for HubHandle {
         self.send(Command::Online { groups, reply }).await?;
         rx.await.map_err(|_| HubStopped)
     }
+
+    async fn watch_lobby(&self, conn: ConnId, user: String, watch: bool) -> Result<(), HubStopped> {
+        self.send(Command::WatchLobby { conn, user, watch }).await
+    }
+
+    async fn lobby(&self, frame: Bytes) -> Result<(), HubStopped> {
+        self.send(Command::Lobby { frame }).await
+    }
 }
 
 #[derive(Default)]
 struct Hub {
     online: HashMap<String, HashMap<ConnId, Registration>>,
+    /// The connections that watch the lobby, with their users.
+    lobby: HashMap<ConnId, String>,
+    /// Where users who came online or went offline here are noted, if anywhere.
+    changes: Option<Arc<PresenceChanges>>,
 }
 
 impl Hub {
@@ -324,10 +376,12 @@ impl Hub {
                 user,
                 registration,
             } => {
-                self.online
-                    .entry(user)
-                    .or_default()
-                    .insert(conn, registration);
+                let conns = self.online.entry(user.clone()).or_default();
+                let first = conns.is_empty();
+                conns.insert(conn, registration);
+                if first {
+                    self.note(&user);
+                }
             }
             Command::Disconnect { conn, user } => {
                 self.remove(&user, conn);
@@ -353,20 +407,38 @@ impl Hub {
                         continue;
                     };
                     for (&conn, registration) in conns {
-                        if Some(conn) == except {
-                            continue;
-                        }
-                        if let Err(mpsc::error::TrySendError::Full(_)) =
-                            registration.pushes.try_send(frame.clone())
-                        {
+                        if Some(conn) != except && !try_push(registration, frame.clone()) {
                             too_slow.push((user.clone(), conn));
                         }
                     }
                 }
-                for (user, conn) in too_slow {
-                    tracing::warn!(conn, user, "outbound queue full; dropping slow connection");
-                    self.evict(&user, conn, Eviction::TooSlow);
+                self.drop_slow(too_slow);
+            }
+            Command::WatchLobby { conn, user, watch } => {
+                let registered = self
+                    .online
+                    .get(&user)
+                    .is_some_and(|conns| conns.contains_key(&conn));
+                if watch && registered {
+                    self.lobby.insert(conn, user);
+                } else if !watch {
+                    self.lobby.remove(&conn);
                 }
+            }
+            Command::Lobby { frame } => {
+                let frame = PushFrame::from(frame);
+                let too_slow: Vec<(String, ConnId)> = self
+                    .lobby
+                    .iter()
+                    .filter(|(conn, user)| {
+                        self.online
+                            .get(*user)
+                            .and_then(|conns| conns.get(*conn))
+                            .is_some_and(|registration| !try_push(registration, frame.clone()))
+                    })
+                    .map(|(&conn, user)| (user.clone(), conn))
+                    .collect();
+                self.drop_slow(too_slow);
             }
             Command::Online { groups, reply } => {
                 let per_group = groups
@@ -399,6 +471,21 @@ impl Hub {
         }
     }
 
+    /// Ends the connections whose queues were full.
+    fn drop_slow(&mut self, too_slow: Vec<(String, ConnId)>) {
+        for (user, conn) in too_slow {
+            tracing::warn!(conn, user, "outbound queue full; dropping slow connection");
+            self.evict(&user, conn, Eviction::TooSlow);
+        }
+    }
+
+    /// Notes that `user` came online or went offline here.
+    fn note(&self, user: &str) {
+        if let Some(changes) = &self.changes {
+            changes.note(user, Mark::Here);
+        }
+    }
+
     /// Forgets a connection and tells it why.
     fn evict(&mut self, user: &str, conn: ConnId, why: Eviction) {
         if let Some(registration) = self.remove(user, conn) {
@@ -412,11 +499,22 @@ impl Hub {
     fn remove(&mut self, user: &str, conn: ConnId) -> Option<Registration> {
         let conns = self.online.get_mut(user)?;
         let registration = conns.remove(&conn);
+        self.lobby.remove(&conn);
         if conns.is_empty() {
             self.online.remove(user);
+            self.note(user);
         }
         registration
     }
+}
+
+/// Queues `frame` for one connection without waiting. Returns `false` when its queue is
+/// full (the connection is too slow); a closed queue (the connection is ending) is not.
+fn try_push(registration: &Registration, frame: PushFrame) -> bool {
+    !matches!(
+        registration.pushes.try_send(frame),
+        Err(mpsc::error::TrySendError::Full(_))
+    )
 }
 
 #[cfg(test)]

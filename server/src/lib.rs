@@ -7,6 +7,8 @@
 //! - [`ws`] — the WebSocket endpoint; one task per connection.
 //! - [`handlers`] — one function per request kind.
 //! - [`hub`] — the task that routes frames to online connections.
+//! - [`presence`] — telling co-members when a user comes online or goes offline.
+//! - [`lobby`] — the coalesced hints that the public listing changed.
 //! - [`fanout`] — scale-out: deliveries between instances through MongoDB change streams.
 //! - [`store`] — the persistence trait and its adapters (embedded redb, MongoDB).
 //! - [`passwords`] — argon2id room passwords, on a bounded pool of their own.
@@ -27,7 +29,9 @@ pub mod fanout;
 pub mod handlers;
 pub mod hub;
 pub mod limits;
+pub mod lobby;
 pub mod passwords;
+pub mod presence;
 pub mod retention;
 pub mod startup;
 pub mod store;

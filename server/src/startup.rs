@@ -48,7 +48,9 @@ use crate::limits::joins::{JoinBackoff, JoinThrottle};
 use crate::limits::rates::{RateSettings, UserRates};
 use crate::limits::registrations::RegistrationQuota;
 use crate::limits::Limits;
+use crate::lobby::{LobbyHints, LOBBY_PUSH_INTERVAL};
 use crate::passwords::Hasher;
+use crate::presence::{self, PresenceChanges};
 use crate::retention;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::mongo::{MongoStore, Standalone};
@@ -155,16 +157,24 @@ impl Application {
             .await
             .context("cannot read the room secret from the store")?;
         let shutdown = CancellationToken::new();
+        let presence_changes = Arc::new(PresenceChanges::default());
         // With scale-out, the change stream is open before the port is: a client accepted
         // from then on misses no other instance's delivery.
         let (hub, stream): (Arc<dyn Fanout>, _) = match config.scale_out() {
             Some(settings) => {
-                let (fanout, status) = ChangeStreamFanout::start(settings, shutdown.clone())
-                    .await
-                    .context("scale-out could not start")?;
+                let (fanout, status) = ChangeStreamFanout::start(
+                    settings,
+                    Arc::clone(&presence_changes),
+                    shutdown.clone(),
+                )
+                .await
+                .context("scale-out could not start")?;
                 (Arc::new(fanout), Some(status))
             }
-            None => (Arc::new(HubHandle::spawn().0), None),
+            None => (
+                Arc::new(HubHandle::spawn_reporting(Arc::clone(&presence_changes)).0),
+                None,
+            ),
         };
         let listener = TcpListener::bind((config.bind, config.port))
             .with_context(|| format!("cannot bind {}:{}", config.bind, config.port))?;
@@ -180,6 +190,11 @@ impl Application {
         // A server that cannot be operated does not start.
         let admin_socket = AdminSocket::bind(&config.admin_socket_path())?
             .serve(Arc::clone(&state), shutdown.clone());
+        tokio::spawn(presence::run(
+            Arc::clone(&state),
+            presence_changes,
+            shutdown.clone(),
+        ));
         let settings = SessionSettings {
             heartbeat: config.heartbeat(),
             outbound_queue: config.outbound_queue,
@@ -503,6 +518,7 @@ pub fn app_state_with_hub(
     };
     Ok(AppState {
         store,
+        lobby: LobbyHints::spawn(Arc::clone(&hub), LOBBY_PUSH_INTERVAL),
         hub,
         challenge_ttl: config.challenge_ttl(),
         server_id,

@@ -10,7 +10,7 @@ use shared::crypto::rotation::{CounterMark, RotationCertificate};
 use shared::protocol::codec::{self, CodecError};
 use shared::protocol::{
     direct_room_name, DeleteAccount, MarkRead, Moderate, ModerationAction, OpenDirect, Role,
-    RoomChange, RoomEvent, RoomKind, SetBlocked, SetTyping,
+    RoomChange, RoomEvent, RoomKind, SetBlocked, SetTyping, WatchLobby,
 };
 use shared::protocol::{
     Challenge, ClientFrame, ClientMsg, CreateRoom, DeliveredMessage, DeliveryHead, Envelope,
@@ -100,6 +100,7 @@ fn snapshot() -> RoomSnapshot {
         members: vec![member("Alice"), member("bob")],
         history: history(),
         read_up_to: 41,
+        online: vec![user("bob")],
     }
 }
 
@@ -127,6 +128,8 @@ fn client_index(msg: &ClientMsg) -> u8 {
         ClientMsg::SetTyping(_) => 16,
         ClientMsg::MarkRead(_) => 17,
         ClientMsg::DeleteAccount(_) => 18,
+        // Protocol 5: appended.
+        ClientMsg::WatchLobby(_) => 19,
     }
 }
 
@@ -207,6 +210,7 @@ fn all_client_msgs() -> Vec<ClientMsg> {
         ClientMsg::DeleteAccount(DeleteAccount {
             confirm: user("Alice"),
         }),
+        ClientMsg::WatchLobby(WatchLobby { watch: true }),
     ]
 }
 
@@ -328,6 +332,9 @@ fn push_index(push: &Push) -> u8 {
         Push::DirectOpened { .. } => 5,
         Push::Typing { .. } => 6,
         Push::ReadUpTo { .. } => 7,
+        // Protocol 5: appended.
+        Push::Presence { .. } => 8,
+        Push::LobbyChanged => 9,
     }
 }
 
@@ -362,6 +369,11 @@ fn all_pushes() -> Vec<Push> {
             room: room("General"),
             seq: 77,
         },
+        Push::Presence {
+            username: user("bob"),
+            online: false,
+        },
+        Push::LobbyChanged,
     ]
 }
 
@@ -489,7 +501,7 @@ fn every_client_msg_round_trips_with_its_documented_index() {
     indices.sort_unstable();
     assert_eq!(
         indices,
-        (0..19).collect::<Vec<u8>>(),
+        (0..20).collect::<Vec<u8>>(),
         "one sample per variant"
     );
 
@@ -530,7 +542,7 @@ fn every_server_msg_round_trips_with_its_documented_index() {
     let pushes = all_pushes();
     let mut indices: Vec<u8> = pushes.iter().map(push_index).collect();
     indices.sort_unstable();
-    assert_eq!(indices, (0..8).collect::<Vec<u8>>());
+    assert_eq!(indices, (0..10).collect::<Vec<u8>>());
 
     for msg in all_server_msgs() {
         let bytes = codec::encode_server(&msg).expect("encodes");
@@ -621,7 +633,7 @@ fn documented_hello_frame_bytes() {
         }),
     ))
     .expect("encodes");
-    assert_eq!(hex::encode(&bytes), "010004077475692f302e31");
+    assert_eq!(hex::encode(&bytes), "010005077475692f302e31");
 }
 
 #[test]
@@ -659,7 +671,7 @@ fn documented_example_bytes() {
     };
     assert_eq!(
         hex::encode(codec::encode_server(&hello_ack).expect("encodes")),
-        "00010004\
+        "00010005\
          0c6532652d636861742f302e31\
          000102030405060708090a0b0c0d0e0f\
          fc00004000\

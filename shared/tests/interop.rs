@@ -29,6 +29,7 @@ use shared::protocol::{
     DeleteAccount, MarkRead, Moderate, ModerationAction, OpenDirect, Role, RoomChange, RoomEvent,
     SetBlocked, SetTyping,
 };
+use shared::protocol::{HistoryPage, RoomKind, RoomSnapshot, WatchLobby};
 use shared::{DeviceId, ErrorCode, ErrorDetail, MessageId, RequestId, ServerId};
 
 /// `frames.python.txt` as name → bytes.
@@ -316,6 +317,10 @@ fn rust_frames() -> (Named<ClientFrame>, Named<ServerMsg>) {
                 }),
             ),
         ),
+        (
+            "watch_lobby",
+            client(22, ClientMsg::WatchLobby(WatchLobby { watch: true })),
+        ),
     ];
     let servers = vec![
         (
@@ -500,6 +505,38 @@ fn rust_frames() -> (Named<ClientFrame>, Named<ServerMsg>) {
                 seq: 1 << 32,
             }),
         ),
+        (
+            "reply_joined",
+            ServerMsg::Reply {
+                request_id: RequestId(7),
+                reply: Reply::Joined(RoomSnapshot {
+                    room: room("General"),
+                    kind: RoomKind::Group,
+                    owner: user("Alice"),
+                    admins: vec![],
+                    topic: None,
+                    has_password: false,
+                    hidden: false,
+                    members: vec![member("Alice", &[0x30], "ef"), member("bob", &[7], "cd")],
+                    history: HistoryPage {
+                        room: room("General"),
+                        messages: vec![],
+                        has_more: false,
+                        next_before_seq: None,
+                    },
+                    read_up_to: 3,
+                    online: vec![user("bob")],
+                }),
+            },
+        ),
+        (
+            "push_presence",
+            ServerMsg::Push(Push::Presence {
+                username: user("bob"),
+                online: true,
+            }),
+        ),
+        ("push_lobby_changed", ServerMsg::Push(Push::LobbyChanged)),
     ];
     (clients, servers)
 }

@@ -617,6 +617,11 @@ impl Client {
     async fn open_snapshot(&self, snapshot: RoomSnapshot) -> Result<RoomView, ClientError> {
         let session = &self.inner.session;
         let members = session.open_room(&self.inner.conn, &snapshot).await?;
+        let online = snapshot
+            .online
+            .into_iter()
+            .filter(|u| snapshot.members.iter().any(|m| m.username.same_as(u)))
+            .collect();
         let history = session
             .receive_page(&self.inner.conn, snapshot.history)
             .await;
@@ -630,6 +635,7 @@ impl Client {
             has_password: snapshot.has_password,
             hidden: snapshot.hidden,
             members,
+            online,
             history,
         })
     }

@@ -1,9 +1,9 @@
 //! Protocol 4's requests: moderating a group room, direct conversations, blocking, typing,
-//! read markers, and deleting the account.
+//! read markers, and deleting the account; and protocol 5's lobby watching.
 
 use shared::protocol::{
     direct_room_name, ClientMsg, DeleteAccount, MarkRead, Moderate, ModerationAction, OpenDirect,
-    Reply, RoomEvent, RoomKind, SetBlocked, SetTyping, MAX_HISTORY_PAGE,
+    Reply, RoomEvent, RoomKind, SetBlocked, SetTyping, WatchLobby, MAX_HISTORY_PAGE,
 };
 use shared::{RoomName, Username};
 
@@ -109,6 +109,19 @@ impl Client {
                 room: room.clone(),
                 typing,
             }))
+            .await?;
+        expect_done(&reply)
+    }
+
+    /// Starts (or stops) the server's hints that the public listing changed
+    /// ([`ClientEvent::LobbyChanged`](crate::ClientEvent::LobbyChanged)) on this connection.
+    /// Watching ends with the connection: a reconnected client asks again.
+    ///
+    /// # Errors
+    /// Connection errors.
+    pub async fn watch_lobby(&self, watch: bool) -> Result<(), ClientError> {
+        let reply = self
+            .request(ClientMsg::WatchLobby(WatchLobby { watch }))
             .await?;
         expect_done(&reply)
     }

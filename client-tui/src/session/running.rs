@@ -1,6 +1,6 @@
 //! Protocol 4's room pushes, as the session takes them in: room events (moderation and
 //! ownership), direct conversations opened by others, typing, read markers, and the
-//! user's block list. Each is checked before it acts: the server is trusted to deliver,
+//! user's block list; and protocol 5's presence. Each is checked before it acts: the server is trusted to deliver,
 //! not to vouch, so nothing here is believed because the server says so.
 
 use shared::protocol::{MemberInfo, RoomChange, RoomEvent};
@@ -87,6 +87,27 @@ impl Session {
                 username: username.clone(),
                 typing,
             });
+        }
+    }
+
+    /// A user came online or went offline: reported only for someone listed in one of the
+    /// user's open rooms, and never for the user themself.
+    pub(crate) fn presence(&self, username: &Username, online: bool) {
+        let believable = {
+            let st = self.lock();
+            st.rooms.lists(username)
+                && !st
+                    .identity
+                    .as_ref()
+                    .is_some_and(|i| i.username().same_as(username))
+        };
+        if believable {
+            self.emit(ClientEvent::Presence {
+                username: username.clone(),
+                online,
+            });
+        } else {
+            tracing::debug!(user = %username, "presence for nobody in the user's rooms dropped");
         }
     }
 

@@ -720,6 +720,13 @@ async fn session(
         let _ = jobs.send(job);
     }
     let executor = tokio::spawn(execute_all(client.clone(), job_rx, ui.clone(), ctx));
+    // The lobby's hints, for this connection; the state re-lists only while it is shown.
+    let watcher = client.clone();
+    tokio::spawn(async move {
+        if let Err(e) = watcher.watch_lobby(true).await {
+            tracing::debug!(error = %e, "could not watch the lobby");
+        }
+    });
     let mut deleted = false;
     let end = loop {
         tokio::select! {

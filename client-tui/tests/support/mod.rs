@@ -208,6 +208,7 @@ pub fn message(r: &str, seq: u64, sender: &str, text: &str) -> DecryptedMessage 
 pub fn opened(r: &str, members: Vec<MemberView>, messages: Vec<DecryptedMessage>) -> UiEvent {
     UiEvent::RoomOpened {
         view: RoomView {
+            online: Vec::new(),
             room: room(r),
             owner: name("bob"),
             kind: shared::protocol::RoomKind::Group,

@@ -79,6 +79,9 @@ pub async fn handle(state: &AppState, request: Request) -> Result<Answer, AdminE
             let change = handlers::moderation::delete_room(state, &key)
                 .await
                 .map_err(handler_failed)?;
+            if listing.room.is_listed() {
+                state.lobby.changed();
+            }
             let owner = listing.room.owner.clone();
             handlers::moderation::publish(
                 state,

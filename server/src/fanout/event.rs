@@ -7,6 +7,7 @@
 //!   shared: [Binary, …],                        // pieces several frames start with
 //!   frames: [{ to: ["alice", …], s: 0, own: Binary }, …] }
 //! { _id: ObjectId, origin: "<instance>", at: Date, kind: "evict", user: "alice", why: … }
+//! { _id: ObjectId, origin: "<instance>", at: Date, kind: "lobby", frame: Binary }
 //! ```
 //!
 //! Frames are carried as the bytes the handler encoded, so a push kind added to the
@@ -38,6 +39,8 @@ pub enum Event {
         /// Why.
         why: Eviction,
     },
+    /// Send this frame to the connections here that watch the lobby.
+    Lobby(Bytes),
 }
 
 /// Why a document could not be read as an [`Event`] (written by a newer or broken
@@ -87,6 +90,17 @@ pub fn evict_doc(origin: &str, user: &str, why: Eviction) -> Result<Document, bs
     })
 }
 
+/// The document for a lobby hint from `origin`.
+pub fn lobby_doc(origin: &str, frame: &[u8]) -> Document {
+    doc! {
+        "_id": ObjectId::new(),
+        "origin": origin,
+        "at": DateTime::now(),
+        "kind": "lobby",
+        "frame": to_binary(frame),
+    }
+}
+
 /// Reads an event document.
 ///
 /// # Errors
@@ -107,6 +121,9 @@ pub fn decode(doc: &Document) -> Result<Event, EventError> {
                 why: bson::from_bson(why.clone())?,
             })
         }
+        "lobby" => Ok(Event::Lobby(Bytes::copy_from_slice(binary(
+            doc.get("frame").ok_or(EventError::Malformed("frame"))?,
+        )?))),
         other => Err(EventError::UnknownKind(other.to_owned())),
     }
 }
@@ -301,6 +318,11 @@ mod tests {
             decode(&newer),
             Err(EventError::UnknownEviction(_))
         ));
+        let lobby = lobby_doc("a", b"hint");
+        assert_eq!(
+            decode(&lobby).expect("decodes"),
+            Event::Lobby(Bytes::from_static(b"hint"))
+        );
         newer.insert("kind", "teleport");
         assert!(matches!(decode(&newer), Err(EventError::UnknownKind(k)) if k == "teleport"));
     }

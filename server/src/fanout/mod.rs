@@ -13,7 +13,10 @@
 //! - every instance's [`watcher`] applies the other instances' events to its own hub, in
 //!   commit order, resuming after its saved token when the stream or the process is lost.
 //! - `online` counts this instance's users and those the other live instances' heartbeat
-//!   documents name ([`presence`]).
+//!   documents name ([`presence`]); a user who leaves another instance's heartbeat is
+//!   noted for `crate::presence` to tell (they may be offline now).
+//! - `lobby` hands the hint to the local watchers at once, then writes it for the other
+//!   instances' watchers.
 //!
 //! It runs only when `--scale-out` is set; a single instance uses [`HubHandle`] alone and
 //! pays nothing for this module.
@@ -40,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 use crate::hub::{
     ConnId, Eviction, Fanout, HubHandle, HubStopped, OnlineCounts, PushFrame, Registration,
 };
+use crate::presence::PresenceChanges;
 use presence::{Heartbeat, Presence};
 use publisher::Publisher;
 pub use watcher::StreamState;
@@ -105,7 +109,8 @@ impl ChangeStreamFanout {
     /// Connects to MongoDB (a client of its own, so the stream's long polls never wait
     /// behind the store's requests), prepares the collections, opens the change stream
     /// and applies its backlog, and starts the heartbeat; background tasks stop at
-    /// `shutdown`. Returns once the stream is open, so a connection accepted after it
+    /// `shutdown`. Users who come online or go offline here, or leave another instance's
+    /// heartbeat, are noted in `changes`. Returns once the stream is open, so a connection accepted after it
     /// misses no delivery.
     ///
     /// # Errors
@@ -113,11 +118,12 @@ impl ChangeStreamFanout {
     /// made.
     pub async fn start(
         settings: Settings,
+        changes: Arc<PresenceChanges>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<(Self, StreamStatus)> {
         let db = connect(&settings).await?;
         prepare(&db).await?;
-        let (local, _hub_task) = HubHandle::spawn();
+        let (local, _hub_task) = HubHandle::spawn_reporting(Arc::clone(&changes));
         let (state_tx, state_rx) = watch::channel(StreamState::Resuming);
         let running = Watcher {
             events: db.collection(EVENTS),
@@ -138,6 +144,7 @@ impl ChangeStreamFanout {
                 hub: local.clone(),
                 presence: Arc::clone(&presence),
                 interval: settings.presence_interval,
+                changes,
             }
             .run(shutdown),
         );
@@ -212,6 +219,16 @@ impl Fanout for ChangeStreamFanout {
     async fn online(&self, groups: Vec<Vec<String>>) -> Result<OnlineCounts, HubStopped> {
         let remote = self.presence.remote();
         combine(&self.local, &remote, groups).await
+    }
+
+    async fn watch_lobby(&self, conn: ConnId, user: String, watch: bool) -> Result<(), HubStopped> {
+        self.local.watch_lobby(conn, user, watch).await
+    }
+
+    async fn lobby(&self, frame: bytes::Bytes) -> Result<(), HubStopped> {
+        let doc = event::lobby_doc(&self.instance, &frame);
+        self.local.lobby(frame).await?;
+        self.publish(vec![doc]).await
     }
 }
 

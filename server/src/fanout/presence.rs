@@ -11,6 +11,10 @@
 //!
 //! Reading every document rather than asking MongoDB for the unexpired ones costs the same
 //! (one small document per instance) and keeps the clock comparison in one place.
+//!
+//! A user who was in the other instances' documents at one beat and is in none at the
+//! next (they logged out there, or that instance died) is noted for `crate::presence`,
+//! which tells their co-members if they are offline now.
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
@@ -22,6 +26,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::HubHandle;
+use crate::presence::{Mark, PresenceChanges};
 
 /// How long after a change of this instance's connections its heartbeat is rewritten
 /// (changes within it are written together).
@@ -51,12 +56,15 @@ impl Presence {
         self.changed.notify_one();
     }
 
-    fn set_remote(&self, users: HashSet<String>) {
+    /// Replaces the other instances' users; returns those who were there and are not
+    /// any more.
+    fn set_remote(&self, users: HashSet<String>) -> Vec<String> {
         let users = Arc::new(users);
-        match self.remote.write() {
-            Ok(mut set) => *set = users,
-            Err(poisoned) => *poisoned.into_inner() = users,
-        }
+        let before = match self.remote.write() {
+            Ok(mut set) => std::mem::replace(&mut *set, Arc::clone(&users)),
+            Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), Arc::clone(&users)),
+        };
+        before.difference(&users).cloned().collect()
     }
 }
 
@@ -72,6 +80,8 @@ pub struct Heartbeat {
     pub presence: Arc<Presence>,
     /// Time between beats.
     pub interval: Duration,
+    /// Where users who left the other instances' documents are noted.
+    pub changes: Arc<PresenceChanges>,
 }
 
 impl Heartbeat {
@@ -122,7 +132,9 @@ impl Heartbeat {
             let beat = cursor.deserialize_current()?;
             remote.extend(live_users(&beat, &self.instance, now));
         }
-        self.presence.set_remote(remote);
+        for user in self.presence.set_remote(remote) {
+            self.changes.note(&user, Mark::Gone);
+        }
         Ok(())
     }
 }

@@ -84,12 +84,14 @@ async fn quiet(rx: &mut mpsc::Receiver<PushFrame>) {
 async fn mongo_fanout_delivers_evicts_and_counts_across_instances() {
     let database = fresh_database();
     let stop = CancellationToken::new();
-    let (a, a_status) = ChangeStreamFanout::start(settings(&database, "a"), stop.clone())
-        .await
-        .expect("a starts");
-    let (b, _) = ChangeStreamFanout::start(settings(&database, "b"), stop.clone())
-        .await
-        .expect("b starts");
+    let (a, a_status) =
+        ChangeStreamFanout::start(settings(&database, "a"), Default::default(), stop.clone())
+            .await
+            .expect("a starts");
+    let (b, _) =
+        ChangeStreamFanout::start(settings(&database, "b"), Default::default(), stop.clone())
+            .await
+            .expect("b starts");
     assert_eq!(a_status.state(), StreamState::Live);
     assert_eq!(a_status.instance(), "a");
     let (alice, mut alice_rx, alice_why) = registration();
@@ -172,9 +174,10 @@ async fn mongo_fanout_delivers_evicts_and_counts_across_instances() {
 async fn mongo_fanout_resumes_after_a_restart_from_its_saved_position() {
     let database = fresh_database();
     let stop_a = CancellationToken::new();
-    let (a, _) = ChangeStreamFanout::start(settings(&database, "a"), stop_a.clone())
-        .await
-        .expect("a starts");
+    let (a, _) =
+        ChangeStreamFanout::start(settings(&database, "a"), Default::default(), stop_a.clone())
+            .await
+            .expect("a starts");
     let db = connect(&settings(&database, "b")).await.expect("connects");
     let watcher = |hub: &HubHandle| Watcher {
         events: db.collection(EVENTS),

@@ -209,6 +209,7 @@ impl Watcher {
         let outcome = match event::decode(&doc) {
             Ok(Event::Deliver(frames)) => self.hub.deliver(frames, None).await,
             Ok(Event::Evict { user, why }) => self.hub.evict(user, None, why).await,
+            Ok(Event::Lobby(frame)) => self.hub.lobby(frame).await,
             Err(e) => {
                 tracing::warn!(error = %e, "skipping a fan-out event this version cannot read");
                 return;

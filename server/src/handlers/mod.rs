@@ -5,7 +5,7 @@
 //! (the protocol's newtypes) and return a [`Reply`] or a [`HandlerError`].
 //!
 //! - [`auth`] — hello, register, login challenge and proof.
-//! - [`rooms`] — list, create, join, leave.
+//! - [`rooms`] — list (and watch the list), create, join, leave.
 //! - [`messages`] — send (queued, then completed once durable) and history.
 //! - [`keys`] — look up and rotate public keys, and the rotation history.
 //! - [`moderation`] — running a group room: roles, kicks, bans, topic, password,
@@ -56,6 +56,8 @@ pub struct AppState {
     pub room_secret: RoomSecret,
     /// Drops repeated typing notices, so a client cannot multiply pushes.
     pub typing: presence::TypingFilter,
+    /// Where a change of the public listing is said, for the lobby's watchers.
+    pub lobby: crate::lobby::LobbyHints,
 }
 
 /// Where a connection is in the login exchange.
@@ -175,6 +177,7 @@ pub async fn dispatch(
         ClientMsg::SetTyping(req) => presence::typing(state, conn.user()?, req).await,
         ClientMsg::MarkRead(req) => presence::mark_read(state, conn.id, conn.user()?, req).await,
         ClientMsg::DeleteAccount(req) => account::delete(state, conn.id, conn.user()?, req).await,
+        ClientMsg::WatchLobby(req) => rooms::watch_lobby(state, conn.id, conn.user()?, req).await,
     }?;
     Ok(Handled::Reply(reply))
 }
@@ -225,6 +228,6 @@ pub fn now_ms() -> u64 {
 }
 
 /// Tells the hub, mapping its absence (shutdown) to a typed error.
-fn hub_gone(_: crate::hub::HubStopped) -> HandlerError {
+pub(crate) fn hub_gone(_: crate::hub::HubStopped) -> HandlerError {
     HandlerError::Internal("hub stopped".into())
 }

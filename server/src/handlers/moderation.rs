@@ -74,6 +74,10 @@ pub async fn moderate(
     let role = room.role_of(actor);
     let members = state.store.member_names(&mine.key).await?;
     let change = apply(state, &mine, &room, role, actor, &members, req.action).await?;
+    // A listed room changed, or a hidden one became listed.
+    if room.is_listed() || matches!(change, RoomChange::VisibilityChanged { hidden: false }) {
+        state.lobby.changed();
+    }
     let event = publish(state, mine.name, actor, change, &members, Some(conn)).await?;
     Ok(Reply::Moderated(event))
 }

@@ -50,7 +50,7 @@ use shared::protocol::rooms::DIRECT_ROOM_PREFIX;
 use shared::protocol::{
     is_direct_room_name, CreateRoom, DeliveredMessage, HistoryPage, JoinRoom, LeaveRoom, Left,
     ListRooms, Push, Reply, RoomChange, RoomEvent, RoomKind, RoomList, RoomSnapshot, RoomSummary,
-    MAX_HISTORY_PAGE, MAX_ROOM_LIST_PAGE,
+    WatchLobby, MAX_HISTORY_PAGE, MAX_ROOM_LIST_PAGE,
 };
 use shared::{RoomName, Username};
 
@@ -127,6 +127,25 @@ pub async fn list(
     }))
 }
 
+/// # WatchLobby
+/// Starts or stops this connection's `LobbyChanged` hints (see [`crate::lobby`]).
+///
+/// # Errors
+/// [`HandlerError::Internal`] if the hub has stopped.
+pub async fn watch_lobby(
+    state: &AppState,
+    conn: ConnId,
+    user: &Username,
+    req: WatchLobby,
+) -> Result<Reply, HandlerError> {
+    state
+        .hub
+        .watch_lobby(conn, user.canonical(), req.watch)
+        .await
+        .map_err(hub_gone)?;
+    Ok(Reply::Done)
+}
+
 /// # CreateRoom
 /// Creates the room with the caller as owner and first member.
 /// - A public room is stored under its name; its password, if any, only as an argon2id
@@ -195,6 +214,9 @@ pub async fn create(
         Err(e) => return Err(e.into()),
     }
     tracing::info!(room = %req.name, owner = %user, hidden = req.hidden, "room created");
+    if record.is_listed() {
+        state.lobby.changed();
+    }
     let snapshot = snapshot(state, &key, &record, user, 0).await?;
     Ok(Reply::RoomCreated(snapshot))
 }
@@ -274,6 +296,9 @@ async fn join_unthrottled(
     let snapshot = snapshot(state, &key, &room, user, req.history_limit).await?;
     if added {
         tracing::info!(room = %room.name, user = %user, "joined");
+        if room.is_listed() {
+            state.lobby.changed();
+        }
         let me = snapshot
             .members
             .iter()
@@ -482,6 +507,9 @@ pub async fn depart(
         return Ok(false);
     }
     tracing::info!(room = %mine.name, user = %user, "left");
+    if room.is_listed() {
+        state.lobby.changed();
+    }
     let remaining = state.store.member_names(&mine.key).await?;
     let mut told = remaining.clone();
     told.push(user.clone());
@@ -520,8 +548,8 @@ pub async fn depart(
 }
 
 /// The room under `key` as `user` sees it on joining: its kind, roles, topic, members
-/// with keys, the newest `history_limit` messages they have copies of, and their read
-/// marker.
+/// with keys and who of them is online, the newest `history_limit` messages they have
+/// copies of, and their read marker.
 ///
 /// # Errors
 /// Store failures.
@@ -533,6 +561,17 @@ pub async fn snapshot(
     history_limit: u16,
 ) -> Result<RoomSnapshot, HandlerError> {
     let members = state.store.members(key).await?;
+    let alone = members
+        .iter()
+        .map(|m| vec![m.username.canonical()])
+        .collect();
+    let counts = state.hub.online(alone).await.map_err(hub_gone)?;
+    let online = members
+        .iter()
+        .zip(counts.per_group)
+        .filter(|(_, n)| *n > 0)
+        .map(|(m, _)| m.username.clone())
+        .collect();
     let history = history_page(state, key, &room.name, user, None, history_limit).await?;
     let kind = match room.participants() {
         None => RoomKind::Group,
@@ -555,6 +594,7 @@ pub async fn snapshot(
         members: members.iter().map(member_info).collect(),
         history,
         read_up_to: state.store.read_marker(key, user).await?,
+        online,
     })
 }
 

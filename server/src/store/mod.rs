@@ -139,6 +139,11 @@ impl RoomRecord {
             RoomKindRecord::Direct { participants } => Some(participants),
         }
     }
+
+    /// Whether the public listing shows it: a group room that is not hidden.
+    pub fn is_listed(&self) -> bool {
+        !self.hidden && self.participants().is_none()
+    }
 }
 
 /// Whether a room is a group or a direct conversation, as the store keeps it (the

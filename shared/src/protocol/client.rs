@@ -59,6 +59,8 @@ pub enum ClientMsg {
     MarkRead(MarkRead),
     /// Delete the logged-in user's account.
     DeleteAccount(DeleteAccount),
+    /// Start or stop this connection's `Push::LobbyChanged` hints. (Added in protocol 5.)
+    WatchLobby(WatchLobby),
 }
 
 /// Opens the conversation. Reply: `Reply::Hello`; a different `protocol_version` gets
@@ -254,4 +256,16 @@ pub struct MarkRead {
 pub struct DeleteAccount {
     /// The account's username again, as a guard against a mistaken request.
     pub confirm: Username,
+}
+
+/// Reply: `Reply::Done`. While `watch` is on, this connection (only this one, not the
+/// user's other sessions) is pushed `Push::LobbyChanged` when the public listing may have
+/// changed: a public room created or deleted, made hidden or public, its topic or password
+/// changed, or a member joined or left it. The hints are coalesced: a connection gets at
+/// most one per `LOBBY_PUSH_INTERVAL_SECS` from each server instance. Hidden rooms and
+/// direct conversations never cause one. Watching ends with the connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchLobby {
+    /// Start (`true`) or stop.
+    pub watch: bool,
 }

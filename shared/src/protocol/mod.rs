@@ -19,7 +19,7 @@ use crate::ids::{MessageId, RoomName, Username};
 pub use client::{
     ClientFrame, ClientMsg, CreateRoom, DeleteAccount, FetchHistory, GetKeyHistory, GetUserKey,
     Hello, JoinRoom, LeaveRoom, ListRooms, LoginProof, LoginStart, MarkRead, Moderate, OpenDirect,
-    Register, RotateKey, SendMessage, SetBlocked, SetTyping,
+    Register, RotateKey, SendMessage, SetBlocked, SetTyping, WatchLobby,
 };
 pub use rooms::{
     check_topic, direct_room_name, is_direct_room_name, ModerationAction, Role, RoomChange,
@@ -31,7 +31,7 @@ pub use server::{
 };
 
 /// The protocol version this crate speaks. A server refuses any other in `Hello`.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// The largest frame either side accepts, in bytes. Bounds memory per connection.
 pub const MAX_FRAME_BYTES: usize = 4 * 1024 * 1024;
@@ -71,6 +71,11 @@ pub const MAX_BLOCKED_USERS: usize = 1024;
 /// How long a client shows a member as typing after their last `Push::Typing` with
 /// `typing: true`; a typing client repeats `SetTyping` more often than this.
 pub const TYPING_LAPSE_SECS: u64 = 6;
+
+/// The least time between two `Push::LobbyChanged` one server instance sends a watching
+/// connection; changes within it are told together. Clients re-list at most this often
+/// too, whatever a server pushes.
+pub const LOBBY_PUSH_INTERVAL_SECS: u64 = 2;
 
 /// One recipient's copy of a message: a fresh AES-256-GCM key wrapped with RSA-OAEP-SHA256
 /// for that recipient, and the payload encrypted under it. See `crypto::envelope`.

@@ -66,7 +66,7 @@ pub enum Reply {
     /// To `Moderate`: the change made, as pushed to the room. (Added in protocol 4, as are
     /// the variants after it.)
     Moderated(RoomEvent),
-    /// To `SetBlocked`, `SetTyping` and `MarkRead`: done, nothing to report.
+    /// To `SetBlocked`, `SetTyping`, `MarkRead` and `WatchLobby`: done, nothing to report.
     Done,
     /// To `DeleteAccount`: the account is gone; the server closes the connection next.
     AccountDeleted,
@@ -127,6 +127,20 @@ pub enum Push {
         /// The highest `seq` read.
         seq: u64,
     },
+    /// A user who shares at least one room with this one came online (their first
+    /// session) or went offline (their last session ended). Only users sharing a room are
+    /// told; a client may get the same state more than once. (Added in protocol 5, as is
+    /// the variant after it.)
+    Presence {
+        /// Who.
+        username: Username,
+        /// Online now, or offline.
+        online: bool,
+    },
+    /// The public listing may have changed since this connection last listed it: re-list
+    /// (`ListRooms`) to see how. Sent only to connections that asked (`WatchLobby`), at
+    /// most once per `LOBBY_PUSH_INTERVAL_SECS` per server instance.
+    LobbyChanged,
 }
 
 /// The server's half of the handshake.
@@ -224,6 +238,9 @@ pub struct RoomSnapshot {
     /// The highest `seq` this user has marked read (`MarkRead`) on any session; 0 when
     /// none.
     pub read_up_to: u64,
+    /// The members online now (with at least one session), in `members` order; kept up
+    /// to date by `Push::Presence`. (Added in protocol 5.)
+    pub online: Vec<Username>,
 }
 
 impl RoomSnapshot {

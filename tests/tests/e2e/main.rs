@@ -12,6 +12,7 @@ mod client_core;
 mod direct;
 mod hidden;
 mod limits;
+mod live_lobby;
 mod messaging;
 mod moderation;
 mod persistence;

@@ -1,5 +1,7 @@
 //! [`AppState::apply`]: how a report from the network task changes the state.
 
+use std::time::Instant;
+
 use shared::protocol::RoomKind;
 use shared::{RoomName, Username};
 
@@ -67,6 +69,7 @@ impl AppState {
                 buffer.has_password = view.has_password;
                 buffer.hidden = view.hidden;
                 buffer.members = view.members.clone();
+                buffer.online = view.online.iter().map(Username::canonical).collect();
                 let added = buffer.merge_history(&view.history, me.as_ref());
                 // Re-opened after a reconnect while the user looks elsewhere: what arrived
                 // meanwhile is unread, as if it had been pushed. Opened at start-up: what
@@ -740,6 +743,11 @@ impl AppState {
                 self.read_elsewhere(&room, seq);
                 Vec::new()
             }
+            ClientEvent::Presence { username, online } => {
+                self.member_online(&username, online);
+                Vec::new()
+            }
+            ClientEvent::LobbyChanged => self.lobby_changed(Instant::now()),
             ClientEvent::AccountDeleted => {
                 self.set_status(
                     "Your account was deleted: this client can no longer sign in with it.",

@@ -1,7 +1,14 @@
-//! [`Lobby`]: the public rooms as the server last listed them, and the row the user moved
-//! to with Up and Down (the only row Enter on an empty input line acts on).
+//! [`Lobby`]: the public rooms as the server last listed them, the row the user moved
+//! to with Up and Down (the only row Enter on an empty input line acts on), and whether
+//! the server hinted that the listing changed since (it is re-listed while shown, at most
+//! once per [`LOBBY_PUSH_INTERVAL_SECS`], whatever the server pushes).
 
-use shared::protocol::{RoomList, RoomSummary};
+use std::time::{Duration, Instant};
+
+use shared::protocol::{RoomList, RoomSummary, LOBBY_PUSH_INTERVAL_SECS};
+
+/// The least time between two re-listings the server's hints cause.
+const RELIST_INTERVAL: Duration = Duration::from_secs(LOBBY_PUSH_INTERVAL_SECS);
 
 /// The public rooms.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -15,6 +22,10 @@ pub struct Lobby {
     /// The row the user moved to (`None` until they press Up or Down in the lobby, so
     /// Enter never joins a room the user did not choose).
     pub cursor: Option<usize>,
+    /// The server hinted that the listing changed since it was last asked for.
+    pub stale: bool,
+    /// When a hint last caused a re-listing.
+    pub relisted_at: Option<Instant>,
 }
 
 impl Lobby {
@@ -25,6 +36,20 @@ impl Lobby {
         self.users_online = list.users_online;
         self.loaded = true;
         self.cursor = chosen.and_then(|c| self.rooms.iter().position(|r| r.name.canonical() == c));
+    }
+
+    /// Whether to re-list now: the listing is stale, `shown`, and no hint caused a
+    /// re-listing within the last interval. Saying yes clears the staleness.
+    pub fn take_relist(&mut self, shown: bool, now: Instant) -> bool {
+        let recent = self
+            .relisted_at
+            .is_some_and(|at| now.saturating_duration_since(at) < RELIST_INTERVAL);
+        if !self.stale || !shown || recent {
+            return false;
+        }
+        self.stale = false;
+        self.relisted_at = Some(now);
+        true
     }
 
     /// Moves the cursor `step` rows (Down is +1), stopping at either end; the first press

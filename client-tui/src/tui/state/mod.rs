@@ -21,6 +21,7 @@
 mod act;
 mod apply;
 mod input;
+mod live;
 mod lobby;
 mod outbox;
 mod presence;
@@ -308,7 +309,9 @@ impl AppState {
     pub fn tick(&mut self, now: Instant) -> (bool, Vec<Effect>) {
         let status = self.expire_status(now);
         let typing = self.expire_typing(now);
-        (status || typing, self.mark_seen_read())
+        let mut effects = self.mark_seen_read();
+        effects.extend(self.relist_stale_lobby(now));
+        (status || typing, effects)
     }
 
     /// Clears the status line once it has been up for its level's lifetime. Returns

@@ -1,5 +1,6 @@
 //! [`RoomBuffer`]: a joined room as the UI shows it, and how history pages merge into it.
 
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use shared::protocol::Role;
@@ -39,6 +40,8 @@ pub struct RoomBuffer {
     pub hidden: bool,
     /// The members with their key fingerprints.
     pub members: Vec<MemberView>,
+    /// The members online now, by canonical name (the snapshot's word, then `Presence`).
+    pub online: BTreeSet<String>,
     /// The lines.
     pub timeline: Timeline,
     /// Messages that arrived while the user looked elsewhere.
@@ -75,6 +78,7 @@ impl RoomBuffer {
             has_password: false,
             hidden: false,
             members: Vec::new(),
+            online: BTreeSet::new(),
             timeline: Timeline::default(),
             unread: 0,
             mentions: 0,
@@ -104,6 +108,23 @@ impl RoomBuffer {
                 self.gap_floor = None;
                 Vec::new()
             }
+        }
+    }
+
+    /// Whether the member `user` is online.
+    pub fn is_online(&self, user: &Username) -> bool {
+        self.online.contains(&user.canonical())
+    }
+
+    /// Marks `user` online or offline if they are a member. Returns whether it changed.
+    pub(super) fn set_online(&mut self, user: &Username, online: bool) -> bool {
+        if !self.members.iter().any(|m| m.username.same_as(user)) {
+            return false;
+        }
+        if online {
+            self.online.insert(user.canonical())
+        } else {
+            self.online.remove(&user.canonical())
         }
     }
 

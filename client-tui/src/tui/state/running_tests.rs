@@ -33,6 +33,7 @@ fn commands(effects: &[Effect]) -> Vec<Command> {
 fn direct_view(peer: &str, messages: Vec<crate::inbox::DecryptedMessage>) -> RoomView {
     let dm = shared::protocol::direct_room_name(&name("alice"), &name(peer));
     RoomView {
+        online: Vec::new(),
         room: dm.clone(),
         kind: RoomKind::Direct { peer: name(peer) },
         owner: name(peer),

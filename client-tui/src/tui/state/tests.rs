@@ -90,6 +90,7 @@ pub(super) fn logged_in() -> AppState {
 pub(super) fn open(state: &mut AppState, r: &str, focus: bool, messages: Vec<DecryptedMessage>) {
     state.apply(UiEvent::RoomOpened {
         view: RoomView {
+            online: Vec::new(),
             room: room(r),
             owner: name("bob"),
             kind: shared::protocol::RoomKind::Group,
@@ -135,6 +136,7 @@ fn a_reopened_room_fills_the_gap_left_while_offline() {
     // Reconnected: the newest page starts at 60, far past the 3 shown.
     let effects = state.apply(UiEvent::RoomOpened {
         view: RoomView {
+            online: Vec::new(),
             room: room("r"),
             owner: name("bob"),
             kind: shared::protocol::RoomKind::Group,
@@ -1192,6 +1194,7 @@ fn messages_caught_up_after_a_reconnect_count_as_unread_where_the_user_is_not() 
     newest.messages[0].sender = name("alice");
     state.apply(UiEvent::RoomOpened {
         view: RoomView {
+            online: Vec::new(),
             room: room("r"),
             owner: name("bob"),
             kind: shared::protocol::RoomKind::Group,

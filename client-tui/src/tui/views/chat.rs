@@ -609,7 +609,8 @@ fn append_entry(out: &mut StyledString, entry: &Entry, width: usize, me: Option<
     out.append_plain("\n");
 }
 
-/// The member list: a trust mark, the name and a short fingerprint.
+/// The member list: a trust mark, the name, an online dot (● online, ○ offline) and a
+/// short fingerprint.
 pub fn members(room: &RoomBuffer, state: &AppState) -> StyledString {
     let mut out = StyledString::styled(
         format!(
@@ -641,12 +642,18 @@ pub fn members(room: &RoomBuffer, state: &AppState) -> StyledString {
         if own {
             out.append_plain(" (you)");
         }
+        if own || room.is_online(&m.username) {
+            let green = cursive::style::Color::Dark(cursive::style::BaseColor::Green);
+            out.append_styled(" ●", Style::from(green));
+        } else {
+            out.append_styled(" ○", level_style(Level::Info));
+        }
         out.append_plain("\n  ");
         out.append_styled(short_fingerprint(&m.fingerprint), level_style(Level::Info));
         out.append_plain("\n");
     }
     out.append_styled(
-        "\n✓✓ verified\n✓ trusted on first use\n★ owner · @ admin\nF3 verify keys",
+        "\n✓✓ verified\n✓ trusted on first use\n● online · ○ offline\n★ owner · @ admin\nF3 verify keys",
         level_style(Level::Info),
     );
     out
