@@ -20,6 +20,8 @@
 
 mod act;
 mod apply;
+#[cfg(test)]
+mod habits_tests;
 mod input;
 mod lobby;
 mod outbox;
@@ -142,6 +144,12 @@ pub enum DialogKind {
         username: Username,
         /// The fingerprint to compare.
         fingerprint: Fingerprint,
+    },
+    /// "Send these N lines?" before a long message (often a paste) goes out; the text
+    /// waits in the input line meanwhile.
+    ConfirmLongMessage {
+        /// The message.
+        text: String,
     },
     /// "Quit?" after Ctrl-C, which is pressed by accident as often as on purpose.
     ConfirmQuit {
