@@ -20,6 +20,7 @@
 
 mod act;
 mod apply;
+mod attention;
 #[cfg(test)]
 mod habits_tests;
 mod input;
@@ -47,6 +48,7 @@ use super::event::{ConnectionState, Me};
 use super::profile::{Settings, Start};
 use crate::directory::MemberView;
 
+pub use self::attention::Hot;
 pub use self::input::{complete, Completion, InputHistory};
 pub use self::lobby::Lobby;
 pub use self::outbox::{OutState, Outbox, Outgoing};

@@ -34,7 +34,8 @@ use super::super::editing;
 use super::super::event::ConnectionState;
 use super::super::shell::act as dispatch;
 use super::super::state::{
-    mentions, short_fingerprint, AppState, Delivery, Entry, EntryKind, Focus, Level, RoomBuffer,
+    mentions, short_fingerprint, AppState, Delivery, Entry, EntryKind, Focus, Hot, Level,
+    RoomBuffer,
 };
 use super::super::{multiline, paste};
 use super::{help, level_style, lobby, name_style, trust_mark, Unfocusable};
@@ -350,7 +351,30 @@ fn title(state: &AppState) -> StyledString {
         ),
         other => out.append_styled(text, level_style(other)),
     }
+    append_hotlist(&mut out, &state.hotlist());
     out
+}
+
+/// The hotlist after the title: ` · Act: #b(1,@1) #a(2)`, standing out if it holds a
+/// mention.
+fn append_hotlist(out: &mut StyledString, hot: &[Hot]) {
+    if hot.is_empty() {
+        return;
+    }
+    let rooms: Vec<String> = hot
+        .iter()
+        .map(|h| match h.mentions {
+            0 => format!("{}({})", h.label, h.unread),
+            m => format!("{}({},@{m})", h.label, h.unread),
+        })
+        .collect();
+    let style = if hot.iter().any(|h| h.mentions > 0) {
+        mention_style()
+    } else {
+        Style::from(TextEffect::Bold)
+    };
+    out.append_plain(" · ");
+    out.append_styled(format!("Act: {}", rooms.join(" ")), style);
 }
 
 fn status(state: &AppState) -> StyledString {
