@@ -76,6 +76,29 @@ pub fn default_config_dir() -> Result<PathBuf, KeystoreError> {
         .ok_or(KeystoreError::NoConfigDir)
 }
 
+/// The directory of a named profile under `base` (a config or state directory):
+/// `<base>/profiles/<name>`, each with its own keys, pins and state; no name is the
+/// default profile, which keeps `base` itself, so existing users keep their files.
+///
+/// # Errors
+/// A plain-words reason if the name is not 1 to 32 ASCII letters, digits, `-` or `_`
+/// (so it can never leave `base`).
+pub fn profile_dir(base: &Path, name: Option<&str>) -> Result<PathBuf, String> {
+    let Some(name) = name else {
+        return Ok(base.to_path_buf());
+    };
+    let valid = (1..=32).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !valid {
+        return Err(format!(
+            "invalid profile name {name:?}: use 1 to 32 letters, digits, - or _"
+        ));
+    }
+    Ok(base.join("profiles").join(name))
+}
+
 /// The default key file for `username`: `<config dir>/keys/<canonical username>.pem`.
 ///
 /// # Errors
@@ -180,6 +203,20 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_named_profile_has_its_own_directory_and_the_default_keeps_the_old_one() {
+        let base = Path::new("/cfg/e2e-chat");
+        assert_eq!(profile_dir(base, None), Ok(base.to_path_buf()));
+        assert_eq!(
+            profile_dir(base, Some("work")),
+            Ok(base.join("profiles").join("work"))
+        );
+        for bad in ["", "../x", "a/b", "x".repeat(33).as_str(), "é"] {
+            assert!(profile_dir(base, Some(bad)).is_err(), "{bad:?} accepted");
+        }
+    }
+
     use super::*;
 
     const FIXTURE: &str = concat!(

@@ -3,7 +3,7 @@
 //! Thin on purpose: parse the arguments, send logs to a file (never to the terminal the UI
 //! draws on), and hand over to [`client_tui::tui::run`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Parser;
@@ -34,6 +34,10 @@ struct Args {
     /// The log file (default: the state or data dir, e.g. ~/.local/state/e2e-chat/client-tui.log).
     #[arg(long, env = "E2E_CHAT_LOG", value_name = "PATH")]
     log_file: Option<PathBuf>,
+    /// A separate profile (its own keys, pins, state and log under `profiles/NAME`);
+    /// without it the default profile keeps the usual directories.
+    #[arg(long, env = "E2E_CHAT_PROFILE", value_name = "NAME")]
+    profile: Option<String>,
     /// Size of a newly generated RSA key, in bits.
     #[arg(long, env = "E2E_CHAT_KEY_BITS", default_value_t = 3072,
           value_parser = clap::value_parser!(u16).range(2048..=4096))]
@@ -48,9 +52,14 @@ fn main() -> anyhow::Result<()> {
         .map(Username::parse)
         .transpose()
         .context("invalid --username")?;
+    let profile = args.profile.as_deref();
+    // Checked before anything is created, so a bad name leaves no directory behind.
+    keystore::profile_dir(Path::new("."), profile).map_err(anyhow::Error::msg)?;
     let log_file = match args.log_file {
         Some(path) => path,
-        None => default_log_file().context("no directory for the log file; pass --log-file")?,
+        None => {
+            default_log_file(profile).context("no directory for the log file; pass --log-file")?
+        }
     };
     let _guard = init_logging(&log_file)?;
     let options = LaunchOptions {
@@ -59,7 +68,9 @@ fn main() -> anyhow::Result<()> {
         import: args.import,
         username,
         key_bits: usize::from(args.key_bits),
-        config_dir: keystore::default_config_dir().ok(),
+        config_dir: keystore::default_config_dir()
+            .ok()
+            .and_then(|base| keystore::profile_dir(&base, profile).ok()),
     };
     let result = tui::run(options);
     if let Err(e) = &result {
@@ -68,9 +79,10 @@ fn main() -> anyhow::Result<()> {
     result
 }
 
-fn default_log_file() -> Option<PathBuf> {
+fn default_log_file(profile: Option<&str>) -> Option<PathBuf> {
     let dirs = keystore::project_dirs()?;
     let dir = dirs.state_dir().unwrap_or_else(|| dirs.data_local_dir());
+    let dir = keystore::profile_dir(dir, profile).ok()?;
     Some(dir.join("client-tui.log"))
 }
 

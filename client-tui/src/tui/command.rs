@@ -14,6 +14,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
+use shared::crypto::message::ACTION_PREFIX;
 use shared::protocol::{ModerationAction, Role};
 use shared::{MessageId, RoomName, Username};
 use zeroize::Zeroizing;
@@ -208,8 +209,11 @@ pub enum Command {
 pub enum Action {
     /// Enter on the input line, with what it held.
     Submit(String),
-    /// Send a message to the current room.
+    /// Send a message to the current room (one longer than
+    /// [`super::multiline::LINES_WITHOUT_ASKING`] lines asks first).
     Send(String),
+    /// Send a long message the user confirmed.
+    SendLong(String),
     /// Up on the input line: the lobby's previous row, or an older line of the input
     /// history (`draft` is what the line holds now, given back after the newest).
     Up {
@@ -340,6 +344,7 @@ pub const COMMAND_NAMES: &[&str] = &[
     "/kick",
     "/leave",
     "/lobby",
+    "/me",
     "/msg",
     "/older",
     "/op",
@@ -472,6 +477,13 @@ pub fn parse_input(line: &str) -> Result<Option<Action>, String> {
                 user,
                 text: (!text.is_empty()).then_some(text),
             }
+        }
+        "me" => {
+            let action = rest_after(command, 0);
+            if action.is_empty() {
+                return Err("usage: /me ACTION".into());
+            }
+            Action::Send(format!("{ACTION_PREFIX}{action}"))
         }
         "ignore" => Action::Ignore,
         "typing" => Action::TypingSetting(on_off(&verb, &args)?),

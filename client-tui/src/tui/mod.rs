@@ -5,6 +5,8 @@
 //!   [`Command`](command::Command)s (what the network task is asked to do), plus the input
 //!   line's `/commands`.
 //! - [`editing`]: word-wise editing of the input line (Ctrl-W, Ctrl-←/→).
+//! - [`multiline`]: line breaks in the input line and in the timeline.
+//! - [`paste`]: the backend wrapper that keeps a paste one message.
 //! - [`event`]: [`UiEvent`](event::UiEvent)s, what the network task reports, and plain-words
 //!   error descriptions.
 //! - [`state`]: [`AppState`](state::AppState), everything shown, with no cursive types:
@@ -35,7 +37,9 @@ pub mod editing;
 pub mod event;
 pub mod keyfile;
 pub mod moderation;
+pub mod multiline;
 pub mod network;
+pub mod paste;
 pub mod profile;
 pub mod shell;
 pub mod state;
@@ -114,7 +118,9 @@ pub fn run(options: LaunchOptions) -> anyhow::Result<()> {
             options.config_dir.clone(),
         ),
     );
-    let result = siv.try_run_with(cursive::backends::crossterm::Backend::init);
+    let result = siv.try_run_with(|| {
+        cursive::backends::crossterm::Backend::init().map(paste::PasteAware::boxed)
+    });
 
     ticks.abort();
     let _ = commands.send(Command::Quit);

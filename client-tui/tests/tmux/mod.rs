@@ -111,6 +111,14 @@ impl Tmux {
         std::thread::sleep(Duration::from_millis(60));
     }
 
+    /// Pastes `text` as a terminal would: all at once, each line break as a carriage
+    /// return (tmux's `paste-buffer` turns `\n` into `\r`).
+    pub fn paste(&self, text: &str) {
+        self.run(&["set-buffer", "-b", "test-paste", text]);
+        self.run(&["paste-buffer", "-d", "-b", "test-paste", "-t", self.session]);
+        std::thread::sleep(Duration::from_millis(60));
+    }
+
     /// Polls the screen until `text` appears; returns the screen.
     pub async fn wait_for(&self, text: &str) -> String {
         let deadline = Instant::now() + WAIT;

@@ -25,6 +25,19 @@ use super::CryptoError;
 use crate::ids::{DeviceId, MessageId, RoomName, Username};
 use crate::protocol::{codec, Envelope};
 
+/// The start of the text of an action (`/me waves`, shown as "* alice waves").
+///
+/// An action is marked inside the signed, encrypted text, never beside it: only the
+/// author can make a message an action, the server cannot tell one from a message, and a
+/// client that does not know the convention shows the text as typed (`/me waves`).
+pub const ACTION_PREFIX: &str = "/me ";
+
+/// What the author does, if the text is an action (`/me waves` → `waves`).
+#[must_use]
+pub fn action(text: &str) -> Option<&str> {
+    text.strip_prefix(ACTION_PREFIX)
+}
+
 /// What the author signs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageBody {
@@ -44,7 +57,7 @@ pub struct MessageBody {
     pub sent_at_ms: u64,
     /// Everyone the author encrypted it for.
     pub recipients: Vec<Username>,
-    /// The text.
+    /// The text (an action if it starts with [`ACTION_PREFIX`]).
     pub text: String,
 }
 

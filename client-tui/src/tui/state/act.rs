@@ -6,6 +6,7 @@ use shared::Username;
 
 use super::super::command::{parse_input, Action, Command};
 use super::super::event::ConnectionState;
+use super::super::multiline::{line_count, LINES_WITHOUT_ASKING};
 use super::input::{complete, Completion};
 use super::{AppState, DialogKind, Effect, Level};
 use crate::directory::{KeyStatus, MemberView};
@@ -15,7 +16,16 @@ impl AppState {
     pub fn act(&mut self, action: Action) -> Vec<Effect> {
         match action {
             Action::Submit(line) => self.submit(line),
+            Action::Send(text) if line_count(&text) > LINES_WITHOUT_ASKING => vec![
+                Effect::SetInput(text.clone()),
+                Effect::Dialog(DialogKind::ConfirmLongMessage { text }),
+            ],
             Action::Send(text) => self.send(text),
+            Action::SendLong(text) => {
+                let mut effects = vec![Effect::SetInput(String::new())];
+                effects.extend(self.send(text));
+                effects
+            }
             Action::Up { draft } => self.up(&draft),
             Action::Down => self.down(),
             Action::Complete { line } => self.complete(&line),

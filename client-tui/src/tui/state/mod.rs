@@ -20,6 +20,9 @@
 
 mod act;
 mod apply;
+mod attention;
+#[cfg(test)]
+mod habits_tests;
 mod input;
 mod live;
 mod lobby;
@@ -46,6 +49,7 @@ use super::event::{ConnectionState, Me};
 use super::profile::{Settings, Start};
 use crate::directory::MemberView;
 
+pub use self::attention::Hot;
 pub use self::input::{complete, Completion, InputHistory};
 pub use self::lobby::Lobby;
 pub use self::outbox::{OutState, Outbox, Outgoing};
@@ -143,6 +147,12 @@ pub enum DialogKind {
         username: Username,
         /// The fingerprint to compare.
         fingerprint: Fingerprint,
+    },
+    /// "Send these N lines?" before a long message (often a paste) goes out; the text
+    /// waits in the input line meanwhile.
+    ConfirmLongMessage {
+        /// The message.
+        text: String,
     },
     /// "Quit?" after Ctrl-C, which is pressed by accident as often as on purpose.
     ConfirmQuit {

@@ -25,6 +25,7 @@ use cursive::views::{
     TextView,
 };
 use cursive::Cursive;
+use shared::crypto::message;
 use shared::protocol::Role;
 use shared::Username;
 
@@ -33,8 +34,10 @@ use super::super::editing;
 use super::super::event::ConnectionState;
 use super::super::shell::act as dispatch;
 use super::super::state::{
-    mentions, short_fingerprint, AppState, Delivery, Entry, EntryKind, Focus, Level, RoomBuffer,
+    mentions, short_fingerprint, AppState, Delivery, Entry, EntryKind, Focus, Hot, Level,
+    RoomBuffer,
 };
+use super::super::{multiline, paste};
 use super::{help, level_style, lobby, name_style, trust_mark, Unfocusable};
 
 /// The main screen's row of panes.
@@ -171,7 +174,7 @@ pub fn show_main(siv: &mut Cursive) {
             dispatch(s, Action::Edited(text.to_owned()));
         })
         .on_submit(|s, text| {
-            let line = text.to_owned();
+            let line = multiline::to_message(text);
             set_input(s, "");
             dispatch(s, Action::Submit(line));
         })
@@ -183,6 +186,10 @@ pub fn show_main(siv: &mut Cursive) {
             let line = input_text(s);
             dispatch(s, Action::Complete { line });
         })
+        // Alt-Enter (and a line break inside a paste, see [`paste`]) or Ctrl-J: a line
+        // break in the message.
+        .on_pre_event(paste::NEWLINE, insert_newline)
+        .on_pre_event(Event::CtrlChar('j'), insert_newline)
         .on_pre_event(Event::CtrlChar('w'), |s| {
             edit_input(s, editing::delete_word_before)
         })
@@ -213,10 +220,22 @@ pub fn show_main(siv: &mut Cursive) {
     let _ = siv.focus_name(super::INPUT);
 }
 
-/// What the input line holds.
+/// What the input line holds, as a message (line breaks as `\n`).
 pub fn input_text(siv: &mut Cursive) -> String {
-    siv.call_on_name(super::INPUT, |v: &mut EditView| v.get_content().to_string())
-        .unwrap_or_default()
+    siv.call_on_name(super::INPUT, |v: &mut EditView| {
+        multiline::to_message(&v.get_content())
+    })
+    .unwrap_or_default()
+}
+
+/// Inserts a line break at the input line's cursor.
+fn insert_newline(siv: &mut Cursive) {
+    let edited = siv.call_on_name(super::INPUT, |v: &mut EditView| {
+        v.insert(multiline::NEWLINE_MARK)
+    });
+    if let Some(callback) = edited {
+        callback(siv);
+    }
 }
 
 /// Applies a word-wise edit to the input line: `edit` maps (text, cursor) to the new
@@ -229,12 +248,15 @@ fn edit_input(siv: &mut Cursive, edit: impl FnOnce(&str, usize) -> (String, usiz
     });
 }
 
-/// Replaces what the input line holds, with the cursor at its end.
+/// Replaces what the input line holds with a message (line breaks shown as
+/// [`multiline::NEWLINE_MARK`]), with the cursor at its end.
 pub fn set_input(siv: &mut Cursive, text: &str) {
+    let text = multiline::to_input(text);
     siv.call_on_name(super::INPUT, |v: &mut EditView| {
         v.set_secret(false);
+        let end = text.len();
         v.set_content(text);
-        v.set_cursor(text.len());
+        v.set_cursor(end);
     });
 }
 
@@ -329,7 +351,30 @@ fn title(state: &AppState) -> StyledString {
         ),
         other => out.append_styled(text, level_style(other)),
     }
+    append_hotlist(&mut out, &state.hotlist());
     out
+}
+
+/// The hotlist after the title: ` · Act: #b(1,@1) #a(2)`, standing out if it holds a
+/// mention.
+fn append_hotlist(out: &mut StyledString, hot: &[Hot]) {
+    if hot.is_empty() {
+        return;
+    }
+    let rooms: Vec<String> = hot
+        .iter()
+        .map(|h| match h.mentions {
+            0 => format!("{}({})", h.label, h.unread),
+            m => format!("{}({},@{m})", h.label, h.unread),
+        })
+        .collect();
+    let style = if hot.iter().any(|h| h.mentions > 0) {
+        mention_style()
+    } else {
+        Style::from(TextEffect::Bold)
+    };
+    out.append_plain(" · ");
+    out.append_styled(format!("Act: {}", rooms.join(" ")), style);
 }
 
 fn status(state: &AppState) -> StyledString {
@@ -509,11 +554,27 @@ fn local_date(ms: u64) -> Option<chrono::NaiveDate> {
     Some(Local.timestamp_millis_opt(ms).single()?.date_naive())
 }
 
+/// Appends a message's text, one timeline line per line of it; the lines after the
+/// first start under the first (at column `indent`), so a multi-line message reads as one
+/// block beside its sender.
+fn append_text(out: &mut StyledString, text: &str, style: Style, indent: usize) {
+    for (i, line) in multiline::display_lines(text).into_iter().enumerate() {
+        if i > 0 {
+            out.append_plain(format!("\n{:indent$}", ""));
+        }
+        out.append_styled(line, style);
+    }
+}
+
+/// How many terminal columns `text` takes, measured as cursive lays it out.
+fn columns(text: &str) -> usize {
+    StyledString::plain(text).width()
+}
+
 fn append_entry(out: &mut StyledString, entry: &Entry, width: usize, me: Option<&Username>) {
-    out.append_styled(
-        format!("{} ", local_time(entry.time_ms)),
-        level_style(Level::Info),
-    );
+    let time = format!("{} ", local_time(entry.time_ms));
+    let mut indent = columns(&time);
+    out.append_styled(time, level_style(Level::Info));
     match &entry.kind {
         EntryKind::Message {
             sender,
@@ -524,10 +585,19 @@ fn append_entry(out: &mut StyledString, entry: &Entry, width: usize, me: Option<
             unknown_recipients,
             ..
         } => {
-            out.append_styled(
-                format!("{:>width$}", sender.as_str()),
-                name_style(sender.as_str(), *own),
+            // An action ("/me waves") keeps the name column empty and reads
+            // "* bob waves" after the mark.
+            let action = message::action(text);
+            let name = format!(
+                "{:>width$}",
+                if action.is_some() {
+                    ""
+                } else {
+                    sender.as_str()
+                }
             );
+            indent += columns(&name);
+            out.append_styled(name, name_style(sender.as_str(), *own));
             let (mark, style) = match delivery {
                 Delivery::Verified => (
                     " ✓ ",
@@ -539,14 +609,25 @@ fn append_entry(out: &mut StyledString, entry: &Entry, width: usize, me: Option<
                 Delivery::Waiting => (" ↻ ", level_style(Level::Warning)),
                 Delivery::Failed(_) => (" ✗ ", level_style(Level::Error)),
             };
+            indent += columns(mark);
             out.append_styled(mark, style);
             if disputed_server_time.is_some() {
+                indent += columns("⏱ ");
                 out.append_styled("⏱ ", level_style(Level::Warning));
             }
-            if !*own && me.is_some_and(|me| mentions(text, me)) {
-                out.append_styled(text.as_str(), mention_style());
+            let style = if !*own && me.is_some_and(|me| mentions(text, me)) {
+                mention_style()
             } else {
-                out.append_plain(text.as_str());
+                Style::none()
+            };
+            match action {
+                Some(action) => {
+                    out.append_plain("* ");
+                    out.append_styled(sender.as_str(), name_style(sender.as_str(), *own));
+                    out.append_plain(" ");
+                    append_text(out, action, style.combine(TextEffect::Italic), indent);
+                }
+                None => append_text(out, text, style, indent),
             }
             match delivery {
                 Delivery::Failed(reason) => out.append_styled(
@@ -597,13 +678,15 @@ fn append_entry(out: &mut StyledString, entry: &Entry, width: usize, me: Option<
             );
         }
         EntryKind::Notice { text, level } => {
-            out.append_styled(format!("{:>width$} ", "--"), level_style(Level::Info));
+            let dashes = format!("{:>width$} ", "--");
+            indent += columns(&dashes);
+            out.append_styled(dashes, level_style(Level::Info));
             let style = if *level == Level::Info {
                 Style::from(cursive::style::Color::Dark(cursive::style::BaseColor::Cyan))
             } else {
                 level_style(*level)
             };
-            out.append_styled(text.as_str(), style);
+            append_text(out, text, style, indent);
         }
     }
     out.append_plain("\n");

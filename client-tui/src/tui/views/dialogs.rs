@@ -15,6 +15,7 @@ use shared::crypto::keys::Fingerprint;
 use shared::{RoomName, Username};
 
 use super::super::command::{Action, Secret};
+use super::super::multiline;
 use super::super::shell::act as dispatch;
 use super::super::state::{DialogKind, KeyAlert, Level};
 use super::chat::closable;
@@ -95,6 +96,20 @@ pub fn open(siv: &mut Cursive, kind: DialogKind) {
                 dispatch(s, Action::Leave(target.clone()));
             })
             .dismiss_button("Cancel");
+            siv.add_layer(closable(focused(dialog, 1).max_width(60)));
+        }
+        DialogKind::ConfirmLongMessage { text } => {
+            let lines = multiline::line_count(&text);
+            let dialog = Dialog::text(format!(
+                "Send this message of {lines} lines?\n\nIt stays in the input line if you \
+                 do not."
+            ))
+            .title("Long message")
+            .button("Send", move |s| {
+                s.pop_layer();
+                dispatch(s, Action::SendLong(text.clone()));
+            })
+            .dismiss_button("Edit");
             siv.add_layer(closable(focused(dialog, 1).max_width(60)));
         }
         DialogKind::ConfirmQuit { unsent } => {

@@ -13,6 +13,10 @@ pub const BINDINGS: &[(&str, &str)] = &[
         "Up / Down",
         "earlier / later lines you sent; in the lobby: choose a room",
     ),
+    (
+        "Alt-Enter / Ctrl-J",
+        "a line break in the message (shown as ↵); a paste stays one message",
+    ),
     ("Tab", "complete a command, #room or member name"),
     ("F1", "this help"),
     (
@@ -59,6 +63,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "/msg USER [TEXT]",
         "open (or switch to) the direct conversation with USER",
     ),
+    ("/me ACTION", "say what you do: shown as \"* alice waves\""),
     ("/ignore", "leave the direct conversation shown"),
     (
         "/block USER, /unblock USER",
