@@ -540,6 +540,17 @@ impl RawClient {
         }
     }
 
+    /// The next push that is not a [`Push::Presence`]: a co-member's sessions starting or
+    /// ending are pushed as they happen (protocol 5), racing with what a test waits for.
+    pub async fn next_push_but_presence(&mut self) -> Push {
+        loop {
+            match self.next_push().await {
+                Push::Presence { .. } => {}
+                push => return push,
+            }
+        }
+    }
+
     /// Asserts nothing arrives within `limit`.
     pub async fn expect_silence(&mut self, limit: Duration) {
         assert!(self.pushes.is_empty(), "queued pushes: {:?}", self.pushes);

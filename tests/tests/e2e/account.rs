@@ -62,7 +62,7 @@ async fn a_deleted_account_leaves_everything_and_its_name_stays_taken() {
     assert_eq!(event.actor, name("alice"));
     assert_eq!(event.change, RoomChange::OwnerChanged { to: name("carol") });
     assert_eq!(
-        bob.next_push().await,
+        bob.next_push_but_presence().await,
         Push::MemberLeft {
             room: room("den"),
             username: name("alice")

@@ -287,7 +287,7 @@ async fn deleting_a_user_ends_their_session_and_keeps_the_name_reserved() {
         deleted.stdout
     );
     assert_eq!(bob.close_code().await, Some(CLOSE_ACCOUNT_DELETED));
-    match alice.next_push().await {
+    match alice.next_push_but_presence().await {
         Push::MemberLeft { username, .. } => assert_eq!(username.as_str(), "bob"),
         other => panic!("expected MemberLeft, got {other:?}"),
     }
