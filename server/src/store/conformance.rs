@@ -115,6 +115,7 @@ macro_rules! conformance_tests {
             prefix_room_names_do_not_mix,
             concurrent_appends_get_distinct_seqs,
             queued_messages_keep_their_order,
+            queued_messages_are_stored_without_being_awaited,
             concurrent_create_user_one_wins,
             hidden_namespaces_do_not_collide,
             room_of_resolves_through_memberships,
@@ -1335,6 +1336,44 @@ pub async fn queued_messages_keep_their_order(store: &dyn Store) {
         .expect("history");
     let ids: Vec<u8> = history.messages.iter().map(|m| m.message_id.0[0]).collect();
     assert_eq!(ids, [1, 2, 3]);
+}
+
+/// A queued message is stored even when nobody awaits its completion (a connection that
+/// closed with sends in flight), and a copy of its id queued meanwhile is a duplicate that
+/// takes no number: the next message gets the very next one.
+pub async fn queued_messages_are_stored_without_being_awaited(store: &dyn Store) {
+    create_room(store, "unawaited", "alice").await;
+    let first = store
+        .queue_message(&message("unawaited", 1, "alice", &["alice", "bob"]))
+        .await
+        .expect("queued");
+    drop(first);
+    let again = store
+        .queue_message(&message("unawaited", 1, "alice", &["alice", "bob"]))
+        .await;
+    let again = match again {
+        Ok(pending) => pending.await,
+        Err(refused) => Err(refused),
+    };
+    assert!(
+        matches!(again, Err(StoreError::AlreadyExists)),
+        "a copy of a stored id: {again:?}"
+    );
+    let next = store
+        .append_message(message("unawaited", 2, "alice", &["alice", "bob"]))
+        .await
+        .expect("stored");
+    assert_eq!(next, 2, "the duplicate took no number");
+    let history = store
+        .history_for(&key("unawaited"), &name("bob"), None, 10)
+        .await
+        .expect("history");
+    let stored: Vec<(u8, u64)> = history
+        .messages
+        .iter()
+        .map(|m| (m.message_id.0[0], m.seq))
+        .collect();
+    assert_eq!(stored, [(1, 1), (2, 2)]);
 }
 
 /// Of many simultaneous registrations of one name (in various cases), exactly one wins.

@@ -146,6 +146,7 @@ mod errors;
 mod migrate;
 mod moderation;
 mod owners;
+mod pipeline;
 mod retention;
 mod sequence;
 mod settle;
@@ -205,6 +206,8 @@ pub struct MongoStore {
     messages: Collection<Document>,
     meta: Collection<Document>,
     owners: Collection<Document>,
+    /// Message ids whose first copy is being stored (see `pipeline.rs`).
+    in_flight: pipeline::InFlight,
 }
 
 impl fmt::Debug for MongoStore {
@@ -366,6 +369,7 @@ impl MongoStore {
             messages: db.collection_with_options(MESSAGES, options()),
             meta: db.collection_with_options(META, options()),
             owners: db.collection_with_options(OWNERS, options()),
+            in_flight: pipeline::InFlight::default(),
             db,
         }
     }
@@ -1054,11 +1058,7 @@ impl Store for MongoStore {
     }
 
     async fn queue_message(&self, message: &NewMessage) -> Result<PendingAppend, StoreError> {
-        // The insert is acknowledged by a majority and journaled before it returns, so the
-        // message's place and durability are settled here; one caller's messages are
-        // therefore stored in the order it queues them.
-        let stored = self.insert_message(message).await;
-        Ok(Box::pin(std::future::ready(stored)))
+        self.queue(message).await
     }
 
     async fn prune_messages(&self, policy: &Retention) -> Result<u64, StoreError> {

@@ -52,20 +52,35 @@ use crate::store::{NewMessage, StoreError};
 /// after data written outside the counter; see the module docs).
 const MAX_SEQ_ATTEMPTS: usize = 3;
 
+/// A number taken from a room's counter for one message.
+pub(super) struct Numbered {
+    /// The message's sequence number.
+    seq: u64,
+    /// The room's display name, stored with the message.
+    room_name: RoomName,
+    /// The room's permanent id, which the message refers to.
+    room_id: String,
+}
+
 impl MongoStore {
-    /// Stores a message under the next number of its room's counter.
-    pub(super) async fn insert_message(&self, message: &NewMessage) -> Result<u64, StoreError> {
+    /// Stores a message under the number `numbered` took for it (see `pipeline.rs`). Should
+    /// that number turn out to be held already (only after data written outside the counter;
+    /// see the module docs), the counter is raised and the message takes a later number.
+    pub(super) async fn store_numbered(
+        &self,
+        message: &NewMessage,
+        numbered: Numbered,
+    ) -> Result<u64, StoreError> {
         let message_id = binary(message.message_id.0.to_vec());
-        let mut stored = None;
-        for _ in 0..MAX_SEQ_ATTEMPTS {
-            let (seq, room_name, room_id) = self.take_seq(message.room.as_str()).await?;
-            let room_key = room_id.as_str();
-            let d = match &mut stored {
-                Some(d) => d,
-                None => stored.insert(message_to_doc(message, &room_name)?),
-            };
-            // Messages refer to the room's permanent id, which a move never changes.
-            d.insert("room", room_key);
+        let mut d = message_to_doc(message, &numbered.room_name)?;
+        // Messages refer to the room's permanent id, which a move never changes.
+        d.insert("room", numbered.room_id.as_str());
+        let mut seq = numbered.seq;
+        for attempt in 0..MAX_SEQ_ATTEMPTS {
+            let room_key = numbered.room_id.as_str();
+            if attempt > 0 {
+                seq = self.take_seq(message.room.as_str()).await?.seq;
+            }
             d.insert("seq", to_i64(seq, "message sequence number")?);
             d.remove("_id"); // the driver adds an ObjectId on each insert
             let error = match self.messages.insert_one(d.clone()).await {
@@ -105,12 +120,12 @@ impl MongoStore {
         }))
     }
 
-    /// Takes the next number of the room under `room_key`; also returns its display name
-    /// and its permanent id (what its messages refer to).
+    /// Takes the next number of the room under `room_key`, with its display name and its
+    /// permanent id (what its messages refer to).
     ///
     /// # Errors
     /// [`StoreError::NotFound`] if there is no such room.
-    async fn take_seq(&self, room_key: &str) -> Result<(u64, RoomName, String), StoreError> {
+    pub(super) async fn take_seq(&self, room_key: &str) -> Result<Numbered, StoreError> {
         let room = self
             .rooms
             .find_one_and_update(
@@ -123,11 +138,11 @@ impl MongoStore {
             .map_err(map_err)?
             .ok_or(StoreError::NotFound)?;
         let f = Fields::new(ROOMS, &room);
-        Ok((
-            f.seq("last_seq")?,
-            f.room_name("name")?,
-            f.str("_id")?.to_owned(),
-        ))
+        Ok(Numbered {
+            seq: f.seq("last_seq")?,
+            room_name: f.room_name("name")?,
+            room_id: f.str("_id")?.to_owned(),
+        })
     }
 
     /// Gives back `seq` of the room with id `room_key` if it is still the room's last number
