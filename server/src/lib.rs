@@ -4,6 +4,7 @@
 //! - [`config`] — flags and environment.
 //! - [`admin`] — operating the server: the admin socket and `server admin`.
 //! - [`startup`] — building, running and stopping the application.
+//! - [`warmup`] — the port during start-up: bound at once, answering 503 "starting".
 //! - [`ws`] — the WebSocket endpoint; one task per connection.
 //! - [`handlers`] — one function per request kind.
 //! - [`hub`] — the task that routes frames to online connections.
@@ -36,4 +37,5 @@ pub mod retention;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod warmup;
 pub mod ws;

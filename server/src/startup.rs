@@ -5,6 +5,10 @@
 //! - `GET /health` answers 200 when the store is reachable and can write (and, with
 //!   scale-out, the change stream is live), 503 otherwise.
 //!
+//! Start-up ([`Starting`]): the port is bound first and answers 503 "starting" while the
+//! store opens ([`crate::warmup`]), so a long MongoDB migration or index build does not
+//! outlast a PaaS's deadline for binding the port.
+//!
 //! Shutdown ([`Stopper::stop`]): stop accepting new connections; each session reads no
 //! further request, waits (a few seconds at most) until its sends in flight are answered,
 //! and closes with 1001 "going away"; a connection whose client does not take its close is
@@ -16,6 +20,7 @@
 //! `HttpService`), so that each connection runs over an
 //! [`AbortableStream`](crate::ws::socket::AbortableStream).
 
+use std::future::Future;
 use std::net::TcpListener;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,6 +60,7 @@ use crate::retention;
 use crate::store::embedded::EmbeddedStore;
 use crate::store::mongo::{MongoStore, Standalone};
 use crate::store::{RoomSecret, Store};
+use crate::warmup::Warmup;
 use crate::ws::outbound::outbound;
 use crate::ws::session::{self, SessionSettings};
 use crate::ws::socket::{Abort, AbortableStream};
@@ -129,15 +135,96 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     })
 }
 
+/// How often start-up logs that the store is still opening.
+const OPENING_PROGRESS_INTERVAL: Duration = Duration::from_secs(15);
+
+/// A server whose port is bound and answers 503 "starting" ([`crate::warmup`]) until
+/// [`Starting::open_with`] has its store.
+pub struct Starting {
+    config: Config,
+    listener: TcpListener,
+    warmup: Warmup,
+}
+
+impl Starting {
+    /// Validates the configuration, binds the port and serves 503 "starting" on it.
+    ///
+    /// # Errors
+    /// Invalid configuration, or a port that cannot be bound.
+    pub fn bind(config: Config) -> anyhow::Result<Self> {
+        config.validate()?;
+        let listener = bind(&config)?;
+        let store = match config.store_choice() {
+            StoreChoice::Embedded { .. } => crate::store::embedded::STORE,
+            StoreChoice::Mongo { .. } => crate::store::mongo::STORE,
+        };
+        let warmup = Warmup::serve(&listener, store).context("cannot serve the port")?;
+        Ok(Self {
+            config,
+            listener,
+            warmup,
+        })
+    }
+
+    /// The port bound (useful with port 0).
+    ///
+    /// # Errors
+    /// If the socket cannot say (it always can once bound).
+    pub fn port(&self) -> std::io::Result<u16> {
+        Ok(self.listener.local_addr()?.port())
+    }
+
+    /// The configuration it was bound with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Waits for `store` (logging every [`OPENING_PROGRESS_INTERVAL`] while it takes),
+    /// stops answering "starting" and builds the server on the same port.
+    ///
+    /// # Errors
+    /// The store's error, or [`Application::build_with_store`]'s.
+    pub async fn open_with(
+        self,
+        store: impl Future<Output = anyhow::Result<Arc<dyn Store>>>,
+    ) -> anyhow::Result<Application> {
+        let started = Instant::now();
+        let mut store = std::pin::pin!(store);
+        let mut progress = tokio::time::interval(OPENING_PROGRESS_INTERVAL);
+        progress.tick().await; // the first tick is immediate
+        let store = loop {
+            tokio::select! {
+                opened = &mut store => break opened?,
+                _ = progress.tick() => tracing::info!(
+                    waited_secs = started.elapsed().as_secs(),
+                    "still opening the store (migrations and index builds can take minutes on \
+                     a large database); the port answers 503 \"starting\" meanwhile"
+                ),
+            }
+        };
+        self.warmup.finish().await;
+        Application::build_on(self.config, store, self.listener).await
+    }
+}
+
+/// Binds the configured address and port.
+fn bind(config: &Config) -> anyhow::Result<TcpListener> {
+    TcpListener::bind((config.bind, config.port))
+        .with_context(|| format!("cannot bind {}:{}", config.bind, config.port))
+}
+
 impl Application {
-    /// Validates the configuration, opens the selected store and binds the listener.
+    /// Validates the configuration, binds the listener (answering "starting" at once: see
+    /// [`crate::warmup`]), opens the selected store and builds the server.
     ///
     /// # Errors
     /// Invalid configuration, an unusable store, or a port that cannot be bound.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        config.validate()?;
-        let store = open_store(&config).await?;
-        Self::build_with_store(config, store).await
+        let starting = Starting::bind(config)?;
+        let config = starting.config().clone();
+        starting
+            .open_with(async move { open_store(&config).await })
+            .await
     }
 
     /// Like [`Application::build`] with a store the caller opened (tests use this to run the
@@ -148,6 +235,16 @@ impl Application {
     /// port that cannot be bound.
     pub async fn build_with_store(config: Config, store: Arc<dyn Store>) -> anyhow::Result<Self> {
         config.validate()?;
+        let listener = bind(&config)?;
+        Self::build_on(config, store, listener).await
+    }
+
+    /// [`Application::build_with_store`] on a bound listener.
+    async fn build_on(
+        config: Config,
+        store: Arc<dyn Store>,
+        listener: TcpListener,
+    ) -> anyhow::Result<Self> {
         let server_id = store
             .server_id()
             .await
@@ -158,8 +255,9 @@ impl Application {
             .context("cannot read the room secret from the store")?;
         let shutdown = CancellationToken::new();
         let presence_changes = Arc::new(PresenceChanges::default());
-        // With scale-out, the change stream is open before the port is: a client accepted
-        // from then on misses no other instance's delivery.
+        // With scale-out, the change stream is open before the port serves chat (until
+        // then it answers "starting" or not at all): a client accepted from then on misses
+        // no other instance's delivery.
         let (hub, stream): (Arc<dyn Fanout>, _) = match config.scale_out() {
             Some(settings) => {
                 let (fanout, status) = ChangeStreamFanout::start(
@@ -176,8 +274,6 @@ impl Application {
                 None,
             ),
         };
-        let listener = TcpListener::bind((config.bind, config.port))
-            .with_context(|| format!("cannot bind {}:{}", config.bind, config.port))?;
         let port = listener.local_addr()?.port();
         let backend = store.backend();
         let state = Arc::new(app_state_with_hub(
@@ -425,9 +521,15 @@ async fn health(endpoint: web::Data<Endpoint>) -> HttpResponse {
 /// # Errors
 /// Start-up failures ([`Application::build`]) and I/O errors of the HTTP server.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let app = Application::build(config)
-        .await
-        .context("server start-up failed")?;
+    // A signal while the store opens (which can take minutes: see `crate::warmup`) ends
+    // the start-up at once.
+    let app = tokio::select! {
+        built = Application::build(config) => built.context("server start-up failed")?,
+        () = shutdown_signal() => {
+            tracing::info!("shutdown signal received during start-up; stopping");
+            return Ok(());
+        }
+    };
     tracing::info!(port = app.port(), store = app.backend(), "serving");
     let stopper = app.stopper();
     actix_web::rt::spawn(async move {

@@ -7,6 +7,7 @@ pub mod scale;
 pub mod tamper;
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use server::config::Config;
-use server::startup::{Application, Stopper};
+use server::startup::{open_store, Application, Starting, Stopper};
 use shared::crypto::keys;
 use shared::crypto::RsaPrivateKey;
 use shared::protocol::{
@@ -98,6 +99,14 @@ fn select_store(config: &mut Config) {
     config.mongodb_database = format!("e2e_chat_e2e_{}", &hex_prefix(&digest.0));
 }
 
+/// The MongoDB URI and database `config` names, if any.
+fn mongo_of(config: &Config) -> Option<(String, String)> {
+    config
+        .mongodb_uri
+        .clone()
+        .map(|uri| (uri, config.mongodb_database.clone()))
+}
+
 fn hex_prefix(bytes: &[u8]) -> String {
     bytes[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -130,12 +139,14 @@ impl TestServer {
     pub async fn start_with(mut config: Config) -> Self {
         LazyLock::force(&TRACING);
         select_store(&mut config);
-        let mongo = config
-            .mongodb_uri
-            .clone()
-            .map(|uri| (uri, config.mongodb_database.clone()));
+        let mongo = mongo_of(&config);
         let data_dir = config.data_dir.clone();
         let app = Application::build(config).await.expect("server builds");
+        Self::serving(app, data_dir, mongo)
+    }
+
+    /// Runs a built `app` as a test server.
+    fn serving(app: Application, data_dir: PathBuf, mongo: Option<(String, String)>) -> Self {
         let addr = SocketAddr::from(([127, 0, 0, 1], app.port()));
         let stopper = app.stopper();
         let task = tokio::spawn(app.run_until_stopped());
@@ -206,6 +217,66 @@ impl TestServer {
     /// A handle that stops the server.
     pub fn stopper(&self) -> Stopper {
         self.stopper.clone()
+    }
+}
+
+/// A server whose port is bound and answers 503 "starting", with its store not yet open
+/// (as while a slow MongoDB start-up builds its indexes); [`StartingServer::open_after`]
+/// opens it. On the store `E2E_STORE` selects, in a fresh temporary directory.
+pub struct StartingServer {
+    starting: Starting,
+    dir: tempfile::TempDir,
+}
+
+impl StartingServer {
+    /// Binds a port and answers "starting" on it.
+    pub fn bind() -> Self {
+        LazyLock::force(&TRACING);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config::for_tests(dir.path().to_path_buf());
+        select_store(&mut config);
+        let starting = Starting::bind(config).expect("binds");
+        Self { starting, dir }
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.starting.port().expect("bound port")))
+    }
+
+    /// Opens the store once `gate` resolves, then serves.
+    pub async fn open_after(self, gate: impl Future<Output = ()>) -> TestServer {
+        let config = self.starting.config().clone();
+        let mongo = mongo_of(&config);
+        let data_dir = config.data_dir.clone();
+        let app = self
+            .starting
+            .open_with(async move {
+                gate.await;
+                open_store(&config).await
+            })
+            .await
+            .expect("server builds");
+        let mut server = TestServer::serving(app, data_dir, mongo);
+        server._dir = Some(self.dir);
+        server
+    }
+
+    /// Fails the start-up with `error` once `gate` resolves, as a store that cannot open
+    /// does; returns the start-up's error.
+    pub async fn fail_after(self, gate: impl Future<Output = ()>, error: &str) -> anyhow::Error {
+        let error = anyhow::anyhow!("{error}");
+        match self
+            .starting
+            .open_with(async move {
+                gate.await;
+                Err(error)
+            })
+            .await
+        {
+            Ok(_) => panic!("the start-up should have failed"),
+            Err(e) => e,
+        }
     }
 }
 

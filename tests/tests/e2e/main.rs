@@ -24,4 +24,5 @@ mod running_client;
 mod scale_out;
 mod server_id;
 mod shutdown;
+mod starting;
 mod storage;
