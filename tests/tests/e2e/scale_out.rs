@@ -159,6 +159,16 @@ fn exactly_once(who: &str, ids: &[MessageId], expected: &[MessageId]) {
     assert_eq!(got, want, "{who} got other messages than were acknowledged");
 }
 
+/// A fresh database named after `test`, instances "a" and "b" on it, and nginx in front
+/// of both.
+async fn two_instances(test: &str) -> (String, Instance, Instance, Balancer) {
+    let db = fresh_database(test);
+    let a = Instance::start(Path::new(EXE), "a", &db).await;
+    let b = Instance::start(Path::new(EXE), "b", &db).await;
+    let lb = Balancer::start(&[a.port, b.port]).await;
+    (db, a, b, lb)
+}
+
 async fn create(m: &mut Member, r: &RoomName) {
     match m
         .client
@@ -210,10 +220,7 @@ async fn two_instances_behind_nginx_serve_one_room_as_one_server() {
     if skipped("two_instances_behind_nginx_serve_one_room_as_one_server") {
         return;
     }
-    let db = fresh_database("one-room");
-    let a = Instance::start(Path::new(EXE), "a", &db).await;
-    let b = Instance::start(Path::new(EXE), "b", &db).await;
-    let lb = Balancer::start(&[a.port, b.port]).await;
+    let (db, a, b, lb) = two_instances("one-room").await;
     let r = room("lobby");
 
     let mut alice = Member::on(&lb, a.port, "alice", 0, true).await;
@@ -351,12 +358,25 @@ async fn two_instances_behind_nginx_serve_one_room_as_one_server() {
     // carol, banned, is still online (on A) but no longer in the room.
     wait_for_online(&mut alice, &r, (3, 2)).await;
 
+    // Presence crosses instances: bob's only session (on B) ends, and alice, a co-member
+    // on A, is told he is offline.
+    assert_ne!(alice.port, bob.port);
+    drop(bob);
+    loop {
+        match alice.client.next_push().await {
+            Push::Presence { username, online } if username.as_str() == "bob" => {
+                assert!(!online, "bob's session ended, yet he is reported online");
+                break;
+            }
+            _ => {}
+        }
+    }
+
     for instance in [&a, &b] {
         let (status, body) = instance.health().await.expect("health answers");
         assert_eq!(status, 200, "{body}");
         assert!(body.contains(r#""stream":"live""#), "{body}");
     }
-    assert_ne!(alice.port, bob.port);
     drop((a, b, lb));
     drop_database(&db).await;
 }
@@ -391,13 +411,9 @@ async fn killing_or_restarting_either_instance_loses_and_repeats_nothing_acknowl
     if skipped("killing_or_restarting_either_instance_loses_and_repeats_nothing_acknowledged") {
         return;
     }
-    let db = fresh_database("kill");
-    let mut instances = [
-        Instance::start(Path::new(EXE), "a", &db).await,
-        Instance::start(Path::new(EXE), "b", &db).await,
-    ];
+    let (db, a, b, lb) = two_instances("kill").await;
+    let mut instances = [a, b];
     let ports = [instances[0].port, instances[1].port];
-    let lb = Balancer::start(&ports).await;
     let r = room("ops");
     // A sender and a reader on each instance: senda and reada on a, sendb and readb on b.
     let keys = [test_key(4), test_key(5), test_key(6), test_key(7)];
@@ -488,10 +504,7 @@ async fn a_key_rotation_on_one_instance_reaches_members_and_ends_sessions_on_the
     if skipped("a_key_rotation_on_one_instance_reaches_members_and_ends_sessions_on_the_other") {
         return;
     }
-    let db = fresh_database("rotation");
-    let a = Instance::start(Path::new(EXE), "a", &db).await;
-    let b = Instance::start(Path::new(EXE), "b", &db).await;
-    let lb = Balancer::start(&[a.port, b.port]).await;
+    let (db, a, b, lb) = two_instances("rotation").await;
     let r = room("keys");
     let mut alice = Member::on(&lb, a.port, "alice", 8, true).await;
     let mut alice_elsewhere = Member::on(&lb, b.port, "alice", 8, false).await;
