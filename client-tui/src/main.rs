@@ -42,6 +42,11 @@ struct Args {
     #[arg(long, env = "E2E_CHAT_KEY_BITS", default_value_t = 3072,
           value_parser = clap::value_parser!(u16).range(2048..=4096))]
     key_bits: u16,
+    /// Desktop notifications for mentions and direct messages in rooms not shown, for
+    /// this run (`/notify on|off` switches them and keeps the choice). They name the
+    /// sender and the room, never the text.
+    #[arg(long, env = "E2E_CHAT_NOTIFY")]
+    notify: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -71,6 +76,7 @@ fn main() -> anyhow::Result<()> {
         config_dir: keystore::default_config_dir()
             .ok()
             .and_then(|base| keystore::profile_dir(&base, profile).ok()),
+        notify: args.notify,
     };
     let result = tui::run(options);
     if let Err(e) = &result {

@@ -6,7 +6,7 @@
 //!
 //! ```json
 //! { "username": "alice", "key_path": "/home/alice/.config/e2e-chat/keys/alice.pem",
-//!   "settings": { "typing": true, "read_markers": true } }
+//!   "settings": { "typing": true, "read_markers": true, "notify": false } }
 //! ```
 //!
 //! The user's [`Settings`] live in the same file (a file without them gets the defaults).
@@ -28,8 +28,8 @@ pub struct Profile {
     pub settings: Settings,
 }
 
-/// What the user switched on or off (`/typing`, `/read-markers`). Both are on unless the
-/// user switches them off.
+/// What the user switched on or off (`/typing`, `/read-markers`, `/notify`). Typing and
+/// read markers are on, desktop notifications off, unless the user switches them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Settings {
@@ -37,6 +37,9 @@ pub struct Settings {
     pub typing: bool,
     /// Tell the user's other sessions how far they have read (`MarkRead`).
     pub read_markers: bool,
+    /// Show a desktop notification for a mention or a direct message in a room not shown
+    /// (`/notify`; `--notify` switches them on for one run without keeping it).
+    pub notify: bool,
 }
 
 impl Default for Settings {
@@ -44,6 +47,7 @@ impl Default for Settings {
         Self {
             typing: true,
             read_markers: true,
+            notify: false,
         }
     }
 }
@@ -116,6 +120,8 @@ pub struct LaunchOptions {
     pub key_bits: usize,
     /// The configuration directory (`None` if the platform has none; `--key` is needed then).
     pub config_dir: Option<PathBuf>,
+    /// `--notify`: desktop notifications on for this run, whatever the profile keeps.
+    pub notify: bool,
 }
 
 /// The onboarding form a start-up shows.
@@ -248,6 +254,7 @@ mod tests {
             username: None,
             key_bits: 2048,
             config_dir: Some(dir.to_path_buf()),
+            notify: false,
         }
     }
 
@@ -293,9 +300,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         assert_eq!(load_settings(Some(dir.path())), Settings::default());
         assert!(Settings::default().typing && Settings::default().read_markers);
+        assert!(
+            !Settings::default().notify,
+            "notifications are off by default"
+        );
         let off = Settings {
             typing: false,
-            read_markers: true,
+            notify: true,
+            ..Settings::default()
         };
         assert!(save_settings(dir.path(), off).is_err(), "no profile yet");
         // A profile written before settings existed reads with the defaults.

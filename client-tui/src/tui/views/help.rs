@@ -101,6 +101,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
         "tell your other sessions how far you have read (on by default)",
     ),
     (
+        "/notify on|off",
+        "desktop notifications for mentions and direct messages elsewhere (off by default)",
+    ),
+    (
         "/delete-account",
         "delete your account for good (asks for your username)",
     ),
