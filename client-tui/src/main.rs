@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Parser;
 use client_tui::keystore;
-use client_tui::tui::{self, profile::LaunchOptions};
+use client_tui::tui;
+use client_tui::tui::chooser::{self, Choice};
+use client_tui::tui::profile::{self, LaunchOptions};
 use shared::Username;
 
 /// Terminal client for the end-to-end encrypted chat.
@@ -57,7 +59,14 @@ fn main() -> anyhow::Result<()> {
         .map(Username::parse)
         .transpose()
         .context("invalid --username")?;
-    let profile = args.profile.as_deref();
+    let profile = match args.profile {
+        Some(name) => Some(name),
+        None => match choose_profile()? {
+            Choice::Profile(name) => name,
+            Choice::Quit => return Ok(()),
+        },
+    };
+    let profile = profile.as_deref();
     // Checked before anything is created, so a bad name leaves no directory behind.
     keystore::profile_dir(Path::new("."), profile).map_err(anyhow::Error::msg)?;
     let log_file = match args.log_file {
@@ -83,6 +92,18 @@ fn main() -> anyhow::Result<()> {
         tracing::error!(error = %e, "client stopped");
     }
     result
+}
+
+/// Without `--profile`: asks which profile to use when several exist (the default one
+/// preselected), else takes the default one, as before profiles existed.
+fn choose_profile() -> anyhow::Result<Choice> {
+    let profiles = keystore::default_config_dir()
+        .map(|base| profile::existing_profiles(&base))
+        .unwrap_or_default();
+    if profiles.len() <= 1 {
+        return Ok(Choice::Profile(None));
+    }
+    chooser::choose(&profiles)
 }
 
 fn default_log_file(profile: Option<&str>) -> Option<PathBuf> {

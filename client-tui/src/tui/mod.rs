@@ -19,7 +19,9 @@
 //! - [`keyfile`]: the key file around a rotation of the own key, and the retired keys.
 //! - [`moderation`]: running a room in plain words (room events as timeline lines, who may
 //!   do what).
-//! - [`profile`]: the remembered account and which onboarding form a start-up needs.
+//! - [`profile`]: the remembered account, the profiles kept, and which onboarding form a
+//!   start-up needs.
+//! - [`chooser`]: which profile to use, asked at start when several exist.
 //! - [`shell`]: what cursive keeps between callbacks (the [`App`](shell::App)) and the
 //!   hooks widget callbacks call, so views never call the app layer by name.
 //! - [`app`]: the glue: key bindings (every key of the main screen), effects, rendering.
@@ -33,6 +35,7 @@
 //! view is re-rendered from the state. Views hold no network handles.
 
 pub mod app;
+pub mod chooser;
 pub mod command;
 pub mod editing;
 pub mod event;

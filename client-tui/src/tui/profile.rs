@@ -105,6 +105,28 @@ pub fn save_profile(config_dir: &Path, profile: &Profile) -> std::io::Result<()>
     std::fs::rename(&tmp, &path)
 }
 
+/// The profiles kept under `config_base` (the configuration directory without a
+/// profile), for the chooser at start: the default profile (`None`) first if it holds an
+/// account (a remembered profile or a key directory), then every directory under
+/// `profiles/` with a valid profile name (see [`crate::keystore::profile_dir`]), sorted.
+pub fn existing_profiles(config_base: &Path) -> Vec<Option<String>> {
+    let default = load_profile(config_base).is_some() || config_base.join("keys").is_dir();
+    let mut named: Vec<String> = std::fs::read_dir(config_base.join("profiles"))
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| crate::keystore::profile_dir(config_base, Some(name)).is_ok())
+        .collect();
+    named.sort();
+    default
+        .then_some(None)
+        .into_iter()
+        .chain(named.into_iter().map(Some))
+        .collect()
+}
+
 /// What the user chose on the command line (or through the environment).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LaunchOptions {
@@ -324,6 +346,47 @@ mod tests {
             "alice",
             "the account is kept"
         );
+    }
+
+    #[test]
+    fn profiles_are_the_default_one_with_an_account_then_the_named_ones_sorted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = dir.path();
+        assert!(existing_profiles(base).is_empty(), "nothing yet");
+        assert!(existing_profiles(&base.join("missing")).is_empty());
+        for name in ["work", "alt", "not a name"] {
+            std::fs::create_dir_all(base.join("profiles").join(name)).expect("mkdir");
+        }
+        std::fs::write(base.join("profiles").join("stray.txt"), "x").expect("write");
+        let named = vec![Some("alt".to_owned()), Some("work".to_owned())];
+        assert_eq!(
+            existing_profiles(base),
+            named,
+            "no account in the default profile; invalid names and files are not profiles"
+        );
+        std::fs::create_dir_all(base.join("keys")).expect("mkdir");
+        let mut all = vec![None];
+        all.extend(named);
+        assert_eq!(
+            existing_profiles(base),
+            all,
+            "the default profile comes first"
+        );
+    }
+
+    #[test]
+    fn a_remembered_account_alone_makes_the_default_profile() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        save_profile(
+            dir.path(),
+            &Profile {
+                username: "alice".into(),
+                key_path: dir.path().join("k.pem"),
+                settings: Settings::default(),
+            },
+        )
+        .expect("saves");
+        assert_eq!(existing_profiles(dir.path()), vec![None]);
     }
 
     #[test]
