@@ -17,7 +17,10 @@ pub const BINDINGS: &[(&str, &str)] = &[
         "Alt-Enter / Ctrl-J",
         "a line break in the message (shown as ↵); a paste stays one message",
     ),
-    ("Tab", "complete a command, #room or member name"),
+    (
+        "Tab",
+        "complete a command, #room or member name (in a paste: spaces)",
+    ),
     ("F1", "this help"),
     (
         "F2",
