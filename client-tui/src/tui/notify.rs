@@ -204,4 +204,22 @@ mod tests {
         assert!(failures.recv_timeout(Duration::from_millis(50)).is_err());
         assert_eq!(*shown.lock().expect("lock"), vec![direct("alice")]);
     }
+
+    #[test]
+    fn without_a_session_bus_the_desktop_notifier_fails_quickly_and_is_switched_off() {
+        // Only this test reads the variable (and nextest gives it a process of its own).
+        std::env::set_var(
+            "DBUS_SESSION_BUS_ADDRESS",
+            "unix:path=/nonexistent/e2e-chat-test-bus",
+        );
+        let (failed, failures) = mpsc::channel();
+        let notifications = Notifications::start(DesktopNotifier, move |reason| {
+            let _ = failed.send(reason);
+        })
+        .expect("starts");
+        notifications.show(direct("alice"));
+        let reason = failures.recv_timeout(Duration::from_secs(10));
+        assert!(reason.is_ok(), "the failure is reported: {reason:?}");
+        notifications.show(direct("bob"));
+    }
 }
