@@ -13,7 +13,8 @@
 //! confirmed yet, sent again under the same id), [`InputHistory`] and [`complete`] (the
 //! input line's Up/Down and Tab), [`StatusLine`] (with its expiry), plain words, running
 //! rooms (`running.rs`: moderation, room events, direct conversations, blocking, deleting
-//! the account) and presence (`presence.rs`: typing and read markers).
+//! the account), presence (`presence.rs`: typing and read markers) and attention
+//! (`attention.rs`: the hotlist, the bell and desktop notifications).
 //!
 //! Views are re-rendered from the state after each call, so the logic here is tested
 //! without a terminal (`state/tests.rs`, `tests/tui_views.rs`, `tests/tui_focus.rs`).
