@@ -46,8 +46,10 @@ struct Args {
     key_bits: u16,
     /// Desktop notifications for mentions and direct messages in rooms not shown, for
     /// this run (`/notify on|off` switches them and keeps the choice). They name the
-    /// sender and the room, never the text.
-    #[arg(long, env = "E2E_CHAT_NOTIFY")]
+    /// sender and the room, never the text. In the environment any value but 0, false,
+    /// no or off switches them on.
+    #[arg(long, env = "E2E_CHAT_NOTIFY",
+          value_parser = clap::builder::FalseyValueParser::new())]
     notify: bool,
 }
 
@@ -140,4 +142,16 @@ fn init_logging(
         default_hook(info);
     }));
     Ok(guard)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notifications_are_off_unless_asked_for() {
+        let parse = |args: &[&str]| Args::try_parse_from(args).expect("parses");
+        assert!(!parse(&["client-tui"]).notify);
+        assert!(parse(&["client-tui", "--notify"]).notify);
+    }
 }
