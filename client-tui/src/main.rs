@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Parser;
 use client_tui::keystore;
-use client_tui::tui::{self, profile::LaunchOptions};
+use client_tui::tui;
+use client_tui::tui::chooser::{self, Choice};
+use client_tui::tui::profile::{self, LaunchOptions};
 use shared::Username;
 
 /// Terminal client for the end-to-end encrypted chat.
@@ -42,6 +44,13 @@ struct Args {
     #[arg(long, env = "E2E_CHAT_KEY_BITS", default_value_t = 3072,
           value_parser = clap::value_parser!(u16).range(2048..=4096))]
     key_bits: u16,
+    /// Desktop notifications for mentions and direct messages in rooms not shown, for
+    /// this run (`/notify on|off` switches them and keeps the choice). They name the
+    /// sender and the room, never the text. In the environment any value but 0, false,
+    /// no or off switches them on.
+    #[arg(long, env = "E2E_CHAT_NOTIFY",
+          value_parser = clap::builder::FalseyValueParser::new())]
+    notify: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -52,7 +61,14 @@ fn main() -> anyhow::Result<()> {
         .map(Username::parse)
         .transpose()
         .context("invalid --username")?;
-    let profile = args.profile.as_deref();
+    let profile = match args.profile {
+        Some(name) => Some(name),
+        None => match choose_profile()? {
+            Choice::Profile(name) => name,
+            Choice::Quit => return Ok(()),
+        },
+    };
+    let profile = profile.as_deref();
     // Checked before anything is created, so a bad name leaves no directory behind.
     keystore::profile_dir(Path::new("."), profile).map_err(anyhow::Error::msg)?;
     let log_file = match args.log_file {
@@ -71,12 +87,25 @@ fn main() -> anyhow::Result<()> {
         config_dir: keystore::default_config_dir()
             .ok()
             .and_then(|base| keystore::profile_dir(&base, profile).ok()),
+        notify: args.notify,
     };
     let result = tui::run(options);
     if let Err(e) = &result {
         tracing::error!(error = %e, "client stopped");
     }
     result
+}
+
+/// Without `--profile`: asks which profile to use when several exist (the default one
+/// preselected), else takes the default one, as before profiles existed.
+fn choose_profile() -> anyhow::Result<Choice> {
+    let profiles = keystore::default_config_dir()
+        .map(|base| profile::existing_profiles(&base))
+        .unwrap_or_default();
+    if profiles.len() <= 1 {
+        return Ok(Choice::Profile(None));
+    }
+    chooser::choose(&profiles)
 }
 
 fn default_log_file(profile: Option<&str>) -> Option<PathBuf> {
@@ -113,4 +142,16 @@ fn init_logging(
         default_hook(info);
     }));
     Ok(guard)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notifications_are_off_unless_asked_for() {
+        let parse = |args: &[&str]| Args::try_parse_from(args).expect("parses");
+        assert!(!parse(&["client-tui"]).notify);
+        assert!(parse(&["client-tui", "--notify"]).notify);
+    }
 }

@@ -191,3 +191,50 @@ fn me_sends_an_action_shown_with_a_star() {
     h.assert_shows("usage: /me ACTION");
     assert!(sent_texts(&mut h).is_empty());
 }
+
+#[test]
+fn a_long_hotlist_is_cut_with_an_ellipsis_and_never_wraps_the_title_bar() {
+    use client_tui::tui::event::UiEvent;
+    use client_tui::ClientEvent;
+    let mut h = Harness::logged_in();
+    let rooms: Vec<String> = (1..=15)
+        .map(|i| format!("a-rather-long-room-{i}"))
+        .collect();
+    for r in &rooms {
+        h.event(opened(r, vec![member("alice", 0xab)], Vec::new()));
+    }
+    h.event(opened("den", vec![member("alice", 0xab)], Vec::new()));
+    for r in &rooms {
+        h.event(UiEvent::Client(ClientEvent::Message(message(
+            r, 1, "bob", "news",
+        ))));
+    }
+    let screen = h.screen();
+    let lines: Vec<&str> = screen.lines().collect();
+    let title = lines
+        .iter()
+        .position(|l| l.contains("e2e-chat"))
+        .unwrap_or_else(|| panic!("no title bar:\n{screen}"));
+    assert!(
+        lines[title].contains("Act: #a-rather-long-room-1(1)") && lines[title].contains('…'),
+        "the hotlist starts and is cut:\n{screen}"
+    );
+    assert!(
+        lines[title + 1].contains('┌'),
+        "the panes start on the next row:\n{screen}"
+    );
+}
+
+#[test]
+fn a_tab_inside_a_paste_is_spaces_and_a_tab_typed_completes() {
+    use client_tui::tui::paste::TAB;
+    let mut h = in_den();
+    h.type_text("/jo");
+    h.press(TAB);
+    h.type_text("x");
+    assert_eq!(h.input_line(), "/jo    x", "text, not a completion");
+    h.clear_input();
+    h.type_text("/jo");
+    h.press(Key::Tab);
+    assert_eq!(h.input_line(), "/join ", "a Tab typed still completes");
+}

@@ -180,6 +180,13 @@ fn run_effects(siv: &mut Cursive, effects: Vec<Effect>) {
                 }
             }
             Effect::Bell => ring_bell(),
+            Effect::Notify(notice) => {
+                with_app(siv, |_, app| {
+                    if let Some(notifications) = &app.notifications {
+                        notifications.show(notice);
+                    }
+                });
+            }
             Effect::SaveSettings(settings) => save_settings(siv, settings),
             Effect::Quit => siv.quit(),
         }

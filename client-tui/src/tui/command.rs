@@ -314,6 +314,8 @@ pub enum Action {
     TypingSetting(bool),
     /// Switch read markers on or off (`/read-markers on|off`).
     ReadMarkersSetting(bool),
+    /// Switch desktop notifications on or off (`/notify on|off`).
+    NotifySetting(bool),
     /// Ask to delete the account (a dialog where the user types their username).
     AskDeleteAccount,
     /// Delete the account, if `typed` is the user's username.
@@ -346,6 +348,7 @@ pub const COMMAND_NAMES: &[&str] = &[
     "/lobby",
     "/me",
     "/msg",
+    "/notify",
     "/older",
     "/op",
     "/password",
@@ -488,6 +491,7 @@ pub fn parse_input(line: &str) -> Result<Option<Action>, String> {
         "ignore" => Action::Ignore,
         "typing" => Action::TypingSetting(on_off(&verb, &args)?),
         "read-markers" => Action::ReadMarkersSetting(on_off(&verb, &args)?),
+        "notify" => Action::NotifySetting(on_off(&verb, &args)?),
         "delete-account" => Action::AskDeleteAccount,
         "help" | "?" => Action::ShowHelp,
         "quit" | "exit" | "q" => Action::Quit,
@@ -659,6 +663,10 @@ mod tests {
         assert_eq!(
             parse_input("/read-markers on"),
             Ok(Some(Action::ReadMarkersSetting(true)))
+        );
+        assert_eq!(
+            parse_input("/notify on"),
+            Ok(Some(Action::NotifySetting(true)))
         );
         assert!(parse_input("/typing maybe").is_err());
         assert_eq!(parse_input("/delete-room"), Ok(Some(Action::AskDeleteRoom)));

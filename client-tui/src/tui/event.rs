@@ -181,6 +181,9 @@ pub enum UiEvent {
     },
     /// Something worth a warning on the status line (e.g. an old key that did not load).
     Warning(String),
+    /// A desktop notification could not be shown (no session bus or notification
+    /// daemon): notifications are off for the rest of the run.
+    NotificationsFailed,
     /// Something the client core reported on its own.
     Client(ClientEvent),
     /// A request failed; shown as a dialog.

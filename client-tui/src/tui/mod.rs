@@ -9,6 +9,7 @@
 //! - [`paste`]: the backend wrapper that keeps a paste one message.
 //! - [`event`]: [`UiEvent`](event::UiEvent)s, what the network task reports, and plain-words
 //!   error descriptions.
+//! - [`notify`]: desktop notifications, shown from a thread of their own.
 //! - [`state`]: [`AppState`](state::AppState), everything shown, with no cursive types:
 //!   `act(action)` and `apply(event)` return [`Effect`](state::Effect)s. Split by concern:
 //!   timeline, room, lobby, outbox (unsent messages), input history and completion,
@@ -18,7 +19,9 @@
 //! - [`keyfile`]: the key file around a rotation of the own key, and the retired keys.
 //! - [`moderation`]: running a room in plain words (room events as timeline lines, who may
 //!   do what).
-//! - [`profile`]: the remembered account and which onboarding form a start-up needs.
+//! - [`profile`]: the remembered account, the profiles kept, and which onboarding form a
+//!   start-up needs.
+//! - [`chooser`]: which profile to use, asked at start when several exist.
 //! - [`shell`]: what cursive keeps between callbacks (the [`App`](shell::App)) and the
 //!   hooks widget callbacks call, so views never call the app layer by name.
 //! - [`app`]: the glue: key bindings (every key of the main screen), effects, rendering.
@@ -32,6 +35,7 @@
 //! view is re-rendered from the state. Views hold no network handles.
 
 pub mod app;
+pub mod chooser;
 pub mod command;
 pub mod editing;
 pub mod event;
@@ -39,6 +43,7 @@ pub mod keyfile;
 pub mod moderation;
 pub mod multiline;
 pub mod network;
+pub mod notify;
 pub mod paste;
 pub mod profile;
 pub mod shell;
@@ -51,7 +56,9 @@ use cursive::Cursive;
 
 use self::app::App;
 use self::command::Command;
+use self::event::UiEvent;
 use self::network::{CommandSender, NetworkConfig, UiSink};
+use self::notify::{DesktopNotifier, Notifications};
 use self::profile::LaunchOptions;
 use self::state::AppState;
 
@@ -84,6 +91,19 @@ async fn tick(sink: cursive::CbSink) {
     }
 }
 
+/// Starts the desktop notification thread; its failure is reported to the UI. Without
+/// the thread the client runs on, without notifications.
+fn start_notifications(sink: cursive::CbSink) -> Option<Notifications> {
+    let report = move |_reason: String| {
+        let _ = sink.send(Box::new(|siv: &mut Cursive| {
+            app::on_event(siv, UiEvent::NotificationsFailed);
+        }));
+    };
+    Notifications::start(DesktopNotifier, report)
+        .inspect_err(|e| tracing::warn!(error = %e, "no desktop notification thread"))
+        .ok()
+}
+
 /// Runs the terminal client until the user quits.
 ///
 /// # Errors
@@ -109,15 +129,15 @@ pub fn run(options: LaunchOptions) -> anyhow::Result<()> {
     let ticks = runtime.spawn(tick(siv.cb_sink().clone()));
     let mut state = AppState::new(options.server_url.clone(), start);
     state.settings = profile::load_settings(options.config_dir.as_deref());
-    app::install(
-        &mut siv,
-        App::new(
-            state,
-            commands.clone(),
-            options.key_bits,
-            options.config_dir.clone(),
-        ),
+    state.notify = state.settings.notify || options.notify;
+    let mut app = App::new(
+        state,
+        commands.clone(),
+        options.key_bits,
+        options.config_dir.clone(),
     );
+    app.notifications = start_notifications(siv.cb_sink().clone());
+    app::install(&mut siv, app);
     let result = siv.try_run_with(|| {
         cursive::backends::crossterm::Backend::init().map(paste::PasteAware::boxed)
     });

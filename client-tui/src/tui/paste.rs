@@ -16,6 +16,10 @@
 //! gap of latency on a real Enter. A paste that ends with a line break sends itself when
 //! it arrives (as a terminal would run a pasted command): one message, never one per line,
 //! and a long one asks first (see [`super::multiline::LINES_WITHOUT_ASKING`]).
+//!
+//! A Tab follows the same rule: with more input waiting it is pasted text (say, indented
+//! code) and becomes [`TAB`], which the input line turns into spaces, instead of asking
+//! for a completion.
 
 use std::time::Duration;
 
@@ -32,18 +36,27 @@ pub const PASTE_GAP: Duration = Duration::from_millis(8);
 /// input line.
 pub const NEWLINE: Event = Event::Alt(Key::Enter);
 
+/// The event a pasted Tab becomes: a tab character, which no key of the terminal sends
+/// (the Tab key arrives as `Key::Tab`).
+pub const TAB: Event = Event::Char('\t');
+
 /// What an event from the terminal becomes, given whether more input is already waiting
-/// (`more_waiting` is only asked for an Enter).
+/// (`more_waiting` is only asked for an Enter or a Tab).
 pub fn classify(event: Event, more_waiting: impl FnOnce() -> bool) -> Event {
-    if event == Event::Key(Key::Enter) && more_waiting() {
-        NEWLINE
+    let pasted = match event {
+        Event::Key(Key::Enter) => NEWLINE,
+        Event::Key(Key::Tab) => TAB,
+        other => return other,
+    };
+    if more_waiting() {
+        pasted
     } else {
         event
     }
 }
 
 /// A backend that passes everything through, except that a pasted Enter becomes
-/// [`NEWLINE`].
+/// [`NEWLINE`] and a pasted Tab [`TAB`].
 pub struct PasteAware {
     inner: Box<dyn Backend>,
 }
@@ -121,6 +134,12 @@ mod tests {
         assert_eq!(
             classify(Event::Key(Key::Enter), || false),
             Event::Key(Key::Enter)
+        );
+        assert_eq!(classify(Event::Key(Key::Tab), || true), TAB);
+        assert_eq!(
+            classify(Event::Key(Key::Tab), || false),
+            Event::Key(Key::Tab),
+            "a Tab with nothing after it completes"
         );
         // Other keys are never held up asking.
         assert_eq!(

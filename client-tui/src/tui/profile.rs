@@ -6,7 +6,7 @@
 //!
 //! ```json
 //! { "username": "alice", "key_path": "/home/alice/.config/e2e-chat/keys/alice.pem",
-//!   "settings": { "typing": true, "read_markers": true } }
+//!   "settings": { "typing": true, "read_markers": true, "notify": false } }
 //! ```
 //!
 //! The user's [`Settings`] live in the same file (a file without them gets the defaults).
@@ -28,8 +28,8 @@ pub struct Profile {
     pub settings: Settings,
 }
 
-/// What the user switched on or off (`/typing`, `/read-markers`). Both are on unless the
-/// user switches them off.
+/// What the user switched on or off (`/typing`, `/read-markers`, `/notify`). Typing and
+/// read markers are on, desktop notifications off, unless the user switches them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Settings {
@@ -37,6 +37,9 @@ pub struct Settings {
     pub typing: bool,
     /// Tell the user's other sessions how far they have read (`MarkRead`).
     pub read_markers: bool,
+    /// Show a desktop notification for a mention or a direct message in a room not shown
+    /// (`/notify`; `--notify` switches them on for one run without keeping it).
+    pub notify: bool,
 }
 
 impl Default for Settings {
@@ -44,6 +47,7 @@ impl Default for Settings {
         Self {
             typing: true,
             read_markers: true,
+            notify: false,
         }
     }
 }
@@ -101,6 +105,28 @@ pub fn save_profile(config_dir: &Path, profile: &Profile) -> std::io::Result<()>
     std::fs::rename(&tmp, &path)
 }
 
+/// The profiles kept under `config_base` (the configuration directory without a
+/// profile), for the chooser at start: the default profile (`None`) first if it holds an
+/// account (a remembered profile or a key directory), then every directory under
+/// `profiles/` with a valid profile name (see [`crate::keystore::profile_dir`]), sorted.
+pub fn existing_profiles(config_base: &Path) -> Vec<Option<String>> {
+    let default = load_profile(config_base).is_some() || config_base.join("keys").is_dir();
+    let mut named: Vec<String> = std::fs::read_dir(config_base.join("profiles"))
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| crate::keystore::profile_dir(config_base, Some(name)).is_ok())
+        .collect();
+    named.sort();
+    default
+        .then_some(None)
+        .into_iter()
+        .chain(named.into_iter().map(Some))
+        .collect()
+}
+
 /// What the user chose on the command line (or through the environment).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LaunchOptions {
@@ -116,6 +142,8 @@ pub struct LaunchOptions {
     pub key_bits: usize,
     /// The configuration directory (`None` if the platform has none; `--key` is needed then).
     pub config_dir: Option<PathBuf>,
+    /// `--notify`: desktop notifications on for this run, whatever the profile keeps.
+    pub notify: bool,
 }
 
 /// The onboarding form a start-up shows.
@@ -248,6 +276,7 @@ mod tests {
             username: None,
             key_bits: 2048,
             config_dir: Some(dir.to_path_buf()),
+            notify: false,
         }
     }
 
@@ -293,9 +322,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         assert_eq!(load_settings(Some(dir.path())), Settings::default());
         assert!(Settings::default().typing && Settings::default().read_markers);
+        assert!(
+            !Settings::default().notify,
+            "notifications are off by default"
+        );
         let off = Settings {
             typing: false,
-            read_markers: true,
+            notify: true,
+            ..Settings::default()
         };
         assert!(save_settings(dir.path(), off).is_err(), "no profile yet");
         // A profile written before settings existed reads with the defaults.
@@ -312,6 +346,47 @@ mod tests {
             "alice",
             "the account is kept"
         );
+    }
+
+    #[test]
+    fn profiles_are_the_default_one_with_an_account_then_the_named_ones_sorted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = dir.path();
+        assert!(existing_profiles(base).is_empty(), "nothing yet");
+        assert!(existing_profiles(&base.join("missing")).is_empty());
+        for name in ["work", "alt", "not a name"] {
+            std::fs::create_dir_all(base.join("profiles").join(name)).expect("mkdir");
+        }
+        std::fs::write(base.join("profiles").join("stray.txt"), "x").expect("write");
+        let named = vec![Some("alt".to_owned()), Some("work".to_owned())];
+        assert_eq!(
+            existing_profiles(base),
+            named,
+            "no account in the default profile; invalid names and files are not profiles"
+        );
+        std::fs::create_dir_all(base.join("keys")).expect("mkdir");
+        let mut all = vec![None];
+        all.extend(named);
+        assert_eq!(
+            existing_profiles(base),
+            all,
+            "the default profile comes first"
+        );
+    }
+
+    #[test]
+    fn a_remembered_account_alone_makes_the_default_profile() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        save_profile(
+            dir.path(),
+            &Profile {
+                username: "alice".into(),
+                key_path: dir.path().join("k.pem"),
+                settings: Settings::default(),
+            },
+        )
+        .expect("saves");
+        assert_eq!(existing_profiles(dir.path()), vec![None]);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use cursive::Cursive;
 
 use super::command::{Action, Command};
 use super::network::CommandSender;
+use super::notify::Notifications;
 use super::state::AppState;
 
 /// The functions widget callbacks call, installed by [`super::app::install`].
@@ -49,6 +50,8 @@ pub struct App {
     pub config_dir: Option<PathBuf>,
     /// What widget callbacks call (set by [`super::app::install`]).
     pub hooks: Hooks,
+    /// Where desktop notifications go (`None`: nowhere, e.g. in tests).
+    pub notifications: Option<Notifications>,
 }
 
 impl App {
@@ -65,6 +68,7 @@ impl App {
             key_bits,
             config_dir,
             hooks: Hooks::default(),
+            notifications: None,
         }
     }
 }

@@ -126,6 +126,7 @@ impl AppState {
             Action::Ignore => self.ignore(),
             Action::TypingSetting(on) => self.set_typing_setting(on),
             Action::ReadMarkersSetting(on) => self.set_read_markers_setting(on),
+            Action::NotifySetting(on) => self.set_notify_setting(on),
             Action::AskDeleteAccount => self.ask_delete_account(),
             Action::DeleteAccount { typed } => self.delete_account(&typed),
             Action::Edited(line) => self.edited(&line, Instant::now()),

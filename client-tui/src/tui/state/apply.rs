@@ -318,6 +318,7 @@ impl AppState {
                 self.set_status(text, Level::Warning);
                 Vec::new()
             }
+            UiEvent::NotificationsFailed => self.notifications_failed(),
             UiEvent::Client(event) => self.client_event(event),
             UiEvent::Failed { action, message } => {
                 self.set_status(format!("{action}: {message}"), Level::Error);
@@ -470,8 +471,8 @@ impl AppState {
                             format!("{} mentioned you in #{}.", msg.sender, msg.room),
                             Level::Info,
                         );
-                        effects.push(Effect::Bell);
                     }
+                    effects.extend(self.call_attention(&msg.room, &msg.sender, mentioned));
                 }
                 if !msg.unknown_recipients.is_empty() {
                     self.set_status(

@@ -13,7 +13,8 @@
 //! confirmed yet, sent again under the same id), [`InputHistory`] and [`complete`] (the
 //! input line's Up/Down and Tab), [`StatusLine`] (with its expiry), plain words, running
 //! rooms (`running.rs`: moderation, room events, direct conversations, blocking, deleting
-//! the account) and presence (`presence.rs`: typing and read markers).
+//! the account), presence (`presence.rs`: typing and read markers) and attention
+//! (`attention.rs`: the hotlist, the bell and desktop notifications).
 //!
 //! Views are re-rendered from the state after each call, so the logic here is tested
 //! without a terminal (`state/tests.rs`, `tests/tui_views.rs`, `tests/tui_focus.rs`).
@@ -26,6 +27,8 @@ mod habits_tests;
 mod input;
 mod live;
 mod lobby;
+#[cfg(test)]
+mod notify_tests;
 mod outbox;
 mod presence;
 mod room;
@@ -46,6 +49,7 @@ use shared::{RoomName, Username};
 
 use super::command::Command;
 use super::event::{ConnectionState, Me};
+use super::notify::Notice;
 use super::profile::{Settings, Start};
 use crate::directory::MemberView;
 
@@ -199,6 +203,9 @@ pub enum Effect {
     CloseKeyAlert(Username),
     /// Ring the terminal bell (a mention in a room not shown).
     Bell,
+    /// Show a desktop notification (a mention or a direct message in a room not shown,
+    /// when the user switched them on).
+    Notify(Notice),
     /// Keep the user's settings in their profile.
     SaveSettings(Settings),
     /// Quit the application.
@@ -235,8 +242,15 @@ pub struct AppState {
     pub outbox: Outbox,
     /// Lines sent from the input line, for Up and Down.
     pub history: InputHistory,
-    /// What the user switched on or off (typing notifications, read markers).
+    /// What the user switched on or off (typing notifications, read markers, desktop
+    /// notifications).
     pub settings: Settings,
+    /// Desktop notifications are on for this run: the kept setting, or `--notify` (which
+    /// is not kept, so saving other settings never switches them on for good).
+    pub notify: bool,
+    /// Desktop notifications failed this run (no notification service): none are asked
+    /// for any more, whatever the setting says.
+    notify_failed: bool,
     /// The room last told the user is typing, and when (repeated every few seconds
     /// while they type; `None` once told they stopped).
     typing_sent: Option<(RoomName, Instant)>,
@@ -270,6 +284,8 @@ impl AppState {
             outbox: Outbox::default(),
             history: InputHistory::default(),
             settings: Settings::default(),
+            notify: false,
+            notify_failed: false,
             typing_sent: None,
             pending_direct: None,
             resent: HashSet::new(),

@@ -30,7 +30,7 @@ fn commands(effects: &[Effect]) -> Vec<Command> {
         .collect()
 }
 
-fn direct_view(peer: &str, messages: Vec<crate::inbox::DecryptedMessage>) -> RoomView {
+pub(super) fn direct_view(peer: &str, messages: Vec<crate::inbox::DecryptedMessage>) -> RoomView {
     let dm = shared::protocol::direct_room_name(&name("alice"), &name(peer));
     RoomView {
         online: Vec::new(),
@@ -330,7 +330,7 @@ fn typing_is_told_every_few_seconds_and_stopped_and_never_when_switched_off() {
     assert!(
         effects.contains(&Effect::SaveSettings(super::super::profile::Settings {
             typing: false,
-            read_markers: true
+            ..super::super::profile::Settings::default()
         }))
     );
     assert!(

@@ -18,6 +18,7 @@ use chrono::{Local, TimeZone};
 use cursive::event::{Event, Key};
 use cursive::style::{Effect as TextEffect, Style};
 use cursive::traits::{Nameable, Resizable};
+use cursive::utils::lines::simple::simple_prefix;
 use cursive::utils::markup::StyledString;
 use cursive::view::{Finder, ScrollStrategy, View};
 use cursive::views::{
@@ -188,8 +189,12 @@ pub fn show_main(siv: &mut Cursive) {
         })
         // Alt-Enter (and a line break inside a paste, see [`paste`]) or Ctrl-J: a line
         // break in the message.
-        .on_pre_event(paste::NEWLINE, insert_newline)
-        .on_pre_event(Event::CtrlChar('j'), insert_newline)
+        .on_pre_event(paste::NEWLINE, |s| insert(s, &[multiline::NEWLINE_MARK]))
+        .on_pre_event(Event::CtrlChar('j'), |s| {
+            insert(s, &[multiline::NEWLINE_MARK])
+        })
+        // A Tab inside a paste is text: spaces, so the timeline's columns hold.
+        .on_pre_event(paste::TAB, |s| insert(s, PASTED_TAB))
         .on_pre_event(Event::CtrlChar('w'), |s| {
             edit_input(s, editing::delete_word_before)
         })
@@ -228,12 +233,16 @@ pub fn input_text(siv: &mut Cursive) -> String {
     .unwrap_or_default()
 }
 
-/// Inserts a line break at the input line's cursor.
-fn insert_newline(siv: &mut Cursive) {
+/// What a Tab inside a paste becomes in the input line.
+const PASTED_TAB: &[char] = &[' '; 4];
+
+/// Inserts `text` at the input line's cursor (a line break mark, a pasted Tab's spaces),
+/// then runs the input line's edit callback once.
+fn insert(siv: &mut Cursive, text: &[char]) {
     let edited = siv.call_on_name(super::INPUT, |v: &mut EditView| {
-        v.insert(multiline::NEWLINE_MARK)
+        text.iter().map(|c| v.insert(*c)).last()
     });
-    if let Some(callback) = edited {
+    if let Some(Some(callback)) = edited {
         callback(siv);
     }
 }
@@ -293,7 +302,10 @@ pub fn page_down(siv: &mut Cursive) {
 /// Re-renders everything but the lobby pane.
 pub fn render(siv: &mut Cursive, state: &AppState) {
     // Zero before the first layout: show everything then.
-    siv.call_on_name(super::TITLE, |v: &mut TextView| v.set_content(title(state)));
+    let width = siv.screen_size().x;
+    siv.call_on_name(super::TITLE, |v: &mut TextView| {
+        v.set_content(fit(title(state), width))
+    });
     siv.call_on_name(super::STATUS, |v: &mut TextView| {
         v.set_content(status(state))
     });
@@ -352,6 +364,28 @@ fn title(state: &AppState) -> StyledString {
         other => out.append_styled(text, level_style(other)),
     }
     append_hotlist(&mut out, &state.hotlist());
+    out
+}
+
+/// `line` cut to `width` columns with a closing "…" if it is wider, so a long hotlist
+/// never wraps the title bar onto a second row (`0`: the width is not known yet, keep it
+/// whole). Cuts between grapheme clusters, measured as cursive lays them out.
+fn fit(line: StyledString, width: usize) -> StyledString {
+    if width == 0 || line.width() <= width {
+        return line;
+    }
+    let room = width - 1;
+    let mut out = StyledString::new();
+    let mut used = 0;
+    for span in line.spans() {
+        let kept = simple_prefix(span.content, room - used);
+        out.append_styled(&span.content[..kept.length], *span.attr);
+        used += kept.width;
+        if kept.length < span.content.len() {
+            break;
+        }
+    }
+    out.append_plain("…");
     out
 }
 
@@ -747,4 +781,36 @@ pub fn closable<V: cursive::View>(view: V) -> OnEventView<V> {
     OnEventView::new(view).on_event(Key::Esc, |s| {
         s.pop_layer();
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_wider_than_the_screen_is_cut_with_an_ellipsis_keeping_its_styles() {
+        let mut line = StyledString::styled(" e2e ", Style::from(TextEffect::Bold));
+        line.append_plain("· Act: #a(1) #b(2) #c(3)");
+        assert_eq!(fit(line.clone(), 0), line, "no width known yet");
+        assert_eq!(fit(line.clone(), 200), line, "fits");
+        let cut = fit(line.clone(), 12);
+        assert_eq!(cut.source(), " e2e · Act:…");
+        assert_eq!(cut.width(), 12);
+        assert_eq!(
+            cut.spans().next().map(|s| *s.attr),
+            Some(Style::from(TextEffect::Bold))
+        );
+        let cut = fit(line, 3);
+        assert_eq!(cut.source(), " e…", "cut inside the first span");
+    }
+
+    #[test]
+    fn wide_characters_are_never_split_past_the_width() {
+        // "界" takes two columns: 5 columns hold "ab界" and the ellipsis, not "ab界界".
+        let cut = fit(StyledString::plain("ab界界界"), 5);
+        assert_eq!(cut.source(), "ab界…");
+        let cut = fit(StyledString::plain("ab界界界"), 4);
+        assert_eq!(cut.source(), "ab…", "half a wide character is left out");
+        assert!(cut.width() <= 4);
+    }
 }

@@ -17,7 +17,10 @@ pub const BINDINGS: &[(&str, &str)] = &[
         "Alt-Enter / Ctrl-J",
         "a line break in the message (shown as ↵); a paste stays one message",
     ),
-    ("Tab", "complete a command, #room or member name"),
+    (
+        "Tab",
+        "complete a command, #room or member name (in a paste: spaces)",
+    ),
     ("F1", "this help"),
     (
         "F2",
@@ -99,6 +102,10 @@ pub const COMMANDS: &[(&str, &str)] = &[
     (
         "/read-markers on|off",
         "tell your other sessions how far you have read (on by default)",
+    ),
+    (
+        "/notify on|off",
+        "desktop notifications for mentions and direct messages elsewhere (off by default)",
     ),
     (
         "/delete-account",
