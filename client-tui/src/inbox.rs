@@ -164,6 +164,15 @@ pub(crate) enum Origin {
     History,
 }
 
+/// A message [`open_delivered`] accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Opened {
+    /// The message.
+    pub(crate) message: DecryptedMessage,
+    /// Which of the sender keys it was given verified the signature.
+    pub(crate) verified_by: usize,
+}
+
 /// Decrypts `msg` with the first of `own_keys` that opens it (the current key first, then
 /// keys replaced by rotation) and verifies it under the first of `sender_keys` that matches
 /// (the sender's current trusted key first, then earlier ones; a retired key only within
@@ -179,7 +188,7 @@ pub(crate) fn open_delivered(
     own_name: &Username,
     own_keys: &[Arc<RsaPrivateKey>],
     sender_keys: &[SenderKey],
-) -> Result<DecryptedMessage, RejectReason> {
+) -> Result<Opened, RejectReason> {
     let received = Received {
         room: &msg.room,
         message_id: &msg.message_id,
@@ -188,9 +197,14 @@ pub(crate) fn open_delivered(
     };
     let mut verdict = RejectReason::Undecryptable;
     'own: for own_key in own_keys {
-        for sender_key in sender_keys {
+        for (index, sender_key) in sender_keys.iter().enumerate() {
             match open_message(received, own_name, own_key, &msg.envelope, &sender_key.key) {
-                Ok(body) if within_limit(&body, sender_key) => return Ok(decrypted(msg, body)),
+                Ok(body) if vouches(sender_key, &body.room, &body.device, body.counter) => {
+                    return Ok(Opened {
+                        message: decrypted(msg, body),
+                        verified_by: index,
+                    })
+                }
                 Ok(_) => return Err(RejectReason::RetiredKey),
                 // This own key does not open the copy; no sender key will change that.
                 Err(CryptoError::Decrypt) => continue 'own,
@@ -206,16 +220,19 @@ pub(crate) fn open_delivered(
     Err(verdict)
 }
 
-/// Whether a retired key may vouch for `body` (any key without a limit may).
-fn within_limit(body: &MessageBody, key: &SenderKey) -> bool {
+/// Whether `key` may vouch for the message with this signed room, device and counter: any
+/// key without a limit may, a retired one only up to its mark.
+pub(crate) fn vouches(key: &SenderKey, room: &RoomName, device: &DeviceId, counter: u64) -> bool {
     key.limit.as_ref().is_none_or(|marks| {
-        marks.iter().any(|m| {
-            m.room.same_as(&body.room) && m.device == body.device && body.counter <= m.last_counter
-        })
+        marks
+            .iter()
+            .any(|m| m.room.same_as(room) && m.device == *device && counter <= m.last_counter)
     })
 }
 
-fn decrypted(msg: &DeliveredMessage, body: MessageBody) -> DecryptedMessage {
+/// The message as shown: the signed `body` with the server's label for its position and
+/// time.
+pub(crate) fn decrypted(msg: &DeliveredMessage, body: MessageBody) -> DecryptedMessage {
     DecryptedMessage {
         room: msg.room.clone(),
         seq: msg.seq,
@@ -347,7 +364,8 @@ mod tests {
             &user("bob"),
             &[Arc::clone(&f.bob)],
             &[trusted(&f.alice)],
-        )?;
+        )?
+        .message;
         admit(ledger, &out, origin)?;
         Ok(out)
     }
@@ -470,7 +488,11 @@ mod tests {
             &[Arc::clone(&f.bob)],
             &[trusted(&f.mallory), trusted(&f.alice)],
         );
-        assert!(result.is_ok());
+        assert_eq!(
+            result.map(|o| o.verified_by),
+            Ok(1),
+            "the second key verified"
+        );
     }
 
     #[test]
@@ -530,7 +552,8 @@ mod tests {
             &[Arc::clone(&f.bob)],
             &[trusted(&f.alice)],
         )
-        .expect("opens");
+        .expect("opens")
+        .message;
         out.server_time_ms = out.sent_at_ms + MAX_CLOCK_SKEW_MS + 1;
         assert!(out.time_disputed());
     }

@@ -147,12 +147,7 @@ pub(crate) struct Ledger {
 
 /// The ledger file for the pin store at `pins_path` and the server `server`.
 pub(crate) fn ledger_path_for(pins_path: &Path, server: &ServerId) -> PathBuf {
-    let name = pins_path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let stem = name.strip_suffix(".pins.json").unwrap_or(&name);
-    pins_path.with_file_name(format!("{stem}.ledger-{server}.json"))
+    crate::pins::account_file(pins_path, "ledger", server)
 }
 
 fn sender_key(sender: &Username, device: &DeviceId) -> String {

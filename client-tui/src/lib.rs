@@ -70,6 +70,7 @@ mod credence;
 pub mod directory;
 pub mod error;
 pub mod events;
+mod history_cache;
 pub mod identity;
 pub mod inbox;
 pub mod keystore;

@@ -127,6 +127,17 @@ pub struct PinStore {
     servers: BTreeMap<String, ServerId>,
 }
 
+/// A per-account file beside the pin store at `pins_path`, for the server `server`:
+/// `<key path>.<kind>-<server id>.json` (the ledger, the history cache).
+pub(crate) fn account_file(pins_path: &Path, kind: &str, server: &ServerId) -> PathBuf {
+    let name = pins_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name.strip_suffix(".pins.json").unwrap_or(&name);
+    pins_path.with_file_name(format!("{stem}.{kind}-{server}.json"))
+}
+
 /// The conventional pin file for a key file: `<key path>.pins.json`.
 pub fn pins_path_for(key_path: &Path) -> PathBuf {
     let mut name = key_path.as_os_str().to_owned();

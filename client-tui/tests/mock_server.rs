@@ -1224,3 +1224,93 @@ async fn presence_for_strangers_is_dropped_and_changes_no_members() {
     drop(client);
     server.await.expect("server script");
 }
+
+/// Opening a room again with the same profile shows the same page in the same order (the
+/// second time from the history cache), and content the server changed at a seq the cache
+/// holds is decrypted afresh and refused, not masked by the cached plaintext.
+#[tokio::test]
+async fn a_reopened_room_is_shown_alike_and_changed_content_is_not_hidden_by_the_cache() {
+    let profile = tempfile::tempdir().expect("temp dir");
+    let pins = profile.path().join("alice.pem.pins.json");
+    let (a, b) = (key(0), key(1));
+    let members = vec![member("alice", &a), member("bob", &b)];
+    let page: Vec<DeliveredMessage> = (1..=3)
+        .map(|seq| {
+            delivered(
+                "general",
+                seq,
+                ("bob", &b),
+                &[("alice", &a), ("bob", &b)],
+                "alice",
+                &format!("message {seq}"),
+            )
+        })
+        .collect();
+    let mut swapped = page.clone();
+    swapped[1].envelope.ciphertext[0] ^= 1;
+    let expected: Vec<(u64, String)> = (1..=3).map(|s| (s, format!("message {s}"))).collect();
+    let rounds = [
+        (page.clone(), expected.clone()),
+        (page, expected.clone()),
+        (swapped, vec![expected[0].clone(), expected[2].clone()]),
+    ];
+    // One address for every round: the client pins the server's id to it.
+    let listener = Arc::new(TcpListener::bind("127.0.0.1:0").await.expect("binds"));
+    let url = format!("ws://{}/ws", listener.local_addr().expect("has address"));
+    for (round, (history, shown)) in rounds.into_iter().enumerate() {
+        let (sa, members, listener) = (a.clone(), members.clone(), Arc::clone(&listener));
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.expect("accepts");
+            let ws = tokio_tungstenite::accept_async(tcp)
+                .await
+                .expect("upgrades");
+            let mut peer = Peer { ws };
+            peer.greet().await;
+            peer.login("alice", &sa).await;
+            peer.joined(members, history).await;
+            while peer.ws.next().await.is_some() {}
+        });
+        let config = ClientConfig {
+            request_timeout: Duration::from_secs(10),
+            ..ClientConfig::default()
+        };
+        let store = PinStore::open(&pins).expect("pin store opens");
+        let (client, _events) = Client::connect_with(&url, store, config)
+            .await
+            .expect("connects");
+        client.login(&alice()).await.expect("logs in");
+        let view = client
+            .join_room(&room("general"), None)
+            .await
+            .expect("joins");
+        client.close().await;
+        drop(client);
+        server.await.expect("server script");
+        let got: Vec<(u64, String)> = view
+            .history
+            .messages
+            .iter()
+            .map(|m| (m.seq, m.text.clone()))
+            .collect();
+        assert_eq!(got, shown, "round {round}");
+        let refused: Vec<(u64, RejectReason)> = view
+            .history
+            .rejected
+            .iter()
+            .map(|r| (r.seq, r.reason.clone()))
+            .collect();
+        if round == 2 {
+            assert_eq!(refused, vec![(2, RejectReason::Undecryptable)]);
+        } else {
+            assert!(refused.is_empty(), "round {round}: {refused:?}");
+        }
+        let cached = std::fs::read_dir(profile.path())
+            .expect("profile lists")
+            .filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().contains(".history-"));
+        assert!(
+            cached,
+            "round {round}: the history cache is written beside the ledger"
+        );
+    }
+}

@@ -22,6 +22,7 @@ use crate::credence::believable_topic;
 use crate::directory::{KeyChange, MemberView};
 use crate::error::ClientError;
 use crate::events::{self, EventReceiver};
+use crate::history_cache::history_cache_path_for;
 use crate::identity::Identity;
 use crate::ledger::{ledger_path_for, Ledger};
 use crate::net::connection::INBOUND_QUEUE;
@@ -153,8 +154,17 @@ impl Client {
             Some(path) => Ledger::open(ledger_path_for(path, &server.server_id))?,
             None => Ledger::in_memory(),
         };
+        let cache_path = pins
+            .path()
+            .map(|path| history_cache_path_for(path, &server.server_id));
         let (events_tx, events_rx) = events::channel();
-        let session = Arc::new(Session::new(pins, ledger, events_tx, conn.downgrade()));
+        let session = Arc::new(Session::new(
+            pins,
+            ledger,
+            cache_path,
+            events_tx,
+            conn.downgrade(),
+        ));
         tokio::spawn(pushes::run(
             inbound_rx,
             Arc::clone(&session),
@@ -238,6 +248,7 @@ impl Client {
         self.inner
             .session
             .logged_in(identity.clone(), &logged_in.rooms, &logged_in.blocked)?;
+        self.inner.session.open_cache(identity).await;
         tracing::info!(user = %logged_in.username, rooms = logged_in.rooms.len(), "logged in");
         Ok(logged_in)
     }
@@ -607,6 +618,7 @@ impl Client {
     /// Closes the connection cleanly. [`ClientEvent::Disconnected`](crate::ClientEvent::Disconnected) follows once the
     /// server acknowledges; requests in flight fail.
     pub async fn close(&self) {
+        self.inner.session.save_cache().await;
         self.inner.conn.close().await;
     }
 

@@ -8,6 +8,7 @@
 //! keeps the invariants between the parts simple.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use shared::crypto::keys::Fingerprint;
@@ -26,8 +27,11 @@ use crate::directory::{
 };
 use crate::error::ClientError;
 use crate::events::{ClientEvent, EventSender, MembershipSource};
+use crate::history_cache::HistoryCache;
 use crate::identity::Identity;
-use crate::inbox::{admit, open_delivered, DecryptedMessage, Origin, RejectReason, Rejection};
+use crate::inbox::{
+    admit, open_delivered, DecryptedMessage, Opened, Origin, RejectReason, Rejection,
+};
 use crate::ledger::{Ledger, RetiredKey};
 use crate::net::{Connection, WeakConnection};
 use crate::pins::{PinError, PinStore};
@@ -46,6 +50,11 @@ pub(crate) struct Session {
     /// after its `LoggedIn` reply, and a push handled before the reply's rooms are
     /// recorded would be refused as being for a room the user is not in.
     logged_in: tokio::sync::watch::Sender<bool>,
+    /// Where the history cache is kept (`None`: in memory only).
+    cache_path: Option<PathBuf>,
+    /// The messages already decrypted and verified, opened at login. Apart from `state`
+    /// so that saving it (on the blocking pool) never holds up the session.
+    cache: Arc<Mutex<Option<HistoryCache>>>,
 }
 
 struct State {
@@ -89,6 +98,7 @@ impl Session {
     pub(crate) fn new(
         pins: PinStore,
         ledger: Ledger,
+        cache_path: Option<PathBuf>,
         events: EventSender,
         conn: WeakConnection,
     ) -> Self {
@@ -109,6 +119,8 @@ impl Session {
                 recent_events: VecDeque::new(),
             }),
             logged_in: tokio::sync::watch::Sender::new(false),
+            cache_path,
+            cache: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -223,6 +235,33 @@ impl Session {
         drop(st);
         self.logged_in.send_replace(true);
         Ok(())
+    }
+
+    /// Opens the history cache for `identity`, just logged in (on the blocking pool). If it
+    /// cannot be opened every message is decrypted, as without a cache.
+    pub(crate) async fn open_cache(&self, identity: &Identity) {
+        let path = self.cache_path.clone();
+        let owner = identity.username().clone();
+        let key = identity.private_key_arc();
+        let opened =
+            tokio::task::spawn_blocking(move || HistoryCache::open(path, &owner, &key)).await;
+        let cache = match opened {
+            Ok(Ok(cache)) => Some(cache),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "no history cache");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "opening the history cache failed");
+                None
+            }
+        };
+        *lock_cache(&self.cache) = cache;
+    }
+
+    /// Writes the history cache if it changed (on the blocking pool).
+    pub(crate) async fn save_cache(&self) {
+        let _ = tokio::task::spawn_blocking(save_cache(Arc::clone(&self.cache))).await;
     }
 
     /// Records a key rotation: `new` becomes the identity, the old private key is kept to
@@ -705,10 +744,7 @@ impl Session {
         let (own_name, own_keys) = self.own_keys().map_err(|r| Rejection::new(&msg, r))?;
         let prepared = self.prepare(conn, msg).await?;
         // Only used if the blocking task panics or the runtime is shutting down.
-        let failed = Rejection::new(
-            &prepared.msg,
-            RejectReason::Mismatch("decryption task failed".into()),
-        );
+        let failed = Rejection::new(&prepared.msg, task_failed());
         let (prepared, result) = tokio::task::spawn_blocking(move || {
             let result = open_prepared(&prepared, &own_name, &own_keys);
             (prepared, result)
@@ -718,17 +754,24 @@ impl Session {
             tracing::error!(error = %e, "decryption task failed");
             failed
         })?;
-        self.update(|st| (finish(st, prepared, result, origin), Vec::new()))
-            .map(|(message, withheld)| {
-                if let Some(event) = withheld {
-                    self.emit(event);
-                }
-                message
-            })
+        let verified_by = result.as_ref().ok().map(|o| o.verified_by);
+        let (message, withheld) = self.update(|st| {
+            let result = result.map(|o| o.message);
+            (finish(st, &prepared, result, origin), Vec::new())
+        })?;
+        if let (Some(index), Some(cache)) = (verified_by, lock_cache(&self.cache).as_mut()) {
+            cache.insert(&prepared.msg, &message, &prepared.sender_keys[index]);
+        }
+        if let Some(event) = withheld {
+            self.emit(event);
+        }
+        Ok(message)
     }
 
-    /// Decrypts a history page: keys are resolved first, then every message is opened in
-    /// one blocking task.
+    /// Decrypts a history page: keys are resolved first, then the messages are opened on
+    /// the blocking pool (from the history cache where it holds exactly this content, the
+    /// rest spread over the cores) and admitted in page order. Newly verified messages are
+    /// added to the cache, which is saved in the background.
     pub(crate) async fn receive_page(&self, conn: &Connection, page: HistoryPage) -> HistoryView {
         let mut view = HistoryView {
             room: page.room,
@@ -755,27 +798,37 @@ impl Session {
                 Err(r) => view.rejected.push(r),
             }
         }
+        let cache = Arc::clone(&self.cache);
         let opened = tokio::task::spawn_blocking(move || {
-            prepared
-                .into_iter()
-                .map(|p| {
-                    let result = open_prepared(&p, &own_name, &own_keys);
-                    (p, result)
-                })
-                .collect::<Vec<_>>()
+            let results = open_page(&prepared, &own_name, &own_keys, &cache);
+            prepared.into_iter().zip(results).collect::<Vec<_>>()
         })
         .await;
+        let mut verified = Vec::new();
         match opened {
             Ok(opened) => self.update(|st| {
-                for (p, result) in opened {
-                    match finish(st, p, result, Origin::History) {
-                        Ok((m, _)) => view.messages.push(m),
+                for (p, (result, verified_by)) in opened {
+                    match finish(st, &p, result, Origin::History) {
+                        Ok((m, _)) => {
+                            if let Some(index) = verified_by {
+                                verified.push((p, m.clone(), index));
+                            }
+                            view.messages.push(m);
+                        }
                         Err(r) => view.rejected.push(r),
                     }
                 }
                 ((), Vec::new())
             }),
             Err(e) => tracing::error!(error = %e, "history decryption task failed"),
+        }
+        if !verified.is_empty() {
+            if let Some(cache) = lock_cache(&self.cache).as_mut() {
+                for (p, message, index) in &verified {
+                    cache.insert(&p.msg, message, &p.sender_keys[*index]);
+                }
+            }
+            tokio::task::spawn_blocking(save_cache(Arc::clone(&self.cache)));
         }
         view.rejected.sort_by_key(|r| r.seq);
         view
@@ -869,7 +922,7 @@ impl Session {
 /// last live one (a skipped counter is a withheld message).
 fn finish(
     st: &mut State,
-    prepared: Prepared,
+    prepared: &Prepared,
     result: Result<DecryptedMessage, RejectReason>,
     origin: Origin,
 ) -> Result<(DecryptedMessage, Option<ClientEvent>), Rejection> {
@@ -981,8 +1034,103 @@ fn open_prepared(
     prepared: &Prepared,
     own_name: &Username,
     own_keys: &[Arc<RsaPrivateKey>],
-) -> Result<DecryptedMessage, RejectReason> {
+) -> Result<Opened, RejectReason> {
     open_delivered(&prepared.msg, own_name, own_keys, &prepared.sender_keys)
+}
+
+/// What opening one message of a page gave: the message or why not, and for a message
+/// verified now (not taken from the cache) which sender key verified it.
+type PageResult = (Result<DecryptedMessage, RejectReason>, Option<usize>);
+
+/// Opens a page's messages, in page order: from the cache where it holds exactly this
+/// content under a key still trusted, the rest decrypted and verified spread over the
+/// machine's cores (RSA decryption is the cost of opening a room).
+fn open_page(
+    prepared: &[Prepared],
+    own_name: &Username,
+    own_keys: &[Arc<RsaPrivateKey>],
+    cache: &Mutex<Option<HistoryCache>>,
+) -> Vec<PageResult> {
+    let cached: Vec<Option<DecryptedMessage>> = {
+        let cache = lock_cache(cache);
+        prepared
+            .iter()
+            .map(|p| cache.as_ref()?.lookup(&p.msg, &p.sender_keys))
+            .collect()
+    };
+    let missing: Vec<&Prepared> = prepared
+        .iter()
+        .zip(&cached)
+        .filter(|(_, hit)| hit.is_none())
+        .map(|(p, _)| p)
+        .collect();
+    let mut opened = open_spread(&missing, own_name, own_keys).into_iter();
+    cached
+        .into_iter()
+        .map(|hit| match hit {
+            Some(message) => (Ok(message), None),
+            None => match opened.next() {
+                Some(Ok(o)) => (Ok(o.message), Some(o.verified_by)),
+                Some(Err(reason)) => (Err(reason), None),
+                None => (Err(task_failed()), None),
+            },
+        })
+        .collect()
+}
+
+/// Opens `prepared` in order, split over the machine's cores.
+fn open_spread(
+    prepared: &[&Prepared],
+    own_name: &Username,
+    own_keys: &[Arc<RsaPrivateKey>],
+) -> Vec<Result<Opened, RejectReason>> {
+    let open_part = |part: &[&Prepared]| -> Vec<Result<Opened, RejectReason>> {
+        part.iter()
+            .map(|p| open_prepared(p, own_name, own_keys))
+            .collect()
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if prepared.len() < 2 || threads == 1 {
+        return open_part(prepared);
+    }
+    let chunk = prepared.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = prepared
+            .chunks(chunk)
+            .map(|part| (part.len(), scope.spawn(move || open_part(part))))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|(len, handle)| {
+                handle.join().unwrap_or_else(|_| {
+                    tracing::error!("a decryption thread panicked");
+                    (0..len).map(|_| Err(task_failed())).collect()
+                })
+            })
+            .collect()
+    })
+}
+
+fn task_failed() -> RejectReason {
+    RejectReason::Mismatch("decryption task failed".into())
+}
+
+fn lock_cache(cache: &Mutex<Option<HistoryCache>>) -> MutexGuard<'_, Option<HistoryCache>> {
+    // A cache left half-updated by a panic is at worst missing entries.
+    cache
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Saves the cache, for the blocking pool.
+fn save_cache(cache: Arc<Mutex<Option<HistoryCache>>>) -> impl FnOnce() {
+    move || {
+        if let Some(cache) = lock_cache(&cache).as_mut() {
+            if let Err(e) = cache.save() {
+                tracing::warn!(error = %e, "could not save the history cache");
+            }
+        }
+    }
 }
 
 fn alarm_event(alarm: Alarm, rooms: &[RoomName], st: &State) -> ClientEvent {

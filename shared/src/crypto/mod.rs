@@ -6,11 +6,13 @@
 //! - [`envelope`]: one recipient's hybrid-encrypted copy.
 //! - [`message`]: a whole message: sign once, seal one copy per recipient, open and verify.
 //! - [`rotation`]: key rotation certificates, signed by the old and the new key.
+//! - [`local`]: sealing a client's own records at rest under a key only it can unwrap.
 //!
 //! Nothing here does I/O; nothing here is async.
 
 pub mod envelope;
 pub mod keys;
+pub mod local;
 pub mod message;
 pub mod rotation;
 pub mod signing;

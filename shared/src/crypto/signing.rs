@@ -26,6 +26,9 @@ pub enum Purpose {
     /// A key rotation, signed by the *old* key (the old key hands over to the new one):
     /// the same fields as [`Purpose::KeyRotation`], under a tag of its own.
     KeyEndorsement,
+    /// Wrapping the key of the owner's own local records (see [`crate::crypto::local`]):
+    /// the fields are the owner's canonical name and the wrapped key.
+    LocalKey,
 }
 
 impl Purpose {
@@ -36,6 +39,7 @@ impl Purpose {
             Self::Message => b"e2e-chat/v3/message",
             Self::KeyRotation => b"e2e-chat/v3/key-rotation",
             Self::KeyEndorsement => b"e2e-chat/v3/key-endorsement",
+            Self::LocalKey => b"e2e-chat/v3/local-key",
         }
     }
 }
