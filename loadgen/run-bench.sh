@@ -86,6 +86,28 @@ GLOBAL_LIFTED=(REQUESTS_PER_SEC=100000 REGISTRATIONS_TOTAL=1000000 ROOMS_PER_USE
 
 # start_server DATA_DIR [extra env...]: starts the release server on $PORT (per-address
 # quotas lifted), waits until it accepts connections.
+# healthy PORT: whether the server on PORT answers GET /health with 200. (An open port is
+# not enough: the server binds it before its store is open and answers 503 "starting"
+# until then.)
+healthy() {
+    (
+        exec 3<>/dev/tcp/127.0.0.1/"$1" || exit 1
+        printf 'GET /health HTTP/1.0\r\nHost: bench\r\n\r\n' >&3
+        read -r -t 5 _ status _ <&3 || exit 1
+        [[ "$status" == 200 ]]
+    ) 2>/dev/null
+}
+
+# wait_healthy PORT: waits (up to 60 s) until the server on PORT is healthy.
+wait_healthy() {
+    for _ in $(seq 600); do
+        if healthy "$1"; then return 0; fi
+        sleep 0.1
+    done
+    echo "server on port $1 did not become healthy; see $OUT/server.log" >&2
+    exit 1
+}
+
 start_server() {
     local dir=$1
     shift
@@ -93,14 +115,7 @@ start_server() {
         SHUTDOWN_GRACE_SECS=2 "${PER_ADDRESS_LIFTED[@]}" "$@" \
         "$SERVER_BIN" >>"$OUT/server.log" 2>&1 &
     SERVER_PID=$!
-    for _ in $(seq 100); do
-        if (exec 3<>/dev/tcp/127.0.0.1/"$PORT") 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "server did not start; see $OUT/server.log" >&2
-    exit 1
+    wait_healthy "$PORT"
 }
 
 # fresh_server [extra env...]: a new server on a new data dir, global limits lifted.
@@ -143,12 +158,7 @@ mongo_servers() {
             SHUTDOWN_GRACE_SECS=2 "${PER_ADDRESS_LIFTED[@]}" "${common[@]}" INSTANCE_ID=two \
             "$SERVER_BIN" >>"$OUT/server.log" 2>&1 &
         SERVER2_PID=$!
-        for _ in $(seq 100); do
-            if (exec 3<>/dev/tcp/127.0.0.1/"$PORT2") 2>/dev/null; then return 0; fi
-            sleep 0.1
-        done
-        echo "second server did not start; see $OUT/server.log" >&2
-        exit 1
+        wait_healthy "$PORT2"
     fi
 }
 
