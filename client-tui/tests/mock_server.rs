@@ -226,8 +226,23 @@ impl Peer {
 
     /// Answers a `JoinRoom` for `general` with `members` and `history`.
     async fn joined(&mut self, members: Vec<MemberInfo>, history: Vec<DeliveredMessage>) {
+        self.joined_pushing_first(members, history, None).await;
+    }
+
+    /// Answers a `JoinRoom` as [`Peer::joined`] does, but first sends `early` (if any) just
+    /// before the `Joined` reply, so that it reaches the client before the snapshot is
+    /// recorded.
+    async fn joined_pushing_first(
+        &mut self,
+        members: Vec<MemberInfo>,
+        history: Vec<DeliveredMessage>,
+        early: Option<Push>,
+    ) {
         let frame = self.recv().await;
         assert!(matches!(frame.msg, ClientMsg::JoinRoom(ref j) if j.name == room("general")));
+        if let Some(push) = early {
+            self.push(push).await;
+        }
         self.reply(
             frame.request_id,
             Reply::Joined(RoomSnapshot {
@@ -795,6 +810,52 @@ async fn a_message_sealed_for_someone_not_shown_as_a_member_is_flagged() {
             "{r:?}"
         ),
         other => panic!("expected a refusal, got {other:?}"),
+    }
+    drop(client);
+    server.await.expect("server script");
+}
+
+/// A message pushed for a room while the user's join of it is being answered (the user
+/// is a member already, from the login) is held until the snapshot, which brings the
+/// sender's key, is recorded: the client does not ask the server for that key.
+#[tokio::test]
+async fn a_message_pushed_before_the_join_reply_waits_for_the_snapshots_keys() {
+    let (a, b) = (key(0), key(1));
+    let (sa, sb) = (a.clone(), b.clone());
+    let (url, server) = serve(move |mut peer| async move {
+        peer.greet().await;
+        peer.login("alice", &sa).await;
+        let early = delivered(
+            "general",
+            1,
+            ("bob", &sb),
+            &[("alice", &sa), ("bob", &sb)],
+            "alice",
+            "sent while you joined",
+        );
+        peer.joined_pushing_first(
+            vec![member("alice", &sa), member("bob", &sb)],
+            vec![],
+            Some(Push::Message(early)),
+        )
+        .await;
+        // Nothing more is asked: the snapshot brought bob's key.
+        if let Ok(Some(Ok(Message::Binary(bytes)))) =
+            tokio::time::timeout(Duration::from_secs(1), peer.ws.next()).await
+        {
+            let frame = codec::decode_client(&bytes).expect("client frame decodes");
+            panic!("the client asked the server: {:?}", frame.msg);
+        }
+        while peer.ws.next().await.is_some() {}
+    })
+    .await;
+    let (client, mut events) = alice_in_general(&url).await;
+    match next_event(&mut events).await {
+        ClientEvent::Message(m) => {
+            assert_eq!(m.text, "sent while you joined");
+            assert!(m.unknown_recipients.is_empty());
+        }
+        other => panic!("expected the message, got {other:?}"),
     }
     drop(client);
     server.await.expect("server script");

@@ -283,6 +283,7 @@ impl Client {
         password: Option<&str>,
         hidden: bool,
     ) -> Result<RoomView, ClientError> {
+        let _opening = self.inner.session.opening(name);
         let reply = self
             .request(ClientMsg::CreateRoom(CreateRoom {
                 name: name.clone(),
@@ -311,6 +312,7 @@ impl Client {
         name: &RoomName,
         password: Option<&str>,
     ) -> Result<RoomView, ClientError> {
+        let _opening = self.inner.session.opening(name);
         let reply = self
             .request(ClientMsg::JoinRoom(JoinRoom {
                 name: name.clone(),

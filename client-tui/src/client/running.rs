@@ -55,6 +55,7 @@ impl Client {
     /// [`ClientError::UnexpectedReply`] for a snapshot of another room; connection errors.
     pub async fn open_direct(&self, with: &Username) -> Result<RoomView, ClientError> {
         let me = self.inner.session.identity()?.username().clone();
+        let _opening = self.inner.session.opening(&direct_room_name(&me, with));
         let reply = self
             .request(ClientMsg::OpenDirect(OpenDirect {
                 with: with.clone(),

@@ -50,6 +50,11 @@ pub(crate) struct Session {
     /// after its `LoggedIn` reply, and a push handled before the reply's rooms are
     /// recorded would be refused as being for a room the user is not in.
     logged_in: tokio::sync::watch::Sender<bool>,
+    /// Canonical names of the rooms being joined, created or opened as a conversation
+    /// ([`Session::opening`]): the server pushes the room's messages right after its
+    /// snapshot, which brings the members' keys, and a push handled before the snapshot
+    /// is recorded would find its sender unknown and ask the server for the key.
+    opening: tokio::sync::watch::Sender<HashSet<String>>,
     /// Where the history cache is kept (`None`: in memory only).
     cache_path: Option<PathBuf>,
     /// The messages already decrypted and verified, opened at login. Apart from `state`
@@ -81,6 +86,24 @@ struct State {
     /// The room events applied lately, so one that arrives both as the answer to the
     /// user's request and as a push is reported once.
     recent_events: VecDeque<RoomEvent>,
+}
+
+/// How long a push for a room being opened waits for the room's snapshot before asking
+/// the server for an unknown sender's key itself.
+const OPENING_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A room marked as being opened ([`Session::opening`]); dropping it ends the mark.
+pub(crate) struct Opening<'a> {
+    rooms: &'a tokio::sync::watch::Sender<HashSet<String>>,
+    room: String,
+}
+
+impl Drop for Opening<'_> {
+    fn drop(&mut self) {
+        self.rooms.send_modify(|rooms| {
+            rooms.remove(&self.room);
+        });
+    }
 }
 
 /// How many applied room events are remembered to report each once.
@@ -119,6 +142,7 @@ impl Session {
                 recent_events: VecDeque::new(),
             }),
             logged_in: tokio::sync::watch::Sender::new(false),
+            opening: tokio::sync::watch::Sender::new(HashSet::new()),
             cache_path,
             cache: Arc::new(Mutex::new(None)),
         }
@@ -130,6 +154,26 @@ impl Session {
     pub(crate) async fn until_logged_in(&self, limit: std::time::Duration) {
         let mut seen = self.logged_in.subscribe();
         let _ = tokio::time::timeout(limit, seen.wait_for(|done| *done)).await;
+    }
+
+    /// Marks `room` as being opened (its join or create request is on its way) until the
+    /// returned guard is dropped, once the reply's snapshot is recorded or has failed.
+    pub(crate) fn opening(&self, room: &RoomName) -> Opening<'_> {
+        let room = room.canonical();
+        self.opening.send_modify(|rooms| {
+            rooms.insert(room.clone());
+        });
+        Opening {
+            rooms: &self.opening,
+            room,
+        }
+    }
+
+    /// Waits (at most `limit`) until `room` is no longer being opened.
+    async fn until_opened(&self, room: &RoomName, limit: std::time::Duration) {
+        let room = room.canonical();
+        let mut rooms = self.opening.subscribe();
+        let _ = tokio::time::timeout(limit, rooms.wait_for(|r| !r.contains(&room))).await;
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -856,6 +900,16 @@ impl Session {
             }
             st.directory
                 .sender_keys(&msg.sender, st.ledger.retired(&msg.sender))
+        };
+        let known = match known {
+            // The room's snapshot, on its way, may bring the sender's key.
+            SenderKeys::Unknown if self.opening.borrow().contains(&msg.room.canonical()) => {
+                self.until_opened(&msg.room, OPENING_WAIT).await;
+                let st = self.lock();
+                st.directory
+                    .sender_keys(&msg.sender, st.ledger.retired(&msg.sender))
+            }
+            known => known,
         };
         let known = match known {
             SenderKeys::Unknown => match self.fetch_key(conn, &msg).await {
