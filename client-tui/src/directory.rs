@@ -432,13 +432,7 @@ mod tests {
     use super::*;
 
     fn der(n: usize) -> Vec<u8> {
-        let path = format!(
-            "{}/../tests/fixtures/keys/rsa2048-{n:02}.pem",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let pem = std::fs::read_to_string(path).expect("fixture exists");
-        let key = keys::private_from_pem(&pem, None).expect("parses");
-        keys::public_to_der(&key.to_public_key()).expect("encodes")
+        keys::public_to_der(&crate::test_keys::key(n).to_public_key()).expect("encodes")
     }
 
     fn info(name: &str, public_key: Vec<u8>) -> MemberInfo {

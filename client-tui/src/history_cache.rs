@@ -355,7 +355,6 @@ fn context(msg: &DeliveredMessage, digest: &[u8; 32]) -> [Vec<u8>; 3] {
 mod tests {
     use std::sync::Arc;
 
-    use shared::crypto::keys::private_from_pem;
     use shared::crypto::message::{seal_message, Recipient};
     use shared::crypto::rotation::CounterMark;
     use shared::protocol::recipients_of;
@@ -363,15 +362,7 @@ mod tests {
 
     use super::*;
     use crate::inbox::open_delivered;
-
-    fn key(n: usize) -> Arc<RsaPrivateKey> {
-        let path = format!(
-            "{}/../tests/fixtures/keys/rsa2048-{n:02}.pem",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let pem = std::fs::read_to_string(path).expect("fixture exists");
-        Arc::new(private_from_pem(&pem, None).expect("fixture parses"))
-    }
+    use crate::test_keys::key;
 
     fn user(name: &str) -> Username {
         Username::parse(name).expect("valid")

@@ -269,18 +269,9 @@ pub(crate) fn admit(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::crypto::keys::private_from_pem;
+    use crate::test_keys::key;
     use shared::crypto::message::{seal_message, MessageBody, Recipient};
     use shared::protocol::{recipients_of, Envelope};
-
-    fn key(n: usize) -> Arc<RsaPrivateKey> {
-        let path = format!(
-            "{}/../tests/fixtures/keys/rsa2048-{n:02}.pem",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        let pem = std::fs::read_to_string(path).expect("fixture exists");
-        Arc::new(private_from_pem(&pem, None).expect("fixture parses"))
-    }
 
     fn user(name: &str) -> Username {
         Username::parse(name).expect("valid")

@@ -80,6 +80,8 @@ pub mod pins;
 mod pushes;
 pub mod rooms;
 mod session;
+#[cfg(test)]
+mod test_keys;
 pub mod tui;
 
 pub use client::{Client, ClientConfig};
