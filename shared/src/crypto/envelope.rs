@@ -11,15 +11,13 @@
 //!                       [room canonical, message id (16 bytes), sender canonical, recipient canonical])
 //! ```
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Key, Nonce};
 use rand::RngCore;
 use rsa::{Oaep, RsaPrivateKey, RsaPublicKey};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use super::signing::length_prefixed;
-use super::CryptoError;
+use super::{aead, CryptoError};
 use crate::ids::{MessageId, RoomName, Username};
 use crate::protocol::Envelope;
 
@@ -84,19 +82,7 @@ impl WrappedKey {
         recipient: &Username,
         plaintext: &[u8],
     ) -> Result<Envelope, CryptoError> {
-        let mut nonce = [0u8; 12];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(self.key.as_ref()));
-        let aad = ctx.aad(recipient);
-        let ciphertext = cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| CryptoError::Operation)?;
+        let (nonce, ciphertext) = aead::seal(&self.key, &ctx.aad(recipient), plaintext)?;
         Ok(Envelope {
             recipient: recipient.clone(),
             wrapped_key: self.wrapped,
@@ -146,19 +132,14 @@ pub fn open(
             )
             .map_err(|_| CryptoError::Decrypt)?,
     );
-    if key.len() != 32 {
-        return Err(CryptoError::Decrypt);
-    }
-    let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key));
-    let aad = ctx.aad(own_name);
-    cipher
-        .decrypt(
-            Nonce::from_slice(&envelope.nonce),
-            Payload {
-                msg: &envelope.ciphertext,
-                aad: &aad,
-            },
-        )
-        .map(Zeroizing::new)
-        .map_err(|_| CryptoError::Decrypt)
+    let key: &[u8; 32] = key
+        .as_slice()
+        .try_into()
+        .map_err(|_| CryptoError::Decrypt)?;
+    aead::open(
+        key,
+        &envelope.nonce,
+        &ctx.aad(own_name),
+        &envelope.ciphertext,
+    )
 }

@@ -16,15 +16,13 @@
 //! aad = length_prefixed("e2e-chat/v1/local-record", context)
 //! ```
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::{Aes256Gcm, Key, Nonce};
 use rand::RngCore;
 use rsa::{Oaep, RsaPrivateKey};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use super::signing::{self, length_prefixed, Purpose};
-use super::CryptoError;
+use super::{aead, CryptoError};
 use crate::ids::Username;
 
 /// Tag of a record's associated data.
@@ -90,19 +88,8 @@ impl LocalKey {
     /// # Errors
     /// [`CryptoError::Operation`] if AES encryption fails.
     pub fn seal(&self, context: &[&[u8]], plaintext: &[u8]) -> Result<SealedRecord, CryptoError> {
-        let mut nonce = [0u8; 12];
-        rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let aad = length_prefixed(AAD_TAG, context);
-        let ciphertext = self
-            .cipher()
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| CryptoError::Operation)?;
+        let (nonce, ciphertext) =
+            aead::seal(&self.0, &length_prefixed(AAD_TAG, context), plaintext)?;
         Ok(SealedRecord { nonce, ciphertext })
     }
 
@@ -116,21 +103,12 @@ impl LocalKey {
         context: &[&[u8]],
         record: &SealedRecord,
     ) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-        let aad = length_prefixed(AAD_TAG, context);
-        self.cipher()
-            .decrypt(
-                Nonce::from_slice(&record.nonce),
-                Payload {
-                    msg: &record.ciphertext,
-                    aad: &aad,
-                },
-            )
-            .map(Zeroizing::new)
-            .map_err(|_| CryptoError::Decrypt)
-    }
-
-    fn cipher(&self) -> Aes256Gcm {
-        Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(self.0.as_ref()))
+        aead::open(
+            &self.0,
+            &record.nonce,
+            &length_prefixed(AAD_TAG, context),
+            &record.ciphertext,
+        )
     }
 }
 

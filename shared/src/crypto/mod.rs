@@ -10,6 +10,7 @@
 //!
 //! Nothing here does I/O; nothing here is async.
 
+mod aead;
 pub mod envelope;
 pub mod keys;
 pub mod local;
